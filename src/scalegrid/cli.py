@@ -1,0 +1,50 @@
+"""The `scalegrid` command: parse -> dispatch to one module of `scalegrid.commands` -> exit code.
+
+Every subcommand lives in `scalegrid/commands/<name>.py` with `register(subparsers)`, which adds its
+parser and sets `func(args) -> int`. A `UserError` anywhere becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from scalegrid.errors import UserError
+
+COMMANDS = ["plan", "run", "status", "fit", "report"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors also exit 2, on one line
+        self.exit(2, f"scalegrid: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="scalegrid", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"scalegrid.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"scalegrid.commands.{name}":
+                raise
+            continue  # a command still being written is simply absent
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"scalegrid: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("scalegrid: interrupted; re-run the same command to finish what is missing", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
