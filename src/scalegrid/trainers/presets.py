@@ -1,0 +1,141 @@
+"""Model shapes by name, and the scaling arithmetic that lives on a shape.
+
+A shape is plain numbers (no torch): `scalegrid plan` counts parameters and FLOPs from it without
+building a model. `trainers/model.py` turns an `LlamaShape` into a real `transformers` Llama.
+
+The paper-sized shapes follow the Llama shapes of "Pre-training under infinite compute"
+(Marin's llama_150m / 300m / 600m / 1.4b); the small ones exist so that a CPU can train them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlamaShape:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    num_kv_heads: int | None = None  # None: as many as num_heads (no grouped-query attention)
+    tie_embeddings: bool = False
+
+    def __post_init__(self):
+        for field in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.kv_heads < 1 or self.num_heads % self.kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.kv_heads}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    def num_params(self, vocab_size: int, *, non_embedding: bool = False) -> int:
+        """Parameters of the Llama model built from this shape (checked against the real model in tests)."""
+        h, kv_dim = self.hidden_size, self.kv_heads * (self.hidden_size // self.num_heads)
+        attention = 2 * h * h + 2 * h * kv_dim  # q, o and k, v projections, no biases
+        mlp = 3 * h * self.intermediate_size  # gate, up, down
+        per_layer = attention + mlp + 2 * h  # two RMSNorm weights
+        body = self.num_layers * per_layer + h  # final norm
+        if non_embedding:
+            return body
+        embeddings = vocab_size * h * (1 if self.tie_embeddings else 2)
+        return body + embeddings
+
+    def flops_per_token(self, vocab_size: int, seq_len: int) -> int:
+        """Training FLOPs per token: 6 x (matmul parameters) plus attention scores (Kaplan et al. 2020).
+
+        Matmul parameters are the non-embedding ones plus the output head (the input embedding
+        is a lookup); attention adds 6 * layers * seq_len * hidden per token for QK^T and AV.
+        """
+        matmul_params = self.num_params(vocab_size, non_embedding=True) + vocab_size * self.hidden_size
+        return 6 * matmul_params + 6 * self.num_layers * seq_len * self.hidden_size
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "num_kv_heads": self.kv_heads}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinregShape:
+    """Over-parameterised linear regression: the model is a weight vector of `dims` entries."""
+
+    dims: int
+
+    def __post_init__(self):
+        if self.dims < 1:
+            raise ValueError("dims must be >= 1")
+
+    def num_params(self, vocab_size: int = 0, *, non_embedding: bool = False) -> int:
+        return self.dims
+
+    def flops_per_token(self, vocab_size: int = 0, seq_len: int = 1) -> int:
+        return 6 * self.dims  # one sample = one "token": forward dot product and gradient
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+ModelShape = LlamaShape | LinregShape
+
+PRESETS: dict[str, Callable[[], ModelShape]] = {}
+
+
+def register_preset(name: str):
+    def decorate(fn: Callable[[], ModelShape]):
+        if name in PRESETS:
+            raise ValueError(f"model preset {name!r} is registered twice")
+        PRESETS[name] = fn
+        return fn
+
+    return decorate
+
+
+@register_preset("llama-50k")
+def llama_50k() -> LlamaShape:  # ~50k params with the byte tokenizer: CPU tests
+    return LlamaShape(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=96)
+
+
+@register_preset("llama-200k")
+def llama_200k() -> LlamaShape:
+    return LlamaShape(hidden_size=64, num_layers=3, num_heads=4, intermediate_size=176)
+
+
+@register_preset("llama-1m")
+def llama_1m() -> LlamaShape:
+    return LlamaShape(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=384)
+
+
+@register_preset("llama-10m")
+def llama_10m() -> LlamaShape:
+    return LlamaShape(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024)
+
+
+@register_preset("llama-150m")
+def llama_150m() -> LlamaShape:
+    return LlamaShape(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2688)
+
+
+@register_preset("llama-300m")
+def llama_300m() -> LlamaShape:
+    return LlamaShape(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=2688)
+
+
+@register_preset("llama-600m")
+def llama_600m() -> LlamaShape:
+    return LlamaShape(hidden_size=1536, num_layers=24, num_heads=24, intermediate_size=4096)
+
+
+@register_preset("llama-1.4b")
+def llama_1_4b() -> LlamaShape:
+    return LlamaShape(hidden_size=2048, num_layers=24, num_heads=16, intermediate_size=8192)
+
+
+def preset(name: str) -> ModelShape:
+    return PRESETS[name]()
