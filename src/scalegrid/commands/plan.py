@@ -1,0 +1,22 @@
+"""`scalegrid plan SPEC`: the grid as a table with sizes, tokens, FLOPs and status; starts no Ray."""
+
+from __future__ import annotations
+
+from scalegrid.orchestrator.plan import format_table, make_plan, totals_line
+
+
+def register(subparsers) -> None:
+    sub = subparsers.add_parser("plan", help="print the trials of a sweep spec and their status")
+    sub.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
+    sub.add_argument("--results", help="results directory (default: the spec's `results:`)")
+    sub.set_defaults(func=run)
+
+
+def run(args) -> int:
+    plan = make_plan(args.spec, results=args.results)
+    for path, reason in plan.unreadable:
+        print(f"warning: {path} is unreadable ({reason}); skipped and kept")
+    table = plan.table()
+    print(format_table(table))
+    print(totals_line(table))
+    return 0

@@ -1,0 +1,85 @@
+"""`scalegrid run SPEC`: train every trial of the spec that the results store does not hold yet."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pandas as pd
+
+from scalegrid import store
+from scalegrid.errors import UserError
+from scalegrid.orchestrator.plan import format_table, make_plan, prepare_data
+from scalegrid.orchestrator.provenance import provenance, write_sweep_record
+from scalegrid.orchestrator.session import check_address, ray_session
+
+SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "status", "val_loss", "wall_s"]
+
+
+def positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    sub = subparsers.add_parser("run", help="run the missing trials of a sweep on Ray Tune")
+    sub.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
+    sub.add_argument("--address", help="Ray cluster address HOST:PORT (default: an embedded local Ray)")
+    sub.add_argument("--results", help="results directory (default: the spec's `results:`)")
+    sub.add_argument("--max-concurrent", type=positive_int, help="trials running at once (default: as resources allow)")
+    sub.set_defaults(func=run)
+
+
+def run(args) -> int:
+    start = time.perf_counter()
+    plan = make_plan(args.spec, results=args.results)
+    if args.address:
+        check_address(args.address)
+    save_tokens = prepare_data(plan)  # the last check: tokens exist for every budget
+    # Every input is valid: from here on the results directory is written.
+    plan.results_dir.mkdir(parents=True, exist_ok=True)
+    save_tokens()
+    info = provenance()
+    write_sweep_record(plan.results_dir, plan.spec, args.spec, info)
+    for path, reason in plan.unreadable:
+        print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
+    pending = plan.pending
+    print(f"{plan.spec.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
+    if pending:
+        from scalegrid.orchestrator.runner import schedule
+
+        with ray_session(args.address):
+            schedule(plan, info, max_concurrent=args.max_concurrent)
+    return summarize(args, time.perf_counter() - start)
+
+
+def summarize(args, elapsed_s: float) -> int:
+    plan = make_plan(args.spec, results=args.results)
+    runs = plan.runs.set_index("trial_id") if len(plan.runs) else pd.DataFrame()
+    table = plan.table()
+    for column in ("val_loss", "wall_s"):
+        table[column] = [runs[column].get(t) if column in runs else None for t in table["trial_id"]]
+    print(format_table(table[SUMMARY_COLUMNS]))
+    if plan.spec.trainer == "lm" and table["val_loss"].notna().any():
+        print("\nval_loss by epochs (best over the other axes):")
+        print(table.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min").round(4).to_string())
+    counts = table["status"].value_counts()
+    print(
+        f"\n{plan.spec.name}: {counts.get('done', 0)} completed, {counts.get('diverged', 0)} diverged, "
+        f"{counts.get('failed', 0)} failed, {counts.get('pending', 0)} not finished of {len(table)} trials "
+        f"in {elapsed_s:.1f} s; results in {plan.results_dir}"
+    )
+    if counts.get("failed", 0):
+        print("some trials FAILED: see the `error` column (`scalegrid status`); a re-run retries them", file=sys.stderr)
+        return 1
+    if counts.get("pending", 0):
+        print("some trials did not finish (interrupted?): re-run the same command to train only those", file=sys.stderr)
+        return 1
+    return 0

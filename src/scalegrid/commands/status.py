@@ -1,0 +1,28 @@
+"""`scalegrid status RESULTS`: trials by status and the table of runs in a results directory."""
+
+from __future__ import annotations
+
+from scalegrid import store
+from scalegrid.orchestrator.plan import format_table
+
+COLUMNS = ["trial_id", "sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "status", "val_loss", "wall_s", "error"]
+
+
+def register(subparsers) -> None:
+    sub = subparsers.add_parser("status", help="summarise the runs in a results directory")
+    sub.add_argument("results", help="a results directory, e.g. results/quickstart")
+    sub.set_defaults(func=run)
+
+
+def run(args) -> int:
+    scan = store.scan_runs(store.check_readable_results(args.results))
+    scan.warn()
+    runs = scan.frame
+    counts = runs["status"].value_counts()
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no runs yet"
+    print(f"{args.results}: {len(runs)} trials ({summary}); {len(scan.unreadable)} unreadable files")
+    if len(runs):
+        shown = runs[COLUMNS].sort_values(["sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"])
+        shown["error"] = shown["error"].fillna("").str.slice(0, 60)
+        print(format_table(shown))
+    return 0

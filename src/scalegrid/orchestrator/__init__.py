@@ -1,0 +1,1 @@
+"""Spec -> trials -> Ray Tune: planning, the trial worker, progress, and the Ray session."""

@@ -1,0 +1,138 @@
+"""Spec -> trials -> what the store already holds: the plan that `plan`, `run` and `status` share.
+
+Everything here validates and reads; nothing writes. `run` writes only after `make_plan` (and
+the data checks of `prepare_data`) have passed, so a bad input leaves the results directory as
+it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from scalegrid import grid, store
+from scalegrid.errors import UserError
+from scalegrid.spec import SweepSpec, load_spec
+from scalegrid.trainers.base import Trial
+
+STATUS_OF_ROW = {"COMPLETED": "done", "DIVERGED": "diverged", "FAILED": "failed"}
+
+
+@dataclass
+class SweepPlan:
+    spec: SweepSpec
+    results_dir: Path
+    data: "object"  # trainers.data.DataIdentity
+    trials: list[Trial]
+    runs: pd.DataFrame  # the store's rows for this grid's trials
+    unreadable: list[tuple[Path, str]]
+
+    def status(self, trial_id: str) -> str:
+        rows = self.runs[self.runs["trial_id"] == trial_id]
+        return STATUS_OF_ROW.get(rows["status"].iloc[-1], "pending") if len(rows) else "pending"
+
+    @property
+    def pending(self) -> list[Trial]:
+        done = store.done_trial_ids(self.runs)
+        return [t for t in self.trials if t.trial_id not in done]
+
+    def table(self) -> pd.DataFrame:
+        """One row per trial: identity, axes, size, tokens, FLOPs and status."""
+        rows = []
+        for t in self.trials:
+            c = t.config
+            rows.append(
+                {
+                    "trial_id": t.trial_id,
+                    "model": t.model_label,
+                    "unique_tokens": c.unique_tokens,
+                    "epochs": c.epochs,
+                    "lr": c.lr,
+                    "weight_decay": c.weight_decay,
+                    "seed": c.seed,
+                    "params": grid.num_params(c),
+                    "tokens_seen": grid.tokens_seen(c),
+                    "flops": grid.estimated_flops(c),
+                    "status": self.status(t.trial_id),
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan:
+    from scalegrid.trainers.data import describe  # reads file hashes, never tokenizes
+
+    spec = load_spec(spec_path)
+    _check_divisible(spec)
+    results_dir = store.check_results_dir(results or spec.results_dir)
+    identity = describe(spec.data)
+    trials = grid.expand(spec, identity, results_dir=str(results_dir))
+    scan = store.scan_runs(results_dir)
+    ids = {t.trial_id for t in trials}
+    runs = scan.frame[scan.frame["trial_id"].isin(ids)]
+    return SweepPlan(spec, results_dir, identity, trials, runs, scan.unreadable)
+
+
+def _check_divisible(spec: SweepSpec) -> None:
+    """The lm trainer trains on exactly unique_tokens tokens, cut into whole sequences."""
+    if spec.trainer != "lm":
+        return
+    seq_len = spec.train.seq_len
+    for i, u in enumerate(spec.data.unique_tokens):
+        if u % seq_len or u < seq_len:
+            lower, upper = max(seq_len, u // seq_len * seq_len), (u // seq_len + 1) * seq_len
+            raise UserError(
+                f"data.unique_tokens[{i}]: {u} is not a whole number of train.seq_len={seq_len} sequences; "
+                f"use {lower} or {upper}"
+            )
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(no trials)"
+    shown = frame.copy()
+    for column in ("flops",):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: f"{v:.3g}")
+    for column in ("val_loss", "best_val_loss", "train_loss"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: f"{v:.4f}" if pd.notna(v) else "-")
+    return shown.to_string(index=False)
+
+
+def totals_line(frame: pd.DataFrame) -> str:
+    counts = frame["status"].value_counts()
+    parts = ", ".join(f"{counts[s]} {s}" for s in ("done", "diverged", "failed", "pending") if s in counts)
+    return (
+        f"{len(frame)} trials ({parts}); {frame['tokens_seen'].sum():,} tokens, "
+        f"{frame['flops'].sum():.3g} FLOPs in all"
+    )
+
+
+def prepare_data(plan: SweepPlan):
+    """Tokenize the corpus once (or find it cached) and check every budget fits in it.
+
+    Returns a function that saves the tokens into the results directory's cache; `run` calls it
+    only after every check passed, so a too-large `unique_tokens` leaves the directory untouched.
+    """
+    if plan.spec.trainer != "lm" or not plan.pending:
+        return lambda: None
+    from scalegrid.trainers.data import TokenCache, open_tokens, tokenize
+
+    cache = TokenCache(plan.results_dir)
+    cached = cache.load(plan.data.key)
+    corpus = None
+    if cached is not None:
+        train_tokens = len(open_tokens(cached)[0])
+    else:
+        corpus = tokenize(plan.spec.data)
+        train_tokens = len(corpus.train)
+    for i, u in enumerate(plan.spec.data.unique_tokens):
+        if u > train_tokens:
+            raise UserError(
+                f"data.unique_tokens[{i}]: {u:,} is larger than the corpus' {train_tokens:,} training tokens; "
+                "lower it or give a larger corpus"
+            )
+    return (lambda: cache.save(corpus)) if corpus is not None else (lambda: None)

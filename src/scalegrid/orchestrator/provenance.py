@@ -1,0 +1,54 @@
+"""Where a result came from: scalegrid's version, the git commit, who ran it and when."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import scalegrid
+from scalegrid.grid import content_hash
+from scalegrid.spec import SweepSpec
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict[str, str]:
+    return {"scalegrid_version": scalegrid.__version__, "git_commit": git_commit() or "unknown"}
+
+
+def write_sweep_record(results_dir: Path, spec: SweepSpec, spec_path: str, info: dict[str, str]) -> Path:
+    """The resolved spec beside the results, named by its content hash: written once per distinct spec."""
+    resolved = spec.model_dump(mode="json")
+    path = results_dir / "sweeps" / f"{spec.name}-{content_hash(resolved, 12)}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            **info,
+            "spec_path": spec_path,
+            "user": getpass.getuser(),
+            "host": platform.node(),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "spec": resolved,
+        }
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+        tmp.replace(path)
+    return path

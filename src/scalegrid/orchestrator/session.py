@@ -1,0 +1,64 @@
+"""The Ray session of a sweep: an embedded local Ray on loopback, or a cluster by address.
+
+An address is checked with a plain TCP connect before Ray is asked to join it, so a wrong
+address is one clear error within seconds instead of Ray's long retry loop. When Ray is already
+initialised in this process (a notebook, the test suite), that session is used and left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from urllib.parse import urlparse
+
+from scalegrid.errors import UserError
+
+CONNECT_TIMEOUT_S = 10
+
+
+def check_address(address: str) -> None:
+    if address == "auto":
+        return
+    if address.startswith(("http://", "https://")):
+        raise UserError(
+            f"--address {address}: that is a dashboard (Jobs API) address; `run` joins a cluster by its "
+            "GCS address HOST:6379 (or ray://HOST:10001); use `scalegrid submit` for http:// addresses"
+        )
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise UserError(f"--address {address}: expected HOST:PORT (e.g. 127.0.0.1:6379) or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        reason = err.strerror or err.__class__.__name__
+        raise UserError(
+            f"--address {address}: no Ray cluster answers there ({reason}); start one with "
+            "`ray start --head` or leave out --address to run on an embedded local Ray"
+        ) from None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, *, num_cpus: int | None = None):
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        check_address(address)
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        # Keep the embedded Ray on 127.0.0.1: nothing listens on a public interface.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
