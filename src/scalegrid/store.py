@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -164,9 +165,20 @@ def check_results_dir(results: str | Path) -> Path:
     existing = path
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir() or not _can_create_in(existing):
         raise UserError(f"results: {existing} is not writable; choose a writable directory with --results")
     return path
+
+
+def _can_create_in(directory: Path) -> bool:
+    """Try it: as root, permission bits say yes where the filesystem still says no."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".scalegrid-probe-"):
+            return True
+    except OSError:
+        return False
 
 
 def check_readable_results(results: str | Path) -> Path:

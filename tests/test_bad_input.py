@@ -1,0 +1,136 @@
+"""Every bad input is one line naming the field or file, exit code 2, and the results untouched."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+
+import pytest
+
+from conftest import LINREG, TINY_LM, tree_digest
+from scalegrid import store
+from scalegrid.cli import main
+
+
+@pytest.fixture
+def results(tmp_path):
+    """A results directory that already holds one finished trial and a token cache file."""
+    root = tmp_path / "results"
+    row = {c: None for c in store.RUN_COLUMNS} | {
+        "trial_id": "0123456789abcdef",
+        "sweep": "earlier",
+        "stage": "train",
+        "status": "COMPLETED",
+        "val_loss": 1.5,
+        "finished_at": dt.datetime.now(dt.timezone.utc),
+    }
+    store.write_run(root, row)
+    (root / "cache").mkdir()
+    (root / "cache" / "keep.txt").write_text("precious")
+    return root
+
+
+def assert_one_line_error(capsys, code, *needles):
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.count("\n") == 0, err
+    assert err.startswith("scalegrid: error: "), err
+    for needle in needles:
+        assert needle in err, err
+
+
+def run_cli(*args):
+    return main(["run", *map(str, args)])
+
+
+BAD_SPECS = [
+    ("unknown key", {"epoch": [1]}, "epoch: unknown key (did you mean 'epochs'?)"),
+    ("wrong type", {"lr": "fast"}, "lr[0]: Input should be a valid number"),
+    ("empty axis", {"weight_decay": []}, "weight_decay: empty axis"),
+    ("epochs < 1", {"epochs": [0, 1]}, "epochs: must be >= 1"),
+    ("lr <= 0", {"lr": [0.0]}, "lr: must be > 0"),
+    ("negative weight decay", {"weight_decay": -1e-2}, "weight_decay: must be >= 0"),
+    ("unknown preset", {"model": "llama-51k"}, "unknown model preset 'llama-51k'"),
+    ("unknown trainer", {"trainer": "gpt"}, "unknown trainer 'gpt'"),
+    ("bad include", {"include": [{"epochs": 0}]}, "include[0].epochs: must be >= 1"),
+    ("tokens not whole sequences", {"data": {**TINY_LM["data"], "unique_tokens": 4000}}, "data.unique_tokens[0]: 4000 is not a whole number"),
+    ("missing data file", {"data": {"source": "files", "files": ["nope/corpus.txt"], "unique_tokens": 4096}}, "data.files[0]"),
+    ("unreadable tokenizer", {"data": {**TINY_LM["data"], "tokenizer": "no/such/tokenizer"}}, "data.tokenizer.path"),
+    ("unique_tokens > corpus", {"data": {**TINY_LM["data"], "unique_tokens": 2**24}}, "is larger than the corpus"),
+]
+
+
+@pytest.mark.parametrize("case, change, needle", BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+def test_bad_spec(case, change, needle, write_spec, results, capsys):
+    before = tree_digest(results)
+    spec = write_spec({**TINY_LM, **change, "results": str(results)})
+    assert_one_line_error(capsys, run_cli(spec), needle)
+    assert tree_digest(results) == before
+
+
+def test_missing_spec_and_yaml_syntax(tmp_path, results, capsys):
+    before = tree_digest(results)
+    assert_one_line_error(capsys, run_cli(tmp_path / "missing.yaml", "--results", results), "spec file not found")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nepochs: [1, 2\n")
+    assert_one_line_error(capsys, run_cli(broken, "--results", results), "YAML syntax error at line")
+    assert tree_digest(results) == before
+
+
+def test_results_path_is_a_file(tmp_path, write_spec, capsys):
+    target = tmp_path / "results.txt"
+    target.write_text("not a directory")
+    assert_one_line_error(capsys, run_cli(write_spec(LINREG), "--results", target), "is a file, not a directory")
+    assert target.read_text() == "not a directory"
+
+
+def test_results_path_not_writable(write_spec, capsys):
+    # /proc refuses new entries even for root, where chmod-based tests would pass silently.
+    assert_one_line_error(capsys, run_cli(write_spec(LINREG), "--results", "/proc/scalegrid-results"), "is not writable")
+
+
+def test_unreachable_address_fails_fast(write_spec, results, capsys):
+    before = tree_digest(results)
+    start = time.monotonic()
+    code = run_cli(write_spec({**LINREG, "results": str(results)}), "--address", "127.0.0.1:1")
+    assert time.monotonic() - start < 30
+    assert_one_line_error(capsys, code, "--address 127.0.0.1:1: no Ray cluster answers there")
+    assert tree_digest(results) == before
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [(["--max-concurrent", "0"], "--max-concurrent: expected a positive integer"), (["--address", "http://127.0.0.1:8265"], "dashboard")],
+)
+def test_bad_flags(flags, needle, write_spec, results, capsys):
+    before = tree_digest(results)
+    code = run_cli(write_spec({**LINREG, "results": str(results)}), *flags) if "--address" in flags else None
+    if code is None:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(write_spec({**LINREG, "results": str(results)}), *flags)
+        code = exit_info.value.code
+    assert_one_line_error(capsys, code, needle)
+    assert tree_digest(results) == before
+
+
+def test_status_of_a_missing_directory(tmp_path, capsys):
+    assert_one_line_error(capsys, main(["status", str(tmp_path / "none")]), "not a results directory")
+
+
+def test_corrupt_parquet_is_reported_skipped_and_kept(results, capsys):
+    corrupt = results / "runs" / "fedcba9876543210.parquet"
+    corrupt.write_bytes(b"PAR1 truncated")
+    frame = store.load_runs(results)
+    assert list(frame["trial_id"]) == ["0123456789abcdef"]
+    assert "fedcba9876543210.parquet is unreadable" in capsys.readouterr().err
+    assert corrupt.read_bytes() == b"PAR1 truncated"
+    assert main(["status", str(results)]) == 0
+    assert "1 unreadable files" in capsys.readouterr().out
+    # A new result for that trial moves the corrupt file aside instead of overwriting it.
+    row = json.loads(json.dumps({c: None for c in store.RUN_COLUMNS})) | {"trial_id": "fedcba9876543210", "status": "COMPLETED"}
+    store.write_run(results, row)
+    kept = [p for p in (results / "runs").iterdir() if ".corrupt-" in p.name]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"PAR1 truncated"
+    assert os.path.exists(corrupt) and store.load_runs(results)["trial_id"].tolist() == ["0123456789abcdef", "fedcba9876543210"]

@@ -1,0 +1,87 @@
+"""Grid expansion and trial identity: normalisation, include/exclude, what the hash covers."""
+
+from __future__ import annotations
+
+import glob
+
+import pytest
+
+from conftest import LINREG, TINY_LM
+from scalegrid import grid
+from scalegrid.spec import load_spec, parse_spec
+from scalegrid.trainers.data import describe
+
+
+def trials_of(raw: dict):
+    spec = parse_spec(raw)
+    return grid.expand(spec, describe(spec.data))
+
+
+def test_grid_is_the_product_of_the_axes():
+    trials = trials_of({**LINREG, "lr": [0.01, 0.1], "seed": [0, 1, 2]})
+    assert len(trials) == 2 * 2 * 2 * 3
+    assert len({t.trial_id for t in trials}) == len(trials)
+
+
+def test_trial_id_normalises_numbers_order_and_defaults():
+    a = trials_of({**LINREG, "lr": 0.1, "weight_decay": 0})
+    b = trials_of({**LINREG, "lr": "1e-1", "weight_decay": 0.0, "seed": [0], "train": {"batch_size": 8, "schedule": "cosine"}})
+    reordered = dict(reversed(list({**LINREG, "lr": 0.1}.items())))
+    c = trials_of(reordered)
+    assert [t.trial_id for t in a] == [t.trial_id for t in b] == [t.trial_id for t in c]
+
+
+def test_trial_id_ignores_resources_paths_and_sweep_name():
+    base = trials_of(LINREG)
+    other = trials_of({**LINREG, "name": "renamed", "resources": {"cpus": 2, "gpus": 0.5}, "results": "elsewhere"})
+    assert [t.trial_id for t in base] == [t.trial_id for t in other]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"lr": 0.051}, {"weight_decay": 0.1}, {"seed": 1}, {"train": {"batch_size": 16}}, {"model": {"dims": 65}},
+     {"data": {**LINREG["data"], "gaussian": {"noise": 0.2}}}],
+)
+def test_trial_id_changes_with_what_changes_the_result(change):
+    assert not {t.trial_id for t in trials_of(LINREG)} & {t.trial_id for t in trials_of({**LINREG, **change})}
+
+
+def test_preset_name_and_its_sizes_are_one_trial():
+    by_name = trials_of(TINY_LM)
+    by_sizes = trials_of({**TINY_LM, "model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 96}})
+    assert by_name[0].trial_id == by_sizes[0].trial_id
+    assert by_name[0].model_label == "llama-50k"
+
+
+def test_include_adds_subgrids_and_exclude_removes_matches():
+    raw = {
+        **LINREG,
+        "epochs": [1, 2],
+        "include": [{"epochs": 8, "unique_tokens": 128}, {"epochs": 1}],  # the second adds nothing new
+        "exclude": [{"epochs": 2, "unique_tokens": 256}],
+    }
+    points = {(t.config.unique_tokens, t.config.epochs) for t in trials_of(raw)}
+    assert points == {(128, 1), (128, 2), (256, 1), (128, 8)}
+
+
+def test_include_can_extend_beyond_the_axes_with_typed_values():
+    trials = trials_of({**LINREG, "include": [{"lr": "2e-1", "epochs": 3, "unique_tokens": 128}]})
+    extra = [t for t in trials if t.config.epochs == 3]
+    assert len(extra) == 1 and extra[0].config.lr == 0.2
+
+
+def test_tokens_and_flops_estimates():
+    trial = trials_of(TINY_LM)[0]
+    assert grid.tokens_seen(trial.config) == 4096
+    shape = grid.model_shape(trial.config.model)
+    assert grid.estimated_flops(trial.config) == shape.flops_per_token(trial.config.data["vocab_size"], 32) * 4096
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("sweeps/*.yaml")))
+def test_every_shipped_sweep_parses_and_expands(path):
+    spec = load_spec(path)
+    points = grid.grid_points(spec)
+    assert points, path
+    if spec.data.source in ("synthetic", "gaussian"):  # the others need their corpus or a hub
+        trials = grid.expand(spec, describe(spec.data))
+        assert len({t.trial_id for t in trials}) == len(trials) == len(points)

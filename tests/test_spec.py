@@ -1,0 +1,72 @@
+"""The sweep spec: shorthand, defaults, and one-line errors that name the field and the fix."""
+
+import pytest
+
+from scalegrid.errors import UserError
+from scalegrid.spec import load_spec, parse_spec
+
+BASE = {
+    "name": "t",
+    "trainer": "lm",
+    "model": "llama-50k",
+    "data": {"unique_tokens": 1024},
+    "epochs": 1,
+    "lr": "1e-3",  # PyYAML reads 1e-3 as a string; the spec still takes it as a float
+}
+
+
+def test_scalars_become_axes_and_defaults_fill_in():
+    spec = parse_spec(BASE)
+    assert spec.model == ["llama-50k"] and spec.epochs == [1] and spec.lr == [0.001]
+    assert spec.weight_decay == [0.0] and spec.seed == [0]
+    assert spec.data.tokenizer.kind == "byte" and spec.results_dir == "results/t"
+
+
+def test_tokenizer_shorthand():
+    assert parse_spec({**BASE, "data": {"unique_tokens": 64, "tokenizer": "bpe"}}).data.tokenizer.kind == "bpe"
+    hf = parse_spec({**BASE, "data": {"unique_tokens": 64, "tokenizer": "./tok"}}).data.tokenizer
+    assert (hf.kind, hf.path) == ("hf", "./tok")
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"epoch": [1]}, "epoch: unknown key (did you mean 'epochs'?)"),
+        ({"data": {"unique_tokens": 64, "tokenzier": "byte"}}, "data.tokenzier: unknown key (did you mean 'tokenizer'?)"),
+        ({"epochs": []}, "epochs: empty axis"),
+        ({"epochs": [0]}, "epochs: must be >= 1 (got 0)"),
+        ({"epochs": "many"}, "epochs[0]: Input should be a valid integer"),
+        ({"lr": 0}, "lr: must be > 0"),
+        ({"lr": -1e-3}, "lr: must be > 0"),
+        ({"weight_decay": -0.1}, "weight_decay: must be >= 0"),
+        ({"model": "llama-5k"}, "unknown model preset 'llama-5k' (did you mean 'llama-50k'?)"),
+        ({"trainer": "lmm"}, "unknown trainer 'lmm' (did you mean 'lm'?)"),
+        ({"train": {"batch_size": "x"}}, "train.batch_size: Input should be a valid integer"),
+        ({"data": {}}, "data.unique_tokens: required field is missing"),
+        ({"include": [{"epoch": 2}]}, "include[0]: 'epoch' is not an axis (did you mean 'epochs'?)"),
+        ({"model": {"hidden_size": 30, "num_layers": 1, "num_heads": 4, "intermediate_size": 8}}, "not divisible by num_heads"),
+        ({"model": {"hiden_size": 32}}, "unknown model size 'hiden_size' (did you mean 'hidden_size'?)"),
+        ({"trainer": "linreg"}, "does not fit trainer linreg"),
+        ({"name": "bad name!"}, "name: String should match pattern"),
+        ({"data": {"unique_tokens": 64, "source": "files"}}, "source `files` needs `files: [path, ...]`"),
+    ],
+)
+def test_bad_spec_is_one_line_naming_the_field(change, expected):
+    with pytest.raises(UserError) as err:
+        parse_spec({**BASE, **change}, source="s.yaml")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("s.yaml: ")
+    assert expected in message
+
+
+def test_missing_file_and_yaml_syntax(tmp_path):
+    with pytest.raises(UserError, match="spec file not found"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: [a, b\n")
+    with pytest.raises(UserError, match=r"YAML syntax error at line \d+"):
+        load_spec(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(UserError, match="must be a YAML mapping"):
+        load_spec(scalar)
