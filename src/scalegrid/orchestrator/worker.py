@@ -11,6 +11,7 @@ import datetime as dt
 import math
 import os
 import platform
+import sys
 import time
 import traceback
 from typing import Any, Callable
@@ -20,11 +21,10 @@ from scalegrid.trainers.base import Trial, TrialResult, get_trainer
 
 
 def _device() -> str:
+    torch = sys.modules.get("torch")  # only a trainer that used torch can have used a GPU
     try:
-        import torch
-
-        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    except Exception:  # torch missing or a broken driver: the row still gets written
+        return torch.cuda.get_device_name() if torch is not None and torch.cuda.is_available() else "cpu"
+    except Exception:  # a broken driver: the row still gets written
         return "unknown"
 
 
