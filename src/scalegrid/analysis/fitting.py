@@ -1,0 +1,464 @@
+"""Fitting core shared by every law: objectives, a batched L-BFGS over many starts, bootstrap.
+
+Every law in `scalegrid.analysis` is a `Model`: a function from an internal parameter vector
+theta to the log of the predicted loss at each of n points, with its analytic gradient. A fit
+minimises, over theta,
+
+    huber (default):  sum_i w_i Huber_delta(log L_hat_i(theta) - log L_i)   delta = 1e-3
+    lsq:              sum_i w_i (L_hat_i(theta) - L_i)^2
+
+(Hoffmann et al. 2022, Besiroglu et al. 2024: Huber on log residuals; plain least squares on the
+loss is what Marin's data-efficiency plots use). Weights are 1, or bootstrap resampling counts.
+
+How a fit runs (`fit_model`):
+1. All starts of the grid at once: `lbfgs_batched` runs L-BFGS on an (S starts x P params) array,
+   one numpy evaluation of the objective and its gradient for every active start per step, each
+   start stopping by SciPy L-BFGS-B's default rules (max |gradient| <= 1e-5, or relative decrease
+   <= 2.2e-9) -- the rules the published fits used.
+2. The best start is polished with SciPy's L-BFGS-B at tight tolerances (same objective, same
+   analytic gradient); the result reports whether that optimiser converged.
+3. Bootstrap (optional): B resamples of the rows, drawn as multinomial counts, refitted together
+   as one batch warm-started at the fit; percentile intervals of the public parameters.
+
+Worked example (a saturating power law on 3 points, see `laws.fit_power_law`):
+
+    >>> model = PowerLawModel.from_columns([x])          # log L = LSE(a - b (log x - mu), c)
+    >>> fit_model(model, y, model.default_starts(y), bootstrap=1000, seed=0)
+    FitResult(params={'A': ..., 'B': ..., 'C': ...}, ci={'A': (lo, hi), ...}, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+from scipy.optimize import minimize
+
+ObjectiveKind = Literal["huber", "lsq"]
+VJP = Callable[[np.ndarray], np.ndarray]
+BatchFun = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+# SciPy L-BFGS-B defaults (factr 1e7 * machine eps, pgtol 1e-5): what the published fits stopped at.
+SCIPY_FTOL = 1e7 * np.finfo(float).eps
+SCIPY_GTOL = 1e-5
+
+
+class FitInputError(ValueError):
+    """The table cannot be fitted; the message names the column or problem and how to fix it."""
+
+
+class Model(Protocol):
+    """A law as the optimiser sees it (internal parameters theta, shape (S, P))."""
+
+    names: tuple[str, ...]  # public parameter names, in the order of `to_public`'s columns
+
+    def log_predict(self, theta: np.ndarray) -> tuple[np.ndarray, VJP]:
+        """log L_hat at every point, shape (S, n), and v -> sum_i v_si d log L_hat_si / d theta_s."""
+        ...
+
+    def to_public(self, theta: np.ndarray) -> np.ndarray:
+        """Internal (S, P) -> public parameters (S, len(names)), row by row."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives
+
+
+def huber(residual: np.ndarray, delta: float) -> np.ndarray:
+    """Huber_delta(r) = r^2 / 2 if |r| <= delta else delta (|r| - delta / 2) (Huber 1964)."""
+    size = np.abs(residual)
+    return np.where(size <= delta, 0.5 * residual * residual, delta * (size - 0.5 * delta))
+
+
+def huber_grad(residual: np.ndarray, delta: float) -> np.ndarray:
+    """d Huber_delta / dr = clip(r, -delta, delta)."""
+    return np.clip(residual, -delta, delta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Objective:
+    """What is minimised: Huber on log residuals (default) or least squares on the loss."""
+
+    kind: ObjectiveKind = "huber"
+    delta: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("huber", "lsq"):
+            raise FitInputError(f"objective must be 'huber' or 'lsq', not {self.kind!r}")
+        if not self.delta > 0:
+            raise FitInputError(f"Huber delta must be > 0, got {self.delta}")
+
+    def batch_fun(self, model: Model, y: np.ndarray, weights: np.ndarray | None = None) -> BatchFun:
+        """f(theta, rows) -> (objective (k,), gradient (k, P)) for the starts `rows` of a batch.
+
+        `weights` is None (every point weight 1) or one row of weights per start (bootstrap)."""
+        y = np.asarray(y, dtype=float)
+        log_y = np.log(y)
+
+        def fun(theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            w = 1.0 if weights is None else weights[rows]
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                log_pred, vjp = model.log_predict(theta)
+                if self.kind == "huber":
+                    r = log_pred - log_y
+                    value = (w * huber(r, self.delta)).sum(axis=1)
+                    grad = vjp(w * huber_grad(r, self.delta))
+                else:
+                    pred = np.exp(log_pred)
+                    r = pred - y
+                    value = (w * r * r).sum(axis=1)
+                    grad = vjp(2.0 * w * r * pred)
+            bad = ~np.isfinite(value) | ~np.isfinite(grad).all(axis=1)
+            value[bad] = np.inf  # outside the law's domain: the line search steps back
+            grad[bad] = 0.0
+            return value, grad
+
+        return fun
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched L-BFGS
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    x: np.ndarray  # (S, P) final points
+    fun: np.ndarray  # (S,) final objective values
+    converged: np.ndarray  # (S,) bool: stopped by the gradient or the relative-decrease rule
+    n_iter: np.ndarray  # (S,) iterations taken
+
+
+def lbfgs_batched(
+    fun: BatchFun,
+    x0: np.ndarray,
+    *,
+    max_iter: int = 1000,
+    history: int = 10,
+    gtol: float = SCIPY_GTOL,
+    ftol: float = SCIPY_FTOL,
+    max_line_evals: int = 30,
+) -> BatchResult:
+    """Minimise S independent problems at once with L-BFGS (Nocedal & Wright 2006, Alg. 7.4/7.5).
+
+    `fun(x, rows)` evaluates the problems `rows` at points x (len(rows), P). Each start keeps its
+    own curvature pairs; a weak-Wolfe line search (`_line_search`) runs on all starts that still
+    need a step. A start stops when max |g| <= gtol, or when
+    (f_old - f_new) / max(|f_old|, |f_new|, 1) <= ftol (SciPy L-BFGS-B's rules), or when its line
+    search fails (not converged). Points where `fun` is not finite are rejected by the line search.
+    """
+    x = np.array(x0, dtype=float, copy=True)
+    n_starts, n_params = x.shape
+    all_rows = np.arange(n_starts)
+    f, g = fun(x, all_rows)
+    s_hist = np.zeros((n_starts, history, n_params))
+    y_hist = np.zeros((n_starts, history, n_params))
+    rho = np.zeros((n_starts, history))  # 0 marks an empty slot; newest pair in the last slot
+    n_iter = np.zeros(n_starts, dtype=int)
+    converged = np.isfinite(f) & (np.abs(g).max(axis=1) <= gtol)
+    active = np.isfinite(f) & ~converged
+
+    for _ in range(max_iter):
+        rows = np.flatnonzero(active)
+        if rows.size == 0:
+            break
+        gk = g[rows]
+        d = -_two_loop(gk, s_hist[rows], y_hist[rows], rho[rows])
+        slope = (d * gk).sum(axis=1)
+        uphill = ~(slope < 0)  # memory gave a non-descent direction: restart from steepest descent
+        if uphill.any():
+            rho[rows[uphill]] = 0.0
+            d[uphill] = -gk[uphill] / np.maximum(1.0, np.linalg.norm(gk[uphill], axis=1))[:, None]
+            slope[uphill] = (d[uphill] * gk[uphill]).sum(axis=1)
+
+        step, f_new, g_new, ok = _line_search(fun, x, f, rows, d, slope, max_line_evals)
+        n_iter[rows] += 1
+        failed = rows[~ok]
+        active[failed] = False  # no acceptable step: stop where it is (not converged)
+
+        moved = rows[ok]
+        s = step[ok]
+        y = g_new[ok] - g[moved]
+        f_old = f[moved]
+        x[moved] += s
+        f[moved] = f_new[ok]
+        g[moved] = g_new[ok]
+        sy = (s * y).sum(axis=1)
+        keep = sy > 1e-12 * np.maximum((y * y).sum(axis=1), 1e-300)  # curvature condition
+        upd = moved[keep]
+        s_hist[upd] = np.roll(s_hist[upd], -1, axis=1)
+        y_hist[upd] = np.roll(y_hist[upd], -1, axis=1)
+        rho[upd] = np.roll(rho[upd], -1, axis=1)
+        s_hist[upd, -1] = s[keep]
+        y_hist[upd, -1] = y[keep]
+        rho[upd, -1] = 1.0 / sy[keep]
+
+        small_grad = np.abs(g[moved]).max(axis=1) <= gtol
+        small_decrease = (f_old - f[moved]) <= ftol * np.maximum(
+            np.maximum(np.abs(f_old), np.abs(f[moved])), 1.0
+        )
+        done = small_grad | small_decrease
+        converged[moved[done]] = True
+        active[moved[done]] = False
+
+    return BatchResult(x=x, fun=f, converged=converged, n_iter=n_iter)
+
+
+def _two_loop(g: np.ndarray, s: np.ndarray, y: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """H g for each row by the L-BFGS two-loop recursion; empty slots have rho = 0."""
+    q = g.copy()
+    m = rho.shape[1]
+    alpha = np.zeros_like(rho)
+    for i in range(m - 1, -1, -1):
+        alpha[:, i] = rho[:, i] * (s[:, i] * q).sum(axis=1)
+        q -= alpha[:, i, None] * y[:, i]
+    yy = (y[:, -1] * y[:, -1]).sum(axis=1)
+    sy = (s[:, -1] * y[:, -1]).sum(axis=1)
+    has_pair = (rho[:, -1] > 0) & (yy > 0)
+    gamma = np.where(
+        has_pair,
+        sy / np.where(has_pair, yy, 1.0),  # Nocedal & Wright eq. 7.20
+        1.0 / np.maximum(1.0, np.linalg.norm(g, axis=1)),  # first step: at most unit length
+    )
+    r = gamma[:, None] * q
+    for i in range(m):
+        beta = rho[:, i] * (y[:, i] * r).sum(axis=1)
+        r += s[:, i] * (alpha[:, i] - beta)[:, None]
+    return r
+
+
+def _line_search(
+    fun: BatchFun,
+    x: np.ndarray,
+    f: np.ndarray,
+    rows: np.ndarray,
+    direction: np.ndarray,
+    slope: np.ndarray,
+    max_evals: int,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weak-Wolfe bisection/expansion line search on every row at once (Lewis & Overton 2013).
+
+    Start at t = 1; a step without sufficient decrease (Armijo, c1) halves the bracket, a step
+    whose slope is still steep (curvature, c2) doubles t or bisects upwards. Wolfe steps keep
+    s'y > 0, so every update is a valid curvature pair. If the budget runs out, the last step
+    with sufficient decrease is taken. Returns (step, f, g, ok) per row.
+    """
+    k = rows.size
+    t = np.ones(k)
+    lo = np.zeros(k)
+    hi = np.full(k, np.inf)
+    step = np.zeros_like(direction)
+    f_new = np.full(k, np.inf)
+    g_new = np.zeros_like(direction)
+    ok = np.zeros(k, dtype=bool)  # a step with sufficient decrease is stored
+    pending = np.arange(k)
+    f0 = f[rows]
+    for _ in range(max_evals):
+        trial = t[pending, None] * direction[pending]
+        ft, gt = fun(x[rows[pending]] + trial, rows[pending])
+        armijo = ft <= f0[pending] + c1 * t[pending] * slope[pending]
+        curv = (gt * direction[pending]).sum(axis=1) >= c2 * slope[pending]
+        good = pending[armijo]
+        step[good], f_new[good], g_new[good] = trial[armijo], ft[armijo], gt[armijo]
+        ok[good] = True
+        wolfe = armijo & curv
+        too_far = pending[~armijo]
+        too_near = pending[armijo & ~curv]
+        hi[too_far] = t[too_far]
+        lo[too_near] = t[too_near]
+        t[too_far] = 0.5 * (lo[too_far] + hi[too_far])
+        t[too_near] = np.where(np.isinf(hi[too_near]), 2.0 * lo[too_near], 0.5 * (lo[too_near] + hi[too_near]))
+        pending = pending[~wolfe]
+        if pending.size == 0:
+            break
+    return step, f_new, g_new, ok
+
+
+# ---------------------------------------------------------------------------------------------
+# Fit results
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """One fitted law: public parameters, percentile bootstrap intervals and optimiser report.
+
+    `ci[name]` is (lo, hi) at `ci_level` (empty without bootstrap); `samples` holds the bootstrap
+    refits' public parameters (B, len(params)) in the order of `params`, for derived quantities.
+    """
+
+    law: str
+    params: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    objective: float
+    n_points: int
+    converged: bool
+    objective_kind: ObjectiveKind = "huber"
+    ci_level: float = 0.95
+    n_starts: int = 1
+    n_bootstrap: int = 0
+    n_bootstrap_failed: int = 0
+    samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        """The JSON shape of `scalegrid fit --json` (without the group)."""
+        return {
+            "params": {k: float(v) for k, v in self.params.items()},
+            "ci": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ci.items()},
+            "objective": float(self.objective),
+            "n_points": int(self.n_points),
+            "converged": bool(self.converged),
+        }
+
+    def sample(self, name: str) -> np.ndarray:
+        """The bootstrap draws of one parameter (empty without bootstrap)."""
+        if self.samples is None:
+            return np.empty(0)
+        return self.samples[:, list(self.params).index(name)]
+
+
+def percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval (Efron & Tibshirani 1993, ch. 13), ignoring failed refits."""
+    tail = 50.0 * (1.0 - level)
+    lo, hi = np.nanpercentile(samples, [tail, 100.0 - tail], axis=0)
+    return lo, hi
+
+
+def check_fit_args(n_points: int, n_params: int, bootstrap: int, level: float) -> None:
+    if n_points < n_params:
+        raise FitInputError(
+            f"{n_points} points cannot determine {n_params} parameters: "
+            f"give at least {n_params} rows (check filters such as --drop-highest-loss)"
+        )
+    if bootstrap < 0:
+        raise FitInputError(f"bootstrap must be >= 0, got {bootstrap}")
+    if not 0 < level < 1:
+        raise FitInputError(f"confidence level must be in (0, 1), got {level}")
+
+
+def fit_model(
+    model: Model,
+    y: np.ndarray,
+    starts: np.ndarray,
+    *,
+    law: str,
+    objective: Objective = Objective(),
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
+    n_polish: int = 1,
+    max_iter: int = 1000,
+) -> FitResult:
+    """Fit `model` to losses `y` from every row of `starts` (internal coordinates); see module doc.
+
+    The best `n_polish` starts after the batched phase are polished with SciPy L-BFGS-B and the
+    lowest objective wins. With `bootstrap` > 0, B resampled refits give percentile intervals.
+    """
+    y = np.asarray(y, dtype=float)
+    starts = np.atleast_2d(np.asarray(starts, dtype=float))
+    n_params = starts.shape[1]
+    check_fit_args(y.size, n_params, bootstrap, level)
+    fun = objective.batch_fun(model, y)
+    batch = lbfgs_batched(fun, starts, max_iter=max_iter)
+    order = np.argsort(batch.fun, kind="stable")[: max(1, n_polish)]
+    best_x, best_f, converged = None, np.inf, False
+    for i in order:
+        if not np.isfinite(batch.fun[i]):
+            continue
+        x, f, ok = polish(fun, batch.x[i])
+        if f > batch.fun[i]:  # never let polishing make it worse
+            x, f, ok = batch.x[i], batch.fun[i], bool(batch.converged[i])
+        if f < best_f:
+            best_x, best_f, converged = x, f, ok
+    if best_x is None:
+        raise FitInputError(f"{law}: no start gave a finite objective; check the data for outliers")
+
+    public = model.to_public(best_x[None, :])[0]
+    params = dict(zip(model.names, map(float, public)))
+    ci: dict[str, tuple[float, float]] = {}
+    samples = None
+    n_failed = 0
+    if bootstrap > 0:
+        samples, n_failed = bootstrap_refits(
+            model, y, best_x, objective=objective, n_boot=bootstrap, seed=seed
+        )
+        lo, hi = percentile_ci(samples, level)
+        ci = {name: (float(a), float(b)) for name, a, b in zip(model.names, lo, hi)}
+    return FitResult(
+        law=law,
+        params=params,
+        ci=ci,
+        objective=float(best_f),
+        n_points=int(y.size),
+        converged=bool(converged),
+        objective_kind=objective.kind,
+        ci_level=level,
+        n_starts=int(starts.shape[0]),
+        n_bootstrap=int(bootstrap),
+        n_bootstrap_failed=int(n_failed),
+        samples=samples,
+    )
+
+
+def polish(fun: BatchFun, x0: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """Refine one start with SciPy L-BFGS-B at tight tolerances; returns (x, f, converged)."""
+    row = np.zeros(1, dtype=int)
+
+    def scalar(x: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = fun(x[None, :], row)
+        return float(f[0]), g[0]
+
+    res = minimize(
+        scalar, x0, jac=True, method="L-BFGS-B",
+        options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-10, "maxls": 50},
+    )
+    f, g = scalar(res.x)
+    # Stopping on a line-search failure at a point with a tiny gradient is a converged optimum
+    # reached at float precision, not a failure.
+    ok = bool(res.success) or bool(np.isfinite(f) and np.abs(g).max() <= 1e-7 * max(1.0, abs(f)))
+    return np.asarray(res.x, dtype=float), f, ok
+
+
+def bootstrap_refits(
+    model: Model,
+    y: np.ndarray,
+    theta_hat: np.ndarray,
+    *,
+    objective: Objective,
+    n_boot: int,
+    seed: int,
+    max_iter: int = 2000,
+) -> tuple[np.ndarray, int]:
+    """B refits on rows resampled with replacement, all in one batch, each warm-started at the fit.
+
+    Resampling is drawn as multinomial counts (B, n), which weight the objective exactly as a
+    resampled table would. Returns the public parameters (B, P), NaN where a refit failed, and
+    the number of failures.
+    """
+    rng = np.random.default_rng(seed)
+    n = y.size
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    fun = objective.batch_fun(model, y, weights=counts)
+    x0 = np.repeat(theta_hat[None, :], n_boot, axis=0)
+    res = lbfgs_batched(fun, x0, max_iter=max_iter, gtol=1e-10, ftol=1e-13)
+    samples = model.to_public(res.x)
+    bad = ~np.isfinite(res.fun) | ~np.isfinite(samples).all(axis=1)
+    samples[bad] = np.nan
+    return samples, int(bad.sum())
+
+
+def params_table(results: Sequence[tuple[Mapping[str, object], FitResult]]) -> "list[dict]":
+    """Flatten (group, FitResult) pairs into records: group keys, params, `<p>_lo`/`<p>_hi`, report."""
+    records = []
+    for group, res in results:
+        rec: dict[str, object] = dict(group)
+        for name, value in res.params.items():
+            rec[name] = value
+            lo, hi = res.ci.get(name, (np.nan, np.nan))
+            rec[f"{name}_lo"], rec[f"{name}_hi"] = lo, hi
+        rec.update(objective=res.objective, n_points=res.n_points, converged=res.converged)
+        records.append(rec)
+    return records

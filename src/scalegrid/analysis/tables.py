@@ -1,0 +1,116 @@
+"""Table helpers shared by the fits and recipes: column checks, filters, one fit per group.
+
+Any DataFrame with the right columns works; scalegrid's runs table (DESIGN.md) is one of them.
+Problems are `FitInputError`s whose message names the column and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+
+from scalegrid.analysis.fitting import FitInputError
+
+T = TypeVar("T")
+
+COMPLETED = "COMPLETED"
+
+
+def require_columns(df: pd.DataFrame, *columns: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        have = ", ".join(map(str, df.columns)) or "none"
+        raise FitInputError(
+            f"missing column {', '.join(map(repr, missing))} (columns present: {have}); "
+            "name the right one with the matching option"
+        )
+
+
+def numeric_column(df: pd.DataFrame, column: str) -> np.ndarray:
+    """The column as float64; NaN or non-numeric values are an error naming the column."""
+    require_columns(df, column)
+    values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise FitInputError(
+            f"column {column!r} has {int(bad.sum())} missing or non-numeric values; "
+            "drop those rows first"
+        )
+    return values
+
+
+def positive_column(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A numeric column whose logarithm is taken: every value must be > 0."""
+    values = numeric_column(df, column)
+    if (values <= 0).any():
+        first = values[values <= 0][0]
+        raise FitInputError(
+            f"column {column!r} has {int((values <= 0).sum())} values <= 0 (e.g. {first:g}) "
+            "where a logarithm is taken; drop those rows or pick another column"
+        )
+    return values
+
+
+def completed(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose `status` is COMPLETED; every row when the table has no status column."""
+    if "status" not in df.columns:
+        return df
+    return df[df["status"] == COMPLETED]
+
+
+def of_stage(df: pd.DataFrame, stage: str | Sequence[str] | None) -> pd.DataFrame:
+    """Rows of the given stage(s) when the table has a `stage` column; else every row."""
+    if stage is None or "stage" not in df.columns:
+        return df
+    stages = [stage] if isinstance(stage, str) else list(stage)
+    return df[df["stage"].isin(stages)]
+
+
+def drop_highest(df: pd.DataFrame, column: str, k: int) -> pd.DataFrame:
+    """Drop the k rows with the highest `column` (Besiroglu et al. drop Chinchilla's 5 highest)."""
+    if k < 0:
+        raise FitInputError(f"--drop-highest-loss must be >= 0, got {k}")
+    if k == 0:
+        return df
+    numeric_column(df, column)
+    return df.sort_values(column, kind="stable").iloc[: max(len(df) - k, 0)]
+
+
+def groups(df: pd.DataFrame, by: Sequence[str]) -> list[tuple[dict[str, object], pd.DataFrame]]:
+    """(group key as {column: value}, rows) for each group of `by`, in sorted order; one group
+    with an empty key when `by` is empty."""
+    by = list(by)
+    if not by:
+        return [({}, df)]
+    require_columns(df, *by)
+    out = []
+    for key, rows in df.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        out.append(({col: _plain(v) for col, v in zip(by, key)}, rows))
+    return out
+
+
+def per_group(
+    df: pd.DataFrame, by: Sequence[str], fit: Callable[[pd.DataFrame], T]
+) -> list[tuple[dict[str, object], T]]:
+    """Apply `fit` to each group; an error names the group it came from."""
+    results = []
+    for key, rows in groups(df, by):
+        try:
+            results.append((key, fit(rows)))
+        except FitInputError as err:
+            if not key:
+                raise
+            label = ", ".join(f"{k}={v}" for k, v in key.items())
+            raise FitInputError(f"group {label}: {err}") from err
+    return results
+
+
+def _plain(value: object) -> object:
+    """numpy scalars -> Python scalars, so group keys serialise to JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
