@@ -55,7 +55,7 @@ BAD_SPECS = [
     ("unknown preset", {"model": "llama-51k"}, "unknown model preset 'llama-51k'"),
     ("unknown trainer", {"trainer": "gpt"}, "unknown trainer 'gpt'"),
     ("bad include", {"include": [{"epochs": 0}]}, "include[0].epochs: must be >= 1"),
-    ("tokens not whole sequences", {"data": {**TINY_LM["data"], "unique_tokens": 4000}}, "data.unique_tokens[0]: 4000 is not a whole number"),
+    ("tokens not whole sequences", {"data": {**TINY_LM["data"], "unique_tokens": 4100}}, "data.unique_tokens[0]: 4100 is not a whole number of train.seq_len=32 sequences; use 4096 or 4128"),
     ("missing data file", {"data": {"source": "files", "files": ["nope/corpus.txt"], "unique_tokens": 4096}}, "data.files[0]"),
     ("unreadable tokenizer", {"data": {**TINY_LM["data"], "tokenizer": "no/such/tokenizer"}}, "data.tokenizer.path"),
     ("unique_tokens > corpus", {"data": {**TINY_LM["data"], "unique_tokens": 2**24}}, "is larger than the corpus"),

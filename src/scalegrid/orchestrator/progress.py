@@ -16,8 +16,8 @@ def _duration(seconds: float) -> str:
 class Progress(Callback):
     """Counts trials by outcome from each trial's final report (`status`), prints on every change."""
 
-    def __init__(self, total: int, already_done: int = 0, stream=sys.stderr):
-        self.total, self.already_done, self.stream = total, already_done, stream
+    def __init__(self, total: int, already_done: int = 0):
+        self.total, self.already_done = total, already_done
         self.outcomes: dict[str, str] = {}  # tune trial id -> COMPLETED / DIVERGED / FAILED
         self.running: set[str] = set()
         self.start = time.monotonic()
@@ -55,4 +55,4 @@ class Progress(Callback):
 
     def _print(self, last: dict | None = None) -> None:
         tail = f"  (last val_loss {last['val_loss']:.4f})" if last and "val_loss" in last else ""
-        print(self.line() + tail, file=self.stream, flush=True)
+        print(self.line() + tail, file=sys.stderr, flush=True)  # looked up late: the callback is pickled
