@@ -407,19 +407,20 @@ def polish(fun: BatchFun, x0: np.ndarray) -> tuple[np.ndarray, float, bool]:
     """Refine one start with SciPy L-BFGS-B at tight tolerances; returns (x, f, converged)."""
     row = np.zeros(1, dtype=int)
 
+    f0 = float(fun(x0[None, :], row)[0][0])
+    scale = abs(f0) if np.isfinite(f0) and f0 != 0 else 1.0  # make the tolerances relative
+
     def scalar(x: np.ndarray) -> tuple[float, np.ndarray]:
         f, g = fun(x[None, :], row)
-        return float(f[0]), g[0]
+        return float(f[0]) / scale, g[0] / scale  # fresh arrays, not views
 
-    res = minimize(
-        scalar, x0, jac=True, method="L-BFGS-B",
-        options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-10, "maxls": 50},
-    )
+    res = minimize(scalar, x0, jac=True, method="L-BFGS-B",
+                   options={"maxiter": 10_000, "ftol": 1e-13, "gtol": 1e-9})
     f, g = scalar(res.x)
     # Stopping on a line-search failure at a point with a tiny gradient is a converged optimum
     # reached at float precision, not a failure.
-    ok = bool(res.success) or bool(np.isfinite(f) and np.abs(g).max() <= 1e-7 * max(1.0, abs(f)))
-    return np.asarray(res.x, dtype=float), f, ok
+    ok = bool(res.success) or bool(np.isfinite(f) and np.abs(g).max() <= 1e-6)
+    return np.asarray(res.x, dtype=float), f * scale, ok
 
 
 def bootstrap_refits(
