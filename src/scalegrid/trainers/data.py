@@ -1,0 +1,330 @@
+"""Corpora to token arrays: tokenized once per (corpus, tokenizer, split), cached, shared by every trial.
+
+The orchestrator calls, in this order:
+
+    identity = describe(spec.data)              # cheap: hashes files, tokenizes nothing
+    path = cache.load(identity.key)             # cache = TokenCache(results_dir)
+    if path is None:
+        path = cache.save(tokenize(spec.data))  # atomic; a concurrent writer's copy wins
+    # ... Trial(config=TrialConfig(data=identity.fields, ...), data_dir=str(path))
+
+and the `lm` trainer reads `open_tokens(trial.data_dir)`. `prepare(spec, results_dir)` does the
+first four lines.
+
+**Identity.** `describe` returns the fields that determine the token arrays (a SHA-256 of each
+file's bytes, not its path; the synthetic spec and generator version; the hub id, config, split
+and revision; the tokenizer's kind, size and content hash; the validation settings; the version of
+the recipe below) and `key`, a short hash of their canonical JSON. The fields go into
+`TrialConfig.data`, so they are part of every trial id.
+
+**Recipe.** Documents (empty ones dropped) are split into train and validation by a seeded hash
+of their index (`validation.fraction` of them held out). The training documents are shuffled with
+a fixed seed and concatenated with EOS after each, so the first U tokens of `train.bin` are a
+random subset of documents and a smaller token budget is a prefix of a larger one. Validation
+documents keep their order; only the first `validation.max_tokens` tokens are kept.
+
+**Cache layout.** `<results>/cache/tokens/<key>/`: `train.bin` and `val.bin` (raw uint16 when the
+vocabulary fits, else uint32; read with `np.memmap`), `meta.json` (dtype, vocab_size, eos_id,
+token and document counts, the identity fields), and `tokenizer/` (the files that rebuild a bpe
+or hf tokenizer). A directory is written under a temporary name in the same parent and renamed.
+
+**Files.** `.txt`/`.text`/`.md` are text (one document per line, through the `datasets` text
+builder), `.json`/`.jsonl`/`.ndjson` JSON lines and `.parquet`/`.pq` Parquet, with the document
+in `text_field`; a compression suffix (`.gz`, `.zst`, ...) is looked through; `data.format` overrides
+the extension. Glob patterns in `data.files` are expanded, sorted.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scalegrid.errors import UserError
+from scalegrid.spec import DataSpec
+from scalegrid.trainers.base import cache_dir
+from scalegrid.trainers.tokenizers import build_tokenizer, file_sha256, tokenizer_identity
+
+DATA_VERSION = "tokens-v1"  # bump when the split / shuffle / concatenation recipe changes
+SPLIT_SEED = 0x5CA1E6  # the seeded hash that holds documents out
+SHUFFLE_SEED = 0x5CA1E7  # the document order of train.bin
+
+_FORMATS = {
+    ".txt": "text", ".text": "text", ".md": "text",
+    ".json": "json", ".jsonl": "json", ".ndjson": "json",
+    ".parquet": "parquet", ".pq": "parquet",
+}  # fmt: skip
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    key: str  # short hash of `fields`: names the token-cache directory
+    vocab_size: int  # 0 for generated (gaussian) data
+    fields: dict[str, Any]  # what goes into TrialConfig.data
+
+
+@dataclass
+class TokenizedCorpus:
+    key: str
+    fields: dict[str, Any]
+    vocab_size: int
+    eos_id: int
+    train: np.ndarray
+    val: np.ndarray
+    train_documents: int
+    val_documents: int
+    tokenizer_kind: str
+    tokenizer_files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def train_tokens(self) -> int:  # the orchestrator checks unique_tokens <= train_tokens
+        return len(self.train)
+
+    @property
+    def val_tokens(self) -> int:
+        return len(self.val)
+
+
+def describe(spec: DataSpec) -> DataIdentity:
+    if spec.source == "gaussian":
+        from scalegrid.trainers.linreg import GENERATOR_VERSION
+
+        fields = {"source": "gaussian", "generator": GENERATOR_VERSION, **spec.gaussian.model_dump()}
+        return DataIdentity(key=_short_hash(fields), vocab_size=0, fields=fields)
+    if spec.source == "synthetic":
+        from scalegrid.trainers.synthetic import GENERATOR_VERSION
+
+        corpus = {"source": "synthetic", "generator": GENERATOR_VERSION, "synthetic": spec.synthetic.model_dump()}
+    elif spec.source == "files":
+        corpus = {
+            "source": "files",
+            "files": [{"sha256": file_sha256(path), "format": fmt} for path, fmt in _resolve_files(spec)],
+            "text_field": spec.text_field,
+        }
+    else:
+        corpus = {
+            "source": "hub",
+            "hub": spec.hub,
+            "hub_config": spec.hub_config,
+            "hub_split": spec.hub_split,
+            "revision": spec.revision,
+            "text_field": spec.text_field,
+        }
+    tokenizer = tokenizer_identity(spec.tokenizer)
+    fields = {**corpus, "tokenizer": tokenizer, "validation": spec.validation.model_dump(), "recipe": DATA_VERSION}
+    return DataIdentity(key=_short_hash(fields), vocab_size=tokenizer["vocab_size"], fields=fields)
+
+
+def load_documents(spec: DataSpec) -> list[str]:
+    """The corpus's documents in their original order, empty ones dropped."""
+    if spec.source == "synthetic":
+        from scalegrid.trainers.synthetic import generate_documents
+
+        documents = generate_documents(spec.synthetic)
+    elif spec.source == "files":
+        documents = [doc for path, fmt in _resolve_files(spec) for doc in _load_file(path, fmt, spec.text_field)]
+    elif spec.source == "hub":
+        documents = _load_hub(spec)
+    else:
+        raise ValueError("source gaussian has no documents: the linreg trainer generates its data")
+    return [doc for doc in documents if isinstance(doc, str) and doc.strip()]
+
+
+def split_documents(num_documents: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices in training order, validation indices in document order)."""
+    held_out = _uniform_hash(num_documents, SPLIT_SEED) < fraction
+    train = np.flatnonzero(~held_out)
+    return np.random.default_rng(SHUFFLE_SEED).permutation(train), np.flatnonzero(held_out)
+
+
+def tokenize(spec: DataSpec) -> TokenizedCorpus:
+    """Load, split and tokenize in memory (nothing under the results directory is touched)."""
+    identity = describe(spec)
+    documents = load_documents(spec)
+    if not documents:
+        raise UserError(f"data: the {spec.source} corpus has no non-empty documents; check data.files / data.text_field")
+    train_idx, val_idx = split_documents(len(documents), spec.validation.fraction)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        which = "validation" if len(val_idx) == 0 else "training"
+        raise UserError(
+            f"data.validation.fraction: no {which} documents out of {len(documents)} "
+            f"with fraction {spec.validation.fraction}; use a larger corpus or another fraction"
+        )
+    train_docs = [documents[i] for i in train_idx]
+    tokenizer = build_tokenizer(spec.tokenizer, train_docs)
+    if tokenizer.vocab_size != identity.vocab_size:  # describe() promised the model this size
+        raise RuntimeError(f"tokenizer vocab_size {tokenizer.vocab_size} != described {identity.vocab_size}")
+    train = tokenizer.encode_documents(train_docs)
+    val = tokenizer.encode_documents([documents[i] for i in val_idx])[: spec.validation.max_tokens]
+    return TokenizedCorpus(
+        key=identity.key,
+        fields=identity.fields,
+        vocab_size=identity.vocab_size,
+        eos_id=tokenizer.eos_id,
+        train=train,
+        val=val,
+        train_documents=len(train_idx),
+        val_documents=len(val_idx),
+        tokenizer_kind=tokenizer.kind,
+        tokenizer_files=tokenizer.files(),
+    )
+
+
+class TokenCache:
+    """`<results>/cache/tokens/<key>/`, one directory per corpus identity, written atomically."""
+
+    def __init__(self, results_dir: str | Path):
+        self.root = cache_dir(results_dir) / "tokens"
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def load(self, key: str) -> Path | None:
+        path = self.path(key)
+        return path if (path / "meta.json").is_file() else None
+
+    def save(self, corpus: TokenizedCorpus) -> Path:
+        final = self.path(corpus.key)
+        if self.load(corpus.key):
+            return final
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{corpus.key}.", dir=self.root))
+        try:
+            dtype = token_dtype(corpus.vocab_size)
+            corpus.train.astype(dtype).tofile(tmp / "train.bin")
+            corpus.val.astype(dtype).tofile(tmp / "val.bin")
+            if corpus.tokenizer_files:
+                (tmp / "tokenizer").mkdir()
+                for name, content in corpus.tokenizer_files.items():
+                    (tmp / "tokenizer" / name).write_bytes(content)
+            meta = {
+                "key": corpus.key,
+                "dtype": np.dtype(dtype).name,
+                "vocab_size": corpus.vocab_size,
+                "eos_id": corpus.eos_id,
+                "tokenizer": corpus.tokenizer_kind,
+                "train_tokens": corpus.train_tokens,
+                "val_tokens": corpus.val_tokens,
+                "train_documents": corpus.train_documents,
+                "val_documents": corpus.val_documents,
+                "fields": corpus.fields,
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not self.load(corpus.key):  # not a lost race: a real error
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename; the loser's copy otherwise
+        return final
+
+
+def prepare(spec: DataSpec, results_dir: str | Path) -> tuple[DataIdentity, Path]:
+    """describe, then the cached tokens of that identity, tokenizing and saving them on a miss."""
+    identity = describe(spec)
+    cache = TokenCache(results_dir)
+    return identity, cache.load(identity.key) or cache.save(tokenize(spec))
+
+
+def open_tokens(data_dir: str | Path) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
+    """(train tokens, validation tokens, meta) of a token-cache directory; the arrays are read-only maps."""
+    data_dir = Path(data_dir)
+    meta_path = data_dir / "meta.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{data_dir} is not a token-cache directory (no meta.json)")
+    meta = json.loads(meta_path.read_text())
+    dtype = np.dtype(meta["dtype"])
+    train = np.memmap(data_dir / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
+    val = np.memmap(data_dir / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
+    return train, val, meta
+
+
+def token_dtype(vocab_size: int) -> type:
+    return np.uint16 if vocab_size <= 1 << 16 else np.uint32
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def _resolve_files(spec: DataSpec) -> list[tuple[str, str]]:
+    """(path, format) per file, globs expanded; a missing file is a UserError naming its entry."""
+    resolved = []
+    for i, entry in enumerate(spec.files):
+        if glob.has_magic(entry):
+            paths = sorted(glob.glob(os.path.expanduser(entry), recursive=True))
+            if not paths:
+                raise UserError(f"data.files[{i}]: {entry} matches no file; check the pattern")
+        else:
+            paths = [os.path.expanduser(entry)]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise UserError(f"data.files[{i}]: {path} not found; give the path of a .txt, .jsonl or .parquet file")
+            resolved.append((path, _format(path, spec.format, f"data.files[{i}]")))
+    return resolved
+
+
+def _format(path: str, declared: str, where: str) -> str:
+    if declared != "auto":
+        return declared
+    name = path.lower()
+    for suffix in _COMPRESSION:
+        name = name.removesuffix(suffix)
+    fmt = _FORMATS.get(os.path.splitext(name)[1])
+    if fmt is None:
+        raise UserError(f"{where}: cannot tell the format of {path} from its extension; set data.format (text, json or parquet)")
+    return fmt
+
+
+def _load_file(path: str, fmt: str, text_field: str) -> list[str]:
+    import datasets
+
+    dataset = datasets.load_dataset(fmt, data_files=[path], split="train")
+    column = "text" if fmt == "text" else text_field
+    if column not in dataset.column_names:
+        raise UserError(
+            f"data.text_field: {text_field!r} is not a column of {path} (columns: {', '.join(dataset.column_names)})"
+        )
+    return list(dataset[column])
+
+
+def _load_hub(spec: DataSpec) -> list[str]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(spec.hub, spec.hub_config, split=spec.hub_split, revision=spec.revision)
+    except Exception as err:  # DatasetNotFoundError, ConnectionError, ValueError (bad split), ...
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"data.hub: cannot load {spec.hub!r} split {spec.hub_split!r} ({type(err).__name__}: {detail})") from None
+    if spec.text_field not in dataset.column_names:
+        raise UserError(
+            f"data.text_field: {spec.text_field!r} is not a column of {spec.hub} (columns: {', '.join(dataset.column_names)})"
+        )
+    return list(dataset[spec.text_field])
+
+
+# --- hashing ----------------------------------------------------------------------------------------
+
+
+def _short_hash(fields: dict[str, Any]) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _uniform_hash(n: int, seed: int) -> np.ndarray:
+    """splitmix64 of (index, seed) as floats in [0, 1): a fixed pseudo-random number per document."""
+    z = np.arange(n, dtype=np.uint64) + np.uint64(seed * 0x9E3779B97F4A7C15 % (1 << 64))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
