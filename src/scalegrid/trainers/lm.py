@@ -1,0 +1,195 @@
+"""The `lm` trainer: a Llama built from its shape, trained for E epochs over exactly U unique tokens.
+
+The U tokens are the first `unique_tokens` of the cached train stream (`data.open_tokens`), cut
+into `U / seq_len` sequences that live on the device for the whole run. Each epoch visits every
+sequence once in an order drawn from `(seed, epoch)`; the model's initial weights are drawn from
+`seed`. One optimizer step is `batch_size` sequences (the last step of an epoch may have fewer),
+so a trial takes `epochs * ceil(U / seq_len / batch_size)` steps and sees exactly `epochs * U`
+tokens.
+
+Recipe: AdamW with decoupled weight decay on every matrix (`model.param_groups` says why the
+embeddings too), linear warmup then cosine / linear / constant decay (`schedule.lr_at`),
+gradient-norm clipping, and on a GPU bf16 autocast, fused AdamW and SDPA attention.
+
+Every `eval_every` steps and at the end the validation loss (the first `validation.max_tokens`
+held-out tokens, in `seq_len` sequences) is computed and reported as one curve row. Train losses
+stay on the device and are read every `log_every` steps (each read is a device sync); a NaN or
+infinite loss there or in an eval ends the trial as DIVERGED ("non-finite loss at step N", N
+counting optimizer steps from 1), never as an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+import torch
+
+from scalegrid.trainers.base import Report, Trial, TrialResult
+from scalegrid.trainers.data import open_tokens
+from scalegrid.trainers.model import build_model, count_params, param_groups
+from scalegrid.trainers.presets import LlamaShape
+from scalegrid.trainers.schedule import lr_at
+
+
+def train(trial: Trial, report: Report) -> TrialResult:
+    start = time.perf_counter()
+    cfg, t = trial.config, trial.config.train
+    shape = LlamaShape(**cfg.model)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    train_seqs, val_seqs, vocab_size = load_sequences(trial, device)
+    model = build_model(shape, vocab_size, t.seq_len, seed=cfg.seed, device=device)
+    params, params_nonembed = count_params(model)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, t, device)
+    order = epoch_orders(len(train_seqs), cfg.epochs, cfg.seed, device)
+    steps_per_epoch = math.ceil(len(train_seqs) / t.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    losses = LossWindow(t.log_every, device)
+    curves: list[dict] = []
+    tokens_seen, lr, train_loss, bad_step = 0, cfg.lr, math.nan, None
+
+    def eval_row(step: int) -> dict:
+        row = {
+            "step": step,
+            "epoch": step / steps_per_epoch,
+            "tokens_seen": tokens_seen,
+            "train_loss": train_loss,
+            "val_loss": evaluate(model, val_seqs, t.batch_size, autocast),
+            "lr": lr,
+            "wall_s": time.perf_counter() - start,
+        }
+        curves.append(row)
+        report(row)
+        return row
+
+    model.train()
+    for step in range(total_steps):
+        lr = lr_at(step, total_steps, cfg.lr, t)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if step > 0 and step % t.eval_every == 0:
+            if losses.count:
+                train_loss, bad_step = losses.read()
+            if bad_step is not None or not math.isfinite(eval_row(step)["val_loss"]):
+                break
+        x = next_batch(train_seqs, order, step, steps_per_epoch, t.batch_size)
+        with autocast:
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        if t.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_seen += x.numel()
+        losses.add(step + 1, loss)
+        if losses.count == t.log_every:  # note: a device sync
+            train_loss, bad_step = losses.read()
+            if bad_step is not None:
+                break
+    else:  # no break: the run finished, read the last window and evaluate the final model
+        if losses.count:
+            train_loss, bad_step = losses.read()
+        if bad_step is None:
+            eval_row(total_steps)
+
+    diverged = bad_step is not None or not math.isfinite(curves[-1]["val_loss"])
+    if diverged and bad_step is None:
+        bad_step = curves[-1]["step"]
+    return TrialResult(
+        status="DIVERGED" if diverged else "COMPLETED",
+        params=params,
+        params_nonembed=params_nonembed,
+        tokens_seen=tokens_seen,
+        flops=float(shape.flops_per_token(vocab_size, t.seq_len) * tokens_seen),
+        val_loss=math.nan if diverged else curves[-1]["val_loss"],
+        best_val_loss=min((r["val_loss"] for r in curves if math.isfinite(r["val_loss"])), default=math.nan),
+        train_loss=math.nan if diverged else train_loss,
+        error=f"non-finite loss at step {bad_step}" if diverged else None,
+        extra={"curves": curves, "steps": total_steps},
+    )
+
+
+def load_sequences(trial: Trial, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(train sequences [U / seq_len, seq_len], validation sequences, vocab_size), int64 on `device`."""
+    cfg, seq_len = trial.config, trial.config.train.seq_len
+    if trial.data_dir is None:
+        raise ValueError("the lm trainer needs Trial.data_dir (a token-cache directory)")
+    train, val, meta = open_tokens(trial.data_dir)
+    if cfg.unique_tokens % seq_len:
+        raise ValueError(f"unique_tokens {cfg.unique_tokens} is not a multiple of train.seq_len {seq_len}")
+    if cfg.unique_tokens > len(train):
+        raise ValueError(f"unique_tokens {cfg.unique_tokens} exceeds the corpus's {len(train)} training tokens")
+    val_tokens = min(len(val), cfg.data.get("validation", {}).get("max_tokens", len(val))) // seq_len * seq_len
+    if val_tokens == 0:
+        raise ValueError(f"the validation split has fewer than train.seq_len = {seq_len} tokens")
+
+    def sequences(tokens: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(tokens.astype(np.int64)).view(-1, seq_len).to(device)
+
+    return sequences(train[: cfg.unique_tokens]), sequences(val[:val_tokens]), int(meta["vocab_size"])
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, t, device: torch.device):
+    return torch.optim.AdamW(
+        param_groups(model, weight_decay),
+        lr=lr,
+        betas=(t.beta1, t.beta2),
+        eps=t.eps,
+        fused=device.type == "cuda",
+    )
+
+
+def epoch_orders(num_sequences: int, epochs: int, seed: int, device: torch.device) -> torch.Tensor:
+    """[epochs, num_sequences]: each epoch's visiting order, from a generator seeded by (seed, epoch)."""
+    orders = []
+    for epoch in range(epochs):
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+        orders.append(torch.randperm(num_sequences, generator=generator))
+    return torch.stack(orders).to(device)  # one host->device copy for the whole run
+
+
+def next_batch(sequences: torch.Tensor, order: torch.Tensor, step: int, steps_per_epoch: int, batch_size: int):
+    epoch, i = divmod(step, steps_per_epoch)
+    return sequences[order[epoch, i * batch_size : (i + 1) * batch_size]]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int, autocast) -> float:
+    """Mean next-token loss over the validation sequences."""
+    model.eval()
+    total = torch.zeros((), device=sequences.device)
+    for i in range(0, len(sequences), batch_size):
+        x = sequences[i : i + batch_size]
+        with autocast:
+            total += model(input_ids=x, labels=x).loss.float() * len(x)
+    model.train()
+    return (total / len(sequences)).item()  # note: a device sync
+
+
+class LossWindow:
+    """The train losses since the last read, kept on the device so that a step does not sync."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.buffer = torch.zeros(size, device=device)
+        self.count = 0
+        self.first_step = 1
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        if self.count == 0:
+            self.first_step = step
+        self.buffer[self.count] = loss.detach()
+        self.count += 1
+
+    def read(self) -> tuple[float, int | None]:
+        """(mean loss of the window, the first step whose loss is not finite or None); empties it."""
+        values = self.buffer[: self.count].tolist()  # note: a device sync
+        self.count = 0
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                return math.nan, self.first_step + offset
+        return sum(values) / len(values), None
