@@ -15,17 +15,21 @@ R*_D and R*_N are fitted with the base law frozen, minimising
 
     sum_i Huber_1e-3( LSE(a - alpha log N'_i, b - beta log D'_i, e) - log L_i )
 
-by L-BFGS from the paper's grid R*_N, R*_D in {0, 4, ..., 20} (0 is started at 1e-3, the limit
-R* -> 0+, where the formula itself is 0/0). The paper freezes the base law it fitted on C4
+by L-BFGS from a grid of starts, keeping the best. The paper's text gives the grid as
+R*_N, R*_D in {0, 4, ..., 20}; the notebook that produced its numbers (huggingface/datablations,
+utils/parametric_fit.ipynb) uses numpy.linspace(0, 20, 4) for each, and its starts at 0 give NaN
+on runs without repetition and drop out: so the grid here is {20/3, 40/3, 20}^2. The paper freezes the base law it fitted on C4
 (`MUENNIGHOFF2023_BASE`) and reports R*_D = 15.387756, R*_N = 5.309743 on 182 runs;
 `base_law="fit"` instead fits the base law with `fit_chinchilla` on the table's runs with neither
 repeated data nor excess parameters first (`fit_base_law`) and freezes that.
 
 A caution worth knowing: this objective is not convex in (R*_D, R*_N). The two trade off along a
 shallow valley, and on the paper's 182 runs the paper's optimum is a local minimum: the same
-objective is about 0.1% lower near R*_D ~ 95, R*_N ~ 1.7. Like the paper, the fit keeps the best
-of its grid starts run to L-BFGS's usual stopping rule (see `fitting.py`); wide bootstrap
-intervals are the honest summary of how well the table pins R*_D and R*_N down.
+objective is about 0.1% lower near R*_D ~ 47, R*_N ~ 2.3 and lower still near R*_D ~ 95,
+R*_N ~ 1.7. Like the paper, the fit keeps the best of its grid starts, each run to L-BFGS's
+usual stopping rule (see `fitting.py`); from the notebook's grid that is the published basin,
+while a start such as (16, 20) of the {0, 4, ..., 20} grid walks on into a deeper one. Wide
+bootstrap intervals are the honest summary of how well the 182 runs pin R*_D and R*_N down.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from scalegrid.analysis.chinchilla import chinchilla_model, fit_chinchilla, star
 from scalegrid.analysis.fitting import VJP, FitInputError, FitResult, Objective, fit_model
 from scalegrid.analysis.tables import positive_column
 
-PAPER_GRID = (1e-3, 4.0, 8.0, 12.0, 16.0, 20.0)  # {0, 4, ..., 20}, 0 started at 1e-3
+NOTEBOOK_GRID = tuple(np.linspace(0.0, 20.0, 4)[1:])  # {20/3, 40/3, 20}: the 0 starts are NaN
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,8 +169,8 @@ def _effective_and_grad(unique: np.ndarray, repeats: np.ndarray, r_star: np.ndar
     return value, grad
 
 
-def paper_starts(grid: tuple[float, ...] = PAPER_GRID) -> np.ndarray:
-    """Muennighoff's grid of initial values (R*_D, R*_N) in {0, 4, ..., 20}^2."""
+def paper_starts(grid: tuple[float, ...] = NOTEBOOK_GRID) -> np.ndarray:
+    """Muennighoff et al.'s initial values (R*_D, R*_N), as their notebook ran them."""
     return np.array([(r_d, r_n) for r_d in grid for r_n in grid])
 
 

@@ -15,8 +15,8 @@ How a fit runs (`fit_model`):
    one numpy evaluation of the objective and its gradient for every active start per step, each
    start stopping by SciPy L-BFGS-B's default rules (max |gradient| <= 1e-5, or relative decrease
    <= 2.2e-9) -- the rules the published fits used.
-2. The best start is polished with SciPy's L-BFGS-B at tight tolerances (same objective, same
-   analytic gradient); the result reports whether that optimiser converged.
+2. The best start is polished by the same L-BFGS at tight tolerances relative to its objective
+   (see `polish`); the result reports whether that optimiser converged.
 3. Bootstrap (optional): B resamples of the rows, drawn as multinomial counts, refitted together
    as one batch warm-started at the fit; percentile intervals of the public parameters.
 
@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
-from scipy.optimize import minimize
 
 ObjectiveKind = Literal["huber", "lsq"]
 VJP = Callable[[np.ndarray], np.ndarray]
@@ -139,6 +138,7 @@ def lbfgs_batched(
     history: int = 10,
     gtol: float = SCIPY_GTOL,
     ftol: float = SCIPY_FTOL,
+    f_floor: float | np.ndarray = 0.0,
     max_line_evals: int = 30,
 ) -> BatchResult:
     """Minimise S independent problems at once with L-BFGS (Nocedal & Wright 2006, Alg. 7.4/7.5).
@@ -146,18 +146,23 @@ def lbfgs_batched(
     `fun(x, rows)` evaluates the problems `rows` at points x (len(rows), P). Each start keeps its
     own curvature pairs; a weak-Wolfe line search (`_line_search`) runs on all starts that still
     need a step. A start stops when max |g| <= gtol, or when
-    (f_old - f_new) / max(|f_old|, |f_new|, 1) <= ftol (SciPy L-BFGS-B's rules), or when its line
-    search fails (not converged). Points where `fun` is not finite are rejected by the line search.
+    (f_old - f_new) / max(|f_old|, |f_new|, 1) <= ftol (SciPy L-BFGS-B's rules), or when
+    f <= f_floor (a perfect fit, per start or for all), or when its line search fails (not
+    converged). Points where `fun` is not finite are rejected by the line search.
     """
+    f_floor = np.broadcast_to(np.asarray(f_floor, dtype=float), (np.shape(x0)[0],))
     x = np.array(x0, dtype=float, copy=True)
     n_starts, n_params = x.shape
     all_rows = np.arange(n_starts)
     f, g = fun(x, all_rows)
-    s_hist = np.zeros((n_starts, history, n_params))
-    y_hist = np.zeros((n_starts, history, n_params))
-    rho = np.zeros((n_starts, history))  # 0 marks an empty slot; newest pair in the last slot
+    # Curvature pairs, slot-major so that one slot of many starts is contiguous; the newest pair
+    # is in the last slot, rho = 1/s'y is 0 in empty slots, n_pairs counts the filled ones.
+    s_hist = np.zeros((history, n_starts, n_params))
+    y_hist = np.zeros((history, n_starts, n_params))
+    rho = np.zeros((history, n_starts))
+    n_pairs = np.zeros(n_starts, dtype=int)
     n_iter = np.zeros(n_starts, dtype=int)
-    converged = np.isfinite(f) & (np.abs(g).max(axis=1) <= gtol)
+    converged = np.isfinite(f) & ((np.abs(g).max(axis=1) <= gtol) | (f <= f_floor))
     active = np.isfinite(f) & ~converged
 
     for _ in range(max_iter):
@@ -165,18 +170,21 @@ def lbfgs_batched(
         if rows.size == 0:
             break
         gk = g[rows]
-        d = -_two_loop(gk, s_hist[rows], y_hist[rows], rho[rows])
-        slope = (d * gk).sum(axis=1)
+        used = int(n_pairs[rows].max())  # older slots are empty for every row: skip them
+        d = -_two_loop(gk, s_hist[history - used:, rows], y_hist[history - used:, rows],
+                       rho[history - used:, rows])
+        slope = np.einsum("kp,kp->k", d, gk)
         uphill = ~(slope < 0)  # memory gave a non-descent direction: restart from steepest descent
         if uphill.any():
-            rho[rows[uphill]] = 0.0
+            restart = rows[uphill]
+            rho[:, restart] = 0.0
+            n_pairs[restart] = 0
             d[uphill] = -gk[uphill] / np.maximum(1.0, np.linalg.norm(gk[uphill], axis=1))[:, None]
-            slope[uphill] = (d[uphill] * gk[uphill]).sum(axis=1)
+            slope[uphill] = np.einsum("kp,kp->k", d[uphill], gk[uphill])
 
         step, f_new, g_new, ok = _line_search(fun, x, f, rows, d, slope, max_line_evals)
         n_iter[rows] += 1
-        failed = rows[~ok]
-        active[failed] = False  # no acceptable step: stop where it is (not converged)
+        active[rows[~ok]] = False  # no acceptable step: stop where it is (not converged)
 
         moved = rows[ok]
         s = step[ok]
@@ -185,21 +193,25 @@ def lbfgs_batched(
         x[moved] += s
         f[moved] = f_new[ok]
         g[moved] = g_new[ok]
-        sy = (s * y).sum(axis=1)
-        keep = sy > 1e-12 * np.maximum((y * y).sum(axis=1), 1e-300)  # curvature condition
+        sy = np.einsum("kp,kp->k", s, y)
+        # keep a pair only if s'y > 0 clearly (the cosine of s and y above 1e-10): scale-free,
+        # so stiff problems (curvature 1e13) keep their pairs too
+        keep = sy > 1e-10 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)
         upd = moved[keep]
-        s_hist[upd] = np.roll(s_hist[upd], -1, axis=1)
-        y_hist[upd] = np.roll(y_hist[upd], -1, axis=1)
-        rho[upd] = np.roll(rho[upd], -1, axis=1)
-        s_hist[upd, -1] = s[keep]
-        y_hist[upd, -1] = y[keep]
-        rho[upd, -1] = 1.0 / sy[keep]
+        if upd.size:
+            s_hist[:, upd] = np.roll(s_hist[:, upd], -1, axis=0)
+            y_hist[:, upd] = np.roll(y_hist[:, upd], -1, axis=0)
+            rho[:, upd] = np.roll(rho[:, upd], -1, axis=0)
+            s_hist[-1, upd] = s[keep]
+            y_hist[-1, upd] = y[keep]
+            rho[-1, upd] = 1.0 / sy[keep]
+            n_pairs[upd] = np.minimum(n_pairs[upd] + 1, history)
 
         small_grad = np.abs(g[moved]).max(axis=1) <= gtol
         small_decrease = (f_old - f[moved]) <= ftol * np.maximum(
             np.maximum(np.abs(f_old), np.abs(f[moved])), 1.0
         )
-        done = small_grad | small_decrease
+        done = small_grad | small_decrease | (f[moved] <= f_floor[moved])
         converged[moved[done]] = True
         active[moved[done]] = False
 
@@ -207,25 +219,28 @@ def lbfgs_batched(
 
 
 def _two_loop(g: np.ndarray, s: np.ndarray, y: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    """H g for each row by the L-BFGS two-loop recursion; empty slots have rho = 0."""
+    """H g for each row by the L-BFGS two-loop recursion (Nocedal & Wright Alg. 7.4).
+
+    s, y: (used slots, k, P), newest last; rho: (used slots, k), 0 in a row's empty slots.
+    """
     q = g.copy()
-    m = rho.shape[1]
-    alpha = np.zeros_like(rho)
+    m = rho.shape[0]
+    alpha = np.empty_like(rho)
     for i in range(m - 1, -1, -1):
-        alpha[:, i] = rho[:, i] * (s[:, i] * q).sum(axis=1)
-        q -= alpha[:, i, None] * y[:, i]
-    yy = (y[:, -1] * y[:, -1]).sum(axis=1)
-    sy = (s[:, -1] * y[:, -1]).sum(axis=1)
-    has_pair = (rho[:, -1] > 0) & (yy > 0)
-    gamma = np.where(
-        has_pair,
-        sy / np.where(has_pair, yy, 1.0),  # Nocedal & Wright eq. 7.20
-        1.0 / np.maximum(1.0, np.linalg.norm(g, axis=1)),  # first step: at most unit length
-    )
+        alpha[i] = rho[i] * np.einsum("kp,kp->k", s[i], q)
+        q -= alpha[i, :, None] * y[i]
+    if m:
+        yy = np.einsum("kp,kp->k", y[-1], y[-1])
+        has_pair = (rho[-1] > 0) & (yy > 0)
+        # gamma = s'y / y'y (Nocedal & Wright eq. 7.20); a row without pairs: unit-length step
+        gamma = np.where(has_pair, 1.0 / np.where(has_pair, rho[-1] * yy, 1.0),
+                         1.0 / np.maximum(1.0, np.linalg.norm(g, axis=1)))
+    else:
+        gamma = 1.0 / np.maximum(1.0, np.linalg.norm(g, axis=1))
     r = gamma[:, None] * q
     for i in range(m):
-        beta = rho[:, i] * (y[:, i] * r).sum(axis=1)
-        r += s[:, i] * (alpha[:, i] - beta)[:, None]
+        beta = rho[i] * np.einsum("kp,kp->k", y[i], r)
+        r += s[i] * (alpha[i] - beta)[:, None]
     return r
 
 
@@ -242,8 +257,9 @@ def _line_search(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Weak-Wolfe bisection/expansion line search on every row at once (Lewis & Overton 2013).
 
-    Start at t = 1; a step without sufficient decrease (Armijo, c1) halves the bracket, a step
-    whose slope is still steep (curvature, c2) doubles t or bisects upwards. Wolfe steps keep
+    Start at t = 1; a step without sufficient decrease (Armijo, c1) shrinks t (quadratic
+    interpolation, then bisection of the bracket), a step whose slope is still steep
+    (curvature, c2) doubles t or bisects upwards. Wolfe steps keep
     s'y > 0, so every update is a valid curvature pair. If the budget runs out, the last step
     with sufficient decrease is taken. Returns (step, f, g, ok) per row.
     """
@@ -270,7 +286,15 @@ def _line_search(
         too_near = pending[armijo & ~curv]
         hi[too_far] = t[too_far]
         lo[too_near] = t[too_near]
-        t[too_far] = 0.5 * (lo[too_far] + hi[too_far])
+        # Shrinking from t without any good step yet: the minimiser of the quadratic through
+        # f0, slope and f(t), kept within [t/100, t/2] (t/10 where f(t) is not finite). Halving
+        # alone cannot reach the tiny steps of a badly scaled first iteration within budget.
+        tf, fail, sl = t[too_far], ft[~armijo], slope[too_far]
+        curvature = fail - f0[too_far] - sl * tf
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            quad = np.clip(-sl * tf * tf / (2.0 * curvature), 0.01 * tf, 0.5 * tf)
+        quad = np.where(np.isfinite(fail) & (curvature > 0), quad, 0.1 * tf)
+        t[too_far] = np.where(lo[too_far] > 0, 0.5 * (lo[too_far] + hi[too_far]), quad)
         t[too_near] = np.where(np.isinf(hi[too_near]), 2.0 * lo[too_near], 0.5 * (lo[too_near] + hi[too_near]))
         pending = pending[~wolfe]
         if pending.size == 0:
@@ -327,6 +351,11 @@ def percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.nda
     return lo, hi
 
 
+def perfect_fit(n_points: int) -> float:
+    """An objective this small is a perfect fit: RMS residual <= 1e-10 (log loss or loss)."""
+    return 1e-20 * n_points
+
+
 def check_fit_args(n_points: int, n_params: int, bootstrap: int, level: float) -> None:
     if n_points < n_params:
         raise FitInputError(
@@ -354,7 +383,7 @@ def fit_model(
 ) -> FitResult:
     """Fit `model` to losses `y` from every row of `starts` (internal coordinates); see module doc.
 
-    The best `n_polish` starts after the batched phase are polished with SciPy L-BFGS-B and the
+    The best `n_polish` starts after the batched phase are polished at tight tolerances and the
     lowest objective wins. With `bootstrap` > 0, B resampled refits give percentile intervals.
     """
     y = np.asarray(y, dtype=float)
@@ -363,18 +392,17 @@ def fit_model(
     check_fit_args(y.size, n_params, bootstrap, level)
     fun = objective.batch_fun(model, y)
     batch = lbfgs_batched(fun, starts, max_iter=max_iter)
-    order = np.argsort(batch.fun, kind="stable")[: max(1, n_polish)]
-    best_x, best_f, converged = None, np.inf, False
-    for i in order:
-        if not np.isfinite(batch.fun[i]):
-            continue
-        x, f, ok = polish(fun, batch.x[i])
-        if f > batch.fun[i]:  # never let polishing make it worse
-            x, f, ok = batch.x[i], batch.fun[i], bool(batch.converged[i])
-        if f < best_f:
-            best_x, best_f, converged = x, f, ok
-    if best_x is None:
+    finite = np.flatnonzero(np.isfinite(batch.fun))
+    if finite.size == 0:
         raise FitInputError(f"{law}: no start gave a finite objective; check the data for outliers")
+    best = finite[np.argsort(batch.fun[finite], kind="stable")[: max(1, n_polish)]]
+    polished = polish(fun, batch.x[best], f_floor=perfect_fit(y.size))
+    worse = polished.fun > batch.fun[best]  # never let polishing make a start worse
+    x = np.where(worse[:, None], batch.x[best], polished.x)
+    f = np.where(worse, batch.fun[best], polished.fun)
+    ok = np.where(worse, batch.converged[best], polished.converged)
+    i = int(np.argmin(f))
+    best_x, best_f, converged = x[i], float(f[i]), bool(ok[i])
 
     public = model.to_public(best_x[None, :])[0]
     params = dict(zip(model.names, map(float, public)))
@@ -391,9 +419,9 @@ def fit_model(
         law=law,
         params=params,
         ci=ci,
-        objective=float(best_f),
+        objective=best_f,
         n_points=int(y.size),
-        converged=bool(converged),
+        converged=converged,
         objective_kind=objective.kind,
         ci_level=level,
         n_starts=int(starts.shape[0]),
@@ -403,24 +431,40 @@ def fit_model(
     )
 
 
-def polish(fun: BatchFun, x0: np.ndarray) -> tuple[np.ndarray, float, bool]:
-    """Refine one start with SciPy L-BFGS-B at tight tolerances; returns (x, f, converged)."""
-    row = np.zeros(1, dtype=int)
+def polish(
+    fun: BatchFun,
+    x0: np.ndarray,
+    *,
+    max_iter: int = 2000,
+    gtol: float = 1e-9,
+    ftol: float = 1e-13,
+    f_floor: float = 0.0,
+) -> BatchResult:
+    """Refine starts (k, P) at tight tolerances, relative to each start's objective.
 
-    f0 = float(fun(x0[None, :], row)[0][0])
-    scale = abs(f0) if np.isfinite(f0) and f0 != 0 else 1.0  # make the tolerances relative
+    Each problem's objective is divided by its value at x0, so "relative decrease <= ftol" and
+    "max |gradient| <= gtol" mean the same for a Huber sum of 1e-5 as for one of 10. (SciPy's
+    L-BFGS-B would do the same job, but it calls multi-threaded BLAS on tiny matrices, which on
+    a busy machine costs milliseconds per iteration; this stays in the batched numpy code.)
+    A line search that fails where the relative gradient is already <= 1e-6 has reached the
+    optimum to float precision and counts as converged, and so does an objective <= f_floor
+    (a perfect fit: with zero residuals L-BFGS only converges linearly and never meets the
+    relative rules).
+    """
+    rows = np.arange(x0.shape[0])
+    f0, _ = fun(x0, rows)
+    scale = np.where(np.isfinite(f0) & (f0 > 0), f0, 1.0)
 
-    def scalar(x: np.ndarray) -> tuple[float, np.ndarray]:
-        f, g = fun(x[None, :], row)
-        return float(f[0]) / scale, g[0] / scale  # fresh arrays, not views
+    def relative(x: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f, g = fun(x, r)
+        return f / scale[r], g / scale[r, None]
 
-    res = minimize(scalar, x0, jac=True, method="L-BFGS-B",
-                   options={"maxiter": 10_000, "ftol": 1e-13, "gtol": 1e-9})
-    f, g = scalar(res.x)
-    # Stopping on a line-search failure at a point with a tiny gradient is a converged optimum
-    # reached at float precision, not a failure.
-    ok = bool(res.success) or bool(np.isfinite(f) and np.abs(g).max() <= 1e-6)
-    return np.asarray(res.x, dtype=float), f * scale, ok
+    res = lbfgs_batched(relative, x0, max_iter=max_iter, gtol=gtol, ftol=ftol,
+                        f_floor=f_floor / scale)
+    f, g = relative(res.x, rows)
+    converged = res.converged | (np.isfinite(f) & (np.abs(g).max(axis=1) <= 1e-6))
+    converged |= f * scale <= f_floor
+    return BatchResult(x=res.x, fun=f * scale, converged=converged, n_iter=res.n_iter)
 
 
 def bootstrap_refits(
@@ -431,7 +475,7 @@ def bootstrap_refits(
     objective: Objective,
     n_boot: int,
     seed: int,
-    max_iter: int = 2000,
+    max_iter: int = 1000,
 ) -> tuple[np.ndarray, int]:
     """B refits on rows resampled with replacement, all in one batch, each warm-started at the fit.
 
@@ -444,7 +488,8 @@ def bootstrap_refits(
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
     fun = objective.batch_fun(model, y, weights=counts)
     x0 = np.repeat(theta_hat[None, :], n_boot, axis=0)
-    res = lbfgs_batched(fun, x0, max_iter=max_iter, gtol=1e-10, ftol=1e-13)
+    # Intervals need parameters to ~1e-5, not to float precision: looser than the main fit.
+    res = polish(fun, x0, max_iter=max_iter, gtol=1e-7, ftol=1e-10, f_floor=perfect_fit(n))
     samples = model.to_public(res.x)
     bad = ~np.isfinite(res.fun) | ~np.isfinite(samples).all(axis=1)
     samples[bad] = np.nan

@@ -94,7 +94,7 @@ class PowerLawModel:
             for j in range(k):
                 vw = v * share[j]
                 grad[:, 2 * j] = vw.sum(axis=1)
-                grad[:, 2 * j + 1] = -(vw @ self.log_x[j])
+                grad[:, 2 * j + 1] = -(vw * self.log_x[j]).sum(axis=1)  # no BLAS: see polish()
             grad[:, 2 * k] = (v * share[k]).sum(axis=1)
             return grad
 

@@ -1,0 +1,84 @@
+"""Scaling-law analysis: pure functions of pandas DataFrames (no Ray, torch, plotting or I/O).
+
+    fitting           objectives (Huber on log residuals, least squares), batched L-BFGS, bootstrap
+    laws              L(x) = A / x^B + C and its additive multi-variable forms; lines in log x
+    chinchilla        L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann 2022, Besiroglu 2024)
+    data_constrained  effective data and parameters, R*_D and R*_N (Muennighoff et al. 2023)
+    reuse             effective reuse E(K, N) and K*(N) = A log N + B (Lyu et al., seeds/003)
+    recipes           the recipes of "Pre-training under infinite compute" (seeds/002)
+
+Every fit returns a `FitResult`: parameters, percentile bootstrap intervals, the objective, the
+number of points and whether the optimiser converged. Bad input raises `FitInputError`, whose
+message names the column or problem.
+"""
+
+from scalegrid.analysis.chinchilla import chinchilla_loss, fit_chinchilla, tokens_from_flops
+from scalegrid.analysis.data_constrained import (
+    MUENNIGHOFF2023_BASE,
+    MUENNIGHOFF2023_R_STAR,
+    BaseLaw,
+    data_constrained_loss,
+    effective,
+    fit_data_constrained,
+)
+from scalegrid.analysis.fitting import FitInputError, FitResult, Objective, huber
+from scalegrid.analysis.laws import fit_log_linear, fit_power_law, inverse_power_law, power_law
+from scalegrid.analysis.recipes import (
+    best_runs,
+    data_efficiency,
+    data_scaling,
+    distillation,
+    distillation_retention,
+    ensemble_scaling,
+    joint_scaling,
+    local_optimality,
+    local_optimality_neighbours,
+    optimal_hparam_scaling,
+    param_scaling,
+)
+from scalegrid.analysis.reuse import (
+    effective_reuse,
+    fit_one_pass,
+    fit_reuse,
+    fit_reuse_law,
+    reuse_threshold,
+)
+from scalegrid.analysis.tables import completed, drop_highest
+
+__all__ = [
+    "BaseLaw",
+    "FitInputError",
+    "FitResult",
+    "MUENNIGHOFF2023_BASE",
+    "MUENNIGHOFF2023_R_STAR",
+    "Objective",
+    "best_runs",
+    "chinchilla_loss",
+    "completed",
+    "data_constrained_loss",
+    "data_efficiency",
+    "data_scaling",
+    "distillation",
+    "distillation_retention",
+    "drop_highest",
+    "effective",
+    "effective_reuse",
+    "ensemble_scaling",
+    "fit_chinchilla",
+    "fit_data_constrained",
+    "fit_log_linear",
+    "fit_one_pass",
+    "fit_power_law",
+    "fit_reuse",
+    "fit_reuse_law",
+    "huber",
+    "inverse_power_law",
+    "joint_scaling",
+    "local_optimality",
+    "local_optimality_neighbours",
+    "optimal_hparam_scaling",
+    "param_scaling",
+    "power_law",
+    "reuse_threshold",
+    "tokens_from_flops",
+]
