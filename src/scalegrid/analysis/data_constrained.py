@@ -41,7 +41,14 @@ import numpy as np
 import pandas as pd
 
 from scalegrid.analysis.chinchilla import chinchilla_model, fit_chinchilla, starts_from_params
-from scalegrid.analysis.fitting import VJP, FitInputError, FitResult, Objective, fit_model
+from scalegrid.analysis.fitting import (
+    VJP,
+    FitInputError,
+    FitResult,
+    Objective,
+    check_fit_args,
+    fit_model,
+)
 from scalegrid.analysis.tables import positive_column
 
 NOTEBOOK_GRID = tuple(np.linspace(0.0, 20.0, 4)[1:])  # {20/3, 40/3, 20}: the 0 starts are NaN
@@ -239,6 +246,7 @@ def fit_data_constrained(
     d = positive_column(df, tokens)
     u = positive_column(df, unique_tokens)
     y = positive_column(df, loss)
+    check_fit_args(y.size, 2, bootstrap, level)
     base_fit: FitResult | None = None
     if isinstance(base_law, BaseLaw):
         base = base_law

@@ -167,6 +167,7 @@ def fit_power_law(
         raise FitInputError("power law needs at least one x column (--x)")
     x_values = [positive_column(df, col) for col in xs]
     y_values = positive_column(df, y)
+    check_fit_args(y_values.size, 2 * len(xs) + 1, bootstrap, level)
     model = PowerLawModel.from_columns(x_values, labels=xs)
     if starts is None:
         starts = model.default_starts(y_values)
