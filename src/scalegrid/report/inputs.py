@@ -1,0 +1,131 @@
+"""What a report is made from: the runs and curves of a results directory, and how complete they are.
+
+A results directory may be mid-sweep: runs still missing, some FAILED, a file unreadable. The
+report is made of what is there; `Inputs.partial_reasons` says in words what is not, and every
+section sees only finished rows (COMPLETED; DIVERGED rows are results but carry no usable loss).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scalegrid import store
+from scalegrid.errors import UserError
+
+FAILED = "FAILED"
+DIVERGED = "DIVERGED"
+COMPLETED = "COMPLETED"
+
+
+@dataclass
+class Inputs:
+    results_dir: Path
+    runs: pd.DataFrame  # every readable row, any status
+    curves: pd.DataFrame
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    expected: dict[str, int] = field(default_factory=dict)  # sweep name -> grid size of its latest spec
+
+    @property
+    def completed(self) -> pd.DataFrame:
+        """Rows with a usable loss: COMPLETED and a finite val_loss."""
+        runs = self.runs
+        if not len(runs):
+            return runs
+        ok = (runs["status"] == COMPLETED) & np.isfinite(pd.to_numeric(runs["val_loss"], errors="coerce"))
+        return runs[ok]
+
+    def stage(self, name: str) -> pd.DataFrame:
+        rows = self.completed
+        if "stage" not in rows.columns:
+            return rows if name == "train" else rows.iloc[0:0]
+        stage = rows["stage"].fillna("train")
+        return rows[stage == name]
+
+    @property
+    def pending(self) -> dict[str, int]:
+        """Train trials each sweep's grid has that the store does not hold yet."""
+        out = {}
+        runs = self.runs
+        for sweep, n_expected in self.expected.items():
+            have = runs[(runs["sweep"] == sweep) & (runs["stage"].fillna("train") == "train")] if len(runs) else runs
+            missing = n_expected - have["trial_id"].nunique() if len(have) else n_expected
+            if missing > 0:
+                out[sweep] = int(missing)
+        return out
+
+    @property
+    def partial_reasons(self) -> list[str]:
+        reasons = []
+        counts = self.runs["status"].value_counts() if len(self.runs) else pd.Series(dtype=int)
+        if counts.get(FAILED, 0):
+            reasons.append(f"{counts[FAILED]} trials FAILED (a re-run of the sweep retries them)")
+        for sweep, missing in self.pending.items():
+            reasons.append(f"sweep {sweep}: {missing} trials of its grid have no result yet")
+        if self.unreadable:
+            reasons.append(f"{len(self.unreadable)} result files are unreadable and were skipped")
+        if not len(self.runs):
+            reasons.append("no runs yet")
+        return reasons
+
+
+def load_inputs(results_dir: str | Path) -> Inputs:
+    """Read a results directory; an unreadable or missing directory is a `UserError`."""
+    path = Path(results_dir)
+    if not path.is_dir():
+        raise UserError(f"{path}: not a results directory; pass the `results:` directory of a sweep")
+    try:
+        runs_scan = _fast_scan(store.runs_dir(path), store.RUN_SCHEMA) or store.scan_runs(path)
+        curves_scan = _fast_scan(store.curves_dir(path), store.CURVE_SCHEMA) or store.scan_curves(path)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the results ({err.strerror or err}); check its permissions") from None
+    runs = runs_scan.frame
+    for column in ("stage", "status"):
+        if column in runs.columns:
+            runs[column] = runs[column].astype(object)
+    return Inputs(
+        results_dir=path,
+        runs=runs,
+        curves=curves_scan.frame,
+        unreadable=runs_scan.unreadable + curves_scan.unreadable,
+        expected=expected_trials(path),
+    )
+
+
+def _fast_scan(directory: Path, schema) -> store.Scan | None:
+    """All of a directory's Parquet files in one multi-threaded read (5,000 run files: ~3x faster
+    than one file at a time). None if any file does not read: the store's own scan then says which."""
+    import pyarrow.dataset as ds
+
+    files = sorted(str(p) for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else []
+    if not files:
+        return None
+    try:
+        table = ds.dataset(files, schema=schema, format="parquet").to_table(use_threads=True)
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: the store's scan reports it
+        return None
+    return store.Scan(table.to_pandas(), [])
+
+
+def expected_trials(results_dir: Path) -> dict[str, int]:
+    """Grid size of each sweep's latest spec record (RESULTS/sweeps/*.json); {} where unknown.
+
+    Best effort: a record this version cannot parse is ignored, never an error."""
+    latest: dict[str, tuple[str, int]] = {}
+    for record_path in sorted((results_dir / "sweeps").glob("*.json")):
+        try:
+            record = json.loads(record_path.read_text())
+            from scalegrid.grid import grid_points
+            from scalegrid.spec import parse_spec
+
+            spec = parse_spec(record["spec"], source=str(record_path))
+            created = str(record.get("created_at", ""))
+            if spec.name not in latest or created >= latest[spec.name][0]:
+                latest[spec.name] = (created, len(grid_points(spec)))
+        except Exception:  # noqa: BLE001 - an old or foreign record only loses the pending count
+            continue
+    return {name: n for name, (_, n) in latest.items()}

@@ -1,0 +1,260 @@
+"""Results directories synthesised from known laws, written through the real store.
+
+The paper grid (`write_paper_grid`): sizes N x token budgets D x epochs x weight decay x lr, with
+
+    best loss(N, D)    = E(D) + A / N^alpha                 E(D) = E_inf + B / D^beta
+    loss(N, D, h)      = best loss(N, D) + quadratic penalties in log2 of each hyperparameter's
+                         distance from its optimum (zero at the optimum, which is on the grid)
+    ensemble of K      = E(D) - G + A / N^alpha + G / K^kappa   (joint asymptote E(D) - G)
+    distilled student  = single - retention (single - teacher)
+
+plus a little Gaussian noise, so every fitted number the report shows has a known true value.
+The reuse grid (`write_reuse_grid`) is the multi-epoch testbed: a loss over (samples N, epochs K)
+that follows Muennighoff et al.'s effective data with an R* that grows like log N.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scalegrid.store import RUN_COLUMNS, write_curves, write_run
+
+
+@dataclass(frozen=True)
+class PaperLaw:
+    E_inf: float = 1.8
+    B: float = 1286.0
+    beta: float = 0.35
+    A: float = 291.0
+    alpha: float = 0.35
+    G: float = 0.2  # ensemble gain at infinitely many members
+    kappa: float = 0.9
+    retention: float = 0.83
+    lr_opt: float = 3e-3
+
+    def asymptote(self, tokens: float) -> float:
+        return self.E_inf + self.B / tokens**self.beta
+
+    def best(self, params: float, tokens: float) -> float:
+        return self.asymptote(tokens) + self.A / params**self.alpha
+
+    def epochs_opt(self, params: float) -> int:
+        """Larger models want fewer epochs (the paper's finding): 8 up to 300M, then 4."""
+        return 8 if params <= 3.5e8 else 4
+
+    def wd_opt(self, params: float) -> float:
+        """... and more weight decay: 0.4 at 150M, 0.8 up to 600M, 1.6 beyond."""
+        return 0.4 if params <= 2e8 else 0.8 if params <= 7e8 else 1.6
+
+    def loss(self, params: float, tokens: float, epochs: int, wd: float, lr: float) -> float:
+        penalty = (
+            0.02 * math.log2(epochs / self.epochs_opt(params)) ** 2
+            + 0.03 * math.log2(wd / self.wd_opt(params)) ** 2
+            + 0.05 * math.log2(lr / self.lr_opt) ** 2
+        )
+        return self.best(params, tokens) + penalty
+
+    def ensemble(self, params: float, tokens: float, members: int) -> float:
+        return self.asymptote(tokens) - self.G + self.A / params**self.alpha + self.G / members**self.kappa
+
+
+SIZES = (150e6, 300e6, 600e6, 1.4e9)
+BUDGETS = (200e6, 400e6, 800e6, 1.6e9)
+EPOCHS = (1, 2, 4, 8, 16)
+WEIGHT_DECAYS = (0.1, 0.2, 0.4, 0.8, 1.6)
+LRS = (1e-3, 3e-3, 1e-2)
+MEMBERS = (2, 3, 4, 5)
+
+
+@dataclass
+class Written:
+    """What was written, for the tests' checks."""
+
+    law: PaperLaw
+    n_rows: int = 0
+    trial_ids: list[str] = field(default_factory=list)
+    curve_ids: list[str] = field(default_factory=list)
+    failed_ids: list[str] = field(default_factory=list)
+
+
+def _tid(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def _model_name(params: float) -> str:
+    return f"llama-{params / 1e6:.0f}m"
+
+
+def base_row(**values) -> dict:
+    row = {c: None for c in RUN_COLUMNS}
+    row.update(
+        sweep="paper", stage="train", status="COMPLETED", trainer="lm", seed=0, members=1,
+        finished_at=dt.datetime(2025, 9, 30, 12, 0, tzinfo=dt.timezone.utc),
+        scalegrid_version="0.1.0", git_commit="synthetic", hostname="test", device="cpu",
+        config_json="{}",
+    )
+    row.update(values)
+    return row
+
+
+def write_paper_grid(
+    results: Path,
+    *,
+    law: PaperLaw = PaperLaw(),
+    sizes=SIZES,
+    budgets=BUDGETS,
+    epochs=EPOCHS,
+    weight_decays=WEIGHT_DECAYS,
+    lrs=LRS,
+    seeds=(0,),
+    members=MEMBERS,
+    distill: bool = True,
+    n_failed: int = 0,
+    curves: int = 40,
+    noise: float = 0.001,
+    seed: int = 0,
+    sweep: str = "paper",
+) -> Written:
+    """Write the grid's runs (and a few learning curves) under `results`."""
+    rng = np.random.default_rng(seed)
+    out = Written(law=law)
+    train_ids = []
+    for n in sizes:
+        for d in budgets:
+            for k in epochs:
+                for wd in weight_decays:
+                    for lr in lrs:
+                        for s in seeds:
+                            tid = _tid(sweep, "train", n, d, k, wd, lr, s)
+                            loss = law.loss(n, d, k, wd, lr) + rng.normal(0, noise)
+                            tokens_seen = int(d * k)
+                            write_run(results, base_row(
+                                trial_id=tid, sweep=sweep, model=_model_name(n), params=int(n),
+                                params_nonembed=int(0.85 * n), unique_tokens=int(d), epochs=k,
+                                tokens_seen=tokens_seen, lr=lr, weight_decay=wd, seed=s,
+                                val_loss=loss, best_val_loss=loss - 0.001, train_loss=loss - 0.02 * k,
+                                flops=6.0 * n * tokens_seen, wall_s=tokens_seen / 2e6,
+                            ))
+                            train_ids.append((tid, loss, k, d, n, wd, lr))
+    out.trial_ids += [t[0] for t in train_ids]
+
+    for i in range(n_failed):  # failed trials: a row with its error and no loss
+        tid = _tid(sweep, "failed", i)
+        write_run(results, base_row(
+            trial_id=tid, sweep=sweep, status="FAILED", model=_model_name(sizes[-1]),
+            params=int(sizes[-1]), params_nonembed=int(0.85 * sizes[-1]), unique_tokens=int(budgets[-1]),
+            epochs=32, tokens_seen=0, lr=lrs[0], weight_decay=weight_decays[0], seed=100 + i,
+            val_loss=float("nan"), best_val_loss=float("nan"), train_loss=float("nan"),
+            flops=float("nan"), wall_s=12.0, error="RuntimeError: CUDA out of memory",
+        ))
+        out.failed_ids.append(tid)
+
+    for n in sizes:
+        for d in budgets:
+            for m in members:
+                tid = _tid(sweep, "ensemble", n, d, m)
+                loss = law.ensemble(n, d, m) + rng.normal(0, noise)
+                write_run(results, base_row(
+                    trial_id=tid, sweep=sweep, stage="ensemble", model=_model_name(n), params=int(n),
+                    params_nonembed=int(0.85 * n), unique_tokens=int(d), epochs=law.epochs_opt(n),
+                    tokens_seen=int(d * law.epochs_opt(n) * m), lr=law.lr_opt, weight_decay=law.wd_opt(n),
+                    members=m, val_loss=loss, best_val_loss=loss, train_loss=float("nan"),
+                    flops=0.0, wall_s=30.0 * m,
+                ))
+                out.trial_ids.append(tid)
+
+    if distill and members:
+        teacher_k = max(members)
+        student = sizes[1] if len(sizes) > 1 else sizes[0]
+        for d in budgets:
+            single = law.best(student, d)
+            teacher = law.ensemble(student, d, teacher_k)
+            loss = single - law.retention * (single - teacher) + rng.normal(0, noise / 4)
+            tid = _tid(sweep, "distill", student, d)
+            write_run(results, base_row(
+                trial_id=tid, sweep=sweep, stage="distill", model=_model_name(student),
+                params=int(student), params_nonembed=int(0.85 * student), unique_tokens=int(d),
+                epochs=law.epochs_opt(student), tokens_seen=int(d * law.epochs_opt(student)),
+                lr=law.lr_opt, weight_decay=law.wd_opt(student), members=teacher_k, val_loss=loss,
+                best_val_loss=loss, train_loss=float("nan"), flops=6.0 * student * d, wall_s=100.0,
+                config_json=json.dumps({"teacher": {"model": _model_name(student), "members": teacher_k}}),
+            ))
+            out.trial_ids.append(tid)
+
+    # learning curves: the best run of every (size, budget), and the 1- and 16-epoch runs of the
+    # smallest size at the smallest budget with otherwise optimal settings (under- and over-trained)
+    if curves:
+        best_of = {}
+        for tid, loss, k, d, n, wd, lr in train_ids:
+            key = (n, d)
+            if key not in best_of or loss < best_of[key][1]:
+                best_of[key] = (tid, loss, k, d)
+        picks = list(best_of.values())
+        n0, d0 = min(sizes), min(budgets)
+        for tid, loss, k, d, n, wd, lr in train_ids:
+            if (n, d) == (n0, d0) and k in (min(epochs), max(epochs)) and wd == law.wd_opt(n0) and lr == law.lr_opt:
+                picks.append((tid, loss, k, d))
+        for tid, final, k, d in picks[-curves:] if curves < len(picks) else picks:
+            steps = np.arange(0, 101) * 20
+            frac = np.clip(steps / steps[-1], 1e-3, None)
+            over = max(k / 8 - 1, 0)  # beyond the useful epochs the validation loss turns up at the end
+            val = final + 0.9 * (frac ** -0.35 - 1) + 0.05 * over * (frac - 1) ** 2 * (frac > 0.5)
+            train = val - 0.03 * k * frac
+            write_curves(results, tid, [
+                {"step": int(s), "epoch": float(f * k), "tokens_seen": int(f * k * d), "train_loss": float(t),
+                 "val_loss": float(v), "lr": 3e-3, "wall_s": float(f * 100)}
+                for s, f, v, t in zip(steps, frac, val, train)
+            ])
+            out.curve_ids.append(tid)
+    out.n_rows = len(out.trial_ids) + len(out.failed_ids)
+    return out
+
+
+@dataclass(frozen=True)
+class ReuseLaw:
+    A: float = 40.0
+    B: float = 0.5
+    C: float = 0.1
+    r_scale: float = 20.0  # R*(N) = r_scale log N: larger datasets can be repeated more
+
+    def r_star(self, samples: float) -> float:
+        return self.r_scale * math.log(samples)
+
+    def effective(self, samples: float, epochs: float) -> float:
+        r = self.r_star(samples)
+        return samples * (1 + r * (1 - math.exp(-(epochs - 1) / r)))
+
+    def loss(self, samples: float, epochs: float) -> float:
+        return self.A / self.effective(samples, epochs) ** self.B + self.C
+
+
+def write_reuse_grid(
+    results: Path,
+    *,
+    law: ReuseLaw = ReuseLaw(),
+    samples=(256, 512, 1024, 2048, 4096, 8192, 16384),
+    epochs=(1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 40, 48, 64),
+    noise: float = 0.0005,
+    seed: int = 0,
+) -> int:
+    """The linear-regression testbed: loss over (samples, epochs); returns the number of rows."""
+    rng = np.random.default_rng(seed)
+    count = 0
+    for n in samples:
+        for k in epochs:
+            loss = law.loss(n, k) * (1 + rng.normal(0, noise))
+            write_run(results, base_row(
+                trial_id=_tid("reuse", n, k), sweep="reuse", trainer="linreg", model="linreg-64",
+                params=64, params_nonembed=64, unique_tokens=n, epochs=k, tokens_seen=n * k, lr=0.05,
+                weight_decay=0.0, val_loss=loss, best_val_loss=loss, train_loss=loss * 0.9,
+                flops=6.0 * 64 * n * k, wall_s=0.01,
+            ))
+            count += 1
+    return count
