@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+from pathlib import Path
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_tokens_and_flops_estimates():
     assert grid.estimated_flops(trial.config) == shape.flops_per_token(trial.config.data["vocab_size"], 32) * 4096
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob("sweeps/*.yaml")))
+@pytest.mark.parametrize("path", sorted(glob.glob(str(Path(__file__).parents[1] / "sweeps" / "*.yaml"))))
 def test_every_shipped_sweep_parses_and_expands(path):
     spec = load_spec(path)
     points = grid.grid_points(spec)

@@ -54,7 +54,7 @@ def test_sweep_rerun_and_extension(ray_local, write_spec, tmp_path, capsys):
     # Curves are one row per evaluation, and the store reads without scalegrid.
     curves = load_curves(results)
     assert set(curves["trial_id"]) == set(load_runs(results)["trial_id"])
-    count = duckdb.sql(f"select count(*) from read_parquet('{results}/runs/*.parquet')").fetchone()[0]
+    count = duckdb.sql(f"select count(*) from read_parquet('{results}/runs/*.parquet')").fetchall()[0][0]
     assert count == 6
 
     assert main(["status", str(results)]) == 0

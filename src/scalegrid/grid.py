@@ -48,15 +48,22 @@ def _typed_points(spec: SweepSpec, field: str) -> list[dict[str, list]]:
     """Validate each include/exclude point with the spec's own axis validators."""
     points = []
     for i, point in enumerate(getattr(spec, field)):
-        raw = spec.model_dump(mode="json") | {"include": [], "exclude": []} | point
+        raw = spec.model_dump(mode="json") | {"include": [], "exclude": []}
+        raw |= {axis: value for axis, value in point.items() if axis != "unique_tokens"}
+        if "unique_tokens" in point:
+            raw["data"] = raw["data"] | {"unique_tokens": point["unique_tokens"]}
         try:
             typed = SweepSpec.model_validate(raw)
         except ValidationError as err:
             first = err.errors()[0]
             loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int))
             raise UserError(f"{field}[{i}].{loc}: {first['msg'].removeprefix('Value error, ')}") from None
-        points.append({axis: getattr(typed, axis) for axis in point})
+        points.append({axis: _axis_values(typed, axis) for axis in point})
     return points
+
+
+def _axis_values(spec: SweepSpec, axis: str) -> list:
+    return spec.data.unique_tokens if axis == "unique_tokens" else getattr(spec, axis)
 
 
 def _axis_key(axis: str, value: Any) -> Any:
@@ -65,7 +72,7 @@ def _axis_key(axis: str, value: Any) -> Any:
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     """The grid's points as axis -> value dicts, in spec order, without duplicates."""
-    full = {axis: getattr(spec, axis) if axis != "unique_tokens" else spec.data.unique_tokens for axis in AXES}
+    full = {axis: _axis_values(spec, axis) for axis in AXES}
     subgrids = [full] + [full | point for point in _typed_points(spec, "include")]
     excludes = _typed_points(spec, "exclude")
     points, seen = [], set()
