@@ -116,3 +116,11 @@ def test_bad_input_names_the_problem():
         fit_power_law(df.assign(y=["a"] * len(df)), "x", "y")
     with pytest.raises(FitInputError, match="objective must be"):
         Objective(kind="l1")
+
+
+def test_worked_example_in_the_module_docstring_runs():
+    import doctest
+
+    from scalegrid.analysis import fitting
+
+    assert doctest.testmod(fitting).failed == 0

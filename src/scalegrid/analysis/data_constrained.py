@@ -18,7 +18,8 @@ R*_D and R*_N are fitted with the base law frozen, minimising
 by L-BFGS from a grid of starts, keeping the best. The paper's text gives the grid as
 R*_N, R*_D in {0, 4, ..., 20}; the notebook that produced its numbers (huggingface/datablations,
 utils/parametric_fit.ipynb) uses numpy.linspace(0, 20, 4) for each, and its starts at 0 give NaN
-on runs without repetition and drop out: so the grid here is {20/3, 40/3, 20}^2. The paper freezes the base law it fitted on C4
+on runs without repetition and drop out: so the grid here is {20/3, 40/3, 20}^2. The paper freezes
+the base law it fitted on C4
 (`MUENNIGHOFF2023_BASE`) and reports R*_D = 15.387756, R*_N = 5.309743 on 182 runs;
 `base_law="fit"` instead fits the base law with `fit_chinchilla` on the table's runs with neither
 repeated data nor excess parameters first (`fit_base_law`) and freezes that.
@@ -97,7 +98,9 @@ class Repetition:
     param_repeats: np.ndarray  # R_N
 
     @classmethod
-    def of(cls, params: np.ndarray, tokens: np.ndarray, unique_tokens: np.ndarray, base: BaseLaw) -> "Repetition":
+    def of(
+        cls, params: np.ndarray, tokens: np.ndarray, unique_tokens: np.ndarray, base: BaseLaw
+    ) -> "Repetition":
         n = np.asarray(params, dtype=float)
         d = np.asarray(tokens, dtype=float)
         u_d = np.minimum(np.asarray(unique_tokens, dtype=float), d)
@@ -166,7 +169,9 @@ class DataConstrainedModel:
         return theta.copy()
 
 
-def _effective_and_grad(unique: np.ndarray, repeats: np.ndarray, r_star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _effective_and_grad(
+    unique: np.ndarray, repeats: np.ndarray, r_star: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """X' = U (1 + R* (1 - e^-x)) and dX'/dR* = U (1 - e^-x - x e^-x), x = R / R*; NaN for R* <= 0."""
     r_star = np.where(r_star > 0, r_star, np.nan)
     x = repeats / r_star

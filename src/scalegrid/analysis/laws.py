@@ -64,7 +64,9 @@ class PowerLawModel:
     names: tuple[str, ...]  # public names in to_public order: A_1, B_1, ..., A_k, B_k, C
 
     @classmethod
-    def from_columns(cls, xs: Sequence[np.ndarray], labels: Sequence[str] | None = None) -> "PowerLawModel":
+    def from_columns(
+        cls, xs: Sequence[np.ndarray], labels: Sequence[str] | None = None
+    ) -> "PowerLawModel":
         logs = np.log(np.vstack([np.asarray(x, dtype=float) for x in xs]))
         centres = logs.mean(axis=1)
         if labels is None or len(xs) == 1:
@@ -111,7 +113,9 @@ class PowerLawModel:
             out[:, 2 * k] = np.exp(theta[:, 2 * k])
         return out
 
-    def to_internal(self, log_coef: np.ndarray, exponents: np.ndarray, log_floor: np.ndarray) -> np.ndarray:
+    def to_internal(
+        self, log_coef: np.ndarray, exponents: np.ndarray, log_floor: np.ndarray
+    ) -> np.ndarray:
         """Starts given as raw (log A_j, B_j) per term (S, k) and log C (S,) -> internal theta."""
         log_coef = np.atleast_2d(log_coef)
         exponents = np.atleast_2d(exponents)

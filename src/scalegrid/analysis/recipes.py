@@ -77,7 +77,10 @@ def local_optimality_neighbours(
     require_columns(rows, *by, *axes, loss)
     if chosen is None:
         chosen = best_runs(runs, by=by, loss=loss, stage=stage)
-    grids = {a: np.unique(np.asarray(grid[a] if grid and a in grid else rows[a].dropna(), float)) for a in axes}
+    grids = {
+        a: np.unique(np.asarray(grid[a] if grid and a in grid else rows[a].dropna(), dtype=float))
+        for a in axes
+    }
     records = []
     for key, group_rows in groups(rows, by):
         mask = np.ones(len(chosen), dtype=bool)
@@ -261,7 +264,11 @@ def data_scaling(
 
 
 def data_efficiency(
-    recipe: FitResult, baseline: FitResult, unique_tokens: Sequence[float] | float, *, level: float = 0.95
+    recipe: FitResult,
+    baseline: FitResult,
+    unique_tokens: Sequence[float] | float,
+    *,
+    level: float = 0.95,
 ) -> pd.DataFrame:
     """How many times more unique data the baseline needs to match the recipe's loss.
 

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     except FitInputError as err:
         raise UserError(f"{args.kind}: {err}") from err
     if args.json:
-        print(json.dumps(to_document(args, fits), allow_nan=False))
+        print(json.dumps(to_document(args, fits), allow_nan=False, default=str))
     else:
         print(render(args, fits))
     return 0
@@ -127,7 +127,9 @@ def read_table(path: Path) -> pd.DataFrame:
         if suffix in (".csv", ".txt", ".tsv"):
             return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
     except Exception as err:  # any parse failure is the user's file, reported on one line
-        raise UserError(f"{path}: cannot read it as {suffix[1:]} ({type(err).__name__}: {err})") from err
+        raise UserError(
+            f"{path}: cannot read it as {suffix[1:]} ({type(err).__name__}: {err})"
+        ) from err
     raise UserError(f"{path}: unknown file type {suffix or '(none)'}; give a .csv or .parquet file")
 
 
@@ -142,7 +144,8 @@ def _read_results_dir(path: Path) -> pd.DataFrame:
         try:
             frames.append(pq.read_table(file).to_pandas())
         except Exception as err:  # a half-written or corrupt file must not stop the fit
-            print(f"scalegrid: warning: skipping unreadable {file} ({type(err).__name__})", file=sys.stderr)
+            print(f"scalegrid: warning: skipping unreadable {file} ({type(err).__name__})",
+                  file=sys.stderr)
     if not frames:
         raise UserError(f"{path}: none of the {len(files)} runs/*.parquet files could be read")
     return pd.concat(frames, ignore_index=True)
@@ -187,7 +190,8 @@ def build_fit(
         )
     tokens = args.tokens
     if tokens is None and args.flops is None:
-        tokens = "tokens" if "tokens" in table.columns or "tokens_seen" not in table.columns else "tokens_seen"
+        has_tokens = "tokens" in table.columns or "tokens_seen" not in table.columns
+        tokens = "tokens" if has_tokens else "tokens_seen"
     if args.kind == "chinchilla":
         return (
             lambda rows: fit_chinchilla(rows, params=args.params, tokens=tokens, flops=args.flops,
