@@ -72,9 +72,9 @@ def fmt(value: Any, digits: int = 4) -> str:
     return f"{number:.{digits}g}"
 
 
-def fmt_ci(value: Any, ci: Any, digits: int = 4) -> str:
-    """'3.412 [3.401, 3.425]' or the value alone when there is no interval."""
-    text = fmt(value, digits)
+def fmt_ci(value: Any, ci: Any, digits: int = 4, unit: str = "") -> str:
+    """'3.412 [3.401, 3.425]' or the value alone when there is no interval; `unit` follows the value."""
+    text = fmt(value, digits) + (unit if fmt(value, digits) != "n/a" else "")
     if ci is None:
         return text
     try:

@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import os
+import re
 from pathlib import Path
 
 from scalegrid.report.document import Document, Section, Table, jsonable
@@ -34,9 +35,10 @@ figure img { max-width: 100%; height: auto; display: block; }
 figcaption { color: #444; font-size: .88rem; margin-top: .35rem; }
 figcaption a { color: #3465a4; }
 table { border-collapse: collapse; font-size: .86rem; margin: .5rem 0 1rem; display: block; overflow-x: auto; }
-th, td { border-bottom: 1px solid #e6e6e6; padding: .25rem .6rem; text-align: right; white-space: nowrap; }
-th { background: #f6f6f6; font-weight: 600; }
-td:first-child, th:first-child { text-align: left; }
+th, td { border-bottom: 1px solid #e6e6e6; padding: .25rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f6f6f6; font-weight: 600; white-space: nowrap; }
+td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+th.num { text-align: right; }
 code { background: #f2f2f2; padding: 0 .25rem; border-radius: 3px; }
 """
 
@@ -104,12 +106,12 @@ def markdown(doc: Document, out_dir: Path) -> str:
             lines += [f"- **{h}**" for h in section.headline] + [""]
         for paragraph in section.paragraphs:
             lines += [paragraph, ""]
-        for table in section.tables:
-            lines += _md_table(table)
         for figure in section.figures:
             rel = figure.png.relative_to(out_dir).as_posix()
             svg = figure.svg.relative_to(out_dir).as_posix()
             lines += [f"![{figure.title}]({rel})", "", f"*{figure.caption}* ([SVG]({svg}))", ""]
+        for table in section.tables:
+            lines += _md_table(table)
         for note in section.notes:
             lines += [f"> {note}", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -121,7 +123,8 @@ def _md_table(table: Table) -> list[str]:
 
     out = [f"**{table.title}**", ""]
     out.append("| " + " | ".join(cell(c) for c in table.columns) + " |")
-    out.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(table.columns))) + "|")
+    numeric = [bool(table.rows) and all(_is_numeric(r[i]) for r in table.rows if i < len(r)) for i in range(len(table.columns))]
+    out.append("|" + "|".join("---:" if numeric[i] else ":---" for i in range(len(table.columns))) + "|")
     out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
     out.append("")
     if table.note:
@@ -175,8 +178,6 @@ def _html_section(number: int, section: Section) -> list[str]:
     if section.headline:
         out.append('<ul class="headline">' + "".join(f"<li>{e(h)}</li>" for h in section.headline) + "</ul>")
     out += [f"<p>{e(p)}</p>" for p in section.paragraphs]
-    for table in section.tables:
-        out += _html_table(table)
     for figure in section.figures:
         try:
             data = base64.b64encode(figure.png.read_bytes()).decode("ascii")
@@ -189,18 +190,31 @@ def _html_section(number: int, section: Section) -> list[str]:
             f'(<a href="figures/{e(figure.name)}.svg">SVG</a>, <a href="figures/{e(figure.name)}.png">PNG</a>)'
             "</figcaption></figure>"
         )
+    for table in section.tables:
+        out += _html_table(table)
     out += [f'<p class="note">{e(n)}</p>' for n in section.notes]
     out.append("</section>")
     return out
 
 
+NUMERIC = re.compile(r"^[-+−]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?[x%]?( \[.*\])?$|^n/a$|^-$")
+
+
+def _is_numeric(text: str) -> bool:
+    return bool(NUMERIC.match(str(text).strip()))
+
+
 def _html_table(table: Table) -> list[str]:
     e = html.escape
+    numeric = [all(_is_numeric(row[i]) for row in table.rows if i < len(row)) and bool(table.rows)
+               for i in range(len(table.columns))]
     out = [f"<h3>{e(table.title)}</h3>", "<table><thead><tr>"]
-    out += [f"<th>{e(str(c))}</th>" for c in table.columns]
+    out += [f'<th{" class=num" if numeric[i] else ""}>{e(str(c))}</th>' for i, c in enumerate(table.columns)]
     out.append("</tr></thead><tbody>")
     for row in table.rows:
-        out.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+        out.append("<tr>" + "".join(
+            f'<td{" class=num" if i < len(numeric) and numeric[i] else ""}>{e(str(c))}</td>' for i, c in enumerate(row)
+        ) + "</tr>")
     out.append("</tbody></table>")
     if table.note:
         out.append(f'<p class="note">{e(table.note)}</p>')

@@ -39,6 +39,7 @@ from scalegrid.report.inputs import COMPLETED, DIVERGED, FAILED, Inputs
 
 ANALYSIS_MODULES = ("recipes", "reuse", "laws", "fitting", "tables", "chinchilla", "data_constrained")
 MIN_POINTS = 3  # a saturating power law A / x^B + C has three parameters
+AXIS_SHORT = {"weight_decay": "wd", "epochs": "epochs", "lr": "lr"}
 
 
 class NoRows(Exception):
@@ -411,20 +412,28 @@ def section_epochs(ctx: Context, s: Section) -> None:
         "repeating the data stops helping.",
     ))
 
-    one_epoch = cells[cells["epochs"] == cells["epochs"].min()].set_index(["params", "unique_tokens"])["val_loss"]
+    first_k = cells["epochs"].min()
+    one_epoch = cells[cells["epochs"] == first_k].set_index(["params", "unique_tokens"])["val_loss"]
+    budgets_all = sorted(best["unique_tokens"].unique())
     table_rows = []
-    for _, b in best.sort_values(["unique_tokens", "params"]).iterrows():
-        first = one_epoch.get((b["params"], b["unique_tokens"]), np.nan)
-        table_rows.append([
-            size_label(b["params"]), budget_label(b["unique_tokens"]), fmt(b["epochs"]),
-            fmt(b["val_loss"]), fmt(first), fmt(first - b["val_loss"], 3),
-        ])
+    for n, rows_n in best.groupby("params", sort=True):
+        at = rows_n.set_index("unique_tokens")
+        row = [size_label(n)]
+        for d in budgets_all:
+            if d not in at.index:
+                row.append("-")
+                continue
+            b = at.loc[d]
+            gain = one_epoch.get((n, d), np.nan) - float(b["val_loss"])
+            row.append(f"{fmt(b['epochs'])} ep ({fmt(-gain, 3) if np.isfinite(gain) else 'n/a'})")
+        table_rows.append(row)
     s.tables.append(Table(
-        "Where repetition stops helping",
-        ["size", "token budget", "best epochs", "best loss", f"loss at {fmt(cells['epochs'].min())} epoch(s)", "gain from repeating"],
-        table_rows,
-        note="Best epochs is the epoch count of the best run (best_runs); a best at the largest epoch count tried means more might still help.",
+        "Where repetition stops helping: best epochs per size and token budget",
+        ["size"] + [budget_label(d) for d in budgets_all], table_rows,
+        note=f"Each cell: the epoch count of the best run (best_runs) and, in brackets, its loss minus the best loss "
+             f"at {fmt(first_k)} epoch(s). A best at the largest epoch count tried means more epochs might still help.",
     ))
+    s.fits["best_epochs"] = records(best[[c for c in ("model", "params", "unique_tokens", "epochs", "val_loss") if c in best]])
     with part(s, "Optimal epochs against parameters"):
         law = hparam_law(ctx, "epochs")
         s.fits["optimal_epochs_scaling"] = records(law)
@@ -497,23 +506,25 @@ def section_hyperparameters(ctx: Context, s: Section) -> None:
         s.fits["local_optimality"] = records(cert)
         s.fits["local_optimality_neighbours"] = records(detail)
         params_of = best.set_index(["model", "unique_tokens"])["params"]
+        cert = cert.assign(params=[params_of.get((m, d), np.nan) for m, d in zip(cert["model"], cert["unique_tokens"])])
         table_rows = []
-        for _, c in cert.sort_values(["unique_tokens", "model"]).iterrows():
+        for _, c in cert.sort_values(["unique_tokens", "params"]).iterrows():
             mine = detail[(detail["model"] == c["model"]) & (detail["unique_tokens"] == c["unique_tokens"])]
-            checked = [
-                f"{r.axis} {r.neighbour_value:g}" for r in mine.itertuples() if r.status in ("no_worse", "better")
-            ]
-            n = params_of.get((c["model"], c["unique_tokens"]), np.nan)
+            checked = []
+            for axis, rows_a in mine.groupby("axis", sort=False):
+                ran = [f"{v:g}" for v, st in zip(rows_a["neighbour_value"], rows_a["status"]) if st in ("no_worse", "better")]
+                if ran:
+                    checked.append(f"{AXIS_SHORT.get(axis, axis)} {'/'.join(ran)}")
             verdict = "certified" if c["certified"] else ("better neighbour" if c["better"] else "incomplete")
             table_rows.append([
-                f"{c['model']} ({F.human(n)})", budget_label(c["unique_tokens"]), fmt(c["epochs"]),
+                size_label(c["params"]), budget_label(c["unique_tokens"]), fmt(c["epochs"]),
                 f"{c['lr']:g}", f"{c['weight_decay']:g}", fmt(c["loss"]), verdict,
-                "; ".join(checked) or "none", "; ".join(c["better"]) or "-", "; ".join(c["missing"]) or "-",
+                "; ".join(checked) or "none", ", ".join(c["better"]) or "-", ", ".join(c["missing"]) or "-",
             ])
         s.tables.append(Table(
             "Locally-optimal hyper-parameters per size",
-            ["model", "token budget", "epochs", "lr", "weight decay", "loss", "certificate",
-             "neighbours checked", "better", "missing"],
+            ["size", "token budget", "epochs", "lr", "weight decay", "loss", "certificate",
+             "neighbours run", "better", "not run"],
             table_rows,
             note="A point is certified when every neighbour one grid step away along epochs, learning rate and "
                  "weight decay (others held fixed) was run and none is better (the paper's check).",
@@ -537,7 +548,7 @@ def _optimal_hparam_figure(ctx: Context, s: Section, best: pd.DataFrame) -> None
         return
     colors = _budget_colors(best["unique_tokens"])
     budgets = sorted(colors)
-    fig, axes = F.new_figure(len(shown), width=5.4 * len(shown) + 1.6, height=3.8)
+    fig, axes = F.new_figure(len(shown), width=4.6 * len(shown) + 1.6, height=3.6)
     xs = F.dense_log(best["params"].min(), best["params"].max())
     power_law = analysis("power_law")
     for ax, (h, label) in zip(axes, shown):
@@ -718,7 +729,8 @@ def section_data(ctx: Context, s: Section) -> None:
                 "parameters): its data law says how a student of that size scales with data."
             )
     if not recipes:
-        raise NoRows("no recipe has asymptotes per token budget (see sections 2 and 5)")
+        why = "; ".join(n.split(": skipped: ", 1)[-1].rstrip(".") for n in s.notes)
+        raise NoRows("no recipe has asymptotes per token budget" + (f" ({why})" if why else ""))
 
     data_scaling = analysis("data_scaling")
     laws: dict[str, Any] = {}
@@ -771,8 +783,9 @@ def section_data(ctx: Context, s: Section) -> None:
         for name in others:
             with part(s, f"{name}: data efficiency"):
                 budgets = np.sort(recipes[name]["unique_tokens"].unique()).astype(float)
-                eff = data_efficiency(laws[name], laws[baseline], budgets)
-                curve = data_efficiency(laws[name], laws[baseline], dense)
+                with np.errstate(invalid="ignore"):  # draws past the baseline's limit are inf: no interval there
+                    eff = data_efficiency(laws[name], laws[baseline], budgets)
+                    curve = data_efficiency(laws[name], laws[baseline], dense)
                 s.fits["data_efficiency"][name] = records(eff)
                 c = RECIPE_COLORS.get(name, "#555555")
                 finite = np.isfinite(curve["multiplier"])
@@ -786,7 +799,7 @@ def section_data(ctx: Context, s: Section) -> None:
                 for _, r in eff.iterrows():
                     table_rows.append([
                         name, budget_label(r["unique_tokens"]), fmt(r["loss"]), F.human(r["baseline_tokens"]),
-                        fmt_ci(r["multiplier"], (r["multiplier_lo"], r["multiplier_hi"]), 3) + "x",
+                        fmt_ci(r["multiplier"], (r["multiplier_lo"], r["multiplier_hi"]), 3, unit="x"),
                     ])
                 first = eff.iloc[0]
                 s.headline.append(
@@ -1125,7 +1138,7 @@ def section_summary(ctx: Context, s: Section, others: list[Section]) -> None:
     s.paragraphs.append(
         f"{len(runs):,} trials in {len(sweeps)} sweep(s) ({', '.join(sweeps)}), trainer(s) {', '.join(trainers)}."
     )
-    s.tables.append(Table("The grid (training runs)", ["axis", "values", ""], grid))
+    s.tables.append(Table("The grid (training runs)", ["axis", "count", "values"], grid))
 
     flops = pd.to_numeric(runs["flops"], errors="coerce")
     wall = pd.to_numeric(runs["wall_s"], errors="coerce")

@@ -1,0 +1,44 @@
+"""`scalegrid report RESULTS [-o DIR]`: the scaling report of a results directory.
+
+Writes DIR/index.html (self-contained, opens offline), DIR/report.md, DIR/figures/*.png|svg and
+DIR/fits.json (default DIR: RESULTS/report) and prints where index.html is. Missing or partial
+results give a partial report whose skipped sections say why; only a RESULTS path that is not a
+readable directory is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    sub = subparsers.add_parser(
+        "report", help="write the scaling report (HTML, Markdown, figures, fits.json) of a results directory",
+        description=__doc__.splitlines()[0],
+    )
+    sub.add_argument("results", type=Path, help="a results directory, e.g. results/quickstart")
+    sub.add_argument("-o", "--out", type=Path, help="where to write the report (default: RESULTS/report)")
+    sub.add_argument("--bootstrap", type=non_negative_int, default=1000,
+                     help="bootstrap resamples per fit for the 95%% intervals (default: 1000; 0: none)")
+    sub.add_argument("--workers", type=non_negative_int, default=None,
+                     help="processes for the slow fits (default: the CPUs, at most 8; 1: none)")
+    sub.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from scalegrid.report import write_report  # matplotlib loads only when a report is made
+
+    index = write_report(args.results, args.out, bootstrap=args.bootstrap, workers=args.workers or None)
+    print(index)
+    return 0

@@ -1,0 +1,248 @@
+"""The report of real Parquet results: files, fitted numbers, partial inputs, skipped sections."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalegrid import analysis, store
+from scalegrid.cli import main
+from scalegrid.errors import UserError
+from scalegrid.report import write_report
+from synthetic_results import SIZES, PaperLaw, write_paper_grid, write_reuse_grid
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SECTIONS = ["summary", "params", "epochs", "hyperparameters", "ensembles", "data", "distillation", "reuse", "curves"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The full report of the paper grid
+
+
+def test_writes_html_markdown_figures_and_fits(paper_report):
+    out = paper_report.out
+    assert paper_report.index == out / "index.html"
+    fits = paper_report.fits
+    assert list(fits["sections"]) == SECTIONS
+    assert {k: v["status"] for k, v in fits["sections"].items()} == {k: "ok" for k in SECTIONS}
+    figures = [f for s in fits["sections"].values() for f in s["figures"]]
+    assert len(figures) >= 10
+    for rel in figures:
+        png = out / rel
+        assert png.read_bytes()[:8] == PNG, rel
+        svg = png.with_suffix(".svg")
+        root = ET.parse(svg).getroot()  # well-formed SVG
+        assert root.tag.endswith("svg"), svg
+
+
+def test_partial_results_are_marked(paper_report):
+    fits = paper_report.fits
+    assert fits["partial"] is True
+    assert fits["partial_reasons"] == ["2 trials FAILED (a re-run of the sweep retries them)"]
+    assert "Partial results" in paper_report.html and "2 trials FAILED" in paper_report.html
+    assert "**Partial results.**" in paper_report.markdown
+    by_status = fits["sections"]["summary"]["fits"]["trials_by_status"]
+    assert by_status["train"] == {"COMPLETED": 1200, "FAILED": 2}
+    assert by_status["ensemble"] == {"COMPLETED": 64} and by_status["distill"] == {"COMPLETED": 4}
+
+
+def test_fitted_asymptotes_recover_the_synthetic_laws(paper_report):
+    law: PaperLaw = paper_report.written.law
+    sections = paper_report.fits["sections"]
+    single = {r["unique_tokens"]: r for r in sections["params"]["fits"]["power_laws"]}
+    assert sorted(single) == [200_000_000, 400_000_000, 800_000_000, 1_600_000_000]
+    for d, row in single.items():
+        assert row["C"] == pytest.approx(law.asymptote(d), abs=0.03), d
+        assert row["C_lo"] <= row["C"] <= row["C_hi"]
+    joint = {r["unique_tokens"]: r["C"] for r in sections["ensembles"]["fits"]["joint_laws"]}
+    assert joint[200_000_000] == pytest.approx(law.asymptote(200e6) - law.G, abs=0.1)
+    assert all(joint[d] < single[d]["C"] for d in joint)  # ensembles reach a lower asymptote
+    retention = [r["retention"] for r in sections["distillation"]["fits"]["retention"]]
+    assert len(retention) == 4 and all(abs(r - law.retention) < 0.03 for r in retention)
+    multiplier = sections["data"]["fits"]["data_efficiency"]["ensemble (joint asymptote)"][0]
+    assert multiplier["unique_tokens"] == 200_000_000 and 1.2 < multiplier["multiplier"] < 1.8  # true: 1.46x
+    best = {(r["params"], r["unique_tokens"]): r for r in sections["params"]["fits"]["best_runs"]}
+    for n in SIZES:
+        assert best[(int(n), 200_000_000)]["epochs"] == law.epochs_opt(n)
+        assert best[(int(n), 200_000_000)]["weight_decay"] == law.wd_opt(n)
+
+
+def test_numbers_are_the_analysis_librarys(paper_report):
+    """Recomputing with scalegrid.analysis on the store gives fits.json's numbers exactly."""
+    runs = store.load_runs(paper_report.results)
+    fits = paper_report.fits["sections"]
+    expected = analysis.param_scaling(analysis.best_runs(runs), bootstrap=1000, seed=0)
+    got = pd.DataFrame(fits["params"]["fits"]["power_laws"])
+    for col in ("A", "B", "C", "C_lo", "C_hi", "B_lo", "B_hi"):
+        np.testing.assert_allclose(got[col], expected[col], rtol=1e-12, err_msg=col)
+    retention = analysis.distillation(runs)
+    np.testing.assert_allclose(
+        pd.DataFrame(fits["distillation"]["fits"]["retention"])["retention"], retention["retention"], rtol=1e-12)
+    cert = analysis.local_optimality(runs)
+    assert [r["certified"] for r in fits["hyperparameters"]["fits"]["local_optimality"]] == list(cert["certified"])
+
+
+def test_markdown_links_figures_and_states_numbers(paper_report):
+    md, out = paper_report.markdown, paper_report.out
+    for title in ("Summary", "Loss against parameters per token budget", "Ensembles", "Distillation",
+                  "Multi-epoch reuse", "Learning curves", "Data scaling and data efficiency"):
+        assert re.search(rf"^## \d\. {re.escape(title)}", md, re.M), title
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
+    assert len(links) >= 10 and all((out / link).is_file() for link in links)
+    c = paper_report.fits["sections"]["params"]["fits"]["power_laws"][0]
+    assert f"{c['C']:.4g} [{c['C_lo']:.4g}, {c['C_hi']:.4g}]" in md  # the asymptote with its interval
+    assert "Single-model asymptote at 200M tokens" in md
+
+
+def test_html_is_self_contained(paper_report):
+    page = paper_report.html
+    assert "<script" not in page and "<link" not in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing from the network
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    n_figures = sum(len(s["figures"]) for s in paper_report.fits["sections"].values())
+    assert len(images) == n_figures == page.count("<img ")
+    assert all(base64.b64decode(data)[:8] == PNG for data in images)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the numbers come from; what happens when they cannot be had
+
+
+def test_report_shows_what_the_analysis_returns(small_results, monkeypatch):
+    """The report renders analysis results; it fits nothing itself (a planted asymptote shows up)."""
+    from scalegrid.analysis import recipes
+
+    def planted(best, **kwargs):
+        budgets = sorted(best["unique_tokens"].unique())
+        return pd.DataFrame({"unique_tokens": budgets, "A": 100.0, "B": 0.3, "C": 1.2345, "C_lo": 1.1111,
+                             "C_hi": 1.3333, "n_points": 3, "converged": True, "objective": 0.0})
+
+    monkeypatch.setattr(recipes, "param_scaling", planted)
+    monkeypatch.setattr(analysis, "param_scaling", planted)
+    out = write_report(small_results, workers=1, bootstrap=0).parent
+    fits = json.loads((out / "fits.json").read_text())
+    assert {r["C"] for r in fits["sections"]["params"]["fits"]["power_laws"]} == {1.2345}
+    assert "1.234 [1.111, 1.333]" in (out / "report.md").read_text()
+
+
+def test_missing_analysis_function_skips_its_section(tmp_path, monkeypatch):
+    from scalegrid.analysis import recipes
+
+    results = tmp_path / "results"
+    write_paper_grid(results, sizes=(150e6, 300e6, 600e6), budgets=(200e6, 400e6), epochs=(1, 4),
+                     weight_decays=(0.4, 0.8), lrs=(3e-3,), members=(2, 3), curves=0)
+    monkeypatch.delattr(analysis, "distillation")
+    monkeypatch.delattr(recipes, "distillation")
+    out = write_report(results, workers=1, bootstrap=0).parent
+    section = json.loads((out / "fits.json").read_text())["sections"]["distillation"]
+    assert section == {**section, "status": "skipped", "reason": "analysis function distillation not available"}
+    assert "*Skipped: analysis function distillation not available*" in (out / "report.md").read_text()
+
+
+def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
+    """Two sizes at one budget, no ensembles, students or curves, a sweep still running."""
+    results = tmp_path / "results"
+    write_paper_grid(results, sizes=(150e6, 300e6), budgets=(200e6,), epochs=(1, 2), weight_decays=(0.8,),
+                     lrs=(3e-3,), members=(), distill=False, curves=0, sweep="quickstart")
+    spec = {  # the resolved spec `scalegrid run` records beside the results: a 12-point grid
+        "name": "quickstart", "trainer": "linreg", "model": {"dims": 64}, "lr": 0.05, "epochs": [1, 2, 4, 8],
+        "data": {"source": "gaussian", "unique_tokens": [128, 256, 512]}, "train": {"batch_size": 8},
+    }
+    (results / "sweeps").mkdir()
+    (results / "sweeps" / "quickstart-0.json").write_text(json.dumps({"created_at": "2025-01-01", "spec": spec}))
+    out = write_report(results, workers=1).parent
+    fits = json.loads((out / "fits.json").read_text())
+    reasons = {k: v.get("reason") for k, v in fits["sections"].items()}
+    assert reasons["params"].startswith("no token budget has best runs at 3 or more model sizes")
+    assert reasons["ensembles"] == "no ensemble runs (stage `ensemble`, `members` = K) in the store"
+    assert reasons["distillation"] == "no distillation runs (stage `distill`) in the store"
+    assert reasons["curves"] == "no learning curves in the store (RESULTS/curves)"
+    assert reasons["data"].startswith("no recipe has asymptotes per token budget")
+    assert reasons["hyperparameters"] == "the grid has one weight decay and one learning rate; nothing to compare"
+    assert reasons["summary"] is None and reasons["epochs"] is None  # what the rows do support is there
+    # the sweep's grid has 12 points, the store 4 of them: the report says so
+    assert fits["partial_reasons"] == ["sweep quickstart: 8 trials of its grid have no result yet"]
+    md = (out / "report.md").read_text()
+    assert md.count("*Skipped: ") == 7
+    assert "sweep quickstart: 8 trials of its grid have no result yet" in md
+
+
+def test_empty_results_directory_gives_an_empty_report(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    assert main(["report", str(results)]) == 0
+    index = Path(capsys.readouterr().out.strip())
+    assert index == results / "report" / "index.html" and index.is_file()
+    fits = json.loads((results / "report" / "fits.json").read_text())
+    assert fits["partial_reasons"] == ["no runs yet"]
+    assert [s["status"] for s in fits["sections"].values()] == ["ok"] + ["skipped"] * 8
+
+
+def test_unreadable_run_files_are_reported_not_fatal(small_results):
+    (small_results / "runs" / "ffffffffffffffff.parquet").write_bytes(b"PAR1 not really parquet")
+    out = write_report(small_results, workers=1, bootstrap=0).parent
+    fits = json.loads((out / "fits.json").read_text())
+    assert fits["partial_reasons"] == ["1 result files are unreadable and were skipped"]
+    assert fits["sections"]["params"]["status"] == "ok"
+    assert (small_results / "runs" / "ffffffffffffffff.parquet").exists()  # never deleted
+
+
+def test_not_a_results_directory_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(UserError, match="not a results directory"):
+        write_report(tmp_path / "missing")
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    assert main(["report", str(afile)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scalegrid: error: ") and "\n" not in err and "not a results directory" in err
+
+
+def test_cli_writes_where_asked_and_reruns_cleanly(small_results, tmp_path, capsys):
+    out = tmp_path / "elsewhere"
+    assert main(["report", str(small_results), "-o", str(out), "--bootstrap", "0", "--workers", "1"]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "index.html")
+    assert (out / "figures" / "params_scaling.svg").is_file()
+    (out / "figures" / "keep.txt").write_text("mine")
+    assert main(["report", str(small_results), "-o", str(out), "--bootstrap", "0", "--workers", "1"]) == 0
+    assert (out / "figures" / "keep.txt").read_text() == "mine"  # only the report's own files are replaced
+
+
+def test_parallel_fits_equal_serial_fits(tmp_path):
+    from scalegrid.report.inputs import load_inputs
+    from scalegrid.report.parallel import Workers
+    from scalegrid.report.sections import Context, ensemble_fits
+
+    results = tmp_path / "results"
+    write_paper_grid(results, sizes=(150e6, 300e6, 600e6), budgets=(200e6, 400e6, 800e6), epochs=(1, 4),
+                     weight_decays=(0.8,), lrs=(3e-3,), members=(2, 3, 4), distill=False, curves=0)
+    inputs = load_inputs(results)
+    frames = []
+    for n in (1, 2):
+        pool = Workers(n)
+        try:
+            frames.append(ensemble_fits(Context(inputs=inputs, out_dir=tmp_path, bootstrap=100, workers=pool))[0])
+        finally:
+            pool.close()
+    assert len(frames[0]) == 9
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_reuse_section_fits_k_star_against_log_n(tmp_path):
+    results = tmp_path / "results"
+    write_reuse_grid(results)
+    out = write_report(results, workers=1).parent
+    section = json.loads((out / "fits.json").read_text())["sections"]["reuse"]
+    assert section["status"] == "ok"
+    law = section["fits"]["reuse_law"]
+    expected = analysis.fit_reuse(store.load_runs(results), bootstrap=1000, seed=0)
+    assert law["params"] == pytest.approx(expected.params, rel=1e-12)
+    assert law["params"]["A"] > 0  # larger datasets can be repeated more
+    k_star = pd.DataFrame(section["fits"]["k_star"])
+    assert k_star["k_star"].is_monotonic_increasing
