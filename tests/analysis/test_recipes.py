@@ -64,6 +64,14 @@ def test_best_runs_ignores_failed_rows_and_other_stages(grid_runs):
     assert best.iloc[0][["epochs", "lr", "weight_decay"]].tolist() == [2, 3e-3, 0.8]
 
 
+def test_best_runs_of_a_table_concatenated_from_per_trial_files(grid_runs):
+    # load_runs-style concatenation: every row keeps index label 0
+    stacked = pd.concat([grid_runs.iloc[[i]].reset_index(drop=True) for i in range(len(grid_runs))])
+    best = best_runs(stacked)
+    assert len(best) == 2 and list(best.val_loss) == [2.80, 2.50]
+    assert local_optimality(stacked).certified.tolist() == [False, True]
+
+
 def test_local_optimality_certificate(grid_runs):
     cert = local_optimality(grid_runs).set_index("model")
     assert cert.loc["m1", "no_worse"] and not cert.loc["m1", "certified"]

@@ -43,7 +43,8 @@ def best_runs(
     """The lowest-loss COMPLETED row per group `by` (over every other axis), sorted by `by`."""
     rows = of_stage(completed(runs), stage)
     require_columns(rows, *by, loss)
-    rows = rows[np.isfinite(pd.to_numeric(rows[loss], errors="coerce"))]
+    # a table concatenated from per-trial files repeats index labels: pick rows by position
+    rows = rows[np.isfinite(pd.to_numeric(rows[loss], errors="coerce"))].reset_index(drop=True)
     if rows.empty:
         raise FitInputError(f"no COMPLETED rows with a finite {loss!r} to choose from")
     best = rows.loc[rows.groupby(list(by), sort=True)[loss].idxmin()]
