@@ -102,3 +102,16 @@ def test_interrupted_run_resumes_only_missing_trials(ray_local, write_spec, tmp_
     after = run_files(results)
     assert len(after) == 6
     assert all(after[name] == mtime for name, mtime in finished.items())  # nothing trained twice
+
+
+def test_run_joins_a_cluster_by_address(ray_local, write_spec, tmp_path):
+    """A second driver process joins the session's Ray by its GCS address and trains there."""
+    address = ray_local.get_runtime_context().gcs_address
+    spec = write_spec({**LINREG, "epochs": [3]})
+    out = subprocess.run(
+        [sys.executable, "-m", "scalegrid.cli", "run", str(spec), "--address", address],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = load_runs(tmp_path / "results")
+    assert len(runs) == 2 and set(runs["status"]) == {"COMPLETED"}

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+import scalegrid
 from scalegrid.errors import UserError
 
 COMMANDS = ["plan", "run", "status", "fit", "report"]
@@ -21,7 +22,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="scalegrid", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="scalegrid",
+        description="Data-constrained pre-training sweeps on Ray Tune: results in Parquet, scaling laws, reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"scalegrid {scalegrid.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         try:

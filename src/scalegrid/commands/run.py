@@ -7,7 +7,6 @@ import time
 
 import pandas as pd
 
-from scalegrid import store
 from scalegrid.errors import UserError
 from scalegrid.orchestrator.plan import format_table, make_plan, prepare_data
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
@@ -69,7 +68,8 @@ def summarize(args, elapsed_s: float) -> int:
     print(format_table(table[SUMMARY_COLUMNS]))
     if plan.spec.trainer == "lm" and table["val_loss"].notna().any():
         print("\nval_loss by epochs (best over the other axes):")
-        print(table.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min").round(4).to_string())
+        pivot = table.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min")
+        print(pivot.map(lambda v: f"{v:.4f}" if pd.notna(v) else "-").to_string())
     counts = table["status"].value_counts()
     print(
         f"\n{plan.spec.name}: {counts.get('done', 0)} completed, {counts.get('diverged', 0)} diverged, "

@@ -12,6 +12,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
+from scalegrid.grid import estimated_flops
 from scalegrid.orchestrator.plan import SweepPlan
 from scalegrid.orchestrator.progress import Progress
 from scalegrid.orchestrator.worker import tune_trainable
@@ -21,7 +22,8 @@ def schedule(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
     from ray import tune
 
-    pending = plan.pending
+    # Longest first: the grid's makespan is not left to one long trial started last.
+    pending = sorted(plan.pending, key=lambda t: estimated_flops(t.config), reverse=True)
     if not pending:
         return
     resources = plan.spec.resources

@@ -1,7 +1,9 @@
 """The Ray session of a sweep: an embedded local Ray on loopback, or a cluster by address.
 
 An address is checked with a plain TCP connect before Ray is asked to join it, so a wrong
-address is one clear error within seconds instead of Ray's long retry loop. When Ray is already
+address is one clear error within seconds instead of Ray's long retry loop. Workers' own output
+is not forwarded (Ray's shutdown chatter drowns the progress lines): a trial's error is in its
+run row, and the full worker logs stay in Ray's session directory. When Ray is already
 initialised in this process (a notebook, the test suite), that session is used and left running.
 """
 
@@ -53,11 +55,11 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
         return
     if address:
         check_address(address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
         # Keep the embedded Ray on 127.0.0.1: nothing listens on a public interface.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
         yield
     finally:
