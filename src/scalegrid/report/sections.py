@@ -305,7 +305,13 @@ def section_params(ctx: Context, s: Section) -> None:
         raise NoRows("no COMPLETED training runs yet")
     best = best_train(ctx)
     s.fits["best_runs"] = records(best[_best_columns(best)])
-    fits, dropped = param_fits(ctx)
+    if best["params"].nunique() < 2:
+        raise NoRows(f"every run has one model size ({F.human(best['params'].iloc[0])} parameters)")
+    try:
+        fits, dropped = param_fits(ctx)
+    except NoRows as err:  # the measured points are still worth a figure
+        fits, dropped = pd.DataFrame(columns=["unique_tokens", "A", "B", "C"]), []
+        s.notes.append(f"Power laws not fitted: {err}.")
     s.fits["power_laws"] = records(fits)
     if dropped:
         s.notes.append(f"Not fitted (fewer than {MIN_POINTS} sizes): {describe_keys(dropped)}.")
@@ -343,10 +349,23 @@ def section_params(ctx: Context, s: Section) -> None:
             fmt_ci(row["B"], ci_of(row, "B"), 3), fmt_ci(row["A"], ci_of(row, "A"), 3),
             fmt(row["n_points"]), fmt(bool(row["converged"])),
         ])
+    if table_rows:
+        s.tables.append(Table(
+            "Power law in parameters per token budget",
+            ["token budget", "asymptote C", "exponent B", "coefficient A", "sizes", "converged"],
+            table_rows, note=_ci_note(ctx),
+        ))
+    budgets_all = sorted(best["unique_tokens"].unique())
+    grid_rows = []
+    for n, rows_n in best.groupby("params", sort=True):
+        at = rows_n.set_index("unique_tokens")
+        grid_rows.append([size_label(n)] + [
+            f"{fmt(at.loc[d, 'val_loss'])} ({fmt(at.loc[d, 'epochs'])} ep, wd {at.loc[d, 'weight_decay']:g}, "
+            f"lr {at.loc[d, 'lr']:g})" if d in at.index else "-" for d in budgets_all
+        ])
     s.tables.append(Table(
-        "Power law in parameters per token budget",
-        ["token budget", "asymptote C", "exponent B", "coefficient A", "sizes", "converged"],
-        table_rows, note=_ci_note(ctx),
+        "Best run per size and token budget", ["size"] + [budget_label(d) for d in budgets_all], grid_rows,
+        note="Loss of the best run (best_runs) and its epochs, weight decay and learning rate.",
     ))
     if len(fits):
         first = fits.sort_values("unique_tokens").iloc[0]
@@ -918,7 +937,8 @@ def section_reuse(ctx: Context, s: Section) -> None:
         usable = thresholds[np.isfinite(thresholds["k_star"]) & ~thresholds["censored"]]
         if len(usable) < 2:
             raise NoRows(
-                f"K*(N) is below the largest epoch count at {len(usable)} dataset size(s); the line in log N needs 2"
+                f"K*(N) is pinned down (below the largest epoch count tried) at {len(usable)} dataset size(s); "
+                "the line in log N needs 2: add larger epoch counts"
             )
         law = analysis("fit_reuse_law")(usable, **ctx.fit_kwargs)
         s.fits["reuse_law"] = {"law": law.law, **law.to_dict()}
@@ -987,7 +1007,12 @@ def section_reuse(ctx: Context, s: Section) -> None:
         "it is worth; E(K, N) = N' / N (Yan et al.; Muennighoff et al.'s effective data)."
     )
     k_values = thresholds["k_star"].dropna().unique()
-    if len(k_values) == 1 and len(thresholds) > 1:
+    if len(thresholds) and thresholds["censored"].all():
+        s.headline.append(
+            f"Reuse: K* ≥ {fmt(thresholds['k_star'].max())} epochs at every dataset size: the largest epoch "
+            "count tried still reuses the data effectively"
+        )
+    elif len(k_values) == 1 and len(thresholds) > 1:
         s.headline.append(f"Reuse: K* = {fmt(k_values[0])} epoch(s) at every dataset size tried")
     elif law is not None:
         s.headline.append(
@@ -1023,8 +1048,9 @@ def section_curves(ctx: Context, s: Section) -> None:
         r = runs.loc[tid]
         label = trial_label(r)
         valid = line[line[x] > 0] if x == "tokens_seen" else line
-        axes[0].plot(valid[x], valid["val_loss"], color=colors[tid], label=label)
-        axes[1].plot(valid[x], valid["train_loss"], color=colors[tid], label=label, alpha=0.9)
+        marker = "o" if len(valid) < 4 else None  # a curve of one or two evaluations is still seen
+        axes[0].plot(valid[x], valid["val_loss"], color=colors[tid], label=label, marker=marker, markersize=4)
+        axes[1].plot(valid[x], valid["train_loss"], color=colors[tid], label=label, alpha=0.9, marker=marker, markersize=4)
     for ax, what in zip(axes, ("validation loss", "training loss")):
         if x == "tokens_seen":
             F.log_x_axis(ax, None, "tokens seen")
@@ -1079,11 +1105,14 @@ def trial_label(r: pd.Series) -> str:
 
 
 def _clip_y(axes, picked: pd.DataFrame) -> None:
-    """Start-of-training losses dwarf the end; show from the lowest loss to a bit above the finals."""
+    """Start-of-training losses dwarf the end; show from the lowest loss to a bit above the finals.
+    Losses spanning decades (regression losses going to zero) get a log axis instead."""
     for ax, col in zip(axes, ("val_loss", "train_loss")):
         values = picked[col].to_numpy(float)
         values = values[np.isfinite(values)]
-        if values.size:
+        if values.size and values.min() > 0 and values.max() / values.min() > 30:
+            ax.set_yscale("log")
+        elif values.size:
             finals = picked.groupby("trial_id")[col].last().to_numpy(float)
             finals = finals[np.isfinite(finals)]
             lo = values.min()
