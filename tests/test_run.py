@@ -30,6 +30,7 @@ def test_sweep_rerun_and_extension(ray_local, write_spec, tmp_path, capsys):
     results = tmp_path / "results"
     spec = write_spec(LINREG)
     assert main(["run", str(spec)]) == 0
+    assert (results / "report" / "index.html").is_file()  # the run ends with its report
     runs = load_runs(results)
     assert len(runs) == 4 and set(runs["status"]) == {"COMPLETED"}
     assert set(DESIGN_COLUMNS) <= set(runs.columns)
@@ -40,13 +41,13 @@ def test_sweep_rerun_and_extension(ray_local, write_spec, tmp_path, capsys):
 
     # A finished spec re-run schedules nothing and touches no result.
     start = time.monotonic()
-    assert main(["run", str(spec)]) == 0
+    assert main(["run", str(spec), "--no-report"]) == 0
     assert time.monotonic() - start < 10
     assert "0 to run" in capsys.readouterr().err
     assert run_files(results) == first
 
     # A new value on an axis trains only the new points.
-    assert main(["run", str(write_spec({**LINREG, "epochs": [1, 2, 3]}))]) == 0
+    assert main(["run", str(write_spec({**LINREG, "epochs": [1, 2, 3]})), "--no-report"]) == 0
     assert "2 to run" in capsys.readouterr().err
     after = run_files(results)
     assert len(after) == 6 and all(after[name] == mtime for name, mtime in first.items())
@@ -71,7 +72,7 @@ def test_plan_shows_status_without_ray(write_spec, tmp_path, capsys):
 def test_lm_sweep_and_divergence(ray_local, write_spec, tmp_path):
     results = tmp_path / "results"
     spec = write_spec({**TINY_LM, "lr": [3e-3, 1e4]})
-    assert main(["run", str(spec)]) == 0  # DIVERGED is an outcome, not a failure
+    assert main(["run", str(spec), "--no-report"]) == 0  # DIVERGED is an outcome, not a failure
     runs = load_runs(results).set_index("lr")
     assert runs.loc[3e-3, "status"] == "COMPLETED" and runs.loc[3e-3, "val_loss"] < 5.6  # below uniform over 257
     assert runs.loc[1e4, "status"] == "DIVERGED" and "non-finite" in runs.loc[1e4, "error"]
@@ -86,7 +87,7 @@ def test_interrupted_run_resumes_only_missing_trials(ray_local, write_spec, tmp_
     spec = write_spec({**TINY_LM, "seed": [0, 1, 2, 3, 4, 5], "train": {**TINY_LM["train"], "batch_size": 4}})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scalegrid.cli", "run", str(spec), "--max-concurrent", "1"],
+        [sys.executable, "-m", "scalegrid.cli", "run", str(spec), "--max-concurrent", "1", "--no-report"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 240
@@ -98,7 +99,7 @@ def test_interrupted_run_resumes_only_missing_trials(ray_local, write_spec, tmp_
     assert 1 <= len(finished) < 6, out
     assert proc.returncode != 0, out
 
-    assert main(["run", str(spec)]) == 0
+    assert main(["run", str(spec), "--no-report"]) == 0
     after = run_files(results)
     assert len(after) == 6
     assert all(after[name] == mtime for name, mtime in finished.items())  # nothing trained twice
@@ -109,7 +110,7 @@ def test_run_joins_a_cluster_by_address(ray_local, write_spec, tmp_path):
     address = ray_local.get_runtime_context().gcs_address
     spec = write_spec({**LINREG, "epochs": [3]})
     out = subprocess.run(
-        [sys.executable, "-m", "scalegrid.cli", "run", str(spec), "--address", address],
+        [sys.executable, "-m", "scalegrid.cli", "run", str(spec), "--address", address, "--no-report"],
         capture_output=True, text=True, timeout=180,
     )
     assert out.returncode == 0, out.stderr[-3000:]

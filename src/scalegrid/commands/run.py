@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     sub.add_argument("--address", help="Ray cluster address HOST:PORT (default: an embedded local Ray)")
     sub.add_argument("--results", help="results directory (default: the spec's `results:`)")
     sub.add_argument("--max-concurrent", type=positive_int, help="trials running at once (default: as resources allow)")
+    sub.add_argument("--no-report", action="store_true", help="do not write the scaling report at the end")
     sub.set_defaults(func=run)
 
 
@@ -56,7 +57,23 @@ def run(args) -> int:
 
         with ray_session(args.address):
             schedule(plan, info, max_concurrent=args.max_concurrent)
-    return summarize(args, time.perf_counter() - start)
+    code = summarize(args, time.perf_counter() - start)
+    if not args.no_report:
+        write_report_of(plan.results_dir)
+    return code
+
+
+def write_report_of(results_dir) -> None:
+    """The report is a view of the store: failing to draw it never fails the run."""
+    from scalegrid.report import write_report
+
+    start = time.perf_counter()
+    try:
+        index = write_report(results_dir)
+    except Exception as err:  # noqa: BLE001 - report after the fact with `scalegrid report`
+        print(f"scalegrid: warning: the report could not be written ({err}); retry with `scalegrid report {results_dir}`", file=sys.stderr)
+        return
+    print(f"report: {index} ({time.perf_counter() - start:.1f} s; open it in a browser, it works offline)")
 
 
 def summarize(args, elapsed_s: float) -> int:
