@@ -211,6 +211,10 @@ def test_cli_writes_where_asked_and_reruns_cleanly(small_results, tmp_path, caps
     assert main(["report", str(small_results), "-o", str(out), "--bootstrap", "0", "--workers", "1"]) == 0
     assert capsys.readouterr().out.strip() == str(out / "index.html")
     assert (out / "figures" / "params_scaling.svg").is_file()
+    data = json.loads((out / "fits.json").read_text())["sections"]["data"]  # one recipe: its law, no multiplier
+    assert data["status"] == "ok" and "data_law" in data["fits"]["recipes"]["single model"]
+    assert data["fits"]["data_efficiency"] == {}
+    assert any("the multiplier needs two recipes" in note for note in data["notes"])
     (out / "figures" / "keep.txt").write_text("mine")
     assert main(["report", str(small_results), "-o", str(out), "--bootstrap", "0", "--workers", "1"]) == 0
     assert (out / "figures" / "keep.txt").read_text() == "mine"  # only the report's own files are replaced

@@ -97,7 +97,10 @@ def write_report(
         partial_reasons=inputs.partial_reasons,
         sections=[summary, *built],
     )
-    return write_all(doc, out)
+    try:
+        return write_all(doc, out)
+    except OSError as err:
+        raise UserError(f"{out}: cannot write the report ({err.strerror or err}); choose another directory with -o") from None
 
 
 def _build(key: str, title: str, fn, ctx: Context) -> Section:

@@ -822,7 +822,7 @@ def section_data(ctx: Context, s: Section) -> None:
                     ])
                 first = eff.iloc[0]
                 s.headline.append(
-                    f"{name}: {fmt(first['multiplier'], 3)}x data efficiency over the single model at "
+                    f"{name[0].upper() + name[1:]}: {fmt(first['multiplier'], 3)}x data efficiency over the single model at "
                     f"{budget_label(first['unique_tokens'])}"
                 )
         ax.axhline(1.0, color="#999999", linewidth=0.8)
