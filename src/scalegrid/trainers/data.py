@@ -18,7 +18,7 @@ the recipe below) and `key`, a short hash of their canonical JSON. The fields go
 `TrialConfig.data`, so they are part of every trial id.
 
 **Recipe.** Documents (empty ones dropped) are split into train and validation by a seeded hash
-of their index (`validation.fraction` of them held out). The training documents are shuffled with
+of their index (`validation.fraction` of them held out, at least one). The training documents are shuffled with
 a fixed seed and concatenated with EOS after each, so the first U tokens of `train.bin` are a
 random subset of documents and a smaller token budget is a prefix of a larger one. Validation
 documents keep their order; only the first `validation.max_tokens` tokens are kept.
@@ -140,8 +140,15 @@ def load_documents(spec: DataSpec) -> list[str]:
 
 
 def split_documents(num_documents: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices in training order, validation indices in document order)."""
-    held_out = _uniform_hash(num_documents, SPLIT_SEED) < fraction
+    """(train indices in training order, validation indices in document order).
+
+    A document is held out when its hash is below `fraction`, so its side does not depend on the
+    corpus size; a small corpus where no hash is that low holds out its lowest one.
+    """
+    hashes = _uniform_hash(num_documents, SPLIT_SEED)
+    held_out = hashes < fraction
+    if num_documents > 1 and not held_out.any():
+        held_out[np.argmin(hashes)] = True
     train = np.flatnonzero(~held_out)
     return np.random.default_rng(SHUFFLE_SEED).permutation(train), np.flatnonzero(held_out)
 

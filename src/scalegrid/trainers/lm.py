@@ -13,14 +13,17 @@ gradient-norm clipping, and on a GPU bf16 autocast, fused AdamW and SDPA attenti
 
 Every `eval_every` steps and at the end the validation loss (the first `validation.max_tokens`
 held-out tokens, in `seq_len` sequences) is computed and reported as one curve row. Train losses
-stay on the device and are read every `log_every` steps (each read is a device sync); a NaN or
-infinite loss there or in an eval ends the trial as DIVERGED ("non-finite loss at step N", N
-counting optimizer steps from 1), never as an exception.
+and gradient norms stay on the device and are read every `log_every` steps (each read is a device
+sync). A NaN or infinite loss there or in an eval ends the trial as DIVERGED ("non-finite loss at
+step N", N counting optimizer steps from 1), never as an exception; so do a non-finite or exactly
+zero gradient norm (overflowed activations: with AdamW and clipping a huge lr often silences the
+model at a finite loss instead of producing NaN) and a loss over 10x that of uniform guessing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 
@@ -49,9 +52,9 @@ def train(trial: Trial, report: Report) -> TrialResult:
     steps_per_epoch = math.ceil(len(train_seqs) / t.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    losses = LossWindow(t.log_every, device)
+    losses = LossWindow(t.log_every, device, vocab_size)
     curves: list[dict] = []
-    tokens_seen, lr, train_loss, bad_step = 0, cfg.lr, math.nan, None
+    tokens_seen, lr, train_loss, error = 0, cfg.lr, math.nan, None
 
     def eval_row(step: int) -> dict:
         row = {
@@ -74,32 +77,31 @@ def train(trial: Trial, report: Report) -> TrialResult:
             group["lr"] = lr
         if step > 0 and step % t.eval_every == 0:
             if losses.count:
-                train_loss, bad_step = losses.read()
-            if bad_step is not None or not math.isfinite(eval_row(step)["val_loss"]):
+                train_loss, error = losses.read()
+            if error or not math.isfinite(eval_row(step)["val_loss"]):
                 break
         x = next_batch(train_seqs, order, step, steps_per_epoch, t.batch_size)
         with autocast:
             loss = model(input_ids=x, labels=x).loss
         loss.backward()
-        if t.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip or math.inf)  # inf: measure only
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         tokens_seen += x.numel()
-        losses.add(step + 1, loss)
+        losses.add(step + 1, loss, grad_norm)
         if losses.count == t.log_every:  # note: a device sync
-            train_loss, bad_step = losses.read()
-            if bad_step is not None:
+            train_loss, error = losses.read()
+            if error:
                 break
     else:  # no break: the run finished, read the last window and evaluate the final model
         if losses.count:
-            train_loss, bad_step = losses.read()
-        if bad_step is None:
+            train_loss, error = losses.read()
+        if not error:
             eval_row(total_steps)
 
-    diverged = bad_step is not None or not math.isfinite(curves[-1]["val_loss"])
-    if diverged and bad_step is None:
-        bad_step = curves[-1]["step"]
+    if not error and not math.isfinite(curves[-1]["val_loss"]):
+        error = f"non-finite validation loss at step {curves[-1]['step']}"
+    diverged = error is not None
     return TrialResult(
         status="DIVERGED" if diverged else "COMPLETED",
         params=params,
@@ -109,7 +111,7 @@ def train(trial: Trial, report: Report) -> TrialResult:
         val_loss=math.nan if diverged else curves[-1]["val_loss"],
         best_val_loss=min((r["val_loss"] for r in curves if math.isfinite(r["val_loss"])), default=math.nan),
         train_loss=math.nan if diverged else train_loss,
-        error=f"non-finite loss at step {bad_step}" if diverged else None,
+        error=error,
         extra={"curves": curves, "steps": total_steps},
     )
 
@@ -172,24 +174,37 @@ def evaluate(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int, a
 
 
 class LossWindow:
-    """The train losses since the last read, kept on the device so that a step does not sync."""
+    """Train losses and gradient norms since the last read, kept on the device: a step never syncs.
 
-    def __init__(self, size: int, device: torch.device):
-        self.buffer = torch.zeros(size, device=device)
+    `read` names the first step that diverged: a non-finite loss or gradient, a gradient norm of
+    exactly 0 (activations overflowed: an RMSNorm of inf outputs 0 and the model goes silent,
+    which a healthy model never does), or a loss over 10x that of uniform guessing.
+    """
+
+    def __init__(self, size: int, device: torch.device, vocab_size: int):
+        self.losses = torch.zeros(size, device=device)
+        self.grad_norms = torch.zeros(size, device=device)
+        self.loss_limit = 10 * math.log(vocab_size)
         self.count = 0
         self.first_step = 1
 
-    def add(self, step: int, loss: torch.Tensor) -> None:
+    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         if self.count == 0:
             self.first_step = step
-        self.buffer[self.count] = loss.detach()
+        self.losses[self.count] = loss.detach()
+        self.grad_norms[self.count] = grad_norm
         self.count += 1
 
-    def read(self) -> tuple[float, int | None]:
-        """(mean loss of the window, the first step whose loss is not finite or None); empties it."""
-        values = self.buffer[: self.count].tolist()  # note: a device sync
+    def read(self) -> tuple[float, str | None]:
+        """(mean loss of the window, why the first diverged step diverged, or None); empties it."""
+        losses = self.losses[: self.count].tolist()  # note: a device sync
+        grad_norms = self.grad_norms[: self.count].tolist()
         self.count = 0
-        for offset, value in enumerate(values):
-            if not math.isfinite(value):
-                return math.nan, self.first_step + offset
-        return sum(values) / len(values), None
+        for step, loss, grad_norm in zip(itertools.count(self.first_step), losses, grad_norms):
+            if not math.isfinite(loss):
+                return math.nan, f"non-finite loss at step {step}"
+            if not math.isfinite(grad_norm) or grad_norm == 0.0:
+                return math.nan, f"non-finite activations or gradient at step {step} (gradient norm {grad_norm})"
+            if loss > self.loss_limit:
+                return math.nan, f"loss exploded to {loss:.4g} at step {step} (uniform guessing: {self.loss_limit / 10:.4g})"
+        return sum(losses) / len(losses), None
