@@ -184,8 +184,9 @@ def _html_section(number: int, section: Section) -> list[str]:
         except OSError as err:
             out.append(f'<p class="skipped">Figure {e(figure.title)} is missing ({e(err.strerror or str(err))}).</p>')
             continue
+        size = _css_size(figure.png)
         out.append(
-            f'<figure id="fig-{e(figure.name)}"><img src="data:image/png;base64,{data}" alt="{e(figure.title)}">'
+            f'<figure id="fig-{e(figure.name)}"><img src="data:image/png;base64,{data}" alt="{e(figure.title)}"{size}>'
             f"<figcaption><strong>{e(figure.title)}.</strong> {e(figure.caption)} "
             f'(<a href="figures/{e(figure.name)}.svg">SVG</a>, <a href="figures/{e(figure.name)}.png">PNG</a>)'
             "</figcaption></figure>"
@@ -202,6 +203,20 @@ NUMERIC = re.compile(r"^[-+−]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?[x%]?( \[.*\])
 
 def _is_numeric(text: str) -> bool:
     return bool(NUMERIC.match(str(text).strip()))
+
+
+def _css_size(png: Path) -> str:
+    """width/height attributes that show every figure at one scale (the PNG's dpi as 96 CSS px
+    per inch), so text is the same size in every figure; CSS still shrinks wide ones to fit."""
+    from scalegrid.report.figures import PNG_DPI
+
+    with png.open("rb") as f:
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        return ""
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    scale = 96 / PNG_DPI
+    return f' width="{round(width * scale)}" height="{round(height * scale)}"'
 
 
 def _html_table(table: Table) -> list[str]:
