@@ -252,3 +252,18 @@ def test_reuse_section_fits_k_star_against_log_n(tmp_path):
     assert law["params"]["A"] > 0  # larger datasets can be repeated more
     k_star = pd.DataFrame(section["fits"]["k_star"])
     assert k_star["k_star"].is_monotonic_increasing
+
+
+def test_a_group_the_analysis_refuses_costs_only_itself(small_results):
+    """A nonsense loss at one token budget: that budget's law is left out with the analysis's reason."""
+    from synthetic_results import base_row
+
+    store.write_run(small_results, base_row(
+        trial_id="badbadbadbadbad0", model="llama-150m", params=150_000_000, params_nonembed=1, unique_tokens=800_000_000,
+        epochs=2, tokens_seen=1, lr=3e-3, weight_decay=0.8, val_loss=-0.5, best_val_loss=-0.5, train_loss=0.1,
+        flops=1.0, wall_s=1.0))
+    out = write_report(small_results, workers=1, bootstrap=0).parent
+    params = json.loads((out / "fits.json").read_text())["sections"]["params"]
+    assert params["status"] == "ok"
+    assert [r["unique_tokens"] for r in params["fits"]["power_laws"]] == [200_000_000, 400_000_000]
+    assert any("val_loss" in note and "<= 0" in note for note in params["notes"]), params["notes"]

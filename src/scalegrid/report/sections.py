@@ -203,10 +203,30 @@ def param_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
                 f"no token budget has best runs at {MIN_POINTS} or more model sizes; "
                 f"a power law in parameters needs {MIN_POINTS} sizes per budget"
             )
-        fits = analysis("param_scaling")(usable, **ctx.fit_kwargs)
-        return fits, dropped
+        fits, failed = fit_by_group("param_scaling", usable, ["unique_tokens"], ctx.fit_kwargs)
+        return fits, [f"{describe_keys([k])}: fewer than {MIN_POINTS} sizes" for k in dropped] + failed
 
     return ctx.once("param_fits", make)
+
+
+def fit_by_group(name: str, frame: pd.DataFrame, by: list[str], kwargs: dict) -> tuple[pd.DataFrame, list[str]]:
+    """One call of the recipe `name` on every group; if the analysis refuses one group, each group
+    on its own, so one bad group costs only itself. Returns the fits and why groups were left out."""
+    fn = analysis(name)
+    try:
+        return fn(frame, **kwargs), []
+    except fit_errors() as err:
+        if frame.groupby(by).ngroups <= 1:
+            raise NoRows(str(err)) from None
+    frames, failed = [], []
+    for _, rows in frame.groupby(by, sort=True):
+        try:
+            frames.append(fn(rows, **kwargs))
+        except fit_errors() as err:
+            failed.append(str(err))
+    if not frames:
+        raise NoRows(f"no group could be fitted ({failed[0]})")
+    return pd.concat(frames, ignore_index=True), failed
 
 
 def ensemble_inputs(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
@@ -222,7 +242,7 @@ def ensemble_inputs(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
     usable, dropped = enough_points(rows, ["model", "unique_tokens"], "members")
     if usable.empty:
         raise NoRows(f"no (model, token budget) has {MIN_POINTS} or more member counts K (K = 1: its best single run)")
-    return usable, dropped
+    return usable, [f"{describe_keys([k])}: fewer than {MIN_POINTS} member counts" for k in dropped]
 
 
 def start_ensemble_fits(ctx: Context) -> None:
@@ -236,11 +256,9 @@ def start_ensemble_fits(ctx: Context) -> None:
         return
     from scalegrid.report.parallel import split_by
 
-    futures = [
-        ctx.workers.submit("ensemble_scaling", part_rows, **ctx.fit_kwargs)
-        for part_rows in split_by(usable, "unique_tokens", ctx.workers.workers)
-    ]
-    ctx.cache["ensemble_futures"] = (futures, dropped)
+    slices = split_by(usable, "unique_tokens", ctx.workers.workers)
+    futures = [ctx.workers.submit("ensemble_scaling", rows, **ctx.fit_kwargs) for rows in slices]
+    ctx.cache["ensemble_futures"] = (futures, slices, dropped)
 
 
 def ensemble_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
@@ -248,13 +266,27 @@ def ensemble_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
 
     def make():
         start_ensemble_fits(ctx)
+        by = ["model", "unique_tokens"]
         if "ensemble_futures" not in ctx.cache:  # no workers: one call here
             usable, dropped = ensemble_inputs(ctx)
-            return analysis("ensemble_scaling")(usable, **ctx.fit_kwargs), dropped
-        futures, dropped = ctx.cache["ensemble_futures"]
-        frames = [f.result() for f in futures]
-        fits = pd.concat(frames, ignore_index=True).sort_values(["model", "unique_tokens"], kind="stable")
-        return fits.reset_index(drop=True), dropped
+            fits, failed = fit_by_group("ensemble_scaling", usable, by, ctx.fit_kwargs)
+            return fits, dropped + failed
+        futures, slices, dropped = ctx.cache["ensemble_futures"]
+        frames, failed = [], []
+        for future, rows in zip(futures, slices):
+            try:
+                frames.append(future.result())
+            except fit_errors():  # a group the analysis refuses: fit this slice group by group
+                try:
+                    fits, why = fit_by_group("ensemble_scaling", rows, by, ctx.fit_kwargs)
+                    frames.append(fits)
+                    failed += why
+                except NoRows as err:
+                    failed.append(str(err))
+        if not frames:
+            raise NoRows(f"no ensemble law could be fitted ({failed[0]})")
+        fits = pd.concat(frames, ignore_index=True).sort_values(by, kind="stable")
+        return fits.reset_index(drop=True), dropped + failed
 
     return ctx.once("ensemble_fits", make)
 
@@ -265,7 +297,8 @@ def joint_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
         usable, dropped = enough_points(ens, ["unique_tokens"], "params")
         if usable.empty:
             raise NoRows(f"the joint asymptote needs ensemble laws at {MIN_POINTS} or more sizes of one token budget")
-        return analysis("joint_scaling")(usable, **ctx.fit_kwargs), dropped
+        fits, failed = fit_by_group("joint_scaling", usable, ["unique_tokens"], ctx.fit_kwargs)
+        return fits, [f"{describe_keys([k])}: fewer than {MIN_POINTS} sizes" for k in dropped] + failed
 
     return ctx.once("joint_fits", make)
 
@@ -314,7 +347,7 @@ def section_params(ctx: Context, s: Section) -> None:
         s.notes.append(f"Power laws not fitted: {err}.")
     s.fits["power_laws"] = records(fits)
     if dropped:
-        s.notes.append(f"Not fitted (fewer than {MIN_POINTS} sizes): {describe_keys(dropped)}.")
+        s.notes.append(f"Not fitted: {'; '.join(dropped)}.")
 
     colors = _budget_colors(best["unique_tokens"])
     fig, (ax,) = F.new_figure(width=7.2, height=4.4)
@@ -606,7 +639,7 @@ def section_ensembles(ctx: Context, s: Section) -> None:
     ens, dropped = ensemble_fits(ctx)
     s.fits["ensemble_laws"] = records(ens)
     if dropped:
-        s.notes.append(f"K-law not fitted (fewer than {MIN_POINTS} member counts): {describe_keys(dropped)}.")
+        s.notes.append(f"K-law not fitted: {'; '.join(dropped)}.")
     rows = ctx.inputs.completed
     rows = rows[rows["stage"].fillna("train").isin(["train", "ensemble"])].copy()
     rows["members"] = pd.to_numeric(rows["members"], errors="coerce").fillna(1)
@@ -658,7 +691,7 @@ def section_ensembles(ctx: Context, s: Section) -> None:
         joint, dropped_joint = joint_fits(ctx)
         s.fits["joint_laws"] = records(joint)
         if dropped_joint:
-            s.notes.append(f"Joint law not fitted (fewer than {MIN_POINTS} sizes): {describe_keys(dropped_joint)}.")
+            s.notes.append(f"Joint law not fitted: {'; '.join(dropped_joint)}.")
         single = None
         try:
             single = param_fits(ctx)[0].set_index("unique_tokens")
