@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import LINREG, TINY_LM, tree_digest
+from sweep_fixtures import LINREG, TINY_LM, tree_digest
 from scalegrid import store
 from scalegrid.cli import main
 

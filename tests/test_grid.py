@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LINREG, TINY_LM
+from sweep_fixtures import LINREG, TINY_LM
 from scalegrid import grid
 from scalegrid.spec import load_spec, parse_spec
 from scalegrid.trainers.data import describe

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import LINREG, TINY_LM
+from sweep_fixtures import LINREG, TINY_LM
 from scalegrid import load_curves, load_runs
 from scalegrid.cli import main
 
