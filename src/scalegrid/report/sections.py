@@ -40,6 +40,7 @@ from scalegrid.report.inputs import COMPLETED, DIVERGED, FAILED, Inputs
 ANALYSIS_MODULES = ("recipes", "reuse", "laws", "fitting", "tables", "chinchilla", "data_constrained")
 MIN_POINTS = 3  # a saturating power law A / x^B + C has three parameters
 AXIS_SHORT = {"weight_decay": "wd", "epochs": "epochs", "lr": "lr"}
+AXIS_NAMES = {"weight_decay": "weight decay", "epochs": "epochs", "lr": "learning rate"}
 
 
 class NoRows(Exception):
@@ -356,24 +357,32 @@ def section_params(ctx: Context, s: Section) -> None:
     fitted = fits.set_index("unique_tokens") if len(fits) else pd.DataFrame()
     for d, rows in best.groupby("unique_tokens"):
         c = colors[d]
-        ax.plot(rows["params"], rows["val_loss"], "o", color=c, label=budget_label(d), zorder=3)
+        rows = rows.sort_values("params")
         if d in fitted.index:
+            ax.plot(rows["params"], rows["val_loss"], "o", color=c, label=budget_label(d), zorder=3)
             row = fitted.loc[d]
             F.fit_line(ax, xs, eval_power_law(xs, row), c)
             F.asymptote(ax, float(row["C"]), c, annotate=f"{float(row['C']):.3f}")
+        else:  # no law for this budget: the measured points, joined
+            ax.plot(rows["params"], rows["val_loss"], "o-", color=c, label=budget_label(d), zorder=3, linewidth=1.0)
     hidden = F.focus_ylim(ax, best["val_loss"], fits["C"] if len(fits) else [])
     if hidden:
         s.notes.append(f"Figure: {len(hidden)} asymptote(s) far below the measured losses are off the axis; see the table.")
-    F.log_x_axis(ax, None, "parameters N")
+    F.log_x_axis(ax, best["params"] if not len(fits) else None, "parameters N")
     ax.set_ylabel(loss_label(ctx))
-    ax.set_title(r"Best run per size and token budget, with $L(N) = A/N^{B} + C$")
-    F.legend_below(fig, ax, extra=F.style_keys(fit=r"fit $A/N^{B} + C$", asymptote=r"asymptote $C$ ($N \to \infty$)"), ncols=3)
-    s.figures.append(F.save(
-        fig, ctx.out_dir, "params_scaling", "Loss against parameters",
-        "Each point is the best run (over epochs, learning rate and weight decay) of one model size at one "
-        "token budget; dashed: the power law fitted per budget; dotted: its asymptote, the loss at infinite "
-        "parameters, with its value at the right.",
-    ))
+    if len(fits):
+        ax.set_title(r"Best run per size and token budget, with $L(N) = A/N^{B} + C$")
+        keys = F.style_keys(fit=r"fit $A/N^{B} + C$", asymptote=r"asymptote $C$ ($N \to \infty$)")
+        caption = ("Each point is the best run (over epochs, learning rate and weight decay) of one model size at "
+                   "one token budget; dashed: the power law fitted per budget; dotted: its asymptote, the loss at "
+                   "infinite parameters, with its value at the right.")
+    else:
+        ax.set_title("Best run per size and token budget")
+        keys = []
+        caption = ("Each point is the best run (over epochs, learning rate and weight decay) of one model size at "
+                   f"one token budget. No power law: that needs {MIN_POINTS} or more sizes per budget.")
+    F.legend_below(fig, ax, extra=keys, ncols=3)
+    s.figures.append(F.save(fig, ctx.out_dir, "params_scaling", "Loss against parameters", caption))
 
     table_rows = []
     for _, row in fits.iterrows():
@@ -497,9 +506,9 @@ def hparam_law(ctx: Context, hparam: str) -> pd.DataFrame:
 
     def make():
         best = best_train(ctx)
-        usable, _ = enough_points(best, ["unique_tokens"], "params", n=2)
-        if usable.empty:
-            raise NoRows("the optimal value against size needs best runs at 2 or more sizes")
+        usable, _ = enough_points(best, ["unique_tokens"], "params", n=MIN_POINTS)
+        if usable.empty:  # a line through two points has no error to speak of
+            raise NoRows(f"a trend in size needs best runs at {MIN_POINTS} or more sizes of one token budget")
         return analysis("optimal_hparam_scaling")(usable, hparam=hparam, **ctx.fit_kwargs)
 
     return ctx.once(f"hparam_law:{hparam}", make)
@@ -553,12 +562,16 @@ def section_hyperparameters(ctx: Context, s: Section) -> None:
         ))
 
     with part(s, "Locally-optimal hyper-parameters"):
-        cert = analysis("local_optimality")(ctx.inputs.runs)
-        detail = analysis("local_optimality_neighbours")(ctx.inputs.runs)
+        # only the axes the grid varies: an axis with one value has no neighbours to run
+        axes = [a for a in ("epochs", "lr", "weight_decay") if rows[a].nunique() > 1]
+        fixed = [AXIS_SHORT.get(a, a) for a in ("epochs", "lr", "weight_decay") if a not in axes]
+        cert = analysis("local_optimality")(ctx.inputs.runs, axes=axes)
+        detail = analysis("local_optimality_neighbours")(ctx.inputs.runs, axes=axes)
         s.fits["local_optimality"] = records(cert)
         s.fits["local_optimality_neighbours"] = records(detail)
-        params_of = best.set_index(["model", "unique_tokens"])["params"]
-        cert = cert.assign(params=[params_of.get((m, d), np.nan) for m, d in zip(cert["model"], cert["unique_tokens"])])
+        chosen = best.set_index(["model", "unique_tokens"])  # the point each certificate is about
+        cert = cert.assign(**{col: [chosen[col].get((m, d), np.nan) for m, d in zip(cert["model"], cert["unique_tokens"])]
+                              for col in ("params", "epochs", "lr", "weight_decay")})
         table_rows = []
         for _, c in cert.sort_values(["unique_tokens", "params"]).iterrows():
             mine = detail[(detail["model"] == c["model"]) & (detail["unique_tokens"] == c["unique_tokens"])]
@@ -578,8 +591,9 @@ def section_hyperparameters(ctx: Context, s: Section) -> None:
             ["size", "token budget", "epochs", "lr", "weight decay", "loss", "certificate",
              "neighbours run", "better", "not run"],
             table_rows,
-            note="A point is certified when every neighbour one grid step away along epochs, learning rate and "
-                 "weight decay (others held fixed) was run and none is better (the paper's check).",
+            note="A point is certified when every neighbour one grid step away along "
+                 + ", ".join(AXIS_NAMES[a] for a in axes) + " (the others held fixed) was run and none is better "
+                 "(the paper's check)." + (f" Not checked, the grid has one value: {', '.join(fixed)}." if fixed else ""),
         ))
         n_cert = int(cert["certified"].sum())
         s.headline.append(f"Locally optimal: {n_cert} of {len(cert)} chosen (size, budget) points certified")
