@@ -45,7 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows-dir", type=Path, help="reuse (or create) the synthetic results here")
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--workers", type=int, help="worker processes for the fits (default: the CPUs)")
+    parser.add_argument("--workers", type=int, help="worker processes for the fits (default: one per CPU beyond the first; 0: none)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary results and report")
     args = parser.parse_args()
 

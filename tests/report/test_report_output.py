@@ -126,7 +126,7 @@ def test_report_shows_what_the_analysis_returns(small_results, monkeypatch):
 
     monkeypatch.setattr(recipes, "param_scaling", planted)
     monkeypatch.setattr(analysis, "param_scaling", planted)
-    out = write_report(small_results, workers=1, bootstrap=0).parent
+    out = write_report(small_results, workers=0, bootstrap=0).parent
     fits = json.loads((out / "fits.json").read_text())
     assert {r["C"] for r in fits["sections"]["params"]["fits"]["power_laws"]} == {1.2345}
     assert "1.234 [1.111, 1.333]" in (out / "report.md").read_text()
@@ -140,7 +140,7 @@ def test_missing_analysis_function_skips_its_section(tmp_path, monkeypatch):
                      weight_decays=(0.4, 0.8), lrs=(3e-3,), members=(2, 3), curves=0)
     monkeypatch.delattr(analysis, "distillation")
     monkeypatch.delattr(recipes, "distillation")
-    out = write_report(results, workers=1, bootstrap=0).parent
+    out = write_report(results, workers=0, bootstrap=0).parent
     section = json.loads((out / "fits.json").read_text())["sections"]["distillation"]
     assert section == {**section, "status": "skipped", "reason": "analysis function distillation not available"}
     assert "*Skipped: analysis function distillation not available*" in (out / "report.md").read_text()
@@ -157,7 +157,7 @@ def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
     }
     (results / "sweeps").mkdir()
     (results / "sweeps" / "quickstart-0.json").write_text(json.dumps({"created_at": "2025-01-01", "spec": spec}))
-    out = write_report(results, workers=1).parent
+    out = write_report(results, workers=0).parent
     fits = json.loads((out / "fits.json").read_text())
     reasons = {k: v.get("reason") for k, v in fits["sections"].items()}
     params = fits["sections"]["params"]  # two sizes: the points are drawn, the law is not fitted
@@ -189,7 +189,7 @@ def test_empty_results_directory_gives_an_empty_report(tmp_path, capsys):
 
 def test_unreadable_run_files_are_reported_not_fatal(small_results):
     (small_results / "runs" / "ffffffffffffffff.parquet").write_bytes(b"PAR1 not really parquet")
-    out = write_report(small_results, workers=1, bootstrap=0).parent
+    out = write_report(small_results, workers=0, bootstrap=0).parent
     fits = json.loads((out / "fits.json").read_text())
     assert fits["partial_reasons"] == ["1 result files are unreadable and were skipped"]
     assert fits["sections"]["params"]["status"] == "ok"
@@ -208,7 +208,7 @@ def test_not_a_results_directory_is_a_one_line_error(tmp_path, capsys):
 
 def test_cli_writes_where_asked_and_reruns_cleanly(small_results, tmp_path, capsys):
     out = tmp_path / "elsewhere"
-    assert main(["report", str(small_results), "-o", str(out), "--bootstrap", "0", "--workers", "1"]) == 0
+    assert main(["report", str(small_results), "-o", str(out), "--bootstrap", "0", "--workers", "0"]) == 0
     assert capsys.readouterr().out.strip() == str(out / "index.html")
     assert (out / "figures" / "params_scaling.svg").is_file()
     data = json.loads((out / "fits.json").read_text())["sections"]["data"]  # one recipe: its law, no multiplier
@@ -216,7 +216,7 @@ def test_cli_writes_where_asked_and_reruns_cleanly(small_results, tmp_path, caps
     assert data["fits"]["data_efficiency"] == {}
     assert any("the multiplier needs two recipes" in note for note in data["notes"])
     (out / "figures" / "keep.txt").write_text("mine")
-    assert main(["report", str(small_results), "-o", str(out), "--bootstrap", "0", "--workers", "1"]) == 0
+    assert main(["report", str(small_results), "-o", str(out), "--bootstrap", "0", "--workers", "0"]) == 0
     assert (out / "figures" / "keep.txt").read_text() == "mine"  # only the report's own files are replaced
 
 
@@ -230,7 +230,7 @@ def test_parallel_fits_equal_serial_fits(tmp_path):
                      weight_decays=(0.8,), lrs=(3e-3,), members=(2, 3, 4), distill=False, curves=0)
     inputs = load_inputs(results)
     frames = []
-    for n in (1, 2):
+    for n in (0, 2):  # in this process; two other processes
         pool = Workers(n)
         try:
             frames.append(ensemble_fits(Context(inputs=inputs, out_dir=tmp_path, bootstrap=100, workers=pool))[0])
@@ -243,7 +243,7 @@ def test_parallel_fits_equal_serial_fits(tmp_path):
 def test_reuse_section_fits_k_star_against_log_n(tmp_path):
     results = tmp_path / "results"
     write_reuse_grid(results)
-    out = write_report(results, workers=1).parent
+    out = write_report(results, workers=0).parent
     section = json.loads((out / "fits.json").read_text())["sections"]["reuse"]
     assert section["status"] == "ok"
     law = section["fits"]["reuse_law"]
@@ -262,7 +262,7 @@ def test_a_group_the_analysis_refuses_costs_only_itself(small_results):
         trial_id="badbadbadbadbad0", model="llama-150m", params=150_000_000, params_nonembed=1, unique_tokens=800_000_000,
         epochs=2, tokens_seen=1, lr=3e-3, weight_decay=0.8, val_loss=-0.5, best_val_loss=-0.5, train_loss=0.1,
         flops=1.0, wall_s=1.0))
-    out = write_report(small_results, workers=1, bootstrap=0).parent
+    out = write_report(small_results, workers=0, bootstrap=0).parent
     params = json.loads((out / "fits.json").read_text())["sections"]["params"]
     assert params["status"] == "ok"
     assert [r["unique_tokens"] for r in params["fits"]["power_laws"]] == [200_000_000, 400_000_000]

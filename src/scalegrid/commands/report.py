@@ -32,13 +32,14 @@ def register(subparsers) -> None:
     sub.add_argument("--bootstrap", type=non_negative_int, default=1000,
                      help="bootstrap resamples per fit for the 95%% intervals (default: 1000; 0: none)")
     sub.add_argument("--workers", type=non_negative_int, default=None,
-                     help="processes for the slow fits (default: the CPUs, at most 8; 1: none)")
+                     help="other processes fitting the slow laws while the report draws "
+                          "(default: one per CPU beyond the first, at most 8; 0: none)")
     sub.set_defaults(func=run)
 
 
 def run(args) -> int:
     from scalegrid.report import write_report  # matplotlib loads only when a report is made
 
-    index = write_report(args.results, args.out, bootstrap=args.bootstrap, workers=args.workers or None)
+    index = write_report(args.results, args.out, bootstrap=args.bootstrap, workers=args.workers)
     print(index)
     return 0

@@ -13,6 +13,17 @@ Rendering only: the numbers come from `scalegrid.analysis` (see `sections.py` fo
 feeds which section); nothing is fitted here.
 """
 
-from scalegrid.report.build import write_report
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_report(results_dir: str | Path, out_dir: str | Path | None = None, **options) -> Path:
+    """Write the report of `results_dir` (default out_dir: RESULTS/report); returns index.html.
+    Options: bootstrap=1000, seed=0, workers (see `build.write_report`)."""
+    from scalegrid.report.build import write_report as build  # matplotlib loads only here
+
+    return build(results_dir, out_dir, **options)
+
 
 __all__ = ["write_report"]

@@ -22,12 +22,11 @@ from scalegrid.report.document import Document, Section
 from scalegrid.report.inputs import load_inputs
 from scalegrid.report.parallel import Workers, default_workers
 from scalegrid.report.render import write_all
+from scalegrid.report.lookup import MissingAnalysis, fit_errors
 from scalegrid.report.sections import (
     Context,
-    MissingAnalysis,
     NoRows,
     _warn,
-    fit_errors,
     section_curves,
     section_data,
     section_distillation,
@@ -63,8 +62,8 @@ def write_report(
     """Write the report of `results_dir` into `out_dir` (default RESULTS/report); returns index.html.
 
     `bootstrap` resamples give every fitted number its 95% interval (0: no intervals, faster).
-    `workers` processes fit the ensemble laws while the report draws (default: the CPUs, at most
-    8; 1: everything in this process). The numbers do not depend on it.
+    `workers` other processes fit the ensemble laws while this one draws (default: one per CPU
+    beyond the first, at most 8; 0: everything in this process). The numbers do not depend on it.
     """
     started = time.perf_counter()
     inputs = load_inputs(results_dir)
@@ -77,7 +76,7 @@ def write_report(
     pool = Workers(workers if workers is not None else default_workers())
     ctx = Context(inputs=inputs, out_dir=out, bootstrap=bootstrap, seed=seed, workers=pool)
     try:
-        if pool.workers > 1:
+        if pool.workers:
             start_ensemble_fits(ctx)
         built = [_build(key, title, fn, ctx) for key, title, fn in SECTIONS]
     finally:

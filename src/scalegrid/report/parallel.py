@@ -3,8 +3,9 @@
 The slow part of a big report is fitting one law per group with its bootstrap (an ensemble law
 per (size, token budget)). Those groups are independent and each is fitted with the same seed,
 so calling a recipe on a few slices of the table (split by token budget) gives exactly the rows
-one call on the whole table gives. `Workers.submit` runs each slice in its own interpreter and
-returns a future; with one CPU (or workers=1) it runs the call at once, in this process.
+one call on the whole table gives. `Workers(n).submit` runs each slice in one of n other
+interpreters and returns a future, while this process draws; with n = 0 (one CPU) it runs the call
+at once, in this process.
 
 A worker is `python -m scalegrid.report.parallel`: it reads one pickled (function name, table,
 keyword arguments) on stdin and writes the pickled result, or the exception, on stdout. Unlike
@@ -26,18 +27,19 @@ import pandas as pd
 
 
 def default_workers() -> int:
+    """One worker per CPU beside the one this process draws on (at most 8); none on one CPU."""
     env = os.environ.get("SCALEGRID_REPORT_WORKERS")
-    if env and env.isdigit() and int(env) > 0:
+    if env and env.isdigit():
         return int(env)
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
+    return max(0, min(cpus - 1, 8))
 
 
 def _call(name: str, frame: pd.DataFrame, kwargs: dict[str, Any]) -> Any:
-    from scalegrid.report.sections import analysis
+    from scalegrid.report.lookup import analysis
 
     return analysis(name)(frame, **kwargs)
 
@@ -58,11 +60,11 @@ def _in_subprocess(name: str, frame: pd.DataFrame, kwargs: dict[str, Any]) -> An
 
 class Workers:
     def __init__(self, workers: int):
-        self.workers = max(1, int(workers))
+        self.workers = max(0, int(workers))
         self._threads: ThreadPoolExecutor | None = None
 
     def submit(self, name: str, frame: pd.DataFrame, **kwargs: Any) -> Future:
-        if self.workers == 1:
+        if self.workers == 0:
             done: Future = Future()
             try:
                 done.set_result(_call(name, frame, kwargs))

@@ -21,7 +21,6 @@ cannot be made (e.g. the joint asymptote without enough sizes) becomes a note, a
 
 from __future__ import annotations
 
-import importlib
 import sys
 import traceback
 from collections.abc import Callable
@@ -36,8 +35,8 @@ import pandas as pd
 from scalegrid.report import figures as F
 from scalegrid.report.document import Section, Table, fmt, fmt_ci
 from scalegrid.report.inputs import COMPLETED, DIVERGED, FAILED, Inputs
+from scalegrid.report.lookup import MissingAnalysis, analysis, fit_errors
 
-ANALYSIS_MODULES = ("recipes", "reuse", "laws", "fitting", "tables", "chinchilla", "data_constrained")
 MIN_POINTS = 3  # a saturating power law A / x^B + C has three parameters
 AXIS_SHORT = {"weight_decay": "wd", "epochs": "epochs", "lr": "lr"}
 AXIS_NAMES = {"weight_decay": "weight decay", "epochs": "epochs", "lr": "learning rate"}
@@ -45,42 +44,6 @@ AXIS_NAMES = {"weight_decay": "weight decay", "epochs": "epochs", "lr": "learnin
 
 class NoRows(Exception):
     """A section's (or part's) inputs are not in the store (yet): the message is the skip reason."""
-
-
-class MissingAnalysis(Exception):
-    def __init__(self, name: str):
-        super().__init__(name)
-        self.name = name
-
-
-def analysis(name: str) -> Callable:
-    """The public function `name` of scalegrid.analysis (package or one of its modules)."""
-    try:
-        package = importlib.import_module("scalegrid.analysis")
-    except ImportError:
-        raise MissingAnalysis(name) from None
-    found = getattr(package, name, None)
-    for module_name in ANALYSIS_MODULES:
-        if found is not None:
-            break
-        try:
-            module = importlib.import_module(f"scalegrid.analysis.{module_name}")
-        except ImportError:
-            continue
-        found = getattr(module, name, None)
-    if not callable(found):
-        raise MissingAnalysis(name)
-    return found
-
-
-def fit_errors() -> tuple[type[Exception], ...]:
-    """The analysis library's "this table cannot be fitted" error (its message names the fix)."""
-    try:
-        from scalegrid.analysis.fitting import FitInputError
-
-        return (FitInputError,)
-    except ImportError:
-        return ()
 
 
 @dataclass
@@ -249,7 +212,7 @@ def ensemble_inputs(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
 def start_ensemble_fits(ctx: Context) -> None:
     """Send the ensemble laws (one fit per size and budget: the slowest part) to the workers now,
     sliced by token budget, so they are fitted while the first sections draw."""
-    if "ensemble_futures" in ctx.cache or ctx.workers is None:
+    if "ensemble_futures" in ctx.cache or ctx.workers is None or ctx.workers.workers == 0:
         return
     try:
         usable, dropped = ensemble_inputs(ctx)
