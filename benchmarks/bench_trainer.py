@@ -1,0 +1,139 @@
+"""The lm trainer's throughput against a bare PyTorch loop on the same model, batch and optimizer.
+
+    python benchmarks/bench_trainer.py                                  # CPU, llama-200k, batch 16 x 64
+    python benchmarks/bench_trainer.py --device cuda --preset llama-150m --batch-size 32 --seq-len 1024
+
+Both sides train the same `transformers` Llama (same init), with AdamW over the same parameter
+groups (fused on a GPU), gradient clipping and, on a GPU, bf16 autocast, on random tokens of the
+same shape. The bare loop is what one would write by hand: batches made beforehand on the device,
+forward / backward / clip / step, no schedule, no logging. The trainer runs as the orchestrator
+calls it, from a real token cache, with its schedule, batching, loss window and evals (the
+validation set is one batch); it is timed from its first report (after `--eval-every` steps, also
+the untimed warm-up) to its last, evals included, and the bare loop over the same steps. Each side runs `--repeats`
+times, alternating; the best and the median run of each are printed, and the ratio of the bests
+(on a shared machine other work only ever slows a run down, so the best run is the least disturbed).
+The trainer should keep at least 0.95x of the bare loop's tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if there is one")
+    parser.add_argument("--preset", default="llama-200k")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--vocab-size", type=int, default=257)
+    parser.add_argument("--steps", type=int, default=300, help="timed optimizer steps per run")
+    parser.add_argument("--eval-every", type=int, default=100, help="trainer eval cadence; also the untimed warm-up")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch is imported: the trainer picks cuda if it sees one
+
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device here", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+    with tempfile.TemporaryDirectory() as results:
+        data_dir = make_token_cache(results, args)
+        bare, trainer = [], []
+        for _ in range(args.repeats):
+            bare.append(bare_loop(args, device))
+            trainer.append(trainer_loop(args, results, data_dir))
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x {torch.get_num_threads()} threads"
+    print(f"device {name}; {args.preset}, batch {args.batch_size} x seq {args.seq_len}, vocab {args.vocab_size}, "
+          f"{args.steps} timed steps after {args.eval_every} (trainer evals every {args.eval_every}), {args.repeats} runs each")
+    for label, runs in (("bare loop", bare), ("lm trainer", trainer)):
+        print(f"{label:<12} best {max(runs):10,.0f} tokens/s   median {statistics.median(runs):10,.0f}   "
+              f"(runs: {', '.join(f'{v:,.0f}' for v in runs)})")
+    ratio = max(trainer) / max(bare)
+    print(f"ratio        {ratio:.3f}x best to best, {statistics.median(trainer) / statistics.median(bare):.3f}x median "
+          f"to median   ({'ok' if ratio >= 0.95 else 'BELOW 0.95x'})")
+    return 0
+
+
+def make_token_cache(results: str, args) -> str:
+    import numpy as np
+
+    from scalegrid.trainers.data import TokenCache, TokenizedCorpus
+
+    rng = np.random.default_rng(0)
+    tokens = (args.steps + args.eval_every) * args.batch_size * args.seq_len
+    corpus = TokenizedCorpus(
+        key="bench", fields={}, vocab_size=args.vocab_size, eos_id=args.vocab_size - 1,
+        train=rng.integers(args.vocab_size, size=tokens), val=rng.integers(args.vocab_size, size=args.batch_size * args.seq_len),
+        train_documents=1, val_documents=1, tokenizer_kind="byte",
+    )
+    return str(TokenCache(results).save(corpus))
+
+
+def trainer_loop(args, results: str, data_dir: str) -> float:
+    from scalegrid.spec import TrainSpec
+    from scalegrid.trainers.base import Trial, TrialConfig
+    from scalegrid.trainers.lm import train
+    from scalegrid.trainers.presets import PRESETS
+
+    config = TrialConfig(
+        trainer="lm", model=PRESETS[args.preset]().as_dict(),
+        data={"validation": {"max_tokens": args.batch_size * args.seq_len}, "vocab_size": args.vocab_size},
+        unique_tokens=(args.steps + args.eval_every) * args.batch_size * args.seq_len, epochs=1,
+        lr=1e-3, weight_decay=0.1, seed=0,
+        train=TrainSpec(batch_size=args.batch_size, seq_len=args.seq_len, eval_every=args.eval_every,
+                        log_every=10, warmup_fraction=0.05, schedule="cosine"),
+    )
+    stamps: list[tuple[float, int]] = []
+    trial = Trial(trial_id="bench", sweep="bench", model_label=args.preset, config=config,
+                  results_dir=results, data_dir=data_dir)
+    result = train(trial, lambda row: stamps.append((time.perf_counter(), row["tokens_seen"])))
+    assert result.status == "COMPLETED", result.error
+    (t0, n0), (t1, n1) = stamps[0], stamps[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
+def bare_loop(args, device) -> float:
+    import contextlib
+
+    import torch
+
+    from scalegrid.trainers.model import build_model, param_groups
+    from scalegrid.trainers.presets import PRESETS
+
+    model = build_model(PRESETS[args.preset](), args.vocab_size, args.seq_len, seed=0, device=device)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
+                                  fused=device.type == "cuda")
+    total = args.eval_every + args.steps
+    batches = torch.randint(args.vocab_size, (total, args.batch_size, args.seq_len), device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    model.train()
+    for step in range(total):
+        if step == args.eval_every:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        x = batches[step]
+        with autocast:
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    loss.item()  # waits for the device
+    return args.steps * args.batch_size * args.seq_len / (time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
