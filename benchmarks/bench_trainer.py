@@ -56,14 +56,39 @@ def main(argv: list[str] | None = None) -> int:
             trainer.append(trainer_loop(args, results, data_dir))
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x {torch.get_num_threads()} threads"
     print(f"device {name}; {args.preset}, batch {args.batch_size} x seq {args.seq_len}, vocab {args.vocab_size}, "
-          f"{args.steps} timed steps after {args.eval_every} (trainer evals every {args.eval_every}), {args.repeats} runs each")
+          f"{args.steps} timed steps after {args.eval_every} (trainer evals every {args.eval_every}), "
+          f"{args.repeats} runs each")
     for label, runs in (("bare loop", bare), ("lm trainer", trainer)):
         print(f"{label:<12} best {max(runs):10,.0f} tokens/s   median {statistics.median(runs):10,.0f}   "
               f"(runs: {', '.join(f'{v:,.0f}' for v in runs)})")
+    if device.type == "cuda":  # which host<->device syncs does a step make? (untimed runs)
+        with tempfile.TemporaryDirectory() as results:
+            data_dir = make_token_cache(results, args)
+            syncs_bare = count_syncs(lambda: bare_loop(args, device))
+            syncs_trainer = count_syncs(lambda: trainer_loop(args, results, data_dir))
+        steps = args.steps + args.eval_every
+        print(f"device syncs over {steps} steps: bare loop {syncs_bare}, lm trainer {syncs_trainer} "
+              f"(setup, a loss read every 10 steps and the evals)")
     ratio = max(trainer) / max(bare)
     print(f"ratio        {ratio:.3f}x best to best, {statistics.median(trainer) / statistics.median(bare):.3f}x median "
           f"to median   ({'ok' if ratio >= 0.95 else 'BELOW 0.95x'})")
     return 0
+
+
+def count_syncs(fn) -> int:
+    """Synchronising CUDA calls made by fn (torch's sync debug mode warns at each one)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def make_token_cache(results: str, args) -> str:
@@ -75,7 +100,8 @@ def make_token_cache(results: str, args) -> str:
     tokens = (args.steps + args.eval_every) * args.batch_size * args.seq_len
     corpus = TokenizedCorpus(
         key="bench", fields={}, vocab_size=args.vocab_size, eos_id=args.vocab_size - 1,
-        train=rng.integers(args.vocab_size, size=tokens), val=rng.integers(args.vocab_size, size=args.batch_size * args.seq_len),
+        train=rng.integers(args.vocab_size, size=tokens),
+        val=rng.integers(args.vocab_size, size=args.batch_size * args.seq_len),
         train_documents=1, val_documents=1, tokenizer_kind="byte",
     )
     return str(TokenCache(results).save(corpus))

@@ -22,7 +22,8 @@ DOCS = [f"document {i}: the color of entity{i % 7} is shade{i % 5} ." for i in r
 def corpus_files(tmp_path):
     """The same 120 documents as .txt (one per line), .jsonl and .parquet, 40 in each."""
     (tmp_path / "a.txt").write_text("\n".join(DOCS[:40]) + "\n\n")  # a blank line is no document
-    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"body": d, "id": i}) + "\n" for i, d in enumerate(DOCS[40:80])))
+    lines = [json.dumps({"body": d, "id": i}) + "\n" for i, d in enumerate(DOCS[40:80])]
+    (tmp_path / "b.jsonl").write_text("".join(lines))
     pq.write_table(pa.table({"body": DOCS[80:], "n": list(range(40))}), tmp_path / "c.parquet")
     return tmp_path
 

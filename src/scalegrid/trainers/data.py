@@ -158,7 +158,9 @@ def tokenize(spec: DataSpec) -> TokenizedCorpus:
     identity = describe(spec)
     documents = load_documents(spec)
     if not documents:
-        raise UserError(f"data: the {spec.source} corpus has no non-empty documents; check data.files / data.text_field")
+        raise UserError(
+            f"data: the {spec.source} corpus has no non-empty documents; check data.files / data.text_field"
+        )
     train_idx, val_idx = split_documents(len(documents), spec.validation.fraction)
     if len(train_idx) == 0 or len(val_idx) == 0:
         which = "validation" if len(val_idx) == 0 else "training"
@@ -289,7 +291,9 @@ def _format(path: str, declared: str, where: str) -> str:
         name = name.removesuffix(suffix)
     fmt = _FORMATS.get(os.path.splitext(name)[1])
     if fmt is None:
-        raise UserError(f"{where}: cannot tell the format of {path} from its extension; set data.format (text, json or parquet)")
+        raise UserError(
+            f"{where}: cannot tell the format of {path} from its extension; set data.format (text, json or parquet)"
+        )
     return fmt
 
 
@@ -312,10 +316,13 @@ def _load_hub(spec: DataSpec) -> list[str]:
         dataset = datasets.load_dataset(spec.hub, spec.hub_config, split=spec.hub_split, revision=spec.revision)
     except Exception as err:  # DatasetNotFoundError, ConnectionError, ValueError (bad split), ...
         detail = (str(err).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"data.hub: cannot load {spec.hub!r} split {spec.hub_split!r} ({type(err).__name__}: {detail})") from None
+        raise UserError(
+            f"data.hub: cannot load {spec.hub!r} split {spec.hub_split!r} ({type(err).__name__}: {detail})"
+        ) from None
     if spec.text_field not in dataset.column_names:
         raise UserError(
-            f"data.text_field: {spec.text_field!r} is not a column of {spec.hub} (columns: {', '.join(dataset.column_names)})"
+            f"data.text_field: {spec.text_field!r} is not a column of {spec.hub} "
+            f"(columns: {', '.join(dataset.column_names)})"
         )
     return list(dataset[spec.text_field])
 

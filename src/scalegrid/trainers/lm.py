@@ -3,7 +3,8 @@
 The U tokens are the first `unique_tokens` of the cached train stream (`data.open_tokens`), cut
 into `U / seq_len` sequences that live on the device for the whole run. Each epoch visits every
 sequence once in an order drawn from `(seed, epoch)`; the model's initial weights are drawn from
-`seed`. One optimizer step is `batch_size` sequences (the last step of an epoch may have fewer),
+`seed` (the same seed gives the same result on a CPU; CUDA kernels may differ in the last bits).
+One optimizer step is `batch_size` sequences (the last step of an epoch may have fewer),
 so a trial takes `epochs * ceil(U / seq_len / batch_size)` steps and sees exactly `epochs * U`
 tokens.
 
@@ -30,6 +31,7 @@ import time
 import numpy as np
 import torch
 
+from scalegrid.spec import TrainSpec
 from scalegrid.trainers.base import Report, Trial, TrialResult
 from scalegrid.trainers.data import open_tokens
 from scalegrid.trainers.model import build_model, count_params, param_groups
@@ -136,7 +138,7 @@ def load_sequences(trial: Trial, device: torch.device) -> tuple[torch.Tensor, to
     return sequences(train[: cfg.unique_tokens]), sequences(val[:val_tokens]), int(meta["vocab_size"])
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, t, device: torch.device):
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, t: TrainSpec, device: torch.device):
     return torch.optim.AdamW(
         param_groups(model, weight_decay),
         lr=lr,
@@ -206,5 +208,6 @@ class LossWindow:
             if not math.isfinite(grad_norm) or grad_norm == 0.0:
                 return math.nan, f"non-finite activations or gradient at step {step} (gradient norm {grad_norm})"
             if loss > self.loss_limit:
-                return math.nan, f"loss exploded to {loss:.4g} at step {step} (uniform guessing: {self.loss_limit / 10:.4g})"
+                uniform = self.loss_limit / 10
+                return math.nan, f"loss exploded to {loss:.4g} at step {step} (uniform guessing: {uniform:.4g})"
         return sum(losses) / len(losses), None

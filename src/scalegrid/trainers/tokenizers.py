@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
