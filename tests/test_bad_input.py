@@ -102,7 +102,7 @@ def test_unreachable_address_fails_fast(write_spec, results, capsys):
 
 @pytest.mark.parametrize(
     "flags, needle",
-    [(["--max-concurrent", "0"], "--max-concurrent: expected a positive integer"), (["--address", "http://127.0.0.1:8265"], "dashboard")],
+    [(["--max-concurrent", "0"], "--max-concurrent: expected a whole number >= 1"), (["--address", "http://127.0.0.1:8265"], "dashboard")],
 )
 def test_bad_flags(flags, needle, write_spec, results, capsys):
     before = tree_digest(results)

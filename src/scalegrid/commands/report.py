@@ -8,18 +8,9 @@ readable directory is an error.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
+from scalegrid.commands.args import non_negative_int
 
 
 def register(subparsers) -> None:
