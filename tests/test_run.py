@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from sweep_fixtures import LINREG, TINY_LM
 from scalegrid import load_curves, load_runs
