@@ -159,6 +159,8 @@ def _scan(directory: Path, schema: pa.Schema) -> Scan:
 
 def check_results_dir(results: str | Path) -> Path:
     """Refuse, before anything is written, a results path that is a file or cannot be written."""
+    if "://" in str(results):
+        raise UserError(f"results: {results} is a URI; this version writes results to a local directory only")
     path = Path(results)
     if path.exists() and not path.is_dir():
         raise UserError(f"results: {path} is a file, not a directory; choose another path with --results")
