@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from scalegrid.errors import UserError
 from scalegrid.spec import AXES, SweepSpec, model_label, model_shape
+from scalegrid.storage import location
 from scalegrid.trainers.base import Trial, TrialConfig
 
 if TYPE_CHECKING:  # `describe` builds it from the data spec without reading the corpus
@@ -106,7 +107,7 @@ def trial_config(spec: SweepSpec, point: dict[str, Any], data: DataIdentity) -> 
 def expand(spec: SweepSpec, data: DataIdentity, *, results_dir: str | None = None) -> list[Trial]:
     """Every trial of the spec, deduplicated by trial_id (two labels for one shape are one trial)."""
     results_dir = results_dir or spec.results_dir
-    data_dir = None if spec.trainer == "linreg" else f"{results_dir}/cache/tokens/{data.key}"
+    data_dir = None if spec.trainer == "linreg" else location(results_dir).uri_of("cache", "tokens", data.key)
     trials: dict[str, Trial] = {}
     for point in grid_points(spec):
         config = trial_config(spec, point, data)

@@ -5,8 +5,10 @@
     RESULTS/sweeps/<name>-<hash>.json   the resolved spec and provenance of each `scalegrid run`
     RESULTS/cache/                      token caches, shared by trials
 
-A file is written to a hidden temporary name in the same directory and renamed into place, so a
-reader (or a killed writer) never sees half a file. The store, not Ray Tune's experiment state,
+`RESULTS` is a local directory or a URI on shared storage (`file://`, `s3://`, `gs://`): all I/O
+goes through the pyarrow filesystem of `scalegrid.storage.location(RESULTS)`. A file is written to
+a hidden temporary name in the same directory and renamed into place (on an object store: one
+PUT), so a reader (or a killed writer) never sees half a file. The store, not Ray Tune's experiment state,
 says what is done: a trial is done when its run row says COMPLETED or DIVERGED. A run file that
 cannot be read is reported and its trial counted as not done; it is never deleted — before a new
 result takes its name it is renamed aside to `<trial_id>.parquet.corrupt-<time>`.
@@ -18,7 +20,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scalegrid.errors import UserError
+from scalegrid.storage import ResultsLocation, check_reachable, location
 
 DONE_STATUSES = ("COMPLETED", "DIVERGED")  # a diverged trial is a result: re-running repeats it
 
@@ -85,45 +87,35 @@ def curves_dir(results: str | Path) -> Path:
     return Path(results) / "curves"
 
 
-def _atomic_write(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        pq.write_table(table, tmp)
-        if path.exists() and not _readable(path):
-            path.rename(path.with_name(f"{path.name}.corrupt-{int(time.time())}"))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _atomic_write(table: pa.Table, loc: ResultsLocation, directory: str, name: str) -> str:
+    if loc.is_file(directory, name) and not _readable(loc, directory, name):
+        loc.move((directory, name), (directory, f"{name}.corrupt-{int(time.time())}"))
+    return loc.write_atomic((directory, name), lambda path, fs: pq.write_table(table, path, filesystem=fs))
 
 
-def _readable(path: Path) -> bool:
+def _readable(loc: ResultsLocation, directory: str, name: str) -> bool:
     try:
-        pq.read_metadata(path)
+        pq.read_metadata(loc.path(directory, name), filesystem=loc.fs)
         return True
     except Exception:
         return False
 
 
-def write_run(results: str | Path, row: dict) -> Path:
+def write_run(results: str | Path | ResultsLocation, row: dict) -> str:
     """Write one trial's row. Call after `write_curves`: the run row is what marks a trial done."""
     missing = [c for c in RUN_COLUMNS if c not in row]
     if missing:
         raise ValueError(f"run row lacks columns {missing}")
     table = pa.Table.from_pylist([{c: row[c] for c in RUN_COLUMNS}], schema=RUN_SCHEMA)
-    path = runs_dir(results) / f"{row['trial_id']}.parquet"
-    _atomic_write(table, path)
-    return path
+    return _atomic_write(table, location(results), "runs", f"{row['trial_id']}.parquet")
 
 
-def write_curves(results: str | Path, trial_id: str, rows: list[dict]) -> Path:
+def write_curves(results: str | Path | ResultsLocation, trial_id: str, rows: list[dict]) -> str:
     table = pa.Table.from_pylist(
         [{c: (trial_id if c == "trial_id" else r.get(c)) for c in CURVE_SCHEMA.names} for r in rows],
         schema=CURVE_SCHEMA,
     )
-    path = curves_dir(results) / f"{trial_id}.parquet"
-    _atomic_write(table, path)
-    return path
+    return _atomic_write(table, location(results), "curves", f"{trial_id}.parquet")
 
 
 @dataclass
@@ -131,7 +123,7 @@ class Scan:
     """What a directory of Parquet files holds: the rows that read, and the files that did not."""
 
     frame: pd.DataFrame
-    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    unreadable: list[tuple[Path | str, str]] = field(default_factory=list)
 
     def warn(self) -> None:
         for path, reason in self.unreadable:
@@ -141,14 +133,14 @@ class Scan:
             )
 
 
-def _scan(directory: Path, schema: pa.Schema) -> Scan:
+def _scan(loc: ResultsLocation, directory: str, schema: pa.Schema) -> Scan:
     frames, unreadable = [], []
-    files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else []
-    for path in files:
+    for name in loc.list(directory, suffix=".parquet"):
+        shown = loc.local_path / directory / name if loc.local_path is not None else loc.uri_of(directory, name)
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(loc.path(directory, name), filesystem=loc.fs)
         except Exception as err:  # truncated, not Parquet, unreadable: report, never delete
-            unreadable.append((path, err.__class__.__name__))
+            unreadable.append((shown, err.__class__.__name__))
             continue
         frames.append(table)
     if not frames:
@@ -157,11 +149,15 @@ def _scan(directory: Path, schema: pa.Schema) -> Scan:
     return Scan(table.to_pandas(), unreadable)
 
 
-def check_results_dir(results: str | Path) -> Path:
-    """Refuse, before anything is written, a results path that is a file or cannot be written."""
-    if "://" in str(results):
-        raise UserError(f"results: {results} is a URI; this version writes results to a local directory only")
-    path = Path(results)
+def check_results_dir(results: str | Path) -> Path | str:
+    """Refuse, before anything is written, a results path that is a file or cannot be written.
+
+    Returns the local directory (a path or a file:// URI's path), or the URI of an object store."""
+    loc = location(results)
+    if loc.local_path is None:
+        check_reachable(loc)
+        return loc.uri
+    path = loc.local_path
     if path.exists() and not path.is_dir():
         raise UserError(f"results: {path} is a file, not a directory; choose another path with --results")
     existing = path
@@ -183,19 +179,23 @@ def _can_create_in(directory: Path) -> bool:
         return False
 
 
-def check_readable_results(results: str | Path) -> Path:
-    path = Path(results)
-    if not path.is_dir():
-        raise UserError(f"{path}: not a results directory; pass the `results:` directory of a sweep")
-    return path
+def check_readable_results(results: str | Path) -> Path | str:
+    loc = location(results)
+    try:
+        found = loc.is_dir()
+    except OSError as err:
+        raise UserError(f"{loc.uri}: cannot read the results ({' '.join(str(err).split())[:200]})") from None
+    if not found:
+        raise UserError(f"{loc.uri}: not a results directory; pass the `results:` directory of a sweep")
+    return loc.handle
 
 
-def scan_runs(results: str | Path) -> Scan:
-    return _scan(runs_dir(results), RUN_SCHEMA)
+def scan_runs(results: str | Path | ResultsLocation) -> Scan:
+    return _scan(location(results), "runs", RUN_SCHEMA)
 
 
-def scan_curves(results: str | Path) -> Scan:
-    return _scan(curves_dir(results), CURVE_SCHEMA)
+def scan_curves(results: str | Path | ResultsLocation) -> Scan:
+    return _scan(location(results), "curves", CURVE_SCHEMA)
 
 
 def load_runs(results: str | Path) -> pd.DataFrame:

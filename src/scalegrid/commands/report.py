@@ -18,7 +18,7 @@ def register(subparsers) -> None:
         "report", help="write the scaling report (HTML, Markdown, figures, fits.json) of a results directory",
         description=__doc__.splitlines()[0],
     )
-    sub.add_argument("results", type=Path, help="a results directory, e.g. results/quickstart")
+    sub.add_argument("results", help="a results directory or URI, e.g. results/quickstart or s3://bucket/quickstart")
     sub.add_argument("-o", "--out", type=Path, help="where to write the report (default: RESULTS/report)")
     sub.add_argument("--bootstrap", type=non_negative_int, default=1000,
                      help="bootstrap resamples per fit for the 95%% intervals (default: 1000; 0: none)")
@@ -29,8 +29,24 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from scalegrid.report import write_report  # matplotlib loads only when a report is made
-
-    index = write_report(args.results, args.out, bootstrap=args.bootstrap, workers=args.workers)
-    print(index)
+    print(report_of(args.results, args.out, bootstrap=args.bootstrap, workers=args.workers))
     return 0
+
+
+def report_of(results: str | Path, out: Path | None = None, **options) -> Path | str:
+    """The report of a results directory or URI. On an object store the report is drawn from a
+    local copy of the runs, curves and sweep records and uploaded to RESULTS/report (unless -o)."""
+    from scalegrid.report import write_report  # matplotlib loads only when a report is made
+    from scalegrid.storage import location, materialised
+    from scalegrid.store import check_readable_results
+
+    loc = location(str(results))
+    if loc.local_path is not None:
+        return write_report(loc.local_path, out, **options)
+    check_readable_results(loc)
+    with materialised(loc, "runs", "curves", "sweeps") as local:
+        index = write_report(local, out, **options)
+        if out is not None:
+            return index
+        loc.upload_tree(local / "report", "report")
+    return loc.uri_of("report", "index.html")

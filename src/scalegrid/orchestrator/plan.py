@@ -15,6 +15,7 @@ import pandas as pd
 from scalegrid import grid, store
 from scalegrid.errors import UserError
 from scalegrid.spec import SweepSpec, load_spec
+from scalegrid.storage import ResultsLocation, location
 from scalegrid.trainers.base import Trial
 
 STATUS_OF_ROW = {"COMPLETED": "done", "DIVERGED": "diverged", "FAILED": "failed"}
@@ -23,11 +24,16 @@ STATUS_OF_ROW = {"COMPLETED": "done", "DIVERGED": "diverged", "FAILED": "failed"
 @dataclass
 class SweepPlan:
     spec: SweepSpec
-    results_dir: Path
+    results_dir: Path | str  # a local directory, or the URI of an object store
     data: "object"  # trainers.data.DataIdentity
     trials: list[Trial]
     runs: pd.DataFrame  # the store's rows for this grid's trials
-    unreadable: list[tuple[Path, str]]
+    unreadable: list[tuple[Path | str, str]]
+    results_uri: str = ""  # the results as the user wrote them: a path, or a URI (shared storage)
+
+    @property
+    def location(self) -> ResultsLocation:
+        return location(self.results_uri or self.results_dir)
 
     def status(self, trial_id: str) -> str:
         rows = self.runs[self.runs["trial_id"] == trial_id]
@@ -66,13 +72,14 @@ def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan
 
     spec = load_spec(spec_path)
     _check_divisible(spec)
-    results_dir = store.check_results_dir(results or spec.results_dir)
+    results_uri = str(results or spec.results_dir)
+    results_dir = store.check_results_dir(results_uri)
     identity = describe(spec.data)
     trials = grid.expand(spec, identity, results_dir=str(results_dir))
     scan = store.scan_runs(results_dir)
     ids = {t.trial_id for t in trials}
     runs = scan.frame[scan.frame["trial_id"].isin(ids)]
-    return SweepPlan(spec, results_dir, identity, trials, runs, scan.unreadable)
+    return SweepPlan(spec, results_dir, identity, trials, runs, scan.unreadable, results_uri=results_uri)
 
 
 def _check_divisible(spec: SweepSpec) -> None:

@@ -34,12 +34,14 @@ def provenance() -> dict[str, str]:
     return {"scalegrid_version": scalegrid.__version__, "git_commit": git_commit() or "unknown"}
 
 
-def write_sweep_record(results_dir: Path, spec: SweepSpec, spec_path: str, info: dict[str, str]) -> Path:
+def write_sweep_record(results_dir: Path | str, spec: SweepSpec, spec_path: str, info: dict[str, str]) -> str:
     """The resolved spec beside the results, named by its content hash: written once per distinct spec."""
+    from scalegrid.storage import location
+
+    loc = location(results_dir)
     resolved = spec.model_dump(mode="json")
-    path = results_dir / "sweeps" / f"{spec.name}-{content_hash(resolved, 12)}.json"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    name = f"{spec.name}-{content_hash(resolved, 12)}.json"
+    if not loc.is_file("sweeps", name):
         record = {
             **info,
             "spec_path": spec_path,
@@ -48,7 +50,5 @@ def write_sweep_record(results_dir: Path, spec: SweepSpec, spec_path: str, info:
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "spec": resolved,
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-        tmp.replace(path)
-    return path
+        loc.write_bytes(("sweeps", name), json.dumps(record, indent=2, sort_keys=True).encode())
+    return loc.uri_of("sweeps", name)

@@ -38,13 +38,20 @@ def schedule(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_dirname_creator=_dirname),
         run_config=tune.RunConfig(
             name=f"{plan.spec.name}-{stamp}",
-            storage_path=str(Path(plan.results_dir, "tune").resolve()),
+            storage_path=_tune_storage(plan),
             verbose=0,
             callbacks=[Progress(total=len(pending), already_done=len(plan.trials) - len(pending))],
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
     tuner.fit()
+
+
+def _tune_storage(plan: SweepPlan) -> str:
+    """Tune's experiment state beside the results: a local directory, or the object store's URI."""
+    if isinstance(plan.results_dir, Path):
+        return str(Path(plan.results_dir, "tune").resolve())
+    return plan.location.uri_of("tune")
 
 
 def _dirname(tune_trial) -> str:

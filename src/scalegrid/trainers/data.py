@@ -27,6 +27,10 @@ documents keep their order; only the first `validation.max_tokens` tokens are ke
 vocabulary fits, else uint32; read with `np.memmap`), `meta.json` (dtype, vocab_size, eos_id,
 token and document counts, the identity fields), and `tokenizer/` (the files that rebuild a bpe
 or hf tokenizer). A directory is written under a temporary name in the same parent and renamed.
+When the results live on an object store (`s3://`, `gs://`), the directory is built in this node's
+cache (`~/.cache/scalegrid/tokens/<key>/`, same key) and uploaded with `meta.json` last; another
+node copies it down into its own cache the first time a trial there opens it (`np.memmap` needs a
+local file).
 
 **Files.** `.txt`/`.text`/`.md` are text (one document per line, through the `datasets` text
 builder), `.json`/`.jsonl`/`.ndjson` JSON lines and `.parquet`/`.pq` Parquet, with the document
@@ -50,6 +54,7 @@ import numpy as np
 
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec
+from scalegrid.storage import is_uri, location, materialise_dir, node_cache_dir
 from scalegrid.trainers.base import cache_dir
 from scalegrid.trainers.tokenizers import build_tokenizer, file_sha256, tokenizer_identity
 
@@ -189,21 +194,37 @@ def tokenize(spec: DataSpec) -> TokenizedCorpus:
 
 
 class TokenCache:
-    """`<results>/cache/tokens/<key>/`, one directory per corpus identity, written atomically."""
+    """`<results>/cache/tokens/<key>/`, one directory per corpus identity, written atomically.
+
+    On an object store the local directory is this node's copy (see the module docstring)."""
 
     def __init__(self, results_dir: str | Path):
-        self.root = cache_dir(results_dir) / "tokens"
+        self.store = location(results_dir)
+        local = self.store.local_path
+        self.root = cache_dir(local) / "tokens" if local is not None else node_cache_dir() / "tokens"
 
     def path(self, key: str) -> Path:
         return self.root / key
 
     def load(self, key: str) -> Path | None:
         path = self.path(key)
-        return path if (path / "meta.json").is_file() else None
+        if (path / "meta.json").is_file():
+            return path
+        if self.store.local_path is None:
+            return materialise_dir(self.store, ("cache", "tokens", key), path, marker="meta.json")
+        return None
 
     def save(self, corpus: TokenizedCorpus) -> Path:
+        final = self._save_local(corpus)
+        if self.store.local_path is None and not self.store.is_file("cache", "tokens", corpus.key, "meta.json"):
+            files = sorted(p for p in final.rglob("*") if p.is_file())
+            for path in sorted(files, key=lambda p: p.name == "meta.json"):  # meta.json last: it marks the copy complete
+                self.store.write_bytes(("cache", "tokens", corpus.key, *path.relative_to(final).parts), path.read_bytes())
+        return final
+
+    def _save_local(self, corpus: TokenizedCorpus) -> Path:
         final = self.path(corpus.key)
-        if self.load(corpus.key):
+        if (final / "meta.json").is_file():
             return final
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{corpus.key}.", dir=self.root))
@@ -232,7 +253,7 @@ class TokenCache:
             try:
                 os.rename(tmp, final)
             except OSError:
-                if not self.load(corpus.key):  # not a lost race: a real error
+                if not (final / "meta.json").is_file():  # not a lost race: a real error
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename; the loser's copy otherwise
@@ -247,7 +268,13 @@ def prepare(spec: DataSpec, results_dir: str | Path) -> tuple[DataIdentity, Path
 
 
 def open_tokens(data_dir: str | Path) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
-    """(train tokens, validation tokens, meta) of a token-cache directory; the arrays are read-only maps."""
+    """(train tokens, validation tokens, meta) of a token-cache directory; the arrays are read-only maps.
+
+    A directory on an object store is first copied into this node's cache."""
+    if is_uri(data_dir):
+        store = location(data_dir)
+        local = store.local_path or materialise_dir(store, (), node_cache_dir() / "tokens" / store.root.rsplit("/", 1)[-1], marker="meta.json")
+        data_dir = local if local is not None else data_dir
     data_dir = Path(data_dir)
     meta_path = data_dir / "meta.json"
     if not meta_path.is_file():
