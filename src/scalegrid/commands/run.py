@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -10,7 +11,7 @@ import pandas as pd
 from scalegrid.commands.args import positive_int
 from scalegrid.orchestrator.plan import format_table, make_plan, prepare_data
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
-from scalegrid.orchestrator.session import check_address, ray_session
+from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "status", "val_loss", "wall_s"]
 
@@ -30,9 +31,20 @@ def run(args) -> int:
     plan = make_plan(args.spec, results=args.results)
     if args.address:
         check_address(args.address)
-    save_tokens = prepare_data(plan)  # the last check: tokens exist for every budget
+    save_tokens = prepare_data(plan)  # tokens exist for every budget
+    with contextlib.ExitStack() as cluster:
+        if args.address:  # the last check: a node-local results path on a multi-node cluster
+            cluster.enter_context(ray_session(args.address))
+            check_shared_results(plan.location)
+        code = _run_checked(args, plan, save_tokens, start)
+    if not args.no_report:
+        write_report_of(plan.results_dir)
+    return code
+
+
+def _run_checked(args, plan, save_tokens, start: float) -> int:
     # Every input is valid: from here on the results directory is written.
-    plan.results_dir.mkdir(parents=True, exist_ok=True)
+    plan.location.makedirs()
     save_tokens()
     info = provenance()
     write_sweep_record(plan.results_dir, plan.spec, args.spec, info)
@@ -45,19 +57,16 @@ def run(args) -> int:
 
         with ray_session(args.address):
             schedule(plan, info, max_concurrent=args.max_concurrent)
-    code = summarize(args, time.perf_counter() - start)
-    if not args.no_report:
-        write_report_of(plan.results_dir)
-    return code
+    return summarize(args, time.perf_counter() - start)
 
 
 def write_report_of(results_dir) -> None:
     """The report is a view of the store: failing to draw it never fails the run."""
-    from scalegrid.report import write_report
+    from scalegrid.commands.report import report_of
 
     start = time.perf_counter()
     try:
-        index = write_report(results_dir)
+        index = report_of(results_dir)
     except Exception as err:  # noqa: BLE001 - report after the fact with `scalegrid report`
         print(f"scalegrid: warning: the report could not be written ({err}); retry with `scalegrid report {results_dir}`", file=sys.stderr)
         return

@@ -46,6 +46,24 @@ def check_address(address: str) -> None:
         ) from None
 
 
+def check_shared_results(results) -> None:
+    """On a cluster, trials write results on whichever node runs them: a node-local path (not a
+    URI) is refused unless every trial can only run on this driver's node."""
+    import ray
+
+    from scalegrid.storage import location
+
+    loc = location(results)
+    if loc.shared:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        raise UserError(
+            f"results: {loc.uri} is a path on one node, but the cluster has {len(nodes)} nodes and trials write their "
+            "results where they run; give shared storage: s3://BUCKET/dir, gs://BUCKET/dir or file:///shared/mount/dir"
+        )
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, *, num_cpus: int | None = None):
     import ray
