@@ -13,7 +13,7 @@ import sys
 import scalegrid
 from scalegrid.errors import UserError
 
-COMMANDS = ["plan", "run", "status", "fit", "report"]
+COMMANDS = ["plan", "run", "status", "fit", "report", "submit", "jobs"]
 
 
 class _Parser(argparse.ArgumentParser):
