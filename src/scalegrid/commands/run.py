@@ -35,7 +35,7 @@ def run(args) -> int:
     with contextlib.ExitStack() as cluster:
         if args.address:  # the last check: a node-local results path on a multi-node cluster
             cluster.enter_context(ray_session(args.address))
-            check_shared_results(plan.location)
+            check_shared_results(plan.location, cpus=plan.spec.resources.cpus, gpus=plan.spec.resources.gpus)
         code = _run_checked(args, plan, save_tokens, start)
     if not args.no_report:
         write_report_of(plan.results_dir)

@@ -46,9 +46,10 @@ def check_address(address: str) -> None:
         ) from None
 
 
-def check_shared_results(results) -> None:
+def check_shared_results(results, *, cpus: float, gpus: float) -> None:
     """On a cluster, trials write results on whichever node runs them: a node-local path (not a
-    URI) is refused unless every trial can only run on this driver's node."""
+    URI) is refused unless the cluster is this one node and a trial fits on it. (An autoscaling
+    cluster whose head takes no trials would otherwise pass with one node and fail later.)"""
     import ray
 
     from scalegrid.storage import location
@@ -57,11 +58,14 @@ def check_shared_results(results) -> None:
     if loc.shared:
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1:
-        raise UserError(
-            f"results: {loc.uri} is a path on one node, but the cluster has {len(nodes)} nodes and trials write their "
-            "results where they run; give shared storage: s3://BUCKET/dir, gs://BUCKET/dir or file:///shared/mount/dir"
-        )
+    here = nodes[0].get("Resources", {}) if len(nodes) == 1 else {}
+    if len(nodes) == 1 and here.get("CPU", 0) >= cpus and here.get("GPU", 0) >= gpus:
+        return
+    where = f"the cluster has {len(nodes)} nodes" if len(nodes) > 1 else "trials will run on other nodes (the head cannot hold one)"
+    raise UserError(
+        f"results: {loc.uri} is a path on one node, but {where} and trials write their results where they run; "
+        "give shared storage: s3://BUCKET/dir, gs://BUCKET/dir or file:///shared/mount/dir"
+    )
 
 
 @contextlib.contextmanager
