@@ -1,0 +1,153 @@
+"""Results on a URI: file:// end to end through `scalegrid run`, object-store URIs parsed and refused clearly.
+
+No test contacts a network endpoint other than 127.0.0.1: the S3 test points pyarrow at a closed
+loopback port, with dummy credentials and the EC2 metadata lookup off.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sweep_fixtures import LINREG, TINY_LM
+from scalegrid import load_curves, load_runs, storage
+from scalegrid.cli import main
+from scalegrid.errors import UserError
+
+CLOSED_S3 = "s3://bucket/sweeps/lin?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
+
+
+@pytest.fixture
+def offline_aws(monkeypatch):
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+
+def test_file_uri_results_end_to_end(ray_local, write_spec, tmp_path, capsys):
+    shared = tmp_path / "mnt" / "shared" / "lin"
+    uri = f"file://{shared}"
+    spec = write_spec({**LINREG, "results": uri})
+    assert main(["run", str(spec)]) == 0
+    assert "4 to run" in capsys.readouterr().err
+    assert len(list((shared / "runs").glob("*.parquet"))) == 4  # the URI's path, on this machine
+    assert (shared / "report" / "index.html").is_file() and any((shared / "sweeps").glob("lin-*.json"))
+    runs = load_runs(uri)
+    assert len(runs) == 4 and set(runs["status"]) == {"COMPLETED"}
+    assert set(load_curves(uri)["trial_id"]) == set(runs["trial_id"])
+    assert main(["status", uri]) == 0 and "4 trials (4 COMPLETED)" in capsys.readouterr().out
+    assert main(["run", str(spec), "--no-report"]) == 0 and "0 to run" in capsys.readouterr().err
+
+
+def test_lm_token_cache_under_a_file_uri(ray_local, write_spec, tmp_path):
+    shared = tmp_path / "shared"
+    spec = write_spec({**TINY_LM, "results": f"file://{shared}"})
+    assert main(["run", str(spec), "--no-report"]) == 0
+    assert any((shared / "cache" / "tokens").glob("*/meta.json"))
+    assert load_runs(f"file://{shared}")["status"].tolist() == ["COMPLETED"]
+
+
+def test_uri_parsing(offline_aws):
+    local = storage.location("results/x")
+    assert not local.shared and str(local.local_path) == "results/x"
+    mounted = storage.location("file:///mnt/shared/x/")
+    assert mounted.shared and str(mounted.local_path) == "/mnt/shared/x"
+    s3 = storage.location(CLOSED_S3)
+    assert s3.shared and s3.local_path is None and s3.root == "bucket/sweeps/lin"
+    assert s3.uri_of("tune") == "s3://bucket/sweeps/lin/tune?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
+
+
+@pytest.mark.parametrize("uri, needle", [
+    ("hdfs://namenode/x", "unsupported scheme hdfs://"),
+    ("file://relative/x", "a file:// URI needs an absolute path"),
+    ("s3:///no-bucket", "no bucket"),
+    ("s3://bucket/x?no_such_option=1", "cannot open"),
+])
+def test_bad_results_uris(uri, needle, offline_aws):
+    with pytest.raises(UserError, match=needle):
+        storage.location(uri)
+
+
+def test_unreachable_object_store_is_one_line_before_anything_runs(write_spec, offline_aws, capsys):
+    start = time.monotonic()
+    code = main(["run", str(write_spec({**LINREG, "results": CLOSED_S3}))])
+    assert time.monotonic() - start < 30
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert err.startswith("scalegrid: error: results: s3://bucket/sweeps/lin?") and "cannot reach the store" in err, err
+
+
+# --- an S3 API on 127.0.0.1 (moto's server), when moto is installed -----------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 HTTP API on a loopback port; `MOTO_PYTHONPATH` may point at a moto install."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("MOTO_PYTHONPATH"), os.environ.get("PYTHONPATH")]))}
+    probe = subprocess.run([sys.executable, "-c", "import moto.server"], env=env, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("moto[server] is not installed (set MOTO_PYTHONPATH to a moto install to run this)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.skip("moto's server did not start")
+                time.sleep(0.2)
+        query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        from pyarrow.fs import FileSystem
+
+        FileSystem.from_uri(f"s3://test:test@bucket?{query}&allow_bucket_creation=true")[0].create_dir("bucket")
+        yield lambda path: f"s3://test:test@bucket/{path}?{query}"  # credentials in the URI reach Ray's workers too
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_s3_results_end_to_end(ray_local, s3_endpoint, write_spec, capsys):
+    uri = s3_endpoint("sweeps/lin")
+    spec = write_spec({**LINREG, "results": uri})
+    assert main(["run", str(spec)]) == 0
+    runs = load_runs(uri)
+    assert len(runs) == 4 and set(runs["status"]) == {"COMPLETED"}
+    assert set(load_curves(uri)["trial_id"]) == set(runs["trial_id"])
+    loc = storage.location(uri)
+    assert loc.is_file("report", "index.html") and loc.list("sweeps", suffix=".json")
+    assert main(["status", uri]) == 0 and "4 trials (4 COMPLETED)" in capsys.readouterr().out
+    assert main(["run", str(spec), "--no-report"]) == 0 and "0 to run" in capsys.readouterr().err
+
+
+def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spec, tmp_path, monkeypatch):
+    import numpy as np
+    from pyarrow.fs import FileSelector
+
+    from scalegrid.trainers.data import open_tokens
+
+    uri = s3_endpoint("sweeps/tiny")
+    monkeypatch.setenv("SCALEGRID_CACHE", str(tmp_path / "driver-node"))
+    assert main(["run", str(write_spec({**TINY_LM, "results": uri})), "--no-report"]) == 0
+    assert load_runs(uri)["status"].tolist() == ["COMPLETED"]
+    loc = storage.location(uri)
+    (key,) = [info.base_name for info in loc.fs.get_file_info(FileSelector(loc.path("cache", "tokens")))]
+    assert loc.is_file("cache", "tokens", key, "meta.json")
+    # Another node: an empty cache, filled from the store's copy on first use.
+    monkeypatch.setenv("SCALEGRID_CACHE", str(tmp_path / "other-node"))
+    train, val, meta = open_tokens(loc.uri_of("cache", "tokens", key))
+    assert (tmp_path / "other-node" / "tokens" / key / "meta.json").is_file()
+    first, _, _ = open_tokens(tmp_path / "driver-node" / "tokens" / key)
+    assert np.array_equal(train, first) and meta["key"] == key
