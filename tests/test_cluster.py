@@ -64,6 +64,9 @@ def test_submit_runs_the_sweep_as_a_ray_job(tmp_path):
         assert "lin: 4 trials, 0 done, 4 to run" in logs.stdout and "4/4 done" in logs.stdout, logs.stdout[-3000:]
         assert "--address auto" in logs.stdout  # the job's entrypoint joined this cluster
 
+        followed = cli("jobs", "logs", job_id, "--follow", "--address", head.dashboard, cwd=proj)  # ends with the job
+        assert followed.returncode == 0 and "4/4 done" in followed.stdout and f"{job_id}: SUCCEEDED" in followed.stdout
+
         listed = cli("jobs", "list", "--address", head.dashboard, cwd=proj)
         assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
         assert "already finished" in cli("jobs", "stop", job_id, "--address", head.dashboard, cwd=proj).stdout
@@ -169,3 +172,15 @@ def test_cluster_yaml_passes_rays_validation():
     setup = "\n".join(config["setup_commands"])
     assert "constraints.txt" in setup and "pip install" in setup and "~/scalegrid" in setup
     assert "~/scalegrid" in config["file_mounts"]
+
+
+def test_submit_refuses_data_outside_the_working_dir(tmp_path, monkeypatch, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one document\nanother document\n" * 50)
+    proj = project(tmp_path / "proj", {**LINREG, "trainer": "lm", "model": "llama-50k",
+                                        "data": {"source": "files", "files": [str(corpus)], "unique_tokens": 64},
+                                        "train": {"seq_len": 32}})
+    monkeypatch.chdir(proj)
+    code = main(["submit", "sweeps/lin.yaml", "--address", "http://127.0.0.1:1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "data.files[0]" in err and "outside the working directory" in err and err.count("\n") == 0, err

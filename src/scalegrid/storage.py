@@ -39,6 +39,16 @@ def is_uri(results: str | Path) -> bool:
     return isinstance(results, str) and "://" in results
 
 
+def redacted(uri: str) -> str:
+    """The URI for messages and logs: credentials written into it (`s3://KEY:SECRET@bucket`) hidden."""
+    if not is_uri(uri):
+        return uri
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit((parts.scheme, "***@" + parts.netloc.rsplit("@", 1)[1], parts.path, parts.query, parts.fragment))
+
+
 @dataclass(frozen=True)
 class ResultsLocation:
     """A results store root: `fs` (pyarrow), `root` (a path inside it), `uri` (as the user wrote it)."""
@@ -49,7 +59,7 @@ class ResultsLocation:
     root: str
 
     def __str__(self) -> str:
-        return self.uri
+        return redacted(self.uri)
 
     @property
     def shared(self) -> bool:
@@ -170,13 +180,13 @@ def location(results: str | Path | ResultsLocation) -> ResultsLocation:
     parts = urlsplit(results)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise UserError(f"results: {results}: unsupported scheme {scheme}://; use a path, file:///shared/dir, s3://bucket/dir or gs://bucket/dir")
+        raise UserError(f"results: {redacted(results)}: unsupported scheme {scheme}://; use a path, file:///shared/dir, s3://bucket/dir or gs://bucket/dir")
     if scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise UserError(f"results: {results}: a file:// URI needs an absolute path, e.g. file:///mnt/shared/results")
+            raise UserError(f"results: {redacted(results)}: a file:// URI needs an absolute path, e.g. file:///mnt/shared/results")
         return ResultsLocation(results, "file", pafs.LocalFileSystem(), parts.path.rstrip("/") or "/")
     if not parts.netloc:
-        raise UserError(f"results: {results}: no bucket; write {scheme}://BUCKET/path")
+        raise UserError(f"results: {redacted(results)}: no bucket; write {scheme}://BUCKET/path")
     query = dict(parse_qsl(parts.query))
     if scheme == "gs":
         query.setdefault("retry_limit_seconds", str(GCS_RETRY_LIMIT_S))
@@ -184,9 +194,9 @@ def location(results: str | Path | ResultsLocation) -> ResultsLocation:
     try:
         filesystem, root = pafs.FileSystem.from_uri(uri)
     except ImportError as err:
-        raise UserError(f"results: {results}: this pyarrow has no {scheme}:// support ({err}); install a pyarrow built with it") from None
+        raise UserError(f"results: {redacted(results)}: this pyarrow has no {scheme}:// support ({err}); install a pyarrow built with it") from None
     except (OSError, ValueError, TypeError) as err:
-        raise UserError(f"results: {results}: cannot open ({_first_line(err)}); check the URI and its query options") from None
+        raise UserError(f"results: {redacted(results)}: cannot open ({_first_line(err)}); check the URI and its query options") from None
     return ResultsLocation(results, scheme, filesystem, root.rstrip("/"))
 
 
@@ -200,11 +210,11 @@ def check_reachable(loc: ResultsLocation) -> None:
         kind = loc.info().type
     except OSError as err:
         raise UserError(
-            f"results: {loc.uri}: cannot reach the store ({_first_line(err)}); check the endpoint, the bucket and the "
+            f"results: {loc}: cannot reach the store ({_first_line(err)}); check the endpoint, the bucket and the "
             "credentials in the environment"
         ) from None
     if kind == FileType.File:
-        raise UserError(f"results: {loc.uri} is a file, not a directory; choose another path with --results")
+        raise UserError(f"results: {loc} is a file, not a directory; choose another path with --results")
 
 
 def _first_line(err: BaseException) -> str:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scalegrid.errors import UserError
-from scalegrid.storage import ResultsLocation, check_reachable, location
+from scalegrid.storage import ResultsLocation, check_reachable, location, redacted
 
 DONE_STATUSES = ("COMPLETED", "DIVERGED")  # a diverged trial is a result: re-running repeats it
 
@@ -136,7 +136,7 @@ class Scan:
 def _scan(loc: ResultsLocation, directory: str, schema: pa.Schema) -> Scan:
     frames, unreadable = [], []
     for name in loc.list(directory, suffix=".parquet"):
-        shown = loc.local_path / directory / name if loc.local_path is not None else loc.uri_of(directory, name)
+        shown = loc.local_path / directory / name if loc.local_path is not None else redacted(loc.uri_of(directory, name))
         try:
             table = pq.read_table(loc.path(directory, name), filesystem=loc.fs)
         except Exception as err:  # truncated, not Parquet, unreadable: report, never delete
@@ -184,9 +184,9 @@ def check_readable_results(results: str | Path) -> Path | str:
     try:
         found = loc.is_dir()
     except OSError as err:
-        raise UserError(f"{loc.uri}: cannot read the results ({' '.join(str(err).split())[:200]})") from None
+        raise UserError(f"{loc}: cannot read the results ({' '.join(str(err).split())[:200]})") from None
     if not found:
-        raise UserError(f"{loc.uri}: not a results directory; pass the `results:` directory of a sweep")
+        raise UserError(f"{loc}: not a results directory; pass the `results:` directory of a sweep")
     return loc.handle
 
 

@@ -37,7 +37,7 @@ def report_of(results: str | Path, out: Path | None = None, **options) -> Path |
     """The report of a results directory or URI. On an object store the report is drawn from a
     local copy of the runs, curves and sweep records and uploaded to RESULTS/report (unless -o)."""
     from scalegrid.report import write_report  # matplotlib loads only when a report is made
-    from scalegrid.storage import location, materialised
+    from scalegrid.storage import location, materialised, redacted
     from scalegrid.store import check_readable_results
 
     loc = location(str(results))
@@ -49,4 +49,4 @@ def report_of(results: str | Path, out: Path | None = None, **options) -> Path |
         if out is not None:
             return index
         loc.upload_tree(local / "report", "report")
-    return loc.uri_of("report", "index.html")
+    return redacted(loc.uri_of("report", "index.html"))

@@ -88,7 +88,7 @@ def summarize(args, elapsed_s: float) -> int:
     print(
         f"\n{plan.spec.name}: {counts.get('done', 0)} completed, {counts.get('diverged', 0)} diverged, "
         f"{counts.get('failed', 0)} failed, {counts.get('pending', 0)} not finished of {len(table)} trials "
-        f"in {elapsed_s:.1f} s; results in {plan.results_dir}"
+        f"in {elapsed_s:.1f} s; results in {plan.location}"
     )
     if counts.get("failed", 0):
         print("some trials FAILED: see the `error` column (`scalegrid status`); a re-run retries them", file=sys.stderr)

@@ -15,7 +15,7 @@ from scalegrid.commands.run import positive_int
 from scalegrid.errors import UserError
 from scalegrid.orchestrator import jobs
 from scalegrid.orchestrator.plan import make_plan
-from scalegrid.storage import is_uri
+from scalegrid.storage import is_uri, redacted
 
 
 def register(subparsers) -> None:
@@ -44,16 +44,35 @@ def run(args) -> int:
             f"{args.spec}: the spec must be inside the working directory {working_dir} that is shipped to the "
             "cluster; run from its project directory or pass --working-dir"
         ) from None
+    _check_shipped(plan.spec, working_dir)
     results, results_inside = _results_for_job(plan.results_uri, working_dir)
     client = jobs.job_client(args.address)
     job_id = _submit(client, plan, spec_in_job, results, results_inside, working_dir, args)
     print(job_id)
     print(
-        f"submitted {plan.spec.name} ({len(plan.trials)} trials, results in {results}); follow it with "
+        f"submitted {plan.spec.name} ({len(plan.trials)} trials, results in {redacted(results)}); follow it with "
         f"`scalegrid jobs logs {job_id} --follow`",
         file=sys.stderr,
     )
     return 0
+
+
+def _check_shipped(spec, working_dir: Path) -> None:
+    """Data files and a local tokenizer travel in the working directory: they must lie inside it."""
+    from scalegrid.trainers.data import _resolve_files
+
+    paths = [(f"data.files[{i}]", p) for i, (p, _) in enumerate(_resolve_files(spec.data))] if spec.data.source == "files" else []
+    tokenizer = spec.data.tokenizer
+    if tokenizer.kind == "hf" and tokenizer.path and os.path.exists(os.path.expanduser(tokenizer.path)):
+        paths.append(("data.tokenizer.path", tokenizer.path))
+    for field, path in paths:
+        try:
+            Path(os.path.abspath(os.path.expanduser(path))).relative_to(working_dir)
+        except ValueError:
+            raise UserError(
+                f"{field}: {path} is outside the working directory {working_dir} that is shipped to the cluster; "
+                "move it inside (and name it by a relative path) or pass --working-dir"
+            ) from None
 
 
 def _results_for_job(results: str, working_dir: Path) -> tuple[str, str | None]:
@@ -75,7 +94,7 @@ def _submit(client, plan, spec_in_job, results, results_inside, working_dir, arg
             entrypoint=jobs.entrypoint(spec_in_job, results, max_concurrent=args.max_concurrent, no_report=args.no_report),
             runtime_env=jobs.runtime_env(working_dir, results_inside),
             submission_id=jobs.submission_id(plan.spec.name),
-            metadata={"scalegrid_sweep": plan.spec.name, "scalegrid_results": results},
+            metadata={"scalegrid_sweep": plan.spec.name, "scalegrid_results": redacted(results)},
         )
     except Exception as err:  # noqa: BLE001 - upload too large, auth, version mismatch
         raise UserError(f"submit: {jobs.explain(err)}") from None

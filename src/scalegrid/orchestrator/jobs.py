@@ -79,8 +79,11 @@ def job_client(address: str | None):
     """A JobSubmissionClient for the dashboard at `address`; failures are one-line UserErrors."""
     address = dashboard_address(address)
     use_token_if_available()
+    import logging
+
     from ray.job_submission import JobSubmissionClient
 
+    logging.getLogger("ray").setLevel(logging.WARNING)  # not Ray's "Uploading package" lines: ours say what happened
     try:
         return JobSubmissionClient(address)
     except Exception as err:  # noqa: BLE001 - ConnectionError, AuthenticationError, version mismatch

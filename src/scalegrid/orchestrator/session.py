@@ -63,7 +63,7 @@ def check_shared_results(results, *, cpus: float, gpus: float) -> None:
         return
     where = f"the cluster has {len(nodes)} nodes" if len(nodes) > 1 else "trials will run on other nodes (the head cannot hold one)"
     raise UserError(
-        f"results: {loc.uri} is a path on one node, but {where} and trials write their results where they run; "
+        f"results: {loc} is a path on one node, but {where} and trials write their results where they run; "
         "give shared storage: s3://BUCKET/dir, gs://BUCKET/dir or file:///shared/mount/dir"
     )
 
