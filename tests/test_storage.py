@@ -132,6 +132,13 @@ def test_s3_results_end_to_end(ray_local, s3_endpoint, write_spec, capsys):
     assert main(["run", str(spec), "--no-report"]) == 0 and "0 to run" in capsys.readouterr().err
 
 
+def test_missing_bucket_is_one_line(s3_endpoint, write_spec, capsys):
+    uri = s3_endpoint("x").replace("@bucket/", "@no-such-bucket/")
+    assert main(["plan", str(write_spec({**LINREG, "results": uri}))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the bucket no-such-bucket does not exist" in err and "test:test" not in err and err.count("\n") == 0, err
+
+
 def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spec, tmp_path, monkeypatch):
     import numpy as np
     from pyarrow.fs import FileSelector

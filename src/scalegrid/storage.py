@@ -20,6 +20,7 @@ endpoint_override=host:9000&scheme=http`); credentials come from the usual envir
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -177,6 +178,14 @@ def location(results: str | Path | ResultsLocation) -> ResultsLocation:
 
     if not is_uri(results):
         return ResultsLocation(str(results), "", pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(str(results))))
+    return _parse_uri(results)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_uri(results: str) -> ResultsLocation:
+    """Cached: an S3 URI without `region=` costs a request to find the bucket's region."""
+    from pyarrow import fs as pafs
+
     parts = urlsplit(results)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
@@ -206,7 +215,10 @@ def check_reachable(loc: ResultsLocation) -> None:
         return
     from pyarrow.fs import FileType
 
+    bucket = loc.root.split("/", 1)[0]
     try:
+        if loc.fs.get_file_info(bucket).type != FileType.Directory:
+            raise UserError(f"results: {loc}: the bucket {bucket} does not exist (or these credentials cannot see it); create it first")
         kind = loc.info().type
     except OSError as err:
         raise UserError(
