@@ -47,25 +47,21 @@ def test_submit_runs_the_sweep_as_a_ray_job(tmp_path):
         assert job_id.startswith("scalegrid-lin-") and "\n" not in job_id
         assert "4 trials" in out.stderr and "jobs logs" in out.stderr
 
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline:
-            status = cli("jobs", "status", job_id, "--address", head.dashboard, cwd=proj)
-            if "SUCCEEDED" in status.stdout or "FAILED" in status.stdout or "STOPPED" in status.stdout:
-                break
-            time.sleep(1)
-        assert f"{job_id}: SUCCEEDED" in status.stdout, (status.stdout, status.stderr[-2000:])
+        # `logs --follow` streams the sweep's progress until the job ends, then prints its status.
+        followed = cli("jobs", "logs", job_id, "--follow", "--address", head.dashboard, cwd=proj, timeout=180)
+        assert followed.returncode == 0, (followed.stdout[-3000:], followed.stderr[-2000:])
+        assert "lin: 4 trials, 0 done, 4 to run" in followed.stdout and "4/4 done" in followed.stdout
+        assert "--address auto" in followed.stdout  # the job's entrypoint joined this cluster
+        assert followed.stdout.rstrip().endswith(f"{job_id}: SUCCEEDED (Job finished successfully.)"), followed.stdout[-500:]
         print(f"submit -> SUCCEEDED in {time.monotonic() - start:.1f} s")
 
-        # The job wrote into the project's results, readable here; its log shows the progress.
+        # The job wrote into the project's results, readable here.
         runs = load_runs(proj / "results" / "lin")
         assert len(runs) == 4 and set(runs["status"]) == {"COMPLETED"}
+        status = cli("jobs", "status", job_id, "--address", head.dashboard, cwd=proj)
+        assert status.returncode == 0 and f"{job_id}: SUCCEEDED" in status.stdout
         logs = cli("jobs", "logs", job_id, "--address", head.dashboard, cwd=proj)
-        assert logs.returncode == 0
-        assert "lin: 4 trials, 0 done, 4 to run" in logs.stdout and "4/4 done" in logs.stdout, logs.stdout[-3000:]
-        assert "--address auto" in logs.stdout  # the job's entrypoint joined this cluster
-
-        followed = cli("jobs", "logs", job_id, "--follow", "--address", head.dashboard, cwd=proj)  # ends with the job
-        assert followed.returncode == 0 and "4/4 done" in followed.stdout and f"{job_id}: SUCCEEDED" in followed.stdout
+        assert "4/4 done" in logs.stdout
 
         listed = cli("jobs", "list", "--address", head.dashboard, cwd=proj)
         assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
@@ -134,10 +130,12 @@ def test_bad_jobs_calls_are_one_line(argv, needle, monkeypatch, capsys):
     assert code == 2 and err.count("\n") == 0 and needle in err, err
 
 
-def test_multi_node_cluster_refuses_a_node_local_results_path(tmp_path):
-    """A real two-node cluster on 127.0.0.1 (in its own process: this one's Ray belongs to the suite)."""
+def test_multi_node_cluster_needs_shared_results(tmp_path):
+    """A real two-node cluster on 127.0.0.1 (in its own process: this one's Ray belongs to the suite):
+    a plain path is refused before anything is written, a file:// URI (a shared mount) runs."""
     spec = tmp_path / "lin.yaml"
-    spec.write_text(yaml.safe_dump({**LINREG, "results": str(tmp_path / "results")}))
+    spec.write_text(yaml.safe_dump({**LINREG, "epochs": [1], "results": str(tmp_path / "results")}))
+    shared = f"file://{tmp_path}/shared"  # the user says this path is mounted on every node
     script = tmp_path / "two_nodes.py"
     script.write_text(f"""
 import os, subprocess, sys
@@ -147,19 +145,23 @@ cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1, "include
 cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
 try:
-    out = subprocess.run([sys.executable, "-m", "scalegrid.cli", "run", {str(spec)!r}, "--address", cluster.address,
-                          "--no-report"], capture_output=True, text=True, timeout=120)
-    sys.stdout.write(f"rc={{out.returncode}}\\n" + out.stderr)
+    for results in ([], ["--results", {shared!r}]):
+        out = subprocess.run([sys.executable, "-m", "scalegrid.cli", "run", {str(spec)!r}, "--address", cluster.address,
+                              "--no-report", *results], capture_output=True, text=True, timeout=120)
+        sys.stdout.write(f"rc={{out.returncode}}\\n" + out.stderr + "\\n---\\n")
 finally:
     cluster.shutdown()
 """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=env)
-    assert "rc=2" in out.stdout, (out.stdout, out.stderr[-3000:])
-    err = out.stdout.split("\n", 1)[1].strip().splitlines()
+    refused, accepted = out.stdout.split("\n---\n")[:2]
+    assert refused.startswith("rc=2"), (out.stdout, out.stderr[-3000:])
+    err = refused.strip().splitlines()
     assert err[-1].startswith("scalegrid: error: results: ") and "cluster has 2 nodes" in err[-1], err
     assert "s3://" in err[-1]
     assert not (tmp_path / "results").exists()  # refused before anything was written
+    assert accepted.startswith("rc=0"), accepted[-3000:]
+    assert set(load_runs(shared)["status"]) == {"COMPLETED"} and len(load_runs(shared)) == 2
 
 
 def test_cluster_yaml_passes_rays_validation():
