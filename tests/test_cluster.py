@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ray_head import RayHead
-from sweep_fixtures import LINREG, tree_digest
+from sweep_fixtures import LINREG
 from scalegrid import load_runs
 from scalegrid.cli import main
 
@@ -74,14 +74,6 @@ def test_submit_runs_the_sweep_as_a_ray_job(tmp_path):
         if (Path.home() / ".ray" / "auth_token").is_file():  # the head requires the token it wrote there
             refused = cli("jobs", "list", "--address", head.dashboard, cwd=proj, env={"RAY_AUTH_MODE": "disabled"})
             assert refused.returncode == 2 and "requires a token" in refused.stderr, refused.stderr[-2000:]
-
-
-def one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    err = out.stderr.strip()
-    assert err.count("\n") == 0 and err.startswith("scalegrid: error: "), err
-    for needle in needles:
-        assert needle in err, err
 
 
 BAD_SUBMITS = [
