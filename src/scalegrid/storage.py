@@ -163,11 +163,18 @@ class ResultsLocation:
         target.parent.mkdir(parents=True, exist_ok=True)
         copy_files(self.path(*parts), str(target), source_filesystem=self.fs, destination_filesystem=LocalFileSystem())
 
+    def upload(self, source: Path, parts: tuple[str, ...]) -> None:
+        """Copy a local file to `parts`, streamed (an object store completes the upload atomically)."""
+        from pyarrow.fs import LocalFileSystem, copy_files
+
+        if self.scheme not in OBJECT_STORES:
+            return self.write_bytes(parts, Path(source).read_bytes())
+        copy_files(str(source), self.path(*parts), source_filesystem=LocalFileSystem(), destination_filesystem=self.fs)
+
     def upload_tree(self, local_dir: Path, *parts: str) -> None:
         """Copy a local directory's files under `parts` (each file one atomic write)."""
         for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
-            rel = path.relative_to(local_dir).parts
-            self.write_bytes((*parts, *rel), path.read_bytes())
+            self.upload(path, (*parts, *path.relative_to(local_dir).parts))
 
 
 def location(results: str | Path | ResultsLocation) -> ResultsLocation:

@@ -6,12 +6,13 @@
     RESULTS/cache/                      token caches, shared by trials
 
 `RESULTS` is a local directory or a URI on shared storage (`file://`, `s3://`, `gs://`): all I/O
-goes through the pyarrow filesystem of `scalegrid.storage.location(RESULTS)`. A file is written to
-a hidden temporary name in the same directory and renamed into place (on an object store: one
-PUT), so a reader (or a killed writer) never sees half a file. The store, not Ray Tune's experiment state,
-says what is done: a trial is done when its run row says COMPLETED or DIVERGED. A run file that
-cannot be read is reported and its trial counted as not done; it is never deleted — before a new
-result takes its name it is renamed aside to `<trial_id>.parquet.corrupt-<time>`.
+goes through the pyarrow filesystem of `scalegrid.storage.location(RESULTS)`. A file is written
+to a hidden temporary name in the same directory and renamed into place (on an object store: one
+PUT), so a reader (or a killed writer) never sees half a file. The store, not Ray Tune's
+experiment state, says what is done: a trial is done when its run row says COMPLETED or
+DIVERGED. A run file that cannot be read is reported and its trial counted as not done; it is
+never deleted — before a new result takes its name it is renamed aside to
+`<trial_id>.parquet.corrupt-<time>`.
 """
 
 from __future__ import annotations

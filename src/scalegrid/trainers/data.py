@@ -219,7 +219,7 @@ class TokenCache:
         if self.store.local_path is None and not self.store.is_file("cache", "tokens", corpus.key, "meta.json"):
             files = sorted(p for p in final.rglob("*") if p.is_file())
             for path in sorted(files, key=lambda p: p.name == "meta.json"):  # meta.json last: it marks the copy complete
-                self.store.write_bytes(("cache", "tokens", corpus.key, *path.relative_to(final).parts), path.read_bytes())
+                self.store.upload(path, ("cache", "tokens", corpus.key, *path.relative_to(final).parts))
         return final
 
     def _save_local(self, corpus: TokenizedCorpus) -> Path:
