@@ -67,6 +67,16 @@ def test_submit_runs_the_sweep_as_a_ray_job(tmp_path):
         assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
         assert "already finished" in cli("jobs", "stop", job_id, "--address", head.dashboard, cwd=proj).stdout
 
+        # A second job, stopped at once: `status` then says STOPPED and exits 1.
+        second = cli("submit", "sweeps/lin.yaml", "--address", head.dashboard, "--results", "results/stopped", cwd=proj)
+        second_id = second.stdout.strip()
+        assert "stop requested" in cli("jobs", "stop", second_id, "--address", head.dashboard, cwd=proj).stdout
+        deadline = time.monotonic() + 60
+        while "STOPPED" not in (status := cli("jobs", "status", second_id, "--address", head.dashboard, cwd=proj)).stdout:
+            assert time.monotonic() < deadline, status.stdout
+            time.sleep(1)
+        assert status.returncode == 1
+
         # Unknown ids and a client that sends no token are one-line errors, exit 2.
         unknown = cli("jobs", "status", "no-such-job", "--address", head.dashboard, cwd=proj)
         assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1, unknown.stderr
