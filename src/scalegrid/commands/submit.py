@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from scalegrid.commands.run import positive_int
+from scalegrid.commands.args import positive_int
 from scalegrid.errors import UserError
 from scalegrid.orchestrator import jobs
 from scalegrid.orchestrator.plan import make_plan
