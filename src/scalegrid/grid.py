@@ -121,6 +121,7 @@ def expand(spec: SweepSpec, data: DataIdentity, *, results_dir: str | None = Non
                 config=config,
                 results_dir=results_dir,
                 data_dir=data_dir,
+                fault_tolerance=spec.fault_tolerance,
             ),
         )
     return list(trials.values())

@@ -15,6 +15,7 @@
     exclude: [{epochs: 16, weight_decay: 0.1}]            # remove every point matching all keys
     train: {batch_size: 16, seq_len: 64}
     resources: {cpus: 1, gpus: 0}
+    fault_tolerance: {checkpoint_every: 200, keep_checkpoints: 2, max_failures: 2, lease_expiry_s: 60}
     results: results/quickstart
 
 Paths in a spec are relative to the current directory. Every error is raised as a one-line
@@ -152,6 +153,15 @@ class ResourcesSpec(_Strict):
     gpus: float = Field(0.0, ge=0)
 
 
+class FaultToleranceSpec(_Strict):
+    """How a trial survives faults. Not part of any trial's identity: none of it changes a result."""
+
+    checkpoint_every: int = Field(200, ge=1)  # lm optimizer steps between checkpoints
+    keep_checkpoints: int = Field(2, ge=1)  # the newest this many are kept per trial
+    max_failures: int = Field(2, ge=0)  # retries of a raising (or lost) trial before its FAILED row
+    lease_expiry_s: float = Field(60.0, gt=0)  # a lease without a heartbeat this long is taken over
+
+
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     trainer: str
@@ -165,6 +175,7 @@ class SweepSpec(_Strict):
     exclude: list[dict[str, Any]] = []
     train: TrainSpec = TrainSpec()
     resources: ResourcesSpec = ResourcesSpec()
+    fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     results: str | None = None  # default: results/<name>
 
     @field_validator("model", "epochs", "lr", "weight_decay", "seed", mode="before")

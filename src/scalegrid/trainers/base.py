@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from scalegrid.spec import TrainSpec
+from scalegrid.spec import FaultToleranceSpec, TrainSpec
 from scalegrid.trainers import TRAINERS
 
 
@@ -50,6 +50,11 @@ class Trial(BaseModel):
     config: TrialConfig
     results_dir: str  # the results store root
     data_dir: str | None = None  # the token cache of this trial's corpus (lm), None for generated data
+    fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()  # checkpoints, retries, leases
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.results_dir) / "checkpoints" / self.trial_id
 
 
 @dataclass

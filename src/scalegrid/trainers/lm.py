@@ -19,6 +19,13 @@ sync). A NaN or infinite loss there or in an eval ends the trial as DIVERGED ("n
 step N", N counting optimizer steps from 1), never as an exception; so do a non-finite or exactly
 zero gradient norm (overflowed activations: with AdamW and clipping a huge lr often silences the
 model at a finite loss instead of producing NaN) and a loss over 10x that of uniform guessing.
+
+Every `fault_tolerance.checkpoint_every` steps (after that step's eval, if any) the whole state is
+checkpointed under `RESULTS/checkpoints/<trial_id>/` (`checkpoint.py`): weights, AdamW moments,
+the step (which with `(seed, epoch)` fixes the data position), the loss window, the curve rows so
+far, the wall time used and every RNG. A trial that finds a checkpoint starts from the newest one,
+so an interrupted trial ends exactly where an uninterrupted one does, having lost at most one
+interval of work.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import numpy as np
 import torch
 
 from scalegrid.spec import TrainSpec
+from scalegrid.trainers import checkpoint
 from scalegrid.trainers.base import Report, Trial, TrialResult
 from scalegrid.trainers.data import open_tokens
 from scalegrid.trainers.model import build_model, count_params, param_groups
@@ -57,6 +65,16 @@ def train(trial: Trial, report: Report) -> TrialResult:
     losses = LossWindow(t.log_every, device, vocab_size)
     curves: list[dict] = []
     tokens_seen, lr, train_loss, error = 0, cfg.lr, math.nan, None
+    resumed_from, saved = checkpoint.latest(trial.checkpoint_dir)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        losses.load_state_dict(saved["losses"])
+        curves = saved["curves"]
+        tokens_seen, lr, train_loss = saved["tokens_seen"], saved["lr"], saved["train_loss"]
+        start -= saved["wall_s"]  # wall_s counts the time of every attempt
+        checkpoint.set_rng_state(saved["rng"])
+    every, keep = trial.fault_tolerance.checkpoint_every, trial.fault_tolerance.keep_checkpoints
 
     def eval_row(step: int) -> dict:
         row = {
@@ -73,15 +91,28 @@ def train(trial: Trial, report: Report) -> TrialResult:
         return row
 
     model.train()
-    for step in range(total_steps):
+    for step in range(resumed_from, total_steps):  # a resumed run's first step was evaluated and saved
         lr = lr_at(step, total_steps, cfg.lr, t)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if step > 0 and step % t.eval_every == 0:
+        if step > resumed_from and step % t.eval_every == 0:
             if losses.count:
                 train_loss, error = losses.read()
             if error or not math.isfinite(eval_row(step)["val_loss"]):
                 break
+        if step > resumed_from and step % every == 0:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "losses": losses.state_dict(),
+                "curves": curves,
+                "tokens_seen": tokens_seen,
+                "lr": lr,
+                "train_loss": train_loss,
+                "wall_s": time.perf_counter() - start,
+                "rng": checkpoint.rng_state(),
+            }
+            checkpoint.save(trial.checkpoint_dir, step, state, keep=keep)
         x = next_batch(train_seqs, order, step, steps_per_epoch, t.batch_size)
         with autocast:
             loss = model(input_ids=x, labels=x).loss
@@ -114,7 +145,7 @@ def train(trial: Trial, report: Report) -> TrialResult:
         best_val_loss=min((r["val_loss"] for r in curves if math.isfinite(r["val_loss"])), default=math.nan),
         train_loss=math.nan if diverged else train_loss,
         error=error,
-        extra={"curves": curves, "steps": total_steps},
+        extra={"curves": curves, "steps": total_steps, "resumed_from_step": resumed_from},
     )
 
 
@@ -196,6 +227,14 @@ class LossWindow:
         self.losses[self.count] = loss.detach()
         self.grad_norms[self.count] = grad_norm
         self.count += 1
+
+    def state_dict(self) -> dict:
+        return {"losses": self.losses.cpu(), "grad_norms": self.grad_norms.cpu(), "count": self.count, "first_step": self.first_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.losses.copy_(state["losses"])
+        self.grad_norms.copy_(state["grad_norms"])
+        self.count, self.first_step = state["count"], state["first_step"]
 
     def read(self) -> tuple[float, str | None]:
         """(mean loss of the window, why the first diverged step diverged, or None); empties it."""

@@ -1,0 +1,63 @@
+"""Checkpoint and resume of the lm trainer: an interrupted trial ends exactly where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import pytest
+
+from scalegrid.spec import FaultToleranceSpec
+from scalegrid.trainers import checkpoint
+from scalegrid.trainers.base import get_trainer
+
+
+class Interrupt(Exception):
+    pass
+
+
+def with_checkpoints(trial, results, trial_id, every=4, keep=2):
+    return trial.model_copy(
+        update={
+            "trial_id": trial_id,
+            "results_dir": str(results),
+            "fault_tolerance": FaultToleranceSpec(checkpoint_every=every, keep_checkpoints=keep),
+        }
+    )
+
+
+def test_resumed_trial_ends_with_the_uninterrupted_loss(lm_trial, tmp_path):
+    # 2 epochs x 8 steps; eval every 4 steps, log every 3 (the loss window is mid-way at a checkpoint)
+    base = lm_trial(epochs=2, train={"eval_every": 4, "log_every": 3}, weight_decay=0.1)
+    whole = get_trainer("lm")(with_checkpoints(base, tmp_path / "a", "whole", every=1000), lambda row: None)
+    assert whole.status == "COMPLETED" and whole.extra["resumed_from_step"] == 0
+
+    trial = with_checkpoints(base, tmp_path / "b", "cut", every=2, keep=2)
+
+    def report(row):
+        if row["step"] == 12:  # after the step-10 checkpoint, before the step-12 one
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        get_trainer("lm")(trial, report)
+    assert checkpoint.steps(trial.checkpoint_dir) == [8, 10]  # only the newest `keep`
+    assert not [p for p in trial.checkpoint_dir.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+    rows = []
+    resumed = get_trainer("lm")(trial, rows.append)
+    assert resumed.extra["resumed_from_step"] == 10
+    assert [r["step"] for r in rows] == [12, 16]  # the earlier evals come from the checkpoint
+    assert [r["step"] for r in resumed.extra["curves"]] == [4, 8, 12, 16]
+    assert resumed.tokens_seen == whole.tokens_seen
+    assert abs(resumed.val_loss - whole.val_loss) <= 1e-6
+    assert abs(resumed.train_loss - whole.train_loss) <= 1e-6
+    assert [r["val_loss"] for r in resumed.extra["curves"]] == pytest.approx(
+        [r["val_loss"] for r in whole.extra["curves"]], abs=1e-6
+    )
+    print(f"resume error: val {abs(resumed.val_loss - whole.val_loss):.3g}, train {abs(resumed.train_loss - whole.train_loss):.3g}")
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(lm_trial, tmp_path):
+    trial = with_checkpoints(lm_trial(epochs=1), tmp_path, "bad", every=2, keep=3)
+    get_trainer("lm")(trial, lambda row: None)
+    newest = checkpoint.steps(trial.checkpoint_dir)[-1]
+    (trial.checkpoint_dir / f"step-{newest:09d}.pt").write_bytes(b"truncated")
+    step, state = checkpoint.latest(trial.checkpoint_dir)
+    assert step == checkpoint.steps(trial.checkpoint_dir)[-2] and state["step"] == step
