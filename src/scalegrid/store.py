@@ -212,5 +212,14 @@ def load_curves(results: str | Path) -> pd.DataFrame:
     return scan.frame
 
 
+def run_status(results: str | Path, trial_id: str) -> str | None:
+    """The status in a trial's run row, or None when there is none or it cannot be read."""
+    path = runs_dir(results) / f"{trial_id}.parquet"
+    try:
+        return pq.read_table(path, columns=["status"]).column("status")[0].as_py()
+    except Exception:  # missing, truncated, not Parquet: not done
+        return None
+
+
 def done_trial_ids(runs: pd.DataFrame) -> set[str]:
     return set(runs.loc[runs["status"].isin(DONE_STATUSES), "trial_id"])

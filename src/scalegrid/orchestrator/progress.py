@@ -14,11 +14,13 @@ def _duration(seconds: float) -> str:
 
 
 class Progress(Callback):
-    """Counts trials by outcome from each trial's final report (`status`), prints on every change."""
+    """Counts trials by outcome from each Tune trial's final report (`n_<STATUS>`: a Tune trial may
+    carry a pack of grid points), prints on every change."""
 
-    def __init__(self, total: int, already_done: int = 0):
+    def __init__(self, total: int, already_done: int = 0, pack_sizes: dict[str, int] | None = None):
         self.total, self.already_done = total, already_done
-        self.outcomes: dict[str, str] = {}  # tune trial id -> COMPLETED / DIVERGED / FAILED
+        self.pack_sizes = pack_sizes or {}  # pack key -> grid points in it
+        self.outcomes: dict[str, dict[str, int]] = {}  # tune trial id -> status -> count
         self.running: set[str] = set()
         self.start = time.monotonic()
 
@@ -27,30 +29,36 @@ class Progress(Callback):
         self._print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("done") and "status" in result:
-            self.outcomes[trial.trial_id] = result["status"]
+        if result.get("done"):
+            self.outcomes[trial.trial_id] = {k[2:]: v for k, v in result.items() if k.startswith("n_")}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
-        self.outcomes.setdefault(trial.trial_id, "FAILED")
+        self.outcomes.setdefault(trial.trial_id, {"FAILED": self._size(trial)})
         self._print(last=trial.last_result)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
-        self.outcomes[trial.trial_id] = "FAILED"
+        self.outcomes[trial.trial_id] = {"LOST": self._size(trial)}  # out of retries, no row written
         self._print()
 
+    def _size(self, trial) -> int:
+        return self.pack_sizes.get(trial.config.get("pack"), 1)
+
+    def count(self, status: str) -> int:
+        return sum(o.get(status, 0) for o in self.outcomes.values())
+
     def line(self) -> str:
-        finished = len(self.outcomes)
-        failed = sum(s == "FAILED" for s in self.outcomes.values())
-        diverged = sum(s == "DIVERGED" for s in self.outcomes.values())
+        finished = sum(sum(o.values()) for o in self.outcomes.values())
+        failed, diverged, elsewhere = self.count("FAILED") + self.count("LOST"), self.count("DIVERGED"), self.count("ELSEWHERE")
         elapsed = time.monotonic() - self.start
         remaining = self.total - finished
         eta = f"ETA {_duration(elapsed / finished * remaining)}" if finished and remaining else ""
-        done = self.already_done + finished - failed
+        done = self.already_done + finished - failed - elsewhere
+        running_elsewhere = f", {elsewhere} running elsewhere" if elsewhere else ""
         return (
             f"[{_duration(elapsed)}] {done}/{self.total + self.already_done} done, {len(self.running)} running, "
-            f"{failed} failed, {diverged} diverged  {eta}"
+            f"{failed} failed, {diverged} diverged{running_elsewhere}  {eta}"
         ).rstrip()
 
     def _print(self, last: dict | None = None) -> None:

@@ -1,50 +1,130 @@
 """Schedule a plan's pending trials on Ray Tune and report what the store holds afterwards.
 
-One Tune trial per pending grid point (`param_space` is a grid over trial ids; the `Trial`
-objects travel through the object store once, with `tune.with_parameters`). Tune's own
-experiment state is kept under `RESULTS/tune/` for debugging only: whether a trial is done is
-read from the results store, so a re-run never depends on it.
+Tune trials are grid points, or for trainers too fast to be worth Tune's ~2 s per trial
+(`linreg`), packs of grid points: one Ray task trains a pack one point after another, each with
+its own lease, trial_id and rows. Tune is fed at most `CHUNK` trials per `Tuner.fit()`, so the
+driver's memory stays flat however large the grid (Tune's grows with every trial it knows). The
+`Trial` objects travel through the object store once per chunk, with `tune.with_parameters`.
+
+Every worker takes its trial's lease first (`leases.py`): a trial another live driver is training
+is skipped, and after Tune is done this driver waits for those; a trial whose lease lapses without
+a row (its driver was killed) is scheduled again here and resumes from its checkpoint.
+
+Tune's own experiment state is kept under `RESULTS/tune/` for debugging only: whether a trial is
+done is read from the results store, so a re-run never depends on it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
+import sys
+import time
 from pathlib import Path
 
+from scalegrid import store
 from scalegrid.grid import estimated_flops
+from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.plan import SweepPlan
 from scalegrid.orchestrator.progress import Progress
 from scalegrid.orchestrator.worker import tune_trainable
+from scalegrid.trainers.base import Trial
+
+CHUNK = 256  # Tune trials per Tuner.fit()
+PACKED_TRAINERS = ("linreg",)  # milliseconds per trial: no checkpoints, packed
+MAX_PACK = 64
+POLL_S = 1.0
+MAX_ROUNDS = 10  # schedule, wait for other drivers, take over what they left: at most this often
 
 
-def schedule(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int | None = None) -> None:
+def schedule(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int | None = None, owner: str | None = None) -> None:
+    owner = owner or leases.new_owner()
+    # Longest first: the grid's makespan is not left to one long trial started last.
+    todo = sorted(plan.pending, key=lambda t: estimated_flops(t.config), reverse=True)
+    for _ in range(MAX_ROUNDS):
+        if not todo:
+            break
+        _fit(plan, todo, provenance, max_concurrent, owner)
+        todo = _after_others(todo, owner)
+
+
+def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_concurrent: int | None, owner: str) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
     from ray import tune
 
-    # Longest first: the grid's makespan is not left to one long trial started last.
-    pending = sorted(plan.pending, key=lambda t: estimated_flops(t.config), reverse=True)
-    if not pending:
-        return
+    packs = make_packs(pending, plan.spec.trainer in PACKED_TRAINERS, _slots(plan, max_concurrent))
+    keys = list(packs)
+    progress = Progress(total=len(pending), already_done=len(plan.trials) - len(pending), pack_sizes={k: len(v) for k, v in packs.items()})
     resources = plan.spec.resources
-    trainable = tune.with_resources(
-        tune.with_parameters(tune_trainable, trials={t.trial_id: t for t in pending}, provenance=provenance),
-        {"cpu": resources.cpus, "gpu": resources.gpus},
-    )
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"trial_id": tune.grid_search([t.trial_id for t in pending])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_dirname_creator=_dirname),
-        run_config=tune.RunConfig(
-            name=f"{plan.spec.name}-{stamp}",
-            storage_path=_tune_storage(plan),
-            verbose=0,
-            callbacks=[Progress(total=len(pending), already_done=len(plan.trials) - len(pending))],
-            failure_config=tune.FailureConfig(max_failures=0),
-        ),
-    )
-    tuner.fit()
+    for first in range(0, len(keys), CHUNK):
+        chunk = {k: packs[k] for k in keys[first : first + CHUNK]}
+        trainable = tune.with_resources(
+            tune.with_parameters(tune_trainable, packs=chunk, provenance=provenance, owner=owner),
+            {"cpu": resources.cpus, "gpu": resources.gpus},
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"pack": tune.grid_search(list(chunk))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_dirname_creator=_dirname),
+            run_config=tune.RunConfig(
+                name=f"{plan.spec.name}-{stamp}-{owner[-6:]}" + (f"-{first // CHUNK}" if first else ""),
+                storage_path=_tune_storage(plan),
+                verbose=0,
+                callbacks=[progress],
+                failure_config=tune.FailureConfig(max_failures=plan.spec.fault_tolerance.max_failures),
+            ),
+        )
+        tuner.fit()
+        del tuner, trainable  # nothing of a finished chunk stays referenced
+
+
+def make_packs(trials: list[Trial], pack: bool, slots: int) -> dict[str, list[Trial]]:
+    """Pack key -> trials. Packed: about 4 packs per slot (so the slots stay busy), at most MAX_PACK each."""
+    size = min(MAX_PACK, max(1, math.ceil(len(trials) / (4 * slots)))) if pack else 1
+    packs = [trials[i : i + size] for i in range(0, len(trials), size)]
+    return {p[0].trial_id + (f"+{len(p) - 1}" if len(p) > 1 else ""): p for p in packs}
+
+
+def _slots(plan: SweepPlan, max_concurrent: int | None) -> int:
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1)
+    slots = max(1, int(cpus // plan.spec.resources.cpus))
+    return min(slots, max_concurrent) if max_concurrent else slots
+
+
+def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
+    """Wait for the trials other drivers hold; return those to schedule again (their lease lapsed, no row).
+
+    A trial this driver started is never scheduled again here: its outcome is its row (or, out of
+    Tune's retries, none: the next run retries it).
+    """
+    others = [t for t in trials if store.run_status(t.results_dir, t.trial_id) is None and not _started_by(t, owner)]
+    if not others:
+        return []
+    print(f"waiting for {len(others)} trials running elsewhere (leases held by other drivers)", file=sys.stderr, flush=True)
+    again = []
+    while others:
+        waiting = []
+        for t in others:
+            if store.run_status(t.results_dir, t.trial_id) is not None:
+                continue
+            if leases.holder(t.results_dir, t.trial_id, t.fault_tolerance.lease_expiry_s) is None:
+                again.append(t)  # released without a row, or its driver died: ours now
+            else:
+                waiting.append(t)
+        others = waiting
+        if others:
+            time.sleep(POLL_S)
+    if again:
+        print(f"{len(again)} trials were left unfinished elsewhere: scheduling them here", file=sys.stderr, flush=True)
+    return again
+
+
+def _started_by(trial: Trial, owner: str) -> bool:
+    return any(h.get("owner") == owner for h in leases.history(trial.results_dir, trial.trial_id))
 
 
 def _tune_storage(plan: SweepPlan) -> str:
@@ -55,4 +135,4 @@ def _tune_storage(plan: SweepPlan) -> str:
 
 
 def _dirname(tune_trial) -> str:
-    return tune_trial.config["trial_id"]
+    return tune_trial.config["pack"]

@@ -3,6 +3,14 @@
 `execute` is the whole contract between a trainer and the store: it calls the trainer, turns an
 exception into a FAILED row (never a crashed sweep), and writes the curves first and the run row
 last, so a trial is done exactly when its run row exists.
+
+`run_leased` wraps it for a sweep: take the trial's lease (`leases.py`; a trial leased by another
+live driver is skipped as ELSEWHERE, one whose row appeared meanwhile as ALREADY_DONE), count the
+attempt in the lease history, and while this driver has retries left (`max_failures`) let a
+trainer's exception propagate so that Ray Tune retries the trial, possibly on another node; the
+retry resumes from the trial's newest checkpoint. Only the last attempt's exception becomes the
+FAILED row. A Tune trial may carry several tiny trials (a pack); each keeps its own lease and rows
+and is retried in the worker itself.
 """
 
 from __future__ import annotations
@@ -17,7 +25,11 @@ import traceback
 from typing import Any, Callable
 
 from scalegrid import grid, store
+from scalegrid.orchestrator import leases
+from scalegrid.trainers import checkpoint
 from scalegrid.trainers.base import Trial, TrialResult, get_trainer
+
+ELSEWHERE, ALREADY_DONE = "ELSEWHERE", "ALREADY_DONE"  # outcomes of a trial this worker did not train
 
 
 def _device() -> str:
@@ -75,12 +87,17 @@ def _failed(trial: Trial, err: BaseException) -> TrialResult:
     )
 
 
-def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, str]) -> dict[str, Any]:
-    """Train one trial, write its curves and run row, return the row."""
+def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, reraise: bool = False) -> dict[str, Any]:
+    """Train one trial, write its curves and run row, return the row.
+
+    With `reraise`, a trainer's exception propagates (the caller retries) and nothing is written.
+    """
     start = time.perf_counter()
     try:
         result = get_trainer(trial.config.trainer)(trial, report)
     except Exception as err:  # a bug or a bad corpus fails this trial only
+        if reraise:
+            raise
         result = _failed(trial, err)
     curves = result.extra.pop("curves", [])
     if curves:
@@ -90,18 +107,50 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
     return row
 
 
-def tune_trainable(config: dict, trials: dict[str, Trial], provenance: dict[str, str]) -> None:
-    """The Ray Tune function trainable: one grid point, looked up by its trial_id."""
+def run_leased(trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, owner: str, retry_here: bool) -> str:
+    """Train `trial` under its lease; returns the run row's status, ELSEWHERE or ALREADY_DONE.
+
+    `retry_here`: retry a raising trainer in this process (packs); otherwise re-raise while
+    attempts remain and let Ray Tune retry.
+    """
+    ft = trial.fault_tolerance
+    lease, _ = leases.acquire(trial.results_dir, trial.trial_id, owner=owner, expiry_s=ft.lease_expiry_s)
+    if lease is None:
+        return ELSEWHERE
+    try:
+        with lease.heartbeating():
+            while True:
+                if store.run_status(trial.results_dir, trial.trial_id) in store.DONE_STATUSES:
+                    return ALREADY_DONE  # another driver finished it between our plan and our lease
+                attempt = 1 + sum(h.get("owner") == owner for h in leases.history(trial.results_dir, trial.trial_id))
+                steps = checkpoint.steps(trial.checkpoint_dir)
+                leases.record_start(
+                    trial.results_dir, trial.trial_id, owner=owner, attempt=attempt,
+                    resumed_from_step=steps[-1] if steps else 0,
+                )
+                last = attempt > ft.max_failures
+                try:
+                    return execute(trial, report, provenance, reraise=not last)["status"]
+                except Exception:
+                    if not retry_here:
+                        raise  # Ray Tune retries the trial; the retry takes this lease over (same owner)
+    finally:
+        lease.release()
+
+
+def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict[str, str], owner: str) -> None:
+    """The Ray Tune function trainable: one pack of grid points (usually one), looked up by its key."""
     from ray import tune
 
-    trial = trials[config["trial_id"]]
+    trials = packs[config["pack"]]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     def report(row: dict) -> None:
-        tune.report({k: v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+        if len(trials) == 1:  # a pack's rows are many trials' curves: only the totals are reported
+            tune.report({k: v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)})
 
-    row = execute(trial, report, provenance)
-    final = {"status": row["status"], "done": True}
-    if row["val_loss"] is not None and math.isfinite(row["val_loss"]):
-        final["val_loss"] = row["val_loss"]
-    tune.report(final)
+    counts: dict[str, int] = {}
+    for trial in trials:
+        status = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1)
+        counts[status] = counts.get(status, 0) + 1
+    tune.report({"done": True, **{f"n_{status}": n for status, n in counts.items()}})

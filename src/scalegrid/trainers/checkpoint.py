@@ -21,8 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+# torch is imported where used: the worker lists checkpoints of trainers that never load torch
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
@@ -35,6 +34,8 @@ def steps(directory: Path) -> list[int]:
 
 
 def save(directory: Path, step: int, state: dict[str, Any], *, keep: int) -> Path:
+    import torch
+
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:09d}.pt"
     tmp = directory / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
@@ -50,6 +51,8 @@ def save(directory: Path, step: int, state: dict[str, Any], *, keep: int) -> Pat
 
 def latest(directory: Path) -> tuple[int, dict[str, Any] | None]:
     """(step, state) of the newest readable checkpoint, or (0, None)."""
+    import torch
+
     for step in reversed(steps(directory)):
         path = directory / f"step-{step:09d}.pt"
         try:
@@ -61,6 +64,9 @@ def latest(directory: Path) -> tuple[int, dict[str, Any] | None]:
 
 def rng_state() -> dict[str, Any]:
     """Every random number generator a trainer may draw from (dropout, sampling, shuffles)."""
+    import numpy as np
+    import torch
+
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -70,6 +76,9 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,160 @@
+"""Trial leases: who is training a trial now, so two drivers never train it twice.
+
+    RESULTS/leases/<trial_id>/gen-<N>        the lease: owner, host, pid; its mtime is the heartbeat
+    RESULTS/leases/<trial_id>/history.jsonl  one line per attempt that started training (append-only)
+
+A worker takes the lease before it trains and gives it back after the run row is written. The
+current lease is the highest generation. Taking one is an atomic create of generation N + 1
+(`os.link` of a complete temporary file: it fails when the name exists), allowed when there is
+none, when the top one's heartbeat is older than `expiry_s` (its owner died: the lease is taken
+over) or when the top one is the caller's own (Ray Tune retrying this driver's trial on another
+worker or node). Two takers of one expired lease race for the same name; one wins. A worker
+holding the lease touches it every `expiry_s / 4` from a thread.
+
+After taking the lease the worker reads the store: a trial whose run row appeared meanwhile
+(another driver finished it and let go) is not trained again. So a trial is trained by exactly
+one lease holder, and `history.jsonl` shows every start (owner, attempt, resumed_from_step).
+
+    >>> lease, holder = acquire(results, trial_id, owner="host-123-ab12", expiry_s=60)
+    >>> if lease is None: ...   # `holder` (a dict) is training it elsewhere
+    >>> with lease.heartbeating(): ...train...; lease.release()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_GEN = re.compile(r"^gen-(\d+)$")
+
+
+def lease_dir(results: str | Path, trial_id: str) -> Path:
+    return Path(results) / "leases" / trial_id
+
+
+def _generations(directory: Path) -> list[int]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(int(m.group(1)) for name in names if (m := _GEN.match(name)))
+
+
+def _path(directory: Path, gen: int) -> Path:
+    return directory / f"gen-{gen:06d}"
+
+
+@dataclass
+class Lease:
+    path: Path
+    owner: str
+    expiry_s: float
+    lost: bool = False  # set by the heartbeat when another driver took the lease over
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def beat(self) -> bool:
+        """Touch the lease; False when it is no longer ours (taken over after a stall)."""
+        gens = _generations(self.path.parent)
+        if not gens or _path(self.path.parent, gens[-1]) != self.path:
+            self.lost = True
+            return False
+        try:
+            os.utime(self.path)
+        except FileNotFoundError:
+            self.lost = True
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def heartbeating(self):
+        thread = threading.Thread(target=self._beat_until_stopped, name=f"lease-{self.path.parent.name}", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+    def _beat_until_stopped(self) -> None:
+        while not self._stop.wait(self.expiry_s / 4) and self.beat():
+            pass
+
+    def release(self) -> None:
+        if self.beat():  # never remove a lease that another driver holds now
+            self.path.unlink(missing_ok=True)
+
+
+def holder(results: str | Path, trial_id: str, expiry_s: float) -> dict[str, Any] | None:
+    """The live lease on a trial (its record plus `age_s`), or None when nobody holds one."""
+    directory = lease_dir(results, trial_id)
+    gens = _generations(directory)
+    if not gens:
+        return None
+    path = _path(directory, gens[-1])
+    try:
+        age = time.time() - path.stat().st_mtime
+        record = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):  # released while we looked
+        return None
+    return {**record, "age_s": age} if age < expiry_s else None
+
+
+def acquire(results: str | Path, trial_id: str, *, owner: str, expiry_s: float) -> tuple[Lease | None, dict | None]:
+    """(our lease, None), or (None, the live lease of another owner)."""
+    directory = lease_dir(results, trial_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"owner": owner, "host": platform.node(), "pid": os.getpid(), "acquired_at": time.time()}
+    for _ in range(20):  # each retry follows someone else's successful create: a short loop
+        gens = _generations(directory)
+        if gens:
+            top = _path(directory, gens[-1])
+            try:
+                age = time.time() - top.stat().st_mtime
+                current = json.loads(top.read_text())
+            except (FileNotFoundError, ValueError):
+                continue  # released or replaced while we looked
+            if current.get("owner") != owner and age < expiry_s:
+                return None, {**current, "age_s": age}
+        target = _path(directory, (gens[-1] if gens else 0) + 1)
+        tmp = directory / f".{target.name}.{uuid.uuid4().hex[:8]}"
+        tmp.write_text(json.dumps(record))
+        try:
+            os.link(tmp, target)  # atomic; fails when another taker got this generation first
+        except FileExistsError:
+            continue
+        finally:
+            tmp.unlink(missing_ok=True)
+        for gen in gens:  # the expired or our own earlier generations
+            _path(directory, gen).unlink(missing_ok=True)
+        return Lease(target, owner, expiry_s), None
+    raise RuntimeError(f"could not take the lease of trial {trial_id} in {directory}: too much contention")
+
+
+def history(results: str | Path, trial_id: str) -> list[dict[str, Any]]:
+    path = lease_dir(results, trial_id) / "history.jsonl"
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def record_start(results: str | Path, trial_id: str, **fields: Any) -> None:
+    """Append one attempt's start; only the lease holder writes, so lines never interleave."""
+    path = lease_dir(results, trial_id) / "history.jsonl"
+    line = json.dumps({"time": time.time(), "host": platform.node(), "pid": os.getpid(), **fields}) + "\n"
+    with open(path, "a") as f:
+        f.write(line)
+
+
+def new_owner() -> str:
+    """One driver invocation: its leases, and the attempts it has made, are known by this id."""
+    return f"{platform.node()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
