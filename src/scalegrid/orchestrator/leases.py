@@ -150,6 +150,7 @@ def history(results: str | Path, trial_id: str) -> list[dict[str, Any]]:
 def record_start(results: str | Path, trial_id: str, **fields: Any) -> None:
     """Append one attempt's start; only the lease holder writes, so lines never interleave."""
     path = lease_dir(results, trial_id) / "history.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"time": time.time(), "host": platform.node(), "pid": os.getpid(), **fields}) + "\n"
     with open(path, "a") as f:
         f.write(line)

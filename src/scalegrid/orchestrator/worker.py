@@ -126,7 +126,7 @@ def run_leased(trial: Trial, report: Callable[[dict], None], provenance: dict[st
                 steps = checkpoint.steps(trial.checkpoint_dir)
                 leases.record_start(
                     trial.results_dir, trial.trial_id, owner=owner, attempt=attempt,
-                    resumed_from_step=steps[-1] if steps else 0,
+                    resumed_from_step=steps[-1] if steps else 0, node=_ray_node(),
                 )
                 last = attempt > ft.max_failures
                 try:
@@ -136,6 +136,14 @@ def run_leased(trial: Trial, report: Callable[[dict], None], provenance: dict[st
                         raise  # Ray Tune retries the trial; the retry takes this lease over (same owner)
     finally:
         lease.release()
+
+
+def _ray_node() -> str | None:
+    ray = sys.modules.get("ray")
+    try:
+        return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - provenance only
+        return None
 
 
 def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict[str, str], owner: str) -> None:
