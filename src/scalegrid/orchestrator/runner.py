@@ -45,11 +45,12 @@ def schedule(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int
     for _ in range(MAX_ROUNDS):
         if not todo:
             break
-        _fit(plan, todo, provenance, max_concurrent, owner)
-        todo = _after_others(todo, owner)
+        skipped = _fit(plan, todo, provenance, max_concurrent, owner)
+        todo = _after_others(todo, owner) if skipped else []
 
 
-def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_concurrent: int | None, owner: str) -> None:
+def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_concurrent: int | None, owner: str) -> int:
+    """Run `pending` on Tune; returns how many of them another driver held (skipped here)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
     from ray import tune
 
@@ -58,6 +59,7 @@ def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_
     progress = Progress(total=len(pending), already_done=len(plan.trials) - len(pending), pack_sizes={k: len(v) for k, v in packs.items()})
     resources = plan.spec.resources
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    skipped = 0
     for first in range(0, len(keys), CHUNK):
         chunk = {k: packs[k] for k in keys[first : first + CHUNK]}
         trainable = tune.with_resources(
@@ -76,8 +78,10 @@ def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_
                 failure_config=tune.FailureConfig(max_failures=plan.spec.fault_tolerance.max_failures),
             ),
         )
-        tuner.fit()
-        del tuner, trainable  # nothing of a finished chunk stays referenced
+        results = tuner.fit()
+        skipped += sum((r.metrics or {}).get("n_ELSEWHERE", 0) for r in results)
+        del tuner, trainable, results  # nothing of a finished chunk stays referenced
+    return skipped
 
 
 def make_packs(trials: list[Trial], pack: bool, slots: int) -> dict[str, list[Trial]]:
