@@ -1,7 +1,7 @@
 """Driver memory and scheduling throughput of a large grid of short linreg trials.
 
-`scalegrid run` of N (default 2,000) linreg trials on an embedded 2-CPU Ray, after a warm-up run
-that imports everything: the driver's resident memory (VmRSS, sampled every 50 ms for the peak)
+`scalegrid run` of N (default 2,000) linreg trials on a 2-CPU Ray, in its own process after a
+warm-up run that imports everything: the driver's resident memory (VmRSS, sampled every 50 ms for the peak)
 before and after, and trials per second. Then a bare `Tuner.fit()` over M (default 60) of the same
 trials, one Tune trial each, the way Tune alone runs a grid: its trials per second and its driver
 memory per trial. Bare Tune is measured on fewer trials because at ~0.5-2 s per trial 2,000 of
@@ -115,29 +115,53 @@ def bare_tune(trials: int, tmp: Path) -> tuple[float, float, float]:
     return elapsed, before, rss_mb()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=2000)
-    parser.add_argument("--bare-trials", type=int, default=60)
-    args = parser.parse_args()
-
+def measure(which: str, trials: int) -> None:
+    """One measurement in this (fresh) process: prints `which seconds rss_before rss_after peak`."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        scalegrid_run(16, tmp)  # warm-up: imports, Tune's first experiment
-        ours_s, before, after, peak = scalegrid_run(args.trials, tmp)
-        print(f"scalegrid run, {args.trials} linreg trials: {ours_s:.1f} s, {args.trials / ours_s:.1f} trials/s", file=sys.stderr)
-        bare_s, bare_before, bare_after = bare_tune(args.bare_trials, tmp)
+        if which == "scalegrid":
+            scalegrid_run(16, tmp)  # warm-up: imports, Tune's first experiment
+            seconds, before, after, peak = scalegrid_run(trials, tmp)
+        else:
+            bare_tune(4, tmp)  # the same warm-up
+            seconds, before, after = bare_tune(trials, tmp)
+            peak = after
+    print(f"RESULT {which} {seconds} {before} {after} {peak}")
+    ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=2000)
+    parser.add_argument("--bare-trials", type=int, default=60)
+    parser.add_argument("--measure", choices=["scalegrid", "bare"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        return measure(args.measure, args.trials if args.measure == "scalegrid" else args.bare_trials)
+
+    import subprocess
+
+    figures = {}
+    for which in ("scalegrid", "bare"):  # each in its own process: one's freed memory is not the other's growth
+        out = subprocess.run(
+            [sys.executable, __file__, "--measure", which, "--trials", str(args.trials), "--bare-trials", str(args.bare_trials)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+        figures[which] = [float(v) for v in line.split()[2:]]
     n, m = args.trials, args.bare_trials
-    print(f"{n} linreg trials (scalegrid) / {m} (bare Tune), embedded Ray, 2 CPUs:")
+    ours_s, before, after, peak = figures["scalegrid"]
+    bare_s, bare_before, bare_after, _ = figures["bare"]
+    print(f"{n} linreg trials (scalegrid) / {m} (bare Tune), embedded Ray, 2 CPUs, each after a warm-up run:")
     print(f"  scalegrid run    {ours_s:7.1f} s  {n / ours_s:7.2f} trials/s  driver RSS {before:.0f} -> {after:.0f} MB "
           f"(growth {after - before:+.1f} MB, peak {peak - before:+.1f} MB)")
+    per_trial = (bare_after - bare_before) / m
     print(f"  bare Tuner.fit() {bare_s:7.1f} s  {m / bare_s:7.2f} trials/s  driver RSS {bare_before:.0f} -> {bare_after:.0f} MB "
-          f"({(bare_after - bare_before) / m * 1000:+.0f} kB/trial, {(bare_after - bare_before) / m * n:+.0f} MB at {n} trials if linear)")
+          f"({per_trial * 1000:+.0f} kB/trial: {per_trial * n:+.0f} MB at {n} trials if linear)")
     print(f"  throughput ratio scalegrid / bare: {(n / ours_s) / (m / bare_s):.1f}x")
-    ray.shutdown()
 
 
 if __name__ == "__main__":

