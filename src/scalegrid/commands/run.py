@@ -9,7 +9,7 @@ import time
 import pandas as pd
 
 from scalegrid.commands.args import positive_int
-from scalegrid.orchestrator.plan import format_table, make_plan, prepare_data
+from scalegrid.orchestrator.plan import format_table, make_plan, prepare_data, release_freed_memory
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
 from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
 
@@ -57,7 +57,9 @@ def _run_checked(args, plan, save_tokens, start: float) -> int:
 
         with ray_session(args.address):
             schedule(plan, info, max_concurrent=args.max_concurrent)
-    return summarize(args, time.perf_counter() - start)
+    code = summarize(args, time.perf_counter() - start)
+    release_freed_memory()  # the summary read every run file: a notebook driver keeps running
+    return code
 
 
 def write_report_of(results_dir) -> None:
