@@ -107,8 +107,10 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
     return row
 
 
-def run_leased(trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, owner: str, retry_here: bool) -> str:
-    """Train `trial` under its lease; returns the run row's status, ELSEWHERE or ALREADY_DONE.
+def run_leased(
+    trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, owner: str, retry_here: bool
+) -> dict[str, Any] | str:
+    """Train `trial` under its lease; returns the run row it wrote, or ELSEWHERE or ALREADY_DONE.
 
     `retry_here`: retry a raising trainer in this process (packs); otherwise re-raise while
     attempts remain and let Ray Tune retry.
@@ -130,7 +132,7 @@ def run_leased(trial: Trial, report: Callable[[dict], None], provenance: dict[st
                 )
                 last = attempt > ft.max_failures
                 try:
-                    return execute(trial, report, provenance, reraise=not last)["status"]
+                    return execute(trial, report, provenance, reraise=not last)
                 except Exception:
                     if not retry_here:
                         raise  # Ray Tune retries the trial; the retry takes this lease over (same owner)
@@ -158,7 +160,12 @@ def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict
             tune.report({k: v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)})
 
     counts: dict[str, int] = {}
+    final: dict[str, Any] = {"done": True}
     for trial in trials:
-        status = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1)
+        outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1)
+        status = outcome if isinstance(outcome, str) else outcome["status"]
         counts[status] = counts.get(status, 0) + 1
-    tune.report({"done": True, **{f"n_{status}": n for status, n in counts.items()}})
+        val_loss = None if isinstance(outcome, str) else outcome["val_loss"]
+        if len(trials) == 1 and val_loss is not None and math.isfinite(val_loss):
+            final["val_loss"] = val_loss  # the progress line shows it
+    tune.report({**final, **{f"n_{status}": n for status, n in counts.items()}})
