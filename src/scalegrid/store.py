@@ -212,11 +212,12 @@ def load_curves(results: str | Path) -> pd.DataFrame:
     return scan.frame
 
 
-def run_status(results: str | Path, trial_id: str) -> str | None:
+def run_status(results: str | Path | ResultsLocation, trial_id: str) -> str | None:
     """The status in a trial's run row, or None when there is none or it cannot be read."""
-    path = runs_dir(results) / f"{trial_id}.parquet"
+    loc = location(results)
     try:
-        return pq.read_table(path, columns=["status"]).column("status")[0].as_py()
+        table = pq.read_table(loc.path("runs", f"{trial_id}.parquet"), columns=["status"], filesystem=loc.fs)
+        return table.column("status")[0].as_py()
     except Exception:  # missing, truncated, not Parquet: not done
         return None
 

@@ -105,7 +105,10 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
     A trial this driver started is never scheduled again here: its outcome is its row (or, out of
     Tune's retries, none: the next run retries it).
     """
-    others = [t for t in trials if store.run_status(t.results_dir, t.trial_id) is None and not _started_by(t, owner)]
+    others = [
+        t for t in trials
+        if t.local_results is not None and store.run_status(t.results_dir, t.trial_id) is None and not _started_by(t, owner)
+    ]
     if not others:
         return []
     print(f"waiting for {len(others)} trials running elsewhere (leases held by other drivers)", file=sys.stderr, flush=True)
@@ -115,7 +118,7 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
         for t in others:
             if store.run_status(t.results_dir, t.trial_id) is not None:
                 continue
-            if leases.holder(t.results_dir, t.trial_id, t.fault_tolerance.lease_expiry_s) is None:
+            if leases.holder(t.local_results, t.trial_id, t.fault_tolerance.lease_expiry_s) is None:
                 again.append(t)  # released without a row, or its driver died: ours now
             else:
                 waiting.append(t)
@@ -128,7 +131,7 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
 
 
 def _started_by(trial: Trial, owner: str) -> bool:
-    return any(h.get("owner") == owner for h in leases.history(trial.results_dir, trial.trial_id))
+    return any(h.get("owner") == owner for h in leases.history(trial.local_results, trial.trial_id))
 
 
 def _tune_storage(plan: SweepPlan) -> str:

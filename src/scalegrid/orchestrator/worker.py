@@ -115,8 +115,10 @@ def run_leased(
     `retry_here`: retry a raising trainer in this process (packs); otherwise re-raise while
     attempts remain and let Ray Tune retry.
     """
-    ft = trial.fault_tolerance
-    lease, _ = leases.acquire(trial.results_dir, trial.trial_id, owner=owner, expiry_s=ft.lease_expiry_s)
+    ft, root = trial.fault_tolerance, trial.local_results
+    if root is None:  # an object store: no lease, no persistent attempt count, so no Tune retry
+        return execute(trial, report, provenance)
+    lease, _ = leases.acquire(root, trial.trial_id, owner=owner, expiry_s=ft.lease_expiry_s)
     if lease is None:
         return ELSEWHERE
     try:
@@ -124,10 +126,10 @@ def run_leased(
             while True:
                 if store.run_status(trial.results_dir, trial.trial_id) in store.DONE_STATUSES:
                     return ALREADY_DONE  # another driver finished it between our plan and our lease
-                attempt = 1 + sum(h.get("owner") == owner for h in leases.history(trial.results_dir, trial.trial_id))
+                attempt = 1 + sum(h.get("owner") == owner for h in leases.history(root, trial.trial_id))
                 steps = checkpoint.steps(trial.checkpoint_dir)
                 leases.record_start(
-                    trial.results_dir, trial.trial_id, owner=owner, attempt=attempt,
+                    root, trial.trial_id, owner=owner, attempt=attempt,
                     resumed_from_step=steps[-1] if steps else 0, node=_ray_node(),
                 )
                 last = attempt > ft.max_failures

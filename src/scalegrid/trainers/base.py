@@ -53,8 +53,17 @@ class Trial(BaseModel):
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()  # checkpoints, retries, leases
 
     @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.results_dir) / "checkpoints" / self.trial_id
+    def local_results(self) -> Path | None:
+        """The results directory when it is mounted here (a path or file://); None on an object store."""
+        from scalegrid.storage import location
+
+        return location(self.results_dir).local_path
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """Where this trial's checkpoints live; None on an object store (checkpoints need rename(2))."""
+        local = self.local_results
+        return None if local is None else local / "checkpoints" / self.trial_id
 
 
 @dataclass

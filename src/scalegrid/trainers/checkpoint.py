@@ -26,9 +26,9 @@ from typing import Any
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
-def steps(directory: Path) -> list[int]:
-    """The steps that have a checkpoint file, oldest first."""
-    if not directory.is_dir():
+def steps(directory: Path | None) -> list[int]:
+    """The steps that have a checkpoint file, oldest first (none without a directory)."""
+    if directory is None or not directory.is_dir():
         return []
     return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _NAME.match(p.name)))
 
@@ -49,7 +49,7 @@ def save(directory: Path, step: int, state: dict[str, Any], *, keep: int) -> Pat
     return path
 
 
-def latest(directory: Path) -> tuple[int, dict[str, Any] | None]:
+def latest(directory: Path | None) -> tuple[int, dict[str, Any] | None]:
     """(step, state) of the newest readable checkpoint, or (0, None)."""
     import torch
 
