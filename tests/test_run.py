@@ -92,7 +92,8 @@ def test_interrupted_run_resumes_only_missing_trials(ray_local, write_spec, tmp_
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(run_files(results)) < 2 and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
     out = proc.communicate(timeout=120)[0].decode()
     finished = run_files(results)
     assert 1 <= len(finished) < 6, out
