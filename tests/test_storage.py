@@ -158,3 +158,19 @@ def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spe
     assert (tmp_path / "other-node" / "tokens" / key / "meta.json").is_file()
     first, _, _ = open_tokens(tmp_path / "driver-node" / "tokens" / key)
     assert np.array_equal(train, first) and meta["key"] == key
+
+
+def test_checkpoints_on_an_object_store(s3_endpoint):
+    """Checkpoints live in the results store whatever it is: written in one PUT, pruned, read back."""
+    import torch
+
+    from scalegrid.trainers import checkpoint
+
+    directory = checkpoint.CheckpointDir(storage.location(s3_endpoint("sweeps/ckpt")), "0123456789abcdef")
+    for step in (2, 4, 6):
+        checkpoint.save(directory, step, {"weights": torch.full((3,), float(step))}, keep=2)
+    assert checkpoint.steps(directory) == [4, 6]
+    step, state = checkpoint.latest(directory)
+    assert step == 6 and torch.equal(state["weights"], torch.full((3,), 6.0))
+    checkpoint.remove(directory)
+    assert checkpoint.steps(directory) == [] and checkpoint.latest(directory) == (0, None)

@@ -153,6 +153,11 @@ class ResultsLocation:
 
         return self.write_atomic(parts, write)
 
+    def delete(self, parts: tuple[str, ...]) -> None:
+        """Remove the file at `parts`; one that is already gone is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(self.path(*parts))
+
     def move(self, src: tuple[str, ...], dst: tuple[str, ...]) -> None:
         self.fs.move(self.path(*src), self.path(*dst))
 

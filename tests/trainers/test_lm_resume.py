@@ -38,7 +38,7 @@ def test_resumed_trial_ends_with_the_uninterrupted_loss(lm_trial, tmp_path):
     with pytest.raises(Interrupt):
         get_trainer("lm")(trial, report)
     assert checkpoint.steps(trial.checkpoint_dir) == [8, 10]  # only the newest `keep`
-    assert not [p for p in trial.checkpoint_dir.iterdir() if p.name.startswith(".")]  # no temporaries left
+    assert not [p for p in (tmp_path / "b" / "checkpoints" / "cut").iterdir() if p.name.startswith(".")]  # no temporaries left
 
     rows = []
     resumed = get_trainer("lm")(trial, rows.append)
@@ -58,6 +58,6 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(lm_trial, 
     trial = with_checkpoints(lm_trial(epochs=1), tmp_path, "bad", every=2, keep=3)
     get_trainer("lm")(trial, lambda row: None)
     newest = checkpoint.steps(trial.checkpoint_dir)[-1]
-    (trial.checkpoint_dir / f"step-{newest:09d}.pt").write_bytes(b"truncated")
+    (tmp_path / "checkpoints" / "bad" / f"step-{newest:09d}.pt").write_bytes(b"truncated")
     step, state = checkpoint.latest(trial.checkpoint_dir)
     assert step == checkpoint.steps(trial.checkpoint_dir)[-2] and state["step"] == step

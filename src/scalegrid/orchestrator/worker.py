@@ -104,6 +104,8 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
         store.write_curves(trial.results_dir, trial.trial_id, curves)
     row = run_row(trial, result, time.perf_counter() - start, provenance)
     store.write_run(trial.results_dir, row)
+    if row["status"] in store.DONE_STATUSES:
+        checkpoint.remove(trial.checkpoint_dir)  # a finished trial is never resumed
     return row
 
 

@@ -60,10 +60,12 @@ class Trial(BaseModel):
         return location(self.results_dir).local_path
 
     @property
-    def checkpoint_dir(self) -> Path | None:
-        """Where this trial's checkpoints live; None on an object store (checkpoints need rename(2))."""
-        local = self.local_results
-        return None if local is None else local / "checkpoints" / self.trial_id
+    def checkpoint_dir(self):
+        """Where this trial's checkpoints live (`checkpoint.CheckpointDir`), on any results store."""
+        from scalegrid.storage import location
+        from scalegrid.trainers.checkpoint import CheckpointDir
+
+        return CheckpointDir(location(self.results_dir), self.trial_id)
 
 
 @dataclass

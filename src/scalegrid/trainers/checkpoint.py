@@ -2,9 +2,9 @@
 
 A checkpoint is one `torch.save` of a plain dict (the trainer decides what goes in: model,
 optimizer, step, data position, RNG states, curve rows so far). It is written to a hidden
-temporary name in the trial's directory and renamed into place, so a killed writer leaves either
-the previous checkpoints or the new one, never half a file; then all but the newest `keep` are
-removed. `latest` returns the newest one that loads: a file that does not (a full disk, a bad
+temporary name in the trial's directory and renamed into place (on an object store: one PUT), so
+a killed writer leaves either the previous checkpoints or the new one, never half a file; then all
+but the newest `keep` are removed. `latest` returns the newest one that loads: a file that does not (a full disk, a bad
 copy) is reported and skipped, never deleted.
 
     >>> save(trial.checkpoint_dir, step=400, state={...}, keep=2)
@@ -13,53 +13,75 @@ copy) is reported and skipped, never deleted.
 
 from __future__ import annotations
 
-import os
+import io
 import random
 import re
 import sys
-import uuid
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
+
+from scalegrid.storage import ResultsLocation
 
 # torch is imported where used: the worker lists checkpoints of trainers that never load torch
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
-def steps(directory: Path | None) -> list[int]:
+@dataclass(frozen=True)
+class CheckpointDir:
+    """`checkpoints/<trial_id>/` under a results store: a local directory, file:// or an object store."""
+
+    loc: ResultsLocation
+    trial_id: str
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return ("checkpoints", self.trial_id)
+
+    def name(self, step: int) -> str:
+        return f"step-{step:09d}.pt"
+
+    def __str__(self) -> str:
+        return self.loc.uri_of(*self.parts)
+
+
+def steps(directory: CheckpointDir | None) -> list[int]:
     """The steps that have a checkpoint file, oldest first (none without a directory)."""
-    if directory is None or not directory.is_dir():
+    if directory is None:
         return []
-    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _NAME.match(p.name)))
+    return sorted(int(m.group(1)) for name in directory.loc.list(*directory.parts) if (m := _NAME.match(name)))
 
 
-def save(directory: Path, step: int, state: dict[str, Any], *, keep: int) -> Path:
+def save(directory: CheckpointDir, step: int, state: dict[str, Any], *, keep: int) -> str:
+    """One atomic write (temp + rename on a filesystem, one PUT on an object store), then pruning."""
     import torch
 
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"step-{step:09d}.pt"
-    tmp = directory / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        torch.save({"step": step, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"step": step, **state}, buffer)
+    path = directory.loc.write_bytes((*directory.parts, directory.name(step)), buffer.getvalue())
     for old in steps(directory)[:-keep]:
-        (directory / f"step-{old:09d}.pt").unlink(missing_ok=True)
+        directory.loc.delete((*directory.parts, directory.name(old)))
     return path
 
 
-def latest(directory: Path | None) -> tuple[int, dict[str, Any] | None]:
+def latest(directory: CheckpointDir | None) -> tuple[int, dict[str, Any] | None]:
     """(step, state) of the newest readable checkpoint, or (0, None)."""
     import torch
 
     for step in reversed(steps(directory)):
-        path = directory / f"step-{step:09d}.pt"
+        parts = (*directory.parts, directory.name(step))
         try:
-            return step, torch.load(path, map_location="cpu", weights_only=False)
+            return step, torch.load(io.BytesIO(directory.loc.read_bytes(*parts)), map_location="cpu", weights_only=False)
         except Exception as err:  # noqa: BLE001 - an unreadable checkpoint: fall back to the one before
-            print(f"scalegrid: warning: checkpoint {path} is unreadable ({err.__class__.__name__}); using an older one", file=sys.stderr)
+            where = directory.loc.uri_of(*parts)
+            print(f"scalegrid: warning: checkpoint {where} is unreadable ({err.__class__.__name__}); using an older one", file=sys.stderr)
     return 0, None
+
+
+def remove(directory: CheckpointDir) -> None:
+    """Drop a finished trial's checkpoints: they only ever serve to resume an unfinished one."""
+    for step in steps(directory):
+        directory.loc.delete((*directory.parts, directory.name(step)))
 
 
 def rng_state() -> dict[str, Any]:

@@ -100,7 +100,7 @@ def train(trial: Trial, report: Report) -> TrialResult:
                 train_loss, error = losses.read()
             if error or not math.isfinite(eval_row(step)["val_loss"]):
                 break
-        if step > resumed_from and step % every == 0 and trial.checkpoint_dir is not None:
+        if step > resumed_from and step % every == 0:
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
