@@ -41,8 +41,18 @@ def content_hash(value: Any, chars: int = TRIAL_ID_CHARS) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:chars]
 
 
+def identity(config: TrialConfig) -> dict[str, Any]:
+    """The hashed fields: `member` and `distill` only when set, so a plain trial keeps its id."""
+    fields = config.model_dump(mode="json")
+    if fields.get("member") == 0:
+        del fields["member"]
+    if fields.get("distill") is None:
+        del fields["distill"]
+    return fields
+
+
 def trial_id(config: TrialConfig) -> str:
-    return content_hash(config.model_dump(mode="json"))
+    return content_hash(identity(config))
 
 
 def _typed_points(spec: SweepSpec, field: str) -> list[dict[str, list]]:

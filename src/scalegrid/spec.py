@@ -17,6 +17,9 @@
     resources: {cpus: 1, gpus: 0}
     fault_tolerance: {checkpoint_every: 200, keep_checkpoints: 2, max_failures: 2, lease_expiry_s: 60}
     results: results/quickstart
+    ensemble: {members: [1, 2, 4], where: [{model: llama-50k}]}   # K members per matching point
+    distill:                          # students of a teacher: a grid point's ensemble of k, or one model
+      - {teacher: {model: llama-50k, members: 4}, student: {model: llama-50k}, method: token}
 
 Paths in a spec are relative to the current directory. Every error is raised as a one-line
 `UserError` naming the field (`data.unique_tokens[1]`) and how to fix it.
@@ -162,6 +165,91 @@ class FaultToleranceSpec(_Strict):
     lease_expiry_s: float = Field(60.0, gt=0)  # a lease without a heartbeat this long is taken over
 
 
+class EnsembleSpec(_Strict):
+    """Ensembles of independently trained members ("Pre-training under infinite compute", seeds/002).
+
+    Every grid point matching `where` (all points when empty) trains max(members) members that
+    differ only by member seed (initialisation and data order); member 0 without overrides is the
+    grid point's own trial. The overrides are the paper's tuned ensemble recipe (members trained
+    longer with less weight decay than the best single model); they change the members' epochs
+    and weight decay, hence their identity.
+    """
+
+    members: list[int]
+    where: list[dict[str, Any]] = []  # grid points that get members: like `exclude:` entries
+    epochs_scale: float = Field(1.0, gt=0)
+    weight_decay_scale: float = Field(1.0, ge=0)
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _axis(cls, value: Any):
+        return _as_axis(value)
+
+    @field_validator("members")
+    @classmethod
+    def _positive(cls, value: list[int]):
+        for v in value:
+            if v < 1:
+                raise ValueError(f"must be >= 1 (got {v})")
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _points(cls, value: list[dict]):
+        return _check_points(value)
+
+    @property
+    def max_members(self) -> int:
+        return max(self.members)
+
+
+class DistillSpec(_Strict):
+    """One distilled student: a teacher named by its grid point, a student config and a method.
+
+    `teacher` holds axis values picking one grid point (an axis with a single value may be left
+    out) and `members`: k > 1 is the ensemble of that point's first k members, 1 one model
+    (self-distillation). `student` overrides axes of the teacher's point (default: the same).
+    `token`: loss = (1 - kl_weight) CE(data) + kl_weight T^2 KL(teacher_T || student_T).
+    `sequence`: the teacher samples a corpus of `synthetic_tokens` tokens (default: as many as
+    the real ones, seeded, cached) and a fraction `synthetic_weight` of the student's training
+    sequences are drawn from it.
+    """
+
+    teacher: dict[str, Any]
+    student: dict[str, Any] = {}
+    method: Literal["token", "sequence"] = "token"
+    temperature: float = Field(1.0, gt=0)
+    kl_weight: float = Field(0.5, ge=0, le=1)  # token
+    synthetic_weight: float = Field(0.5, gt=0, lt=1)  # sequence: w
+    synthetic_tokens: int | None = Field(None, ge=1)  # sequence
+    sample_temperature: float = Field(1.0, gt=0)  # sequence
+    sample_seed: int = 0  # sequence
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, value: dict):
+        for key in value:
+            if key not in (*AXES, "members"):
+                raise ValueError(f"{key!r} is not an axis or `members`{_closest(key, (*AXES, 'members'))}")
+        members = value.get("members", 1)
+        if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+            raise ValueError(f"members must be an integer >= 1 (got {members!r})")
+        return value
+
+    @field_validator("student")
+    @classmethod
+    def _student(cls, value: dict):
+        _check_points([value])
+        for key, v in value.items():
+            if isinstance(v, list):
+                raise ValueError(f"{key}: one value per student, not a list")
+        return value
+
+    @property
+    def teacher_members(self) -> int:
+        return int(self.teacher.get("members", 1))
+
+
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     trainer: str
@@ -177,6 +265,13 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     results: str | None = None  # default: results/<name>
+    ensemble: EnsembleSpec | None = None
+    distill: list[DistillSpec] = []
+
+    @field_validator("distill", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any):
+        return [value] if isinstance(value, dict) else value
 
     @field_validator("model", "epochs", "lr", "weight_decay", "seed", mode="before")
     @classmethod
@@ -227,11 +322,7 @@ class SweepSpec(_Strict):
     @field_validator("include", "exclude")
     @classmethod
     def _points(cls, value: list[dict]):
-        for i, point in enumerate(value):
-            for key in point:
-                if key not in AXES:
-                    raise ValueError(f"[{i}]: {key!r} is not an axis{_closest(key, AXES)}; axes: {', '.join(AXES)}")
-        return value
+        return _check_points(value)
 
     @model_validator(mode="after")
     def _trainer_fits(self):
@@ -246,6 +337,8 @@ class SweepSpec(_Strict):
                 "trainer linreg needs data.source gaussian" if is_linreg
                 else "data.source gaussian is for trainer linreg; the lm trainer needs synthetic, files or hub"
             )
+        if self.trainer != "lm" and (self.ensemble is not None or self.distill):
+            raise ValueError(f"ensemble: and distill: need trainer lm (models to average), not {self.trainer}")
         return self
 
     @property
@@ -258,6 +351,14 @@ def _as_axis(value: Any) -> list:
     if not values:
         raise ValueError("empty axis: give one value or a non-empty list")
     return values
+
+
+def _check_points(value: list[dict]) -> list[dict]:
+    for i, point in enumerate(value):
+        for key in point:
+            if key not in AXES:
+                raise ValueError(f"[{i}]: {key!r} is not an axis{_closest(key, AXES)}; axes: {', '.join(AXES)}")
+    return value
 
 
 def _closest(name: str, choices) -> str:

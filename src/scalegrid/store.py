@@ -2,8 +2,11 @@
 
     RESULTS/runs/<trial_id>.parquet     one row per trial (RUN_SCHEMA)
     RESULTS/curves/<trial_id>.parquet   one row per evaluation
+    RESULTS/ensembles/<trial_id>.parquet  one row per (grid point, k): an ensemble of the first k members
+    RESULTS/models/<trial_id>/          final weights of ensemble members and teachers (safetensors)
+    RESULTS/stages/<sweep>.json         the stage graph of the latest run: ensembles and students
     RESULTS/sweeps/<name>-<hash>.json   the resolved spec and provenance of each `scalegrid run`
-    RESULTS/cache/                      token caches, shared by trials
+    RESULTS/cache/                      token caches and teacher corpora, shared by trials
 
 `RESULTS` is a local directory or a URI on shared storage (`file://`, `s3://`, `gs://`): all I/O
 goes through the pyarrow filesystem of `scalegrid.storage.location(RESULTS)`. A file is written
@@ -66,6 +69,18 @@ RUN_SCHEMA = pa.schema(
 )
 RUN_COLUMNS = tuple(RUN_SCHEMA.names)
 
+# Columns of the later stages, written only by the rows they describe (other rows read them as null).
+STAGE_SCHEMA = pa.schema(
+    [
+        ("member_trial_ids", pa.list_(pa.string())),  # ensemble: its members, in member order
+        ("teacher_id", pa.string()),  # distill: the teacher's ensemble row (k > 1) or trial (k = 1)
+        ("teacher_kind", pa.string()),  # distill: ensemble | model
+        ("teacher_trial_ids", pa.list_(pa.string())),  # distill: the teacher's members
+        ("distill_method", pa.string()),  # distill: token | sequence
+    ]
+)
+ENSEMBLE_SCHEMA = pa.schema([*RUN_SCHEMA, STAGE_SCHEMA.field("member_trial_ids")])
+
 CURVE_SCHEMA = pa.schema(
     [
         ("trial_id", pa.string()),
@@ -88,6 +103,10 @@ def curves_dir(results: str | Path) -> Path:
     return Path(results) / "curves"
 
 
+def ensembles_dir(results: str | Path) -> Path:
+    return Path(results) / "ensembles"
+
+
 def _atomic_write(table: pa.Table, loc: ResultsLocation, directory: str, name: str) -> str:
     if loc.is_file(directory, name) and not _readable(loc, directory, name):
         loc.move((directory, name), (directory, f"{name}.corrupt-{int(time.time())}"))
@@ -104,11 +123,21 @@ def _readable(loc: ResultsLocation, directory: str, name: str) -> bool:
 
 def write_run(results: str | Path | ResultsLocation, row: dict) -> str:
     """Write one trial's row. Call after `write_curves`: the run row is what marks a trial done."""
+    return _write_row(results, "runs", row)
+
+
+def write_ensemble(results: str | Path | ResultsLocation, row: dict) -> str:
+    """Write one ensemble row (RUN_SCHEMA plus `member_trial_ids`) under RESULTS/ensembles/."""
+    return _write_row(results, "ensembles", row)
+
+
+def _write_row(results: str | Path | ResultsLocation, directory: str, row: dict) -> str:
     missing = [c for c in RUN_COLUMNS if c not in row]
     if missing:
         raise ValueError(f"run row lacks columns {missing}")
-    table = pa.Table.from_pylist([{c: row[c] for c in RUN_COLUMNS}], schema=RUN_SCHEMA)
-    return _atomic_write(table, location(results), "runs", f"{row['trial_id']}.parquet")
+    schema = pa.schema([*RUN_SCHEMA, *(f for f in STAGE_SCHEMA if f.name in row)])
+    table = pa.Table.from_pylist([{c: row[c] for c in schema.names}], schema=schema)
+    return _atomic_write(table, location(results), directory, f"{row['trial_id']}.parquet")
 
 
 def write_curves(results: str | Path | ResultsLocation, trial_id: str, rows: list[dict]) -> str:
@@ -195,13 +224,32 @@ def scan_runs(results: str | Path | ResultsLocation) -> Scan:
     return _scan(location(results), "runs", RUN_SCHEMA)
 
 
+def scan_ensembles(results: str | Path | ResultsLocation) -> Scan:
+    return _scan(location(results), "ensembles", ENSEMBLE_SCHEMA)
+
+
 def scan_curves(results: str | Path | ResultsLocation) -> Scan:
     return _scan(location(results), "curves", CURVE_SCHEMA)
 
 
 def load_runs(results: str | Path) -> pd.DataFrame:
-    """One row per trial; unreadable files are reported on stderr and skipped."""
-    scan = scan_runs(check_readable_results(results))
+    """One row per trial and per ensemble (`stage` train | distill | ensemble): RESULTS/runs/ and
+    RESULTS/ensembles/ together, as the analysis reads them; unreadable files are reported on
+    stderr and skipped."""
+    results = check_readable_results(results)
+    runs, ensembles = scan_runs(results), scan_ensembles(results)
+    for scan in (runs, ensembles):
+        scan.warn()
+    if not len(ensembles.frame):
+        return runs.frame
+    if not len(runs.frame):
+        return ensembles.frame
+    return pd.concat([runs.frame, ensembles.frame], ignore_index=True)
+
+
+def load_ensembles(results: str | Path) -> pd.DataFrame:
+    """The ensemble rows alone (RESULTS/ensembles/), with `member_trial_ids`."""
+    scan = scan_ensembles(check_readable_results(results))
     scan.warn()
     return scan.frame
 

@@ -19,4 +19,9 @@ def run(args) -> int:
     table = plan.table()
     print(format_table(table))
     print(totals_line(table))
+    if plan.graph.ensembles or plan.graph.students:
+        stage_rows = plan.dependants()
+        counts = stage_rows["state"].value_counts()
+        print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
+        print(format_table(stage_rows))
     return 0

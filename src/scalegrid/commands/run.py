@@ -13,7 +13,7 @@ from scalegrid.orchestrator.plan import format_table, make_plan, prepare_data, r
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
 from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
 
-SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "status", "val_loss", "wall_s"]
+SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
 
 
 def register(subparsers) -> None:
@@ -52,14 +52,28 @@ def _run_checked(args, plan, save_tokens, start: float) -> int:
         print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
     pending = plan.pending
     print(f"{plan.spec.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
-    if pending:
+    stages_left = _stages_left(plan)
+    if stages_left:
+        print(f"{plan.spec.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
+    if pending or stages_left:
         from scalegrid.orchestrator.runner import schedule
+        from scalegrid.orchestrator.stages import run_stages, write_graph
 
+        write_graph(plan.results_dir, plan.spec.name, plan.graph)
         with ray_session(args.address):
-            schedule(plan, info, max_concurrent=args.max_concurrent)
+            if pending:
+                schedule(plan, info, max_concurrent=args.max_concurrent)
+            if stages_left:
+                run_stages(plan, info, max_concurrent=args.max_concurrent)
     code = summarize(args, time.perf_counter() - start)
     release_freed_memory()  # the summary read every run file: a notebook driver keeps running
     return code
+
+
+def _stages_left(plan) -> int:
+    if not plan.graph.ensembles and not plan.graph.students:
+        return 0
+    return int((plan.dependants()["state"] != "done").sum())
 
 
 def write_report_of(results_dir) -> None:
@@ -86,6 +100,10 @@ def summarize(args, elapsed_s: float) -> int:
         print("\nval_loss by epochs (best over the other axes):")
         pivot = table.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min")
         print(pivot.map(lambda v: f"{v:.4f}" if pd.notna(v) else "-").to_string())
+    stage_rows = plan.dependants() if plan.graph.ensembles or plan.graph.students else None
+    if stage_rows is not None:
+        print("\nensembles and students:")
+        print(format_table(stage_rows))
     counts = table["status"].value_counts()
     print(
         f"\n{plan.spec.name}: {counts.get('done', 0)} completed, {counts.get('diverged', 0)} diverged, "
@@ -95,7 +113,10 @@ def summarize(args, elapsed_s: float) -> int:
     if counts.get("failed", 0):
         print("some trials FAILED: see the `error` column (`scalegrid status`); a re-run retries them", file=sys.stderr)
         return 1
-    if counts.get("pending", 0):
+    if stage_rows is not None and (stage_rows["state"] == "blocked").any():
+        print("some ensembles or students are blocked by a FAILED or DIVERGED member: a re-run retries it", file=sys.stderr)
+        return 1
+    if counts.get("pending", 0) or (stage_rows is not None and (stage_rows["state"] != "done").any()):
         print("some trials did not finish (interrupted?): re-run the same command to train only those", file=sys.stderr)
         return 1
     return 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from scalegrid import store
+from scalegrid.orchestrator import stages
 from scalegrid.orchestrator.plan import format_table
 
 COLUMNS = ["trial_id", "sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "status", "val_loss", "wall_s", "error"]
@@ -25,4 +28,17 @@ def run(args) -> int:
         shown = runs[COLUMNS].sort_values(["sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"])
         shown["error"] = shown["error"].fillna("").str.slice(0, 60)
         print(format_table(shown))
+    print_dependants(Path(args.results))
     return 0
+
+
+def print_dependants(results: Path) -> None:
+    """Ensembles and students of the latest runs (RESULTS/stages/): done, pending or blocked."""
+    graph = stages.read_graphs(results)
+    if not graph["ensembles"] and not graph["students"]:
+        return
+    status, rows = stages.statuses(results)
+    table = stages.dependants(graph, status, rows, results)
+    counts = table["state"].value_counts()
+    print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
+    print(format_table(table))

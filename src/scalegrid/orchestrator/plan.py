@@ -27,10 +27,11 @@ class SweepPlan:
     spec: SweepSpec
     results_dir: Path | str  # a local directory, or the URI of an object store
     data: "object"  # trainers.data.DataIdentity
-    trials: list[Trial]
-    runs: pd.DataFrame  # the store's rows for this grid's trials
+    trials: list[Trial]  # the train stage: grid points and ensemble members
+    runs: pd.DataFrame  # the store's rows for this grid's trials and students
     unreadable: list[tuple[Path | str, str]]
     results_uri: str = ""  # the results as the user wrote them: a path, or a URI (shared storage)
+    graph: "object" = None  # stages.StageGraph: ensembles, teacher corpora, students
 
     @property
     def location(self) -> ResultsLocation:
@@ -45,8 +46,22 @@ class SweepPlan:
 
     @property
     def pending(self) -> list[Trial]:
+        """Train-stage trials not done, and members done without their saved weights (trained again)."""
         done = store.done_trial_ids(self.runs)
-        return [t for t in self.trials if t.trial_id not in done]
+        needs = self.graph.needs_weights if self.graph is not None else set()
+        return [
+            t for t in self.trials
+            if t.trial_id not in done
+            or (t.trial_id in needs and self.status(t.trial_id) == "done"
+                and not (Path(self.results_dir) / "models" / t.trial_id / "config.json").is_file())
+        ]
+
+    def dependants(self) -> pd.DataFrame:
+        """The ensembles and students of the grid with their state: done, pending or blocked."""
+        from scalegrid.orchestrator.stages import dependants, statuses
+
+        status, rows = statuses(self.results_dir)
+        return dependants(self.graph.to_json(), status, rows, self.results_dir)
 
     def table(self) -> pd.DataFrame:
         """One row per trial: identity, axes, size, tokens, FLOPs and status."""
@@ -62,6 +77,7 @@ class SweepPlan:
                     "lr": c.lr,
                     "weight_decay": c.weight_decay,
                     "seed": c.seed,
+                    "member": c.member,
                     "params": grid.num_params(c),
                     "tokens_seen": grid.tokens_seen(c),
                     "flops": grid.estimated_flops(c),
@@ -79,12 +95,14 @@ def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan
     results_uri = str(results or spec.results_dir)
     results_dir = store.check_results_dir(results_uri)
     identity = describe(spec.data)
-    trials = grid.expand(spec, identity, results_dir=str(results_dir))
+    from scalegrid.orchestrator.stages import build
+
+    graph = build(spec, identity, results_dir=str(results_dir))
     scan = store.scan_runs(results_dir)
-    ids = {t.trial_id for t in trials}
+    ids = {t.trial_id for t in graph.trials} | {s.trial_id for s in graph.students}
     runs = scan.frame[scan.frame["trial_id"].isin(ids)]
     release_freed_memory()
-    return SweepPlan(spec, results_dir, identity, trials, runs, scan.unreadable, results_uri=results_uri)
+    return SweepPlan(spec, results_dir, identity, graph.trials, runs, scan.unreadable, results_uri=results_uri, graph=graph)
 
 
 def release_freed_memory() -> None:

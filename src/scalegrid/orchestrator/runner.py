@@ -38,10 +38,18 @@ POLL_S = 1.0
 MAX_ROUNDS = 10  # schedule, wait for other drivers, take over what they left: at most this often
 
 
-def schedule(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int | None = None, owner: str | None = None) -> None:
+def schedule(
+    plan: SweepPlan,
+    provenance: dict[str, str],
+    *,
+    max_concurrent: int | None = None,
+    owner: str | None = None,
+    trials: list[Trial] | None = None,
+) -> None:
+    """Train `trials` (default: the plan's pending train-stage trials; `stages` passes the students)."""
     owner = owner or leases.new_owner()
     # Longest first: the grid's makespan is not left to one long trial started last.
-    todo = sorted(plan.pending, key=lambda t: estimated_flops(t.config), reverse=True)
+    todo = sorted(plan.pending if trials is None else trials, key=lambda t: estimated_flops(t.config), reverse=True)
     for _ in range(MAX_ROUNDS):
         if not todo:
             break

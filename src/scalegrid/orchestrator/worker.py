@@ -43,9 +43,10 @@ def _device() -> str:
 def run_row(trial: Trial, result: TrialResult, wall_s: float, provenance: dict[str, str]) -> dict[str, Any]:
     config = trial.config
     return {
+        **_teacher_columns(config),
         "trial_id": trial.trial_id,
         "sweep": trial.sweep,
-        "stage": "train",
+        "stage": trial.stage,
         "status": result.status,
         "trainer": config.trainer,
         "model": trial.model_label,
@@ -57,7 +58,7 @@ def run_row(trial: Trial, result: TrialResult, wall_s: float, provenance: dict[s
         "lr": config.lr,
         "weight_decay": config.weight_decay,
         "seed": config.seed,
-        "members": 1,
+        "members": len(config.distill["teacher"]) if config.distill else 1,  # a student's: its teacher's k
         "val_loss": result.val_loss,
         "best_val_loss": result.best_val_loss,
         "train_loss": result.train_loss,
@@ -65,11 +66,26 @@ def run_row(trial: Trial, result: TrialResult, wall_s: float, provenance: dict[s
         "wall_s": wall_s,
         "error": result.error,
         "finished_at": dt.datetime.now(dt.timezone.utc),
-        "config_json": grid.canonical_json(config.model_dump(mode="json")),
+        "config_json": grid.canonical_json(grid.identity(config)),
         "scalegrid_version": provenance.get("scalegrid_version"),
         "git_commit": provenance.get("git_commit"),
         "hostname": platform.node(),
         "device": _device(),
+    }
+
+
+def _teacher_columns(config) -> dict[str, Any]:
+    """A student's teacher (STAGE_SCHEMA columns); nothing for other trials."""
+    if not config.distill:
+        return {}
+    from scalegrid.orchestrator.stages import ensemble_id
+
+    teacher = list(config.distill["teacher"])
+    return {
+        "teacher_id": teacher[0] if len(teacher) == 1 else ensemble_id(teacher),
+        "teacher_kind": "model" if len(teacher) == 1 else "ensemble",
+        "teacher_trial_ids": teacher,
+        "distill_method": config.distill["method"],
     }
 
 
@@ -94,7 +110,7 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
     """
     start = time.perf_counter()
     try:
-        result = get_trainer(trial.config.trainer)(trial, report)
+        result = get_trainer("distill" if trial.stage == "distill" else trial.config.trainer)(trial, report)
     except Exception as err:  # a bug or a bad corpus fails this trial only
         if reraise:
             raise

@@ -80,10 +80,13 @@ def load_inputs(results_dir: str | Path) -> Inputs:
         raise UserError(f"{path}: not a results directory; pass the `results:` directory of a sweep")
     try:
         runs_scan = _fast_scan(store.runs_dir(path), store.RUN_SCHEMA) or store.scan_runs(path)
+        ensembles_scan = _fast_scan(store.ensembles_dir(path), store.RUN_SCHEMA) or store.scan_ensembles(path)
         curves_scan = _fast_scan(store.curves_dir(path), store.CURVE_SCHEMA) or store.scan_curves(path)
     except OSError as err:
         raise UserError(f"{path}: cannot read the results ({err.strerror or err}); check its permissions") from None
     runs = runs_scan.frame
+    if len(ensembles_scan.frame):  # ensemble rows (stage `ensemble`) live beside the trials' rows
+        runs = pd.concat([runs, ensembles_scan.frame[[c for c in runs.columns if c in ensembles_scan.frame]]], ignore_index=True)
     for column in ("stage", "status"):
         if column in runs.columns:
             runs[column] = runs[column].astype(object)
@@ -91,7 +94,7 @@ def load_inputs(results_dir: str | Path) -> Inputs:
         results_dir=path,
         runs=runs,
         curves=curves_scan.frame,
-        unreadable=runs_scan.unreadable + curves_scan.unreadable,
+        unreadable=runs_scan.unreadable + ensembles_scan.unreadable + curves_scan.unreadable,
         expected=expected_trials(path),
     )
 

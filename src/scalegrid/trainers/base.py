@@ -7,6 +7,7 @@ worker, and writes the returned result (and the curve rows it reported) to Parqu
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,18 @@ class TrialConfig(BaseModel):
     weight_decay: float
     seed: int
     train: TrainSpec
+    # Left out of the hash at their defaults (`grid.trial_id`): member 0 of a grid point is the
+    # grid point's own trial, and adding ensembles or students leaves every existing id as it was.
+    member: int = 0  # ensemble member index: its seed draws the initialisation and data order
+    distill: dict[str, Any] | None = None  # a student's teacher and method (`trainers/distill.py`)
+
+    @property
+    def member_seed(self) -> int:
+        """The seed of initialisation and data order: `seed` for member 0, a hash of (seed, member) else."""
+        if self.member == 0:
+            return self.seed
+        digest = hashlib.sha256(f"scalegrid-member:{self.seed}:{self.member}".encode()).digest()
+        return int.from_bytes(digest[:4], "little")
 
 
 class Trial(BaseModel):
@@ -51,6 +64,8 @@ class Trial(BaseModel):
     results_dir: str  # the results store root
     data_dir: str | None = None  # the token cache of this trial's corpus (lm), None for generated data
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()  # checkpoints, retries, leases
+    save_model: bool = False  # keep the final weights in RESULTS/models/<trial_id>/ (ensemble members, teachers)
+    stage: str = "train"  # train | distill: the `stage` column
 
     @property
     def local_results(self) -> Path | None:
@@ -100,7 +115,8 @@ def get_trainer(name: str) -> TrainerFn:
     """Import a trainer's module only when it is used: `plan` must not pay for torch."""
     import importlib
 
-    return importlib.import_module(TRAINERS[name]).train
+    module = "scalegrid.trainers.distill" if name == "distill" else TRAINERS[name]  # students: not a spec trainer
+    return importlib.import_module(module).train
 
 
 def cache_dir(results_dir: str | Path) -> Path:

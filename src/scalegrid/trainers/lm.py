@@ -33,7 +33,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -47,7 +52,15 @@ from scalegrid.trainers.presets import LlamaShape
 from scalegrid.trainers.schedule import lr_at
 
 
-def train(trial: Trial, report: Report) -> TrialResult:
+def train(
+    trial: Trial,
+    report: Report,
+    *,
+    extra_sequences: torch.Tensor | None = None,
+    batch_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
+) -> TrialResult:
+    """Train one trial. Distillation (`trainers/distill.py`) adds teacher-generated sequences to the
+    training set (`extra_sequences`, [n, seq_len]) or replaces the loss of a batch (`batch_loss`)."""
     start = time.perf_counter()
     cfg, t = trial.config, trial.config.train
     shape = LlamaShape(**cfg.model)
@@ -55,10 +68,12 @@ def train(trial: Trial, report: Report) -> TrialResult:
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
     train_seqs, val_seqs, vocab_size = load_sequences(trial, device)
-    model = build_model(shape, vocab_size, t.seq_len, seed=cfg.seed, device=device)
+    if extra_sequences is not None:
+        train_seqs = torch.cat([train_seqs, extra_sequences.to(device)])
+    model = build_model(shape, vocab_size, t.seq_len, seed=cfg.member_seed, device=device)
     params, params_nonembed = count_params(model)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, t, device)
-    order = epoch_orders(len(train_seqs), cfg.epochs, cfg.seed, device)
+    order = epoch_orders(len(train_seqs), cfg.epochs, cfg.member_seed, device)
     steps_per_epoch = math.ceil(len(train_seqs) / t.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
@@ -115,7 +130,7 @@ def train(trial: Trial, report: Report) -> TrialResult:
             checkpoint.save(trial.checkpoint_dir, step, state, keep=keep)
         x = next_batch(train_seqs, order, step, steps_per_epoch, t.batch_size)
         with autocast:
-            loss = model(input_ids=x, labels=x).loss
+            loss = model(input_ids=x, labels=x).loss if batch_loss is None else batch_loss(model, x)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip or math.inf)  # inf: measure only
         optimizer.step()
@@ -135,6 +150,8 @@ def train(trial: Trial, report: Report) -> TrialResult:
     if not error and not math.isfinite(curves[-1]["val_loss"]):
         error = f"non-finite validation loss at step {curves[-1]['step']}"
     diverged = error is not None
+    if trial.save_model and not diverged:
+        save_model(model, trial)
     return TrialResult(
         status="DIVERGED" if diverged else "COMPLETED",
         params=params,
@@ -147,6 +164,28 @@ def train(trial: Trial, report: Report) -> TrialResult:
         error=error,
         extra={"curves": curves, "steps": total_steps, "resumed_from_step": resumed_from},
     )
+
+
+def save_model(model: torch.nn.Module, trial: Trial) -> Path:
+    """The final weights in RESULTS/models/<trial_id>/ (`save_pretrained`, safetensors), written
+    under a temporary name and renamed: a directory that exists is complete. Kept apart from
+    training checkpoints: this is what ensemble evaluation and distillation load."""
+    final = model_dir(trial.results_dir, trial.trial_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{trial.trial_id}.", dir=final.parent))
+    try:
+        model.save_pretrained(tmp)  # safetensors
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        if final.exists():  # a re-trained member (its weights were missing or it failed before)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def model_dir(results_dir: str | Path, trial_id: str) -> Path:
+    return Path(results_dir) / "models" / trial_id
 
 
 def load_sequences(trial: Trial, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:

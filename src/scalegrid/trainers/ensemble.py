@@ -1,0 +1,78 @@
+"""Ensemble evaluation: the validation loss of the average of K members' next-token distributions.
+
+The ensemble of members 1..k predicts p_k(y | x) = (1/k) sum_m p_m(y | x), so its loss on a
+validation token is -log p_k(y) = -(logsumexp_m log p_m(y) - log k): only each member's
+log-probability of the *observed* next token is needed, never the whole vocabulary at once. One
+pass per member over the validation tokens gives a vector of T log-probabilities; a running
+logsumexp over members then yields the loss of every k = 1..K, so evaluating all K ensemble
+sizes costs about K single evaluations (not K^2), and holds O(T) numbers, not O(K T).
+
+    losses = evaluate_members([load_model(results, tid) for tid in member_ids], val_seqs, batch_size=16)
+    losses[0] == the first member's own val_loss; losses[k - 1] <= mean(member losses[:k])  (Jensen)
+
+The members are loaded from RESULTS/models/<trial_id>/ (`lm.save_model`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from scalegrid.trainers.lm import model_dir
+
+
+def load_model(results_dir: str | Path, trial_id: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A member's final weights, in eval mode, without gradients."""
+    from transformers import LlamaForCausalLM
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    path = model_dir(results_dir, trial_id)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no saved model for trial {trial_id} (was it trained by this version?)")
+    model = LlamaForCausalLM.from_pretrained(path).to(device)
+    model.eval().requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def token_logprobs(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """log p(x[t+1] | x[:t+1]) for every predicted validation token, float32, flattened [N * (L - 1)]."""
+    out = []
+    for i in range(0, len(sequences), batch_size):
+        x = sequences[i : i + batch_size]
+        logits = model(input_ids=x).logits[:, :-1].float()
+        out.append(torch.log_softmax(logits, dim=-1).gather(-1, x[:, 1:, None]).squeeze(-1).flatten())
+    return torch.cat(out)
+
+
+def cumulative_losses(member_logprobs: Iterable[torch.Tensor]) -> list[float]:
+    """The loss of the ensemble of the first k members, for k = 1, 2, ...: one running logsumexp."""
+    total, losses = None, []
+    for k, logprobs in enumerate(member_logprobs, start=1):
+        total = logprobs.double() if total is None else torch.logaddexp(total, logprobs.double())
+        losses.append(-(total - math.log(k)).mean().item())
+    return losses
+
+
+def evaluate_members(
+    member_ids: list[str], results_dir: str | Path, sequences: torch.Tensor, batch_size: int
+) -> tuple[list[float], list[float], list[float]]:
+    """(ensemble loss of the first k members for k = 1..K, each member's own loss, seconds per member).
+
+    Members are loaded and evaluated one at a time: one model in memory, one pass each."""
+    own, seconds = [], []
+
+    def passes():
+        for tid in member_ids:
+            start = time.perf_counter()
+            logprobs = token_logprobs(load_model(results_dir, tid, sequences.device), sequences, batch_size)
+            own.append(-logprobs.double().mean().item())
+            seconds.append(time.perf_counter() - start)
+            yield logprobs
+
+    return cumulative_losses(passes()), own, seconds
