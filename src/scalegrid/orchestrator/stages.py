@@ -304,8 +304,8 @@ def ensemble_rows(job: EnsembleJob, losses: list[float], seconds: float, error: 
     return rows
 
 
-def evaluate_ensemble(job: EnsembleJob, provenance: dict) -> dict:
-    """The Ray task body: one pass per member, every k's row written (FAILED rows on an error)."""
+def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] = frozenset()) -> dict:
+    """The Ray task body: one pass per member; each k's row not in `done` written (FAILED on an error)."""
     import os
     import traceback
 
@@ -325,7 +325,8 @@ def evaluate_ensemble(job: EnsembleJob, provenance: dict) -> dict:
         error = traceback.format_exception_only(type(err), err)[-1].strip()[:2000]
     seconds = time.perf_counter() - start
     for row in ensemble_rows(job, losses, seconds, error, provenance):
-        store.write_ensemble(job.members[0].results_dir, row)
+        if row["trial_id"] not in done:  # a row is its members: written once, whatever K asked for it
+            store.write_ensemble(job.members[0].results_dir, row)
     return {"point": job.point, "losses": losses, "own": own, "seconds_per_member": per_member, "seconds": seconds, "error": error}
 
 
@@ -349,7 +350,7 @@ def run_stages(plan, provenance: dict, *, max_concurrent: int | None = None) -> 
     cpus = plan.spec.resources.cpus
     if ready:
         task = ray.remote(num_cpus=cpus)(evaluate_ensemble)
-        for out in ray.get([task.remote(e, provenance) for e in ready]):
+        for out in ray.get([task.remote(e, provenance, frozenset(done_rows)) for e in ready]):
             if out["error"]:
                 print(f"ensemble at {out['point']}: FAILED ({out['error']})", file=sys.stderr)
             else:

@@ -1,0 +1,90 @@
+"""Members -> ensemble evaluation -> teacher corpus -> students as one `scalegrid run`, on a real local Ray."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sweep_fixtures import TINY_LM
+from scalegrid import load_ensembles, load_runs
+from scalegrid.analysis.recipes import distillation
+from scalegrid.cli import main
+
+
+def files(directory) -> dict[str, int]:
+    return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
+
+
+def test_ensembles_and_students_extend_and_rerun(ray_local, write_spec, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", str(write_spec(TINY_LM)), "--no-report"]) == 0
+    (plain,) = load_runs(results).itertuples()
+
+    # An ensemble axis on an existing grid trains only the new member: member 0 is the old trial.
+    assert main(["run", str(write_spec({**TINY_LM, "ensemble": {"members": [1, 2]}})), "--no-report"]) == 0
+    assert "2 trials, 1 done, 1 to run" in capsys.readouterr().err
+    ens = load_ensembles(results).set_index("members")
+    assert list(ens.loc[1, "member_trial_ids"]) == [plain.trial_id]
+    assert abs(ens.loc[1, "val_loss"] - plain.val_loss) < 1e-5  # k = 1 is the member itself
+    members = load_runs(results).query("stage == 'train'")
+    assert ens.loc[2, "val_loss"] <= members["val_loss"].mean() + 1e-9  # Jensen
+    assert set(ens["stage"]) == {"ensemble"} and (ens["params"] == plain.params).all()
+
+    # K = 3 and two students: one trained member more, the k = 3 row, a teacher corpus, two students.
+    spec = write_spec({
+        **TINY_LM,
+        "ensemble": {"members": [1, 2, 3]},
+        "distill": [
+            {"teacher": {"members": 3}, "method": "token", "temperature": 2.0},
+            {"teacher": {"members": 2}, "method": "sequence", "synthetic_weight": 0.5},
+        ],
+    })
+    before = files(results / "ensembles")
+    assert main(["run", str(spec), "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert "3 trials, 2 done, 1 to run" in err and "tokens/s" in err
+    assert all(files(results / "ensembles")[name] == t for name, t in before.items())  # k = 1, 2 kept
+    runs = load_runs(results)
+    assert sorted(runs.loc[runs["stage"] == "ensemble", "members"]) == [1, 2, 3]
+    students = runs[runs["stage"] == "distill"].set_index("distill_method")
+    assert set(students["status"]) == {"COMPLETED"} and list(students.loc[["token", "sequence"], "members"]) == [3, 2]
+    assert students.loc["token", "teacher_kind"] == "ensemble" and len(students.loc["token", "teacher_trial_ids"]) == 3
+    assert students.loc["sequence", "tokens_seen"] == 2 * plain.tokens_seen  # real + as many generated
+    (corpus,) = (results / "cache" / "teacher").iterdir()
+    meta = json.loads((corpus / "meta.json").read_text())
+    assert meta["tokens"] == 4096 and meta["tokens_per_s"] > 0
+    retention = distillation(runs)
+    assert len(retention) == 2 and np.isfinite(retention["loss_teacher"]).all()
+
+    # A re-run redoes nothing: no trial, ensemble, corpus or student.
+    stored = files(results / "runs") | files(results / "ensembles") | files(results / "cache" / "teacher")
+    assert main(["run", str(spec), "--no-report"]) == 0
+    assert "0 to run" in capsys.readouterr().err
+    assert files(results / "runs") | files(results / "ensembles") | files(results / "cache" / "teacher") == stored
+    assert main(["status", str(results)]) == 0
+    assert "ensembles and students: 3 done" in capsys.readouterr().out
+
+
+def test_failed_members_block_their_dependants(ray_local, write_spec, tmp_path, capsys):
+    # seq_len 128 over 64 validation tokens passes the spec but raises inside the trainer
+    broken = {
+        **TINY_LM,
+        "data": {**TINY_LM["data"], "validation": {"fraction": 0.1, "max_tokens": 64}},
+        "train": {**TINY_LM["train"], "seq_len": 128},
+        "ensemble": {"members": [1, 2]},
+        "distill": {"teacher": {"members": 2}, "method": "token"},
+    }
+    results = tmp_path / "results"
+    assert main(["run", str(write_spec(broken)), "--no-report"]) == 1  # a finished sweep, not a crash
+    captured = capsys.readouterr()
+    assert "blocked: teacher member" in captured.err and "blocked: member" in captured.err
+    runs = load_runs(results)
+    assert set(runs["status"]) == {"FAILED"} and set(runs["stage"]) == {"train"}  # nothing ran past them
+    assert "validation split" in runs["error"].iloc[0]
+    assert main(["status", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "ensembles and students: 2 blocked" in out and "FAILED" in out
+    assert main(["plan", str(write_spec(broken))]) == 0
+    assert "2 blocked" in capsys.readouterr().out
