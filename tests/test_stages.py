@@ -88,3 +88,31 @@ def test_failed_members_block_their_dependants(ray_local, write_spec, tmp_path, 
     assert "ensembles and students: 2 blocked" in out and "FAILED" in out
     assert main(["plan", str(write_spec(broken))]) == 0
     assert "2 blocked" in capsys.readouterr().out
+
+
+def test_stage_graph_members_overrides_and_spec_errors():
+    from scalegrid.errors import UserError
+    from scalegrid.orchestrator.stages import build
+    from scalegrid.spec import parse_spec
+    from scalegrid.trainers.data import describe
+
+    def graph(raw):
+        spec = parse_spec(raw)
+        return build(spec, describe(spec.data), results_dir="r")
+
+    plain = graph(TINY_LM).trials
+    tuned = graph({**TINY_LM, "ensemble": {"members": [1, 2, 4], "epochs_scale": 2, "weight_decay_scale": 0.5}})
+    (job,) = tuned.ensembles
+    assert len(job.members) == 4 and {m.config.epochs for m in job.members} == {2}
+    assert plain[0].trial_id in {t.trial_id for t in tuned.trials} and plain[0].trial_id not in job.member_ids
+    assert len(tuned.trials) == 5 and tuned.needs_weights == set(job.member_ids)
+
+    two_points = {**TINY_LM, "epochs": [1, 2], "distill": {"teacher": {"members": 2}}}
+    with pytest.raises(UserError, match=r"distill\[0\]\.teacher: .* matches 2 grid points"):
+        graph(two_points)
+    one = graph({**two_points, "distill": {"teacher": {"epochs": 2, "members": 2}, "student": {"epochs": 1}}})
+    (student,) = one.students
+    assert student.config.epochs == 1 and [t.config.epochs for t in one.teachers[student.trial_id]] == [2, 2]
+    with pytest.raises(UserError, match="need trainer lm"):
+        parse_spec({**TINY_LM, "trainer": "linreg", "model": {"dims": 8}, "data": {"source": "gaussian", "unique_tokens": 64},
+                    "ensemble": {"members": [2]}})

@@ -12,6 +12,7 @@ from scalegrid.commands.args import positive_int
 from scalegrid.orchestrator.plan import format_table, make_plan, prepare_data, release_freed_memory
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
 from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
+from scalegrid.orchestrator.stages import write_graph
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
 
@@ -55,11 +56,11 @@ def _run_checked(args, plan, save_tokens, start: float) -> int:
     stages_left = _stages_left(plan)
     if stages_left:
         print(f"{plan.spec.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
+    write_graph(plan.results_dir, plan.spec.name, plan.graph)
     if pending or stages_left:
         from scalegrid.orchestrator.runner import schedule
-        from scalegrid.orchestrator.stages import run_stages, write_graph
+        from scalegrid.orchestrator.stages import run_stages
 
-        write_graph(plan.results_dir, plan.spec.name, plan.graph)
         with ray_session(args.address):
             if pending:
                 schedule(plan, info, max_concurrent=args.max_concurrent)

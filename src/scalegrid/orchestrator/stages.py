@@ -254,9 +254,11 @@ def graph_path(results_dir: Path, sweep: str) -> Path:
 
 
 def write_graph(results_dir: Path, sweep: str, graph: StageGraph) -> Path | None:
-    if not graph.ensembles and not graph.students:
-        return None
+    """The sweep's ensembles and students for `status`; a spec without them removes the old file."""
     path = graph_path(results_dir, sweep)
+    if not graph.ensembles and not graph.students:
+        path.unlink(missing_ok=True)
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(graph.to_json(), indent=2, sort_keys=True))
