@@ -103,6 +103,10 @@ def summarize(args, elapsed_s: float) -> int:
         print(pivot.map(lambda v: f"{v:.4f}" if pd.notna(v) else "-").to_string())
     stage_rows = plan.dependants() if plan.graph.ensembles or plan.graph.students else None
     if stage_rows is not None:
+        from scalegrid.store import load_runs
+
+        losses = load_runs(plan.results_dir).drop_duplicates("trial_id", keep="last").set_index("trial_id")["val_loss"]
+        stage_rows["val_loss"] = [losses.get(i) for i in stage_rows["id"]]  # an ensemble's: its largest k
         print("\nensembles and students:")
         print(format_table(stage_rows))
     counts = table["status"].value_counts()
