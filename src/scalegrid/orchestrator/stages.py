@@ -36,6 +36,7 @@ import pandas as pd
 from scalegrid import grid, store
 from scalegrid.errors import UserError
 from scalegrid.spec import AXES, SweepSpec, model_label
+from scalegrid.storage import location
 from scalegrid.trainers.base import Trial
 
 SAVE_ALWAYS_PARAMS = 20_000_000  # the final weights of smaller lm trials are always kept: an ensemble added later reuses them
@@ -188,8 +189,14 @@ def build(spec: SweepSpec, data, *, results_dir: str) -> StageGraph:
         graph.students.append(student)
         graph.teachers[tid] = teacher
 
+    local = location(results_dir).local_path is not None
+    if not local and (graph.ensembles or graph.students):
+        raise UserError(
+            f"results: {location(results_dir)}: ensemble: and distill: need a results directory on this machine "
+            "or a shared mount (a path or file://) for now: members' weights and teacher corpora are local files"
+        )
     for tid, t in trials.items():
-        keep = tid in graph.needs_weights or grid.num_params(t.config) <= SAVE_ALWAYS_PARAMS
+        keep = local and (tid in graph.needs_weights or grid.num_params(t.config) <= SAVE_ALWAYS_PARAMS)
         graph.trials.append(t.model_copy(update={"save_model": keep}) if keep != t.save_model else t)
     return graph
 
