@@ -44,7 +44,7 @@ def report_of(results: str | Path, out: Path | None = None, **options) -> Path |
     if loc.local_path is not None:
         return write_report(loc.local_path, out, **options)
     check_readable_results(loc)
-    with materialised(loc, "runs", "curves", "sweeps") as local:
+    with materialised(loc, "runs", "ensembles", "curves", "sweeps") as local:
         index = write_report(local, out, **options)
         if out is not None:
             return index

@@ -170,6 +170,9 @@ def save_model(model: torch.nn.Module, trial: Trial) -> Path:
     """The final weights in RESULTS/models/<trial_id>/ (`save_pretrained`, safetensors), written
     under a temporary name and renamed: a directory that exists is complete. Kept apart from
     training checkpoints: this is what ensemble evaluation and distillation load."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # its bar reaches the driver's stderr through Ray's log forwarding
     final = model_dir(trial.results_dir, trial.trial_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{trial.trial_id}.", dir=final.parent))
