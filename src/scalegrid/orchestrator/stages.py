@@ -184,7 +184,7 @@ def build(spec: SweepSpec, data, *, results_dir: str) -> StageGraph:
             continue
         student = Trial(
             trial_id=tid, sweep=spec.name, model_label=model_label(student_point["model"]), config=config,
-            results_dir=results_dir, data_dir=base[0].data_dir, stage="distill",
+            results_dir=results_dir, data_dir=base[0].data_dir, stage="distill", fault_tolerance=spec.fault_tolerance,
         )
         graph.students.append(student)
         graph.teachers[tid] = teacher
