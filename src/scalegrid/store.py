@@ -53,6 +53,7 @@ RUN_SCHEMA = pa.schema(
         ("weight_decay", pa.float64()),
         ("seed", pa.int64()),
         ("members", pa.int64()),
+        ("member", pa.int64()),  # train: the ensemble member index (0: the grid point's own trial)
         ("val_loss", pa.float64()),
         ("best_val_loss", pa.float64()),
         ("train_loss", pa.float64()),

@@ -187,3 +187,15 @@ def test_optimal_weight_decay_scales_as_a_power_of_size():
     assert trend.loc[0, "exponent"] == pytest.approx(0.5, abs=1e-9)
     assert trend.loc[0, "coefficient"] == pytest.approx(0.1 / 1e6**0.5, rel=1e-9)
     assert trend.loc[0, "exponent_lo"] == pytest.approx(0.5, abs=1e-9)
+
+
+def test_best_runs_leaves_extra_ensemble_members_out():
+    """A lucky member seed is not the recipe's best single model: member > 0 rows are ensemble inputs."""
+    rows = pd.DataFrame(
+        {
+            "model": ["m", "m", "m"], "params": [10, 10, 10], "unique_tokens": [100, 100, 100],
+            "stage": ["train"] * 3, "status": ["COMPLETED"] * 3, "member": [0, 1, 2], "val_loss": [2.0, 1.5, 1.9],
+        }
+    )
+    best = best_runs(rows, by=["params", "unique_tokens"])
+    assert best["val_loss"].tolist() == [2.0]

@@ -62,11 +62,19 @@ def completed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def of_stage(df: pd.DataFrame, stage: str | Sequence[str] | None) -> pd.DataFrame:
-    """Rows of the given stage(s) when the table has a `stage` column; else every row."""
+    """Rows of the given stage(s) when the table has a `stage` column; else every row.
+
+    Train rows are single models: extra ensemble members (`member` > 0) are left out, so a lucky
+    member seed never stands in for the recipe's best single run; the ensemble rows hold them.
+    """
     if stage is None or "stage" not in df.columns:
         return df
     stages = [stage] if isinstance(stage, str) else list(stage)
-    return df[df["stage"].isin(stages)]
+    rows = df[df["stage"].isin(stages)]
+    if "train" in stages and "member" in rows.columns:
+        member = pd.to_numeric(rows["member"], errors="coerce").fillna(0)
+        rows = rows[(rows["stage"] != "train") | (member == 0)]
+    return rows
 
 
 def drop_highest(df: pd.DataFrame, column: str, k: int) -> pd.DataFrame:

@@ -98,8 +98,9 @@ def summarize(args, elapsed_s: float) -> int:
         table[column] = [runs[column].get(t) if column in runs else None for t in table["trial_id"]]
     print(format_table(table[SUMMARY_COLUMNS]))
     if plan.spec.trainer == "lm" and table["val_loss"].notna().any():
-        print("\nval_loss by epochs (best over the other axes):")
-        pivot = table.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min")
+        print("\nval_loss by epochs (best single model over the other axes; extra ensemble members left out):")
+        singles = table[table["member"] == 0]  # a lucky member seed is not a better recipe
+        pivot = singles.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min")
         print(pivot.map(lambda v: f"{v:.4f}" if pd.notna(v) else "-").to_string())
     stage_rows = plan.dependants() if plan.graph.ensembles or plan.graph.students else None
     if stage_rows is not None:

@@ -302,7 +302,7 @@ def ensemble_rows(job: EnsembleJob, losses: list[float], seconds: float, error: 
             "status": "FAILED" if error else DONE, "trainer": c.trainer, "model": first.model_label,
             "params": params, "params_nonembed": grid.model_shape(c.model).num_params(c.data.get("vocab_size", 0), non_embedding=True),
             "unique_tokens": c.unique_tokens, "epochs": c.epochs, "tokens_seen": k * grid.tokens_seen(c),
-            "lr": c.lr, "weight_decay": c.weight_decay, "seed": c.seed, "members": k,
+            "lr": c.lr, "weight_decay": c.weight_decay, "seed": c.seed, "members": k, "member": None,
             "val_loss": loss, "best_val_loss": loss, "train_loss": math.nan,
             "flops": k * grid.estimated_flops(c), "wall_s": seconds, "error": error,
             "finished_at": dt.datetime.now(dt.timezone.utc),

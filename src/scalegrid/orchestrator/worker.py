@@ -59,6 +59,7 @@ def run_row(trial: Trial, result: TrialResult, wall_s: float, provenance: dict[s
         "weight_decay": config.weight_decay,
         "seed": config.seed,
         "members": len(config.distill["teacher"]) if config.distill else 1,  # a student's: its teacher's k
+        "member": config.member,
         "val_loss": result.val_loss,
         "best_val_loss": result.best_val_loss,
         "train_loss": result.train_loss,
