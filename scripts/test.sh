@@ -11,4 +11,5 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+export PATH="$PWD/.venv/bin:$PATH"  # tests start `scalegrid`, `ray` and `python` as a user's shell would
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -45,6 +45,9 @@ class RayHead:
 
     def __enter__(self) -> "RayHead":
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **self.extra_env}
+        # A job's entrypoint runs `python` from the head's PATH: make it this interpreter (the venv
+        # the tests run in), as an activated environment or a cluster's setup would.
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
             env.pop(var, None)
         self.log = open(Path(self.temp_dir, "head.log"), "w")
