@@ -116,3 +116,13 @@ def test_run_joins_a_cluster_by_address(ray_local, write_spec, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     runs = load_runs(tmp_path / "results")
     assert len(runs) == 2 and set(runs["status"]) == {"COMPLETED"}
+
+
+def test_relative_results_path(ray_local, write_spec, tmp_path, monkeypatch):
+    """`results: results/x` (as the shipped sweeps say) is relative to where `run` is started, not to
+    the directory Ray Tune starts a trial in."""
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec({**TINY_LM, "results": "relative/results"})
+    assert main(["run", str(spec), "--no-report"]) == 0
+    runs = load_runs(tmp_path / "relative" / "results")
+    assert runs["status"].tolist() == ["COMPLETED"]

@@ -8,6 +8,7 @@ it was.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pandas as pd
 from scalegrid import grid, store
 from scalegrid.errors import UserError
 from scalegrid.spec import SweepSpec, load_spec
-from scalegrid.storage import ResultsLocation, location
+from scalegrid.storage import ResultsLocation, is_uri, location
 from scalegrid.trainers.base import Trial
 
 STATUS_OF_ROW = {"COMPLETED": "done", "DIVERGED": "diverged", "FAILED": "failed"}
@@ -93,6 +94,8 @@ def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan
     spec = load_spec(spec_path)
     _check_divisible(spec)
     results_uri = str(results or spec.results_dir)
+    if not is_uri(results_uri):  # trials run in other working directories (Ray Tune's trial dirs)
+        results_uri = os.path.abspath(os.path.expanduser(results_uri))
     results_dir = store.check_results_dir(results_uri)
     identity = describe(spec.data)
     from scalegrid.orchestrator.stages import build
