@@ -84,7 +84,8 @@ def test_lm_sweep_and_divergence(ray_local, write_spec, tmp_path):
 def test_interrupted_run_resumes_only_missing_trials(ray_local, write_spec, tmp_path):
     results = tmp_path / "results"
     spec = write_spec({**TINY_LM, "seed": [0, 1, 2, 3, 4, 5], "train": {**TINY_LM["train"], "batch_size": 4}})
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Without the test suite's loopback setting: the command itself must keep its Ray on 127.0.0.1.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"} | {"PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "scalegrid.cli", "run", str(spec), "--max-concurrent", "1", "--no-report"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -98,6 +99,7 @@ def test_interrupted_run_resumes_only_missing_trials(ray_local, write_spec, tmp_
     finished = run_files(results)
     assert 1 <= len(finished) < 6, out
     assert proc.returncode != 0, out
+    assert "embedded Ray on 127.0.0.1" in out, out
 
     assert main(["run", str(spec), "--no-report"]) == 0
     after = run_files(results)

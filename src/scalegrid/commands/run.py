@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 
@@ -29,6 +30,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     start = time.perf_counter()
+    if not args.address:
+        # Keep the embedded Ray on 127.0.0.1. Ray reads this when it is imported, which the
+        # data and trainer modules may do before the session starts: set it first.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     plan = make_plan(args.spec, results=args.results)
     if args.address:
         check_address(args.address)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from urllib.parse import urlparse
 
 from scalegrid.errors import UserError
@@ -82,6 +83,8 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
         # Keep the embedded Ray on 127.0.0.1: nothing listens on a public interface.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        node = ray.nodes()[0]
+        print(f"embedded Ray on {node['NodeManagerAddress']} ({int(node['Resources'].get('CPU', 0))} CPUs, no dashboard)", file=sys.stderr)
     try:
         yield
     finally:
