@@ -8,6 +8,7 @@ it was.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,13 +168,13 @@ def prepare_data(plan: SweepPlan):
     """
     if plan.spec.trainer != "lm" or not plan.pending:
         return lambda: None
-    from scalegrid.trainers.data import TokenCache, open_tokens, tokenize
+    from scalegrid.trainers.data import TokenCache, tokenize
 
     cache = TokenCache(plan.results_dir)
     cached = cache.load(plan.data.key)
     corpus = None
     if cached is not None:
-        train_tokens = len(open_tokens(cached)[0])
+        train_tokens = json.loads((cached / "meta.json").read_text())["train_tokens"]  # no need to map the tokens
     else:
         corpus = tokenize(plan.spec.data)
         train_tokens = len(corpus.train)
