@@ -18,17 +18,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from typing import TYPE_CHECKING, Any
+import math
+from dataclasses import replace
+from typing import Any
 
 from pydantic import ValidationError
 
 from scalegrid.errors import UserError
+from scalegrid.shapes import LlamaShape
 from scalegrid.spec import AXES, SweepSpec, model_label, model_shape
-from scalegrid.storage import location
-from scalegrid.trainers.base import Trial, TrialConfig
-
-if TYPE_CHECKING:  # `describe` builds it from the data spec without reading the corpus
-    from scalegrid.trainers.data import DataIdentity
+from scalegrid.storage import ResultsLayout, absolute, layout
+from scalegrid.trial import DataIdentity, Trial, TrialConfig
 
 TRIAL_ID_CHARS = 16
 
@@ -55,6 +55,11 @@ def trial_id(config: TrialConfig) -> str:
     return content_hash(identity(config))
 
 
+def ensemble_id(member_ids: list[str]) -> str:
+    """An ensemble row's id: its members and k, so a row is written once whatever K asked for it."""
+    return content_hash({"stage": "ensemble", "members": list(member_ids), "k": len(member_ids)})
+
+
 def _typed_points(spec: SweepSpec, field: str) -> list[dict[str, list]]:
     """Validate each include/exclude point with the spec's own axis validators."""
     points = []
@@ -69,30 +74,47 @@ def _typed_points(spec: SweepSpec, field: str) -> list[dict[str, list]]:
             first = err.errors()[0]
             loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int))
             raise UserError(f"{field}[{i}].{loc}: {first['msg'].removeprefix('Value error, ')}") from None
-        points.append({axis: _axis_values(typed, axis) for axis in point})
+        points.append({axis: axis_values(typed, axis) for axis in point})
     return points
 
 
-def _axis_values(spec: SweepSpec, axis: str) -> list:
+def axis_values(spec: SweepSpec, axis: str) -> list:
     return spec.data.unique_tokens if axis == "unique_tokens" else getattr(spec, axis)
 
 
-def _axis_key(axis: str, value: Any) -> Any:
+def axis_key(axis: str, value: Any) -> Any:
+    """What makes two values of an axis the same point: a model's label, else the value."""
     return model_label(value) if axis == "model" else value
+
+
+def matches(point: dict[str, Any], selector: dict[str, Any]) -> bool:
+    """The point has, on every axis the selector names, one of the selector's values."""
+    for axis, wanted in selector.items():
+        values = wanted if isinstance(wanted, list) else [wanted]
+        keys = {axis_key(axis, v) for v in values}
+        if axis_key(axis, point[axis]) not in keys and not _number_in(point[axis], values):
+            return False
+    return True
+
+
+def _number_in(value: Any, values: list) -> bool:
+    if not isinstance(value, (int, float)):
+        return False
+    return any(isinstance(v, (int, float)) and math.isclose(float(v), float(value), rel_tol=1e-12) for v in values)
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     """The grid's points as axis -> value dicts, in spec order, without duplicates."""
-    full = {axis: _axis_values(spec, axis) for axis in AXES}
+    full = {axis: axis_values(spec, axis) for axis in AXES}
     subgrids = [full] + [full | point for point in _typed_points(spec, "include")]
     excludes = _typed_points(spec, "exclude")
     points, seen = [], set()
     for grid in subgrids:
         for values in itertools.product(*(grid[axis] for axis in AXES)):
             point = dict(zip(AXES, values))
-            key = tuple(_axis_key(a, point[a]) for a in AXES)
+            key = tuple(axis_key(a, point[a]) for a in AXES)
             excluded = any(
-                all(_axis_key(a, point[a]) in {_axis_key(a, v) for v in ex[a]} for a in ex) for ex in excludes
+                all(axis_key(a, point[a]) in {axis_key(a, v) for v in ex[a]} for a in ex) for ex in excludes
             )
             if key not in seen and not excluded:
                 seen.add(key)
@@ -100,11 +122,17 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     return points
 
 
+def resolved_shape(model: str | dict[str, Any]):
+    """The shape with every size explicit (a Llama's kv heads), so equal models hash equal."""
+    shape = model_shape(model)
+    return replace(shape, num_kv_heads=shape.kv_heads) if isinstance(shape, LlamaShape) else shape
+
+
 def trial_config(spec: SweepSpec, point: dict[str, Any], data: DataIdentity) -> TrialConfig:
     return TrialConfig(
         trainer=spec.trainer,
-        model=model_shape(point["model"]).as_dict(),
-        data={**data.fields, "vocab_size": data.vocab_size},
+        model=resolved_shape(point["model"]),
+        data=data.config,
         unique_tokens=point["unique_tokens"],
         epochs=point["epochs"],
         lr=point["lr"],
@@ -114,39 +142,24 @@ def trial_config(spec: SweepSpec, point: dict[str, Any], data: DataIdentity) -> 
     )
 
 
-def expand(spec: SweepSpec, data: DataIdentity, *, results_dir: str | None = None) -> list[Trial]:
-    """Every trial of the spec, deduplicated by trial_id (two labels for one shape are one trial)."""
-    results_dir = results_dir or spec.results_dir
-    data_dir = None if spec.trainer == "linreg" else location(results_dir).uri_of("cache", "tokens", data.key)
+def point_trials(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = None) -> list[tuple[dict[str, Any], Trial]]:
+    """(grid point, its trial) for every grid point in spec order; points with one trial_id share it.
+    `results` defaults to the spec's `results:`."""
+    results = results or layout(absolute(spec.results_dir))
+    data_key = None if spec.trainer == "linreg" else data.key
     trials: dict[str, Trial] = {}
+    out = []
     for point in grid_points(spec):
         config = trial_config(spec, point, data)
         tid = trial_id(config)
-        trials.setdefault(
-            tid,
-            Trial(
-                trial_id=tid,
-                sweep=spec.name,
-                model_label=model_label(point["model"]),
-                config=config,
-                results_dir=results_dir,
-                data_dir=data_dir,
-                fault_tolerance=spec.fault_tolerance,
-            ),
-        )
-    return list(trials.values())
+        trial = trials.setdefault(tid, Trial(
+            trial_id=tid, sweep=spec.name, model_label=model_label(point["model"]), config=config,
+            results=results, data_key=data_key, fault_tolerance=spec.fault_tolerance,
+        ))
+        out.append((point, trial))
+    return out
 
 
-def tokens_seen(config: TrialConfig) -> int:
-    """Tokens (samples, for linreg) the trial will train on: epochs x unique_tokens."""
-    return config.epochs * config.unique_tokens
-
-
-def estimated_flops(config: TrialConfig) -> float:
-    shape = model_shape(config.model)
-    vocab = config.data.get("vocab_size", 0)
-    return float(shape.flops_per_token(vocab, config.train.seq_len)) * tokens_seen(config)
-
-
-def num_params(config: TrialConfig) -> int:
-    return model_shape(config.model).num_params(config.data.get("vocab_size", 0))
+def expand(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = None) -> list[Trial]:
+    """Every trial of the spec, deduplicated by trial_id (two labels for one shape are one trial)."""
+    return list({t.trial_id: t for _, t in point_trials(spec, data, results)}.values())

@@ -1,160 +1,216 @@
 """The results store: append-only Parquet, one file per finished trial, written atomically.
 
-    RESULTS/runs/<trial_id>.parquet     one row per trial (RUN_SCHEMA)
-    RESULTS/curves/<trial_id>.parquet   one row per evaluation
-    RESULTS/ensembles/<trial_id>.parquet  one row per (grid point, k): an ensemble of the first k members
-    RESULTS/models/<trial_id>/          final weights of ensemble members and teachers (safetensors)
-    RESULTS/stages/<sweep>.json         the stage graph of the latest run: ensembles and students
-    RESULTS/sweeps/<name>-<hash>.json   the resolved spec and provenance of each `scalegrid run`
-    RESULTS/cache/                      token caches and teacher corpora, shared by trials
+    RESULTS/runs/<trial_id>.parquet      one `RunRow` per trial (train and distill stages)
+    RESULTS/curves/<trial_id>.parquet    one `CurveRow` per evaluation
+    RESULTS/ensembles/<row_id>.parquet   one `RunRow` per (grid point, k): an ensemble of the first k members
 
-`RESULTS` is a local directory or a URI on shared storage (`file://`, `s3://`, `gs://`): all I/O
-goes through the pyarrow filesystem of `scalegrid.storage.location(RESULTS)`. A file is written
-to a hidden temporary name in the same directory and renamed into place (on an object store: one
-PUT), so a reader (or a killed writer) never sees half a file. The store, not Ray Tune's
-experiment state, says what is done: a trial is done when its run row says COMPLETED or
-DIVERGED. A run file that cannot be read is reported and its trial counted as not done; it is
-never deleted — before a new result takes its name it is renamed aside to
-`<trial_id>.parquet.corrupt-<time>`.
+Every file is written with the whole declared schema (columns a row does not use are null), so
+pandas, polars and DuckDB globs see the same columns in every file. The schemas are derived from
+the row dataclasses: a column is declared once. A file is written through the results layout
+(temporary name, then rename; on an object store one PUT), so a reader (or a killed writer)
+never sees half a file. The store, not Ray Tune's experiment state, says what is done: a trial is
+done when its run row says COMPLETED or DIVERGED. A file that cannot be read is reported and its
+trial counted as not done; it is never deleted — before a new result takes its name it is renamed
+aside to `<name>.parquet.corrupt-<time>`.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import datetime as dt
+import functools
+import json
+import math
+import platform
 import sys
-import tempfile
 import time
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scalegrid.errors import UserError
-from scalegrid.storage import ResultsLocation, check_reachable, location, redacted
+from scalegrid.storage import ResultsLayout, check_readable, layout
+from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS
+from scalegrid.grid import canonical_json, ensemble_id, identity
+from scalegrid.trial import DONE_STATUSES, Stage, Status, Trial, TrialResult
 
-DONE_STATUSES = ("COMPLETED", "DIVERGED")  # a diverged trial is a result: re-running repeats it
 
-RUN_SCHEMA = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("sweep", pa.string()),
-        ("stage", pa.string()),
-        ("status", pa.string()),
-        ("trainer", pa.string()),
-        ("model", pa.string()),
-        ("params", pa.int64()),
-        ("params_nonembed", pa.int64()),
-        ("unique_tokens", pa.int64()),
-        ("epochs", pa.int64()),
-        ("tokens_seen", pa.int64()),
-        ("lr", pa.float64()),
-        ("weight_decay", pa.float64()),
-        ("seed", pa.int64()),
-        ("members", pa.int64()),
-        ("member", pa.int64()),  # train: the ensemble member index (0: the grid point's own trial)
-        ("val_loss", pa.float64()),
-        ("best_val_loss", pa.float64()),
-        ("train_loss", pa.float64()),
-        ("flops", pa.float64()),
-        ("wall_s", pa.float64()),
-        ("error", pa.string()),
-        ("finished_at", pa.timestamp("us", tz="UTC")),
-        ("config_json", pa.string()),  # the full TrialConfig, canonical JSON
-        ("scalegrid_version", pa.string()),
-        ("git_commit", pa.string()),
-        ("hostname", pa.string()),
-        ("device", pa.string()),
-    ]
-)
+@dataclass(frozen=True)
+class RunRow:
+    """One row of `runs/` or `ensembles/` (docs/results.md says what each column means)."""
+
+    trial_id: str
+    sweep: str
+    stage: str  # train | ensemble | distill
+    status: str  # COMPLETED | DIVERGED | FAILED
+    trainer: str
+    model: str
+    params: int
+    params_nonembed: int
+    unique_tokens: int
+    epochs: int
+    tokens_seen: int
+    lr: float
+    weight_decay: float
+    seed: int
+    members: int  # 1 for a single model; an ensemble's k; a student's teacher's k
+    member: int | None  # train: the ensemble member index (0: the grid point's own trial)
+    val_loss: float
+    best_val_loss: float
+    train_loss: float
+    flops: float
+    wall_s: float
+    error: str | None
+    finished_at: dt.datetime
+    config_json: str  # the hashed TrialConfig (or an ensemble's members), canonical JSON
+    scalegrid_version: str | None
+    git_commit: str | None
+    hostname: str
+    device: str
+    member_trial_ids: list[str] | None = None  # ensemble: its members, in member order
+    teacher_id: str | None = None  # distill: the teacher's ensemble row (k > 1) or trial (k = 1)
+    teacher_kind: str | None = None  # distill: ensemble | model
+    teacher_trial_ids: list[str] | None = None  # distill: the teacher's members
+    distill_method: str | None = None  # distill: token | sequence
+
+
+@dataclass(frozen=True)
+class CurveRow:
+    """One row of `curves/`: one evaluation of a trial."""
+
+    trial_id: str
+    step: int
+    epoch: float
+    tokens_seen: int
+    train_loss: float
+    val_loss: float
+    lr: float
+    wall_s: float
+
+
+def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: dict[str, str], device: str) -> RunRow:
+    """The run row of a trained trial (stage train or distill)."""
+    config = trial.config
+    return RunRow(
+        **_point_columns(trial, provenance),
+        trial_id=trial.trial_id, stage=Stage(trial.stage).value, status=Status(result.status).value,
+        params=result.params, params_nonembed=result.params_nonembed, tokens_seen=result.tokens_seen,
+        members=len(config.distill.teacher) if config.distill else 1,  # a student's: its teacher's k
+        member=config.member, val_loss=result.val_loss, best_val_loss=result.best_val_loss,
+        train_loss=result.train_loss, flops=result.flops, wall_s=wall_s, error=result.error,
+        config_json=canonical_json(identity(config)), device=device, **_teacher_columns(config),
+    )
+
+
+def ensemble_row(members: list[Trial], loss: float, *, wall_s: float, error: str | None, provenance: dict[str, str], device: str) -> RunRow:
+    """The row of the ensemble of `members` (k = len(members)): the grid point's columns, the
+    members' size, k times their tokens and FLOPs, and `member_trial_ids`."""
+    first, k = members[0], len(members)
+    ids = [m.trial_id for m in members]
+    return RunRow(
+        **_point_columns(first, provenance),
+        trial_id=ensemble_id(ids), stage=Stage.ENSEMBLE.value,
+        status=(Status.FAILED if error else Status.COMPLETED).value,
+        params=first.config.num_params, params_nonembed=first.config.num_params_nonembed,
+        tokens_seen=k * first.config.tokens_seen, members=k, member=None, val_loss=loss, best_val_loss=loss,
+        train_loss=math.nan, flops=k * first.config.estimated_flops, wall_s=wall_s, error=error,
+        config_json=canonical_json({"stage": "ensemble", "members": ids}), device=device, member_trial_ids=ids,
+    )
+
+
+def _point_columns(trial: Trial, provenance: dict[str, str]) -> dict:
+    """The columns every row of a grid point shares: its axes and where and by what it was made."""
+    c = trial.config
+    return {
+        "sweep": trial.sweep, "trainer": c.trainer, "model": trial.model_label, "unique_tokens": c.unique_tokens,
+        "epochs": c.epochs, "lr": c.lr, "weight_decay": c.weight_decay, "seed": c.seed,
+        "finished_at": dt.datetime.now(dt.timezone.utc), "scalegrid_version": provenance.get("scalegrid_version"),
+        "git_commit": provenance.get("git_commit"), "hostname": platform.node(),
+    }
+
+
+def _teacher_columns(config) -> dict:
+    """A student's teacher; nothing for other trials."""
+    if config.distill is None:
+        return {}
+    teacher = list(config.distill.teacher)
+    return {
+        "teacher_id": teacher[0] if len(teacher) == 1 else ensemble_id(teacher),
+        "teacher_kind": "model" if len(teacher) == 1 else "ensemble",
+        "teacher_trial_ids": teacher,
+        "distill_method": config.distill.method,
+    }
+
+
+_ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
+                dt.datetime: pa.timestamp("us", tz="UTC"), list[str]: pa.list_(pa.string())}
+
+
+def schema_of(row_type: type) -> pa.Schema:
+    """The Parquet schema of a row dataclass: one column per field, in field order."""
+    hints = typing.get_type_hints(row_type)
+    columns = []
+    for f in dataclasses.fields(row_type):
+        kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if type(None) in typing.get_args(kind) and len(args) == 1:  # X | None: a nullable X
+            kind = args[0]
+        columns.append(pa.field(f.name, _ARROW_TYPES[kind]))
+    return pa.schema(columns)
+
+
+RUN_SCHEMA = schema_of(RunRow)
+CURVE_SCHEMA = schema_of(CurveRow)
 RUN_COLUMNS = tuple(RUN_SCHEMA.names)
-
-# Columns of the later stages, written only by the rows they describe (other rows read them as null).
-STAGE_SCHEMA = pa.schema(
-    [
-        ("member_trial_ids", pa.list_(pa.string())),  # ensemble: its members, in member order
-        ("teacher_id", pa.string()),  # distill: the teacher's ensemble row (k > 1) or trial (k = 1)
-        ("teacher_kind", pa.string()),  # distill: ensemble | model
-        ("teacher_trial_ids", pa.list_(pa.string())),  # distill: the teacher's members
-        ("distill_method", pa.string()),  # distill: token | sequence
-    ]
-)
-ENSEMBLE_SCHEMA = pa.schema([*RUN_SCHEMA, STAGE_SCHEMA.field("member_trial_ids")])
-
-CURVE_SCHEMA = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("step", pa.int64()),
-        ("epoch", pa.float64()),
-        ("tokens_seen", pa.int64()),
-        ("train_loss", pa.float64()),
-        ("val_loss", pa.float64()),
-        ("lr", pa.float64()),
-        ("wall_s", pa.float64()),
-    ]
-)
+SCHEMAS = {RUNS: RUN_SCHEMA, ENSEMBLES: RUN_SCHEMA, CURVES: CURVE_SCHEMA}
 
 
-def runs_dir(results: str | Path) -> Path:
-    return Path(results) / "runs"
+# --- writing ----------------------------------------------------------------------------------------
 
 
-def curves_dir(results: str | Path) -> Path:
-    return Path(results) / "curves"
+def write_run(results: ResultsLayout, row: RunRow) -> str:
+    """Write one trial's row. Call after `write_curves`: the run row is what marks a trial done."""
+    return _write(results, RUNS, row.trial_id, [dataclasses.asdict(row)])
 
 
-def ensembles_dir(results: str | Path) -> Path:
-    return Path(results) / "ensembles"
+def write_ensemble(results: ResultsLayout, row: RunRow) -> str:
+    """Write one ensemble row (stage `ensemble`, `member_trial_ids`) under RESULTS/ensembles/."""
+    return _write(results, ENSEMBLES, row.trial_id, [dataclasses.asdict(row)])
 
 
-def _atomic_write(table: pa.Table, loc: ResultsLocation, directory: str, name: str) -> str:
-    if loc.is_file(directory, name) and not _readable(loc, directory, name):
-        loc.move((directory, name), (directory, f"{name}.corrupt-{int(time.time())}"))
-    return loc.write_atomic((directory, name), lambda path, fs: pq.write_table(table, path, filesystem=fs))
+def write_curves(results: ResultsLayout, trial_id: str, rows: list[dict]) -> str:
+    """The trial's evaluation rows (dicts with the CurveRow fields; others are dropped)."""
+    return _write(results, CURVES, trial_id, [{**r, "trial_id": trial_id} for r in rows])
 
 
-def _readable(loc: ResultsLocation, directory: str, name: str) -> bool:
+def _write(results: ResultsLayout, table: str, row_id: str, rows: list[dict]) -> str:
+    schema = SCHEMAS[table]
+    data = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
+    parts = results.row_file(table, row_id)
+    if results.is_file(*parts) and not _readable(results, parts):
+        results.move(parts, (table, f"{parts[-1]}.corrupt-{int(time.time())}"))
+    return results.write_atomic(parts, lambda path, fs: pq.write_table(data, path, filesystem=fs))
+
+
+def _readable(results: ResultsLayout, parts: tuple[str, ...]) -> bool:
     try:
-        pq.read_metadata(loc.path(directory, name), filesystem=loc.fs)
+        pq.read_metadata(results.path(*parts), filesystem=results.fs)
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - truncated, not Parquet, unreadable
         return False
 
 
-def write_run(results: str | Path | ResultsLocation, row: dict) -> str:
-    """Write one trial's row. Call after `write_curves`: the run row is what marks a trial done."""
-    return _write_row(results, "runs", row)
-
-
-def write_ensemble(results: str | Path | ResultsLocation, row: dict) -> str:
-    """Write one ensemble row (RUN_SCHEMA plus `member_trial_ids`) under RESULTS/ensembles/."""
-    return _write_row(results, "ensembles", row)
-
-
-def _write_row(results: str | Path | ResultsLocation, directory: str, row: dict) -> str:
-    missing = [c for c in RUN_COLUMNS if c not in row]
-    if missing:
-        raise ValueError(f"run row lacks columns {missing}")
-    schema = pa.schema([*RUN_SCHEMA, *(f for f in STAGE_SCHEMA if f.name in row)])
-    table = pa.Table.from_pylist([{c: row[c] for c in schema.names}], schema=schema)
-    return _atomic_write(table, location(results), directory, f"{row['trial_id']}.parquet")
-
-
-def write_curves(results: str | Path | ResultsLocation, trial_id: str, rows: list[dict]) -> str:
-    table = pa.Table.from_pylist(
-        [{c: (trial_id if c == "trial_id" else r.get(c)) for c in CURVE_SCHEMA.names} for r in rows],
-        schema=CURVE_SCHEMA,
-    )
-    return _atomic_write(table, location(results), "curves", f"{trial_id}.parquet")
+# --- reading ----------------------------------------------------------------------------------------
 
 
 @dataclass
 class Scan:
-    """What a directory of Parquet files holds: the rows that read, and the files that did not."""
+    """What a table directory holds: the rows that read, and the files that did not (path, why)."""
 
     frame: pd.DataFrame
-    unreadable: list[tuple[Path | str, str]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     def warn(self) -> None:
         for path, reason in self.unreadable:
@@ -164,112 +220,154 @@ class Scan:
             )
 
 
-def _scan(loc: ResultsLocation, directory: str, schema: pa.Schema) -> Scan:
-    frames, unreadable = [], []
-    for name in loc.list(directory, suffix=".parquet"):
-        shown = loc.local_path / directory / name if loc.local_path is not None else redacted(loc.uri_of(directory, name))
+def scan(results: ResultsLayout, table: str) -> Scan:
+    """Every file of `runs`, `curves` or `ensembles` in one multi-threaded read with the declared
+    schema (older files' missing columns read as null); if some file does not read, one file at
+    a time, so the unreadable ones are named and skipped."""
+    import pyarrow.dataset as ds
+
+    schema = SCHEMAS.get(table, RUN_SCHEMA)  # another directory of run files reads as runs
+    names = results.list(table, suffix=".parquet")
+    if not names:
+        return Scan(schema.empty_table().to_pandas())
+    paths = [results.path(table, name) for name in names]
+    try:
+        data = ds.dataset(paths, schema=schema, format="parquet", filesystem=results.fs).to_table(use_threads=True)
+        return Scan(data.to_pandas())
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: find out which
+        return _scan_one_by_one(results, table, names)
+
+
+def _scan_one_by_one(results: ResultsLayout, table: str, names: list[str]) -> Scan:
+    schema = SCHEMAS.get(table, RUN_SCHEMA)
+    tables, unreadable = [], []
+    for name in names:
         try:
-            table = pq.read_table(loc.path(directory, name), filesystem=loc.fs)
-        except Exception as err:  # truncated, not Parquet, unreadable: report, never delete
-            unreadable.append((shown, err.__class__.__name__))
-            continue
-        frames.append(table)
-    if not frames:
-        return Scan(schema.empty_table().to_pandas(), unreadable)
-    table = pa.concat_tables(frames, promote_options="permissive")
-    return Scan(table.to_pandas(), unreadable)
+            data = pq.read_table(results.path(table, name), filesystem=results.fs)
+            tables.append(_conform(data, schema))
+        except Exception as err:  # noqa: BLE001 - truncated, not Parquet, other columns: report, never delete
+            unreadable.append((results.shown(table, name), err.__class__.__name__))
+    frame = pa.concat_tables(tables) if tables else schema.empty_table()
+    return Scan(frame.to_pandas(), unreadable)
 
 
-def check_results_dir(results: str | Path) -> Path | str:
-    """Refuse, before anything is written, a results path that is a file or cannot be written.
-
-    Returns the local directory (a path or a file:// URI's path), or the URI of an object store."""
-    loc = location(results)
-    if loc.local_path is None:
-        check_reachable(loc)
-        return loc.uri
-    path = loc.local_path
-    if path.exists() and not path.is_dir():
-        raise UserError(f"results: {path} is a file, not a directory; choose another path with --results")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not _can_create_in(existing):
-        raise UserError(f"results: {existing} is not writable; choose a writable directory with --results")
-    return path
+def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A table with exactly `schema`'s columns: missing ones null; one of another type is an error."""
+    if "trial_id" not in data.column_names:
+        raise ValueError("no trial_id column: not a scalegrid results file")
+    columns = [
+        data.column(f.name).cast(f.type) if f.name in data.column_names else pa.nulls(len(data), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _can_create_in(directory: Path) -> bool:
-    """Try it: as root, permission bits say yes where the filesystem still says no."""
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return False
-    try:
-        with tempfile.TemporaryFile(dir=directory, prefix=".scalegrid-probe-"):
-            return True
-    except OSError:
-        return False
+@dataclass
+class Snapshot:
+    """The store's runs/ and ensembles/ as read at one moment: what the plan, the stages, the
+    summary and the report all look at between two stage boundaries."""
+
+    runs: pd.DataFrame
+    ensembles: pd.DataFrame
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    @functools.cached_property
+    def status(self) -> dict[str, str]:
+        """trial_id -> the status of its run row."""
+        return dict(zip(self.runs["trial_id"], self.runs["status"])) if len(self.runs) else {}
+
+    @functools.cached_property
+    def done(self) -> set[str]:
+        """Trials whose run row says COMPLETED or DIVERGED."""
+        return {tid for tid, status in self.status.items() if status in DONE_STATUSES}
+
+    @functools.cached_property
+    def ensembles_done(self) -> set[str]:
+        """Ensemble rows written COMPLETED."""
+        if not len(self.ensembles):
+            return set()
+        return set(self.ensembles.loc[self.ensembles["status"] == Status.COMPLETED.value, "trial_id"])
+
+    @property
+    def all_runs(self) -> pd.DataFrame:
+        """runs/ and ensembles/ together, as the analysis reads them."""
+        return concat_runs(self.runs, self.ensembles)
+
+    def warn(self) -> None:
+        Scan(self.runs, self.unreadable).warn()
 
 
-def check_readable_results(results: str | Path) -> Path | str:
-    loc = location(results)
-    try:
-        found = loc.is_dir()
-    except OSError as err:
-        raise UserError(f"{loc}: cannot read the results ({' '.join(str(err).split())[:200]})") from None
-    if not found:
-        raise UserError(f"{loc}: not a results directory; pass the `results:` directory of a sweep")
-    return loc.handle
+def read(results: ResultsLayout) -> Snapshot:
+    """One scan of runs/ and one of ensembles/."""
+    runs, ensembles = scan(results, RUNS), scan(results, ENSEMBLES)
+    return Snapshot(runs.frame, ensembles.frame, runs.unreadable + ensembles.unreadable)
 
 
-def scan_runs(results: str | Path | ResultsLocation) -> Scan:
-    return _scan(location(results), "runs", RUN_SCHEMA)
-
-
-def scan_ensembles(results: str | Path | ResultsLocation) -> Scan:
-    return _scan(location(results), "ensembles", ENSEMBLE_SCHEMA)
-
-
-def scan_curves(results: str | Path | ResultsLocation) -> Scan:
-    return _scan(location(results), "curves", CURVE_SCHEMA)
-
-
-def load_runs(results: str | Path) -> pd.DataFrame:
+def load_runs(results) -> pd.DataFrame:
     """One row per trial and per ensemble (`stage` train | distill | ensemble): RESULTS/runs/ and
     RESULTS/ensembles/ together, as the analysis reads them; unreadable files are reported on
     stderr and skipped."""
-    results = check_readable_results(results)
-    runs, ensembles = scan_runs(results), scan_ensembles(results)
-    for scan in (runs, ensembles):
-        scan.warn()
-    if not len(ensembles.frame):
-        return runs.frame
-    if not len(runs.frame):
-        return ensembles.frame
-    return pd.concat([runs.frame, ensembles.frame], ignore_index=True)
+    snapshot = read(_readable_root(results))
+    snapshot.warn()
+    return snapshot.all_runs
 
 
-def load_ensembles(results: str | Path) -> pd.DataFrame:
+def concat_runs(runs: pd.DataFrame, ensembles: pd.DataFrame) -> pd.DataFrame:
+    if not len(ensembles):
+        return runs
+    if not len(runs):
+        return ensembles
+    return pd.concat([runs, ensembles], ignore_index=True)
+
+
+def load_ensembles(results) -> pd.DataFrame:
     """The ensemble rows alone (RESULTS/ensembles/), with `member_trial_ids`."""
-    scan = scan_ensembles(check_readable_results(results))
-    scan.warn()
-    return scan.frame
+    found = scan(_readable_root(results), ENSEMBLES)
+    found.warn()
+    return found.frame
 
 
-def load_curves(results: str | Path) -> pd.DataFrame:
-    scan = scan_curves(check_readable_results(results))
-    scan.warn()
-    return scan.frame
+def load_curves(results) -> pd.DataFrame:
+    found = scan(_readable_root(results), CURVES)
+    found.warn()
+    return found.frame
 
 
-def run_status(results: str | Path | ResultsLocation, trial_id: str) -> str | None:
+def _readable_root(results) -> ResultsLayout:
+    root = layout(results)
+    check_readable(root)
+    return root
+
+
+def write_stage_graph(results: ResultsLayout, sweep: str, graph: dict | None) -> None:
+    """A sweep's ensembles and students (`StageGraph.to_json`), so that `status` can say what is
+    blocked without the spec; None (a spec without them) removes the old file."""
+    parts = results.stage_graph(sweep)
+    if graph is None:
+        results.delete(parts)
+        return
+    results.write_bytes(parts, json.dumps(graph, indent=2, sort_keys=True).encode())
+
+
+def read_stage_graphs(results: ResultsLayout) -> dict:
+    """Every sweep's stage graph in the results, merged (an unreadable file is left out)."""
+    merged: dict[str, list] = {"ensembles": [], "students": []}
+    for name in results.list(*results.stage_graphs(), suffix=".json"):
+        try:
+            graph = json.loads(results.read_bytes(*results.stage_graphs(), name))
+        except (OSError, ValueError):
+            continue
+        for key in merged:
+            merged[key] += graph.get(key, [])
+    return merged
+
+
+def run_status(results: ResultsLayout, trial_id: str) -> str | None:
     """The status in a trial's run row, or None when there is none or it cannot be read."""
-    loc = location(results)
     try:
-        table = pq.read_table(loc.path("runs", f"{trial_id}.parquet"), columns=["status"], filesystem=loc.fs)
-        return table.column("status")[0].as_py()
-    except Exception:  # missing, truncated, not Parquet: not done
+        data = pq.read_table(results.path(*results.row_file(RUNS, trial_id)), columns=["status"], filesystem=results.fs)
+        return data.column("status")[0].as_py()
+    except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: not done
         return None
 
 
-def done_trial_ids(runs: pd.DataFrame) -> set[str]:
-    return set(runs.loc[runs["status"].isin(DONE_STATUSES), "trial_id"])

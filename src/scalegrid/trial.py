@@ -1,0 +1,290 @@
+"""What a trial is: its identity (`TrialConfig`), where it runs (`Trial`), what it returns (`TrialResult`).
+
+A trainer is a plain function `train(trial, report) -> TrialResult`. It knows nothing of grids,
+Ray or the results store: the orchestrator builds the `Trial`, calls the trainer inside a Ray Tune
+worker, and writes the returned result (and the curve rows it reported) to Parquet.
+
+`TrialConfig` holds every field that changes a result, typed all the way down (the model's shape,
+the data's identity, a student's teacher), and its canonical JSON is hashed into the `trial_id`
+(`grid.py`). `Trial` adds what does not change a result: names, where results live (one
+`ResultsLayout`, resolved once), fault tolerance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Annotated, Any, Callable, Literal, Protocol, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from scalegrid.shapes import LinregShape, LlamaShape
+from scalegrid.spec import (
+    FaultToleranceSpec,
+    GaussianDataSpec,
+    SyntheticCorpusSpec,
+    TrainSpec,
+    ValidationSpec,
+)
+from scalegrid.storage import ResultsLayout
+from scalegrid.storage.layout import CheckpointDir
+
+# --- the status vocabulary ------------------------------------------------------------------------
+
+
+class Status(str, Enum):
+    """A run row's `status`. A trial is done when COMPLETED or DIVERGED (a NaN loss is a result)."""
+
+    COMPLETED = "COMPLETED"
+    DIVERGED = "DIVERGED"
+    FAILED = "FAILED"
+
+
+DONE_STATUSES = (Status.COMPLETED.value, Status.DIVERGED.value)  # plain strings: DataFrame filters
+STATE_OF_STATUS = {"COMPLETED": "done", "DIVERGED": "diverged", "FAILED": "failed"}  # plan/status tables; else "pending"
+
+
+class Stage(str, Enum):
+    """A run row's `stage`: trained on the grid, an ensemble of trained members, or a distilled student."""
+
+    TRAIN = "train"
+    ENSEMBLE = "ensemble"
+    DISTILL = "distill"
+
+
+# --- typed identities ------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ByteTokenizerId(_Frozen):
+    kind: Literal["byte"] = "byte"
+    vocab_size: int
+
+
+class BpeTokenizerId(_Frozen):
+    kind: Literal["bpe"] = "bpe"
+    vocab_size: int
+    recipe: str
+
+
+class HfTokenizerId(_Frozen):
+    kind: Literal["hf"] = "hf"
+    vocab_size: int
+    sha256: str
+
+
+TokenizerId = Annotated[Union[ByteTokenizerId, BpeTokenizerId, HfTokenizerId], Field(discriminator="kind")]
+
+
+class FileId(_Frozen):
+    sha256: str
+    format: str
+
+
+class _CorpusData(_Frozen):
+    tokenizer: TokenizerId
+    validation: ValidationSpec
+    recipe: str  # trainers/data.py DATA_VERSION
+    vocab_size: int
+
+
+class SyntheticData(_CorpusData):
+    source: Literal["synthetic"] = "synthetic"
+    generator: str
+    synthetic: SyntheticCorpusSpec
+
+
+class FilesData(_CorpusData):
+    source: Literal["files"] = "files"
+    files: tuple[FileId, ...]
+    text_field: str
+
+
+class HubData(_CorpusData):
+    source: Literal["hub"] = "hub"
+    hub: str
+    hub_config: str | None
+    hub_split: str
+    revision: str | None
+    text_field: str
+
+
+class GaussianData(GaussianDataSpec):
+    """Generated linear-regression data: the spec's fields, the generator's version."""
+
+    source: Literal["gaussian"] = "gaussian"
+    generator: str
+    vocab_size: int = 0
+
+
+DataConfig = Annotated[Union[SyntheticData, FilesData, HubData, GaussianData], Field(discriminator="source")]
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """A corpus' identity (`config`, part of every trial id) and `key`, the name of its token cache."""
+
+    key: str
+    config: Any  # DataConfig
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return self.fields_of(self.config)
+
+    @staticmethod
+    def fields_of(config) -> dict[str, Any]:
+        """What `key` hashes: the identity without the vocabulary size (which follows from the tokenizer)."""
+        return config.model_dump(mode="json", exclude={"vocab_size"})
+
+
+class TokenDistill(_Frozen):
+    """loss = (1 - kl_weight) CE(data) + kl_weight T^2 KL(teacher_T || student_T)."""
+
+    method: Literal["token"] = "token"
+    teacher: tuple[str, ...]  # the teacher's members' trial ids
+    temperature: float
+    kl_weight: float
+
+
+class SequenceDistill(_Frozen):
+    """A fraction `synthetic_weight` of the student's sequences come from the teacher's corpus."""
+
+    method: Literal["sequence"] = "sequence"
+    teacher: tuple[str, ...]
+    synthetic_weight: float
+    corpus: str  # the teacher corpus' id (RESULTS/cache/teacher/<corpus>/)
+
+
+CORPUS_VERSION = "teacher-corpus-v1"  # in a teacher corpus' id: bump when what a request generates changes
+
+
+class TeacherCorpusRequest(_Frozen):
+    """What a sequence-level student's teacher samples: `sequences` of `seq_len` tokens, seeded."""
+
+    teacher: tuple[str, ...]  # the members' trial ids
+    sequences: int
+    seq_len: int
+    temperature: float
+    seed: int
+
+
+DistillConfig = Annotated[Union[TokenDistill, SequenceDistill], Field(discriminator="method")]
+
+
+class TrialConfig(_Frozen):
+    """Every field that changes a trial's result; its canonical JSON is hashed into `trial_id`.
+
+    `model` holds the resolved shape (sizes, not the preset's name), `data` the identity of the
+    tokenized corpus (content hash and vocabulary) or of the generated data, so two specs that
+    describe the same experiment in different words share one trial.
+    """
+
+    trainer: str
+    model: Union[LlamaShape, LinregShape]
+    data: DataConfig
+    unique_tokens: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    seed: int
+    train: TrainSpec
+    # Left out of the hash at their defaults (`grid.identity`): member 0 of a grid point is the
+    # grid point's own trial, and adding ensembles or students leaves every existing id as it was.
+    member: int = 0  # ensemble member index: its seed draws the initialisation and data order
+    distill: DistillConfig | None = None  # a student's teacher and method (`trainers/distill.py`)
+
+    @property
+    def member_seed(self) -> int:
+        """The seed of initialisation and data order: `seed` for member 0, a hash of (seed, member) else."""
+        if self.member == 0:
+            return self.seed
+        digest = hashlib.sha256(f"scalegrid-member:{self.seed}:{self.member}".encode()).digest()
+        return int.from_bytes(digest[:4], "little")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.data.vocab_size
+
+    @property
+    def tokens_seen(self) -> int:
+        """Tokens (samples, for linreg) the trial will train on: epochs x unique_tokens."""
+        return self.epochs * self.unique_tokens
+
+    @property
+    def num_params(self) -> int:
+        return self.model.num_params(self.vocab_size)
+
+    @property
+    def num_params_nonembed(self) -> int:
+        return self.model.num_params(self.vocab_size, non_embedding=True)
+
+    @property
+    def estimated_flops(self) -> float:
+        return float(self.model.flops_per_token(self.vocab_size, self.train.seq_len)) * self.tokens_seen
+
+
+class Trial(BaseModel):
+    """A trial as scheduled: its identity and config plus where things live (not hashed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    trial_id: str
+    sweep: str
+    model_label: str  # the `model` column: preset name or compact sizes
+    config: TrialConfig
+    results: ResultsLayout  # the results store, parsed once
+    data_key: str | None = None  # the token cache of this trial's corpus (lm); None for generated data
+    fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()  # checkpoints, retries, leases
+    save_model: bool = False  # keep the final weights in RESULTS/models/<trial_id>/
+    stage: Stage = Stage.TRAIN
+
+    @property
+    def checkpoint_dir(self) -> CheckpointDir:
+        """Where this trial's checkpoints live, on any results store."""
+        return self.results.checkpoints(self.trial_id)
+
+
+@dataclass
+class TrialResult:
+    """What a trainer returns. `status` is COMPLETED, or DIVERGED on a NaN / infinite loss."""
+
+    status: Status
+    params: int
+    params_nonembed: int
+    tokens_seen: int
+    flops: float
+    val_loss: float = math.nan
+    best_val_loss: float = math.nan
+    train_loss: float = math.nan
+    error: str | None = None
+    curves: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation (CURVE_COLUMNS)
+    extra: dict[str, Any] = field(default_factory=dict)  # trainer-specific facts (steps, resumed_from_step)
+
+    @classmethod
+    def failed(cls, config: TrialConfig, error: str) -> TrialResult:
+        """The result of a trial whose trainer raised: sizes from the config, no losses."""
+        return cls(Status.FAILED, config.num_params, config.num_params_nonembed, 0, 0.0, error=error)
+
+    def with_status(self, status: Status, error: str | None) -> TrialResult:
+        return replace(self, status=status, error=error)
+
+
+class Report(Protocol):
+    """Called by a trainer at every evaluation with one curve row; forwards live progress."""
+
+    def __call__(self, row: dict[str, Any]) -> None: ...
+
+
+# One curve row per evaluation has at least these keys.
+CURVE_COLUMNS = ("step", "epoch", "tokens_seen", "train_loss", "val_loss", "lr", "wall_s")
+
+TrainerFn = Callable[[Trial, Report], TrialResult]
