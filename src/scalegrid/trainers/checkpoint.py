@@ -15,41 +15,19 @@ from __future__ import annotations
 
 import io
 import random
-import re
 import sys
-from dataclasses import dataclass
 from typing import Any
 
-from scalegrid.storage import ResultsLocation
+from scalegrid.storage.layout import CheckpointDir
 
 # torch is imported where used: the worker lists checkpoints of trainers that never load torch
-
-_NAME = re.compile(r"^step-(\d+)\.pt$")
-
-
-@dataclass(frozen=True)
-class CheckpointDir:
-    """`checkpoints/<trial_id>/` under a results store: a local directory, file:// or an object store."""
-
-    loc: ResultsLocation
-    trial_id: str
-
-    @property
-    def parts(self) -> tuple[str, ...]:
-        return ("checkpoints", self.trial_id)
-
-    def name(self, step: int) -> str:
-        return f"step-{step:09d}.pt"
-
-    def __str__(self) -> str:
-        return self.loc.uri_of(*self.parts)
 
 
 def steps(directory: CheckpointDir | None) -> list[int]:
     """The steps that have a checkpoint file, oldest first (none without a directory)."""
     if directory is None:
         return []
-    return sorted(int(m.group(1)) for name in directory.loc.list(*directory.parts) if (m := _NAME.match(name)))
+    return sorted(step for name in directory.results.list(*directory.parts) if (step := directory.step_of(name)) is not None)
 
 
 def save(directory: CheckpointDir, step: int, state: dict[str, Any], *, keep: int) -> str:
@@ -58,9 +36,9 @@ def save(directory: CheckpointDir, step: int, state: dict[str, Any], *, keep: in
 
     buffer = io.BytesIO()
     torch.save({"step": step, **state}, buffer)
-    path = directory.loc.write_bytes((*directory.parts, directory.name(step)), buffer.getvalue())
+    path = directory.results.write_bytes((*directory.parts, directory.name(step)), buffer.getvalue())
     for old in steps(directory)[:-keep]:
-        directory.loc.delete((*directory.parts, directory.name(old)))
+        directory.results.delete((*directory.parts, directory.name(old)))
     return path
 
 
@@ -71,9 +49,9 @@ def latest(directory: CheckpointDir | None) -> tuple[int, dict[str, Any] | None]
     for step in reversed(steps(directory)):
         parts = (*directory.parts, directory.name(step))
         try:
-            return step, torch.load(io.BytesIO(directory.loc.read_bytes(*parts)), map_location="cpu", weights_only=False)
+            return step, torch.load(io.BytesIO(directory.results.read_bytes(*parts)), map_location="cpu", weights_only=False)
         except Exception as err:  # noqa: BLE001 - an unreadable checkpoint: fall back to the one before
-            where = directory.loc.uri_of(*parts)
+            where = directory.results.uri_of(*parts)
             print(f"scalegrid: warning: checkpoint {where} is unreadable ({err.__class__.__name__}); using an older one", file=sys.stderr)
     return 0, None
 
@@ -81,7 +59,7 @@ def latest(directory: CheckpointDir | None) -> tuple[int, dict[str, Any] | None]
 def remove(directory: CheckpointDir) -> None:
     """Drop a finished trial's checkpoints: they only ever serve to resume an unfinished one."""
     for step in steps(directory):
-        directory.loc.delete((*directory.parts, directory.name(step)))
+        directory.results.delete((*directory.parts, directory.name(step)))
 
 
 def rng_state() -> dict[str, Any]:

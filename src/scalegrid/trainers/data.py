@@ -3,19 +3,19 @@
 The orchestrator calls, in this order:
 
     identity = describe(spec.data)              # cheap: hashes files, tokenizes nothing
-    path = cache.load(identity.key)             # cache = TokenCache(results_dir)
+    path = cache.load(identity.key)             # cache = TokenCache(results), a ResultsLayout
     if path is None:
         path = cache.save(tokenize(spec.data))  # atomic; a concurrent writer's copy wins
-    # ... Trial(config=TrialConfig(data=identity.fields, ...), data_dir=str(path))
+    # ... Trial(config=TrialConfig(data=identity.config, ...), data_key=identity.key)
 
-and the `lm` trainer reads `open_tokens(trial.data_dir)`. `prepare(spec, results_dir)` does the
-first four lines.
+and the `lm` trainer reads `TokenCache(trial.results).open(trial.data_key)`. `prepare(spec,
+results)` does the first four lines.
 
-**Identity.** `describe` returns the fields that determine the token arrays (a SHA-256 of each
+**Identity.** `describe` returns the typed identity (`trial.DataConfig`) of what determines the token arrays (a SHA-256 of each
 file's bytes, not its path; the synthetic spec and generator version; the hub id, config, split
 and revision; the tokenizer's kind, size and content hash; the validation settings; the version of
-the recipe below) and `key`, a short hash of their canonical JSON. The fields go into
-`TrialConfig.data`, so they are part of every trial id.
+the recipe below) and `key`, a short hash of its canonical JSON. The identity is
+`TrialConfig.data`, so it is part of every trial id.
 
 **Recipe.** Documents (empty ones dropped) are split into train and validation by a seeded hash
 of their index (`validation.fraction` of them held out, at least one). The training documents are shuffled with
@@ -41,11 +41,8 @@ the extension. Glob patterns in `data.files` are expanded, sorted.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +50,11 @@ from typing import Any
 import numpy as np
 
 from scalegrid.errors import UserError
+from scalegrid.grid import content_hash
 from scalegrid.spec import DataSpec
-from scalegrid.storage import is_uri, location, materialise_dir, node_cache_dir
-from scalegrid.trainers.base import cache_dir
+from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, node_cache_dir
 from scalegrid.trainers.tokenizers import build_tokenizer, file_sha256, tokenizer_identity
+from scalegrid.trial import DataIdentity, FilesData, GaussianData, HubData, SyntheticData
 
 DATA_VERSION = "tokens-v1"  # bump when the split / shuffle / concatenation recipe changes
 SPLIT_SEED = 0x5CA1E6  # the seeded hash that holds documents out
@@ -70,18 +68,9 @@ _FORMATS = {
 _COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 
 
-@dataclass(frozen=True)
-class DataIdentity:
-    key: str  # short hash of `fields`: names the token-cache directory
-    vocab_size: int  # 0 for generated (gaussian) data
-    fields: dict[str, Any]  # what goes into TrialConfig.data
-
-
 @dataclass
 class TokenizedCorpus:
-    key: str
-    fields: dict[str, Any]
-    vocab_size: int
+    identity: DataIdentity
     eos_id: int
     train: np.ndarray
     val: np.ndarray
@@ -89,6 +78,14 @@ class TokenizedCorpus:
     val_documents: int
     tokenizer_kind: str
     tokenizer_files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.identity.key
+
+    @property
+    def vocab_size(self) -> int:
+        return self.identity.vocab_size
 
     @property
     def train_tokens(self) -> int:  # the orchestrator checks unique_tokens <= train_tokens
@@ -100,33 +97,33 @@ class TokenizedCorpus:
 
 
 def describe(spec: DataSpec) -> DataIdentity:
+    """The data's identity (part of every trial id) and its token cache's key; tokenizes nothing."""
     if spec.source == "gaussian":
         from scalegrid.trainers.linreg import GENERATOR_VERSION
 
-        fields = {"source": "gaussian", "generator": GENERATOR_VERSION, **spec.gaussian.model_dump()}
-        return DataIdentity(key=_short_hash(fields), vocab_size=0, fields=fields)
+        return _identity(GaussianData(generator=GENERATOR_VERSION, **spec.gaussian.model_dump()))
+    shared = {
+        "tokenizer": tokenizer_identity(spec.tokenizer),
+        "validation": spec.validation,
+        "recipe": DATA_VERSION,
+    }
+    shared["vocab_size"] = shared["tokenizer"]["vocab_size"]
     if spec.source == "synthetic":
         from scalegrid.trainers.synthetic import GENERATOR_VERSION
 
-        corpus = {"source": "synthetic", "generator": GENERATOR_VERSION, "synthetic": spec.synthetic.model_dump()}
-    elif spec.source == "files":
-        corpus = {
-            "source": "files",
-            "files": [{"sha256": file_sha256(path), "format": fmt} for path, fmt in _resolve_files(spec)],
-            "text_field": spec.text_field,
-        }
-    else:
-        corpus = {
-            "source": "hub",
-            "hub": spec.hub,
-            "hub_config": spec.hub_config,
-            "hub_split": spec.hub_split,
-            "revision": spec.revision,
-            "text_field": spec.text_field,
-        }
-    tokenizer = tokenizer_identity(spec.tokenizer)
-    fields = {**corpus, "tokenizer": tokenizer, "validation": spec.validation.model_dump(), "recipe": DATA_VERSION}
-    return DataIdentity(key=_short_hash(fields), vocab_size=tokenizer["vocab_size"], fields=fields)
+        return _identity(SyntheticData(generator=GENERATOR_VERSION, synthetic=spec.synthetic, **shared))
+    if spec.source == "files":
+        files = [{"sha256": file_sha256(path), "format": fmt} for path, fmt in _resolve_files(spec)]
+        return _identity(FilesData(files=files, text_field=spec.text_field, **shared))
+    return _identity(HubData(
+        hub=spec.hub, hub_config=spec.hub_config, hub_split=spec.hub_split, revision=spec.revision,
+        text_field=spec.text_field, **shared,
+    ))
+
+
+def _identity(config) -> DataIdentity:
+    """The cache key hashes the identity without `vocab_size` (it follows from the tokenizer)."""
+    return DataIdentity(key=content_hash(DataIdentity.fields_of(config)), config=config)
 
 
 def load_documents(spec: DataSpec) -> list[str]:
@@ -180,9 +177,7 @@ def tokenize(spec: DataSpec) -> TokenizedCorpus:
     train = tokenizer.encode_documents(train_docs)
     val = tokenizer.encode_documents([documents[i] for i in val_idx])[: spec.validation.max_tokens]
     return TokenizedCorpus(
-        key=identity.key,
-        fields=identity.fields,
-        vocab_size=identity.vocab_size,
+        identity=identity,
         eos_id=tokenizer.eos_id,
         train=train,
         val=val,
@@ -194,91 +189,78 @@ def tokenize(spec: DataSpec) -> TokenizedCorpus:
 
 
 class TokenCache:
-    """`<results>/cache/tokens/<key>/`, one directory per corpus identity, written atomically.
+    """`RESULTS/cache/tokens/<key>/`, one directory per corpus identity, written atomically.
 
-    On an object store the local directory is this node's copy (see the module docstring)."""
+    On an object store the trainers read this node's copy (see the module docstring)."""
 
-    def __init__(self, results_dir: str | Path):
-        self.store = location(results_dir)
-        local = self.store.local_path
-        self.root = cache_dir(local) / "tokens" if local is not None else node_cache_dir() / "tokens"
+    def __init__(self, results: ResultsLayout):
+        self.results = results
 
-    def path(self, key: str) -> Path:
-        return self.root / key
+    def local_dir(self, key: str) -> Path:
+        """Where the cache of `key` is read on this machine: in the store, or this node's copy."""
+        return self.results.local(*self.results.token_cache(key)) or node_cache_dir() / "tokens" / key
 
     def load(self, key: str) -> Path | None:
-        path = self.path(key)
-        if (path / "meta.json").is_file():
-            return path
-        if self.store.local_path is None:
-            return materialise_dir(self.store, ("cache", "tokens", key), path, marker="meta.json")
-        return None
+        """The complete local directory of `key` (copied from an object store once), or None."""
+        return self.results.materialise_dir(self.results.token_cache(key), self.local_dir(key), marker=CACHE_MARKER)
+
+    def train_tokens(self, key: str) -> int | None:
+        """The cached corpus' training tokens, read from its meta.json alone (None: not cached)."""
+        parts = (*self.results.token_cache(key), CACHE_MARKER)
+        return json.loads(self.results.read_bytes(*parts))["train_tokens"] if self.results.is_file(*parts) else None
 
     def save(self, corpus: TokenizedCorpus) -> Path:
-        final = self._save_local(corpus)
-        if self.store.local_path is None and not self.store.is_file("cache", "tokens", corpus.key, "meta.json"):
-            files = sorted(p for p in final.rglob("*") if p.is_file())
-            for path in sorted(files, key=lambda p: p.name == "meta.json"):  # meta.json last: it marks the copy complete
-                self.store.upload(path, ("cache", "tokens", corpus.key, *path.relative_to(final).parts))
-        return final
+        """Write the corpus here (on an object store: into this node's cache, then uploaded with
+        meta.json last, which marks the copy complete)."""
+        local = atomic_dir(self.local_dir(corpus.key), lambda tmp: _write_cache(tmp, corpus), marker=CACHE_MARKER)
+        parts = self.results.token_cache(corpus.key)
+        if self.results.object_store and not self.results.is_file(*parts, CACHE_MARKER):
+            self.results.upload_tree(local, parts, last=CACHE_MARKER)
+        return local
 
-    def _save_local(self, corpus: TokenizedCorpus) -> Path:
-        final = self.path(corpus.key)
-        if (final / "meta.json").is_file():
-            return final
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{corpus.key}.", dir=self.root))
-        try:
-            dtype = token_dtype(corpus.vocab_size)
-            corpus.train.astype(dtype).tofile(tmp / "train.bin")
-            corpus.val.astype(dtype).tofile(tmp / "val.bin")
-            if corpus.tokenizer_files:
-                (tmp / "tokenizer").mkdir()
-                for name, content in corpus.tokenizer_files.items():
-                    (tmp / "tokenizer" / name).write_bytes(content)
-            meta = {
-                "key": corpus.key,
-                "dtype": np.dtype(dtype).name,
-                "vocab_size": corpus.vocab_size,
-                "eos_id": corpus.eos_id,
-                "tokenizer": corpus.tokenizer_kind,
-                "train_tokens": corpus.train_tokens,
-                "val_tokens": corpus.val_tokens,
-                "train_documents": corpus.train_documents,
-                "val_documents": corpus.val_documents,
-                "fields": corpus.fields,
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / "meta.json").is_file():  # not a lost race: a real error
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename; the loser's copy otherwise
-        return final
+    def open(self, key: str) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
+        path = self.load(key)
+        if path is None:
+            raise FileNotFoundError(f"{self.results.shown(*self.results.token_cache(key))}: no token cache (no {CACHE_MARKER})")
+        return open_tokens(path)
 
 
-def prepare(spec: DataSpec, results_dir: str | Path) -> tuple[DataIdentity, Path]:
+def _write_cache(directory: Path, corpus: TokenizedCorpus) -> None:
+    dtype = token_dtype(corpus.vocab_size)
+    corpus.train.astype(dtype).tofile(directory / "train.bin")
+    corpus.val.astype(dtype).tofile(directory / "val.bin")
+    if corpus.tokenizer_files:
+        (directory / "tokenizer").mkdir()
+        for name, content in corpus.tokenizer_files.items():
+            (directory / "tokenizer" / name).write_bytes(content)
+    meta = {
+        "key": corpus.key,
+        "dtype": np.dtype(dtype).name,
+        "vocab_size": corpus.vocab_size,
+        "eos_id": corpus.eos_id,
+        "tokenizer": corpus.tokenizer_kind,
+        "train_tokens": corpus.train_tokens,
+        "val_tokens": corpus.val_tokens,
+        "train_documents": corpus.train_documents,
+        "val_documents": corpus.val_documents,
+        "fields": corpus.identity.fields,
+    }
+    (directory / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def prepare(spec: DataSpec, results: ResultsLayout) -> tuple[DataIdentity, Path]:
     """describe, then the cached tokens of that identity, tokenizing and saving them on a miss."""
     identity = describe(spec)
-    cache = TokenCache(results_dir)
+    cache = TokenCache(results)
     return identity, cache.load(identity.key) or cache.save(tokenize(spec))
 
 
-def open_tokens(data_dir: str | Path) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
-    """(train tokens, validation tokens, meta) of a token-cache directory; the arrays are read-only maps.
-
-    A directory on an object store is first copied into this node's cache."""
-    if is_uri(data_dir):
-        store = location(data_dir)
-        local = store.local_path or materialise_dir(store, (), node_cache_dir() / "tokens" / store.root.rsplit("/", 1)[-1], marker="meta.json")
-        data_dir = local if local is not None else data_dir
+def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
+    """(train tokens, validation tokens, meta) of a local token-cache directory, as read-only maps."""
     data_dir = Path(data_dir)
-    meta_path = data_dir / "meta.json"
+    meta_path = data_dir / CACHE_MARKER
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{data_dir} is not a token-cache directory (no meta.json)")
+        raise FileNotFoundError(f"{data_dir} is not a token-cache directory (no {CACHE_MARKER})")
     meta = json.loads(meta_path.read_text())
     dtype = np.dtype(meta["dtype"])
     train = np.memmap(data_dir / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
@@ -355,11 +337,6 @@ def _load_hub(spec: DataSpec) -> list[str]:
 
 
 # --- hashing ----------------------------------------------------------------------------------------
-
-
-def _short_hash(fields: dict[str, Any]) -> str:
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _uniform_hash(n: int, seed: int) -> np.ndarray:

@@ -18,48 +18,53 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from scalegrid.storage import CACHE_MARKER, ResultsLayout, node_cache_dir
 from scalegrid.trainers import lm
-from scalegrid.trainers.base import Report, Trial, TrialResult
-from scalegrid.trainers.ensemble import load_model
+from scalegrid.trainers.data import TokenCache
+from scalegrid.trainers.weights import load_model
+from scalegrid.trial import CORPUS_VERSION, Report, SequenceDistill, TeacherCorpusRequest, TokenDistill, Trial, TrialResult
 
-CORPUS_VERSION = "teacher-corpus-v1"  # bump when `generate` changes what a seed produces
 
 
 def train(trial: Trial, report: Report) -> TrialResult:
     spec = trial.config.distill
-    if not spec:
+    if spec is None:
         raise ValueError("a distilled student needs TrialConfig.distill (its teacher and method)")
+    if isinstance(spec, TokenDistill):
+        return lm.train(trial, report, batch_loss=token_loss(trial, spec))
+    return lm.train(trial, report, extra_sequences=teacher_sequences(trial, spec))
+
+
+def token_loss(trial: Trial, spec: TokenDistill) -> lm.BatchLoss:
+    """The batch loss of a token-level student: CE on the data mixed with KL to the teacher."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    teachers = [load_model(trial.results_dir, tid, device) for tid in spec["teacher"]]
-    if spec["method"] == "token":
-        temperature, weight = float(spec["temperature"]), float(spec["kl_weight"])
+    teachers = [load_model(trial.results, tid, device) for tid in spec.teacher]
+    temperature, weight = spec.temperature, spec.kl_weight
 
-        def batch_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-            out = model(input_ids=x, labels=x)
-            student = torch.log_softmax(out.logits[:, :-1].float() / temperature, dim=-1)
-            teacher = teacher_logprobs(teachers, x[:, :-1], temperature)
-            kl = (teacher.exp() * (teacher - student)).sum(-1).mean()
-            return (1 - weight) * out.loss + weight * temperature**2 * kl
+    def batch_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        out = model(input_ids=x, labels=x)
+        student = torch.log_softmax(out.logits[:, :-1].float() / temperature, dim=-1)
+        teacher = teacher_logprobs(teachers, x[:, :-1], temperature)
+        kl = (teacher.exp() * (teacher - student)).sum(-1).mean()
+        return (1 - weight) * out.loss + weight * temperature**2 * kl
 
-        return lm.train(trial, report, batch_loss=batch_loss)
-    if spec["method"] == "sequence":
-        generated = load_corpus(trial.results_dir, spec["corpus"])
-        real = trial.config.unique_tokens // trial.config.train.seq_len
-        wanted = round(spec["synthetic_weight"] / (1 - spec["synthetic_weight"]) * real)
-        if wanted > len(generated):
-            raise ValueError(f"the teacher corpus {spec['corpus']} has {len(generated)} sequences; the student needs {wanted}")
-        del teachers  # the corpus is the teacher here
-        return lm.train(trial, report, extra_sequences=torch.from_numpy(generated[:wanted].astype(np.int64)))
-    raise ValueError(f"unknown distillation method {spec['method']!r}")
+    return batch_loss
+
+
+def teacher_sequences(trial: Trial, spec: SequenceDistill) -> torch.Tensor:
+    """The generated sequences a sequence-level student trains on beside its real ones."""
+    generated = load_corpus(trial.results, spec.corpus)
+    real = trial.config.unique_tokens // trial.config.train.seq_len
+    wanted = round(spec.synthetic_weight / (1 - spec.synthetic_weight) * real)
+    if wanted > len(generated):
+        raise ValueError(f"the teacher corpus {spec.corpus} has {len(generated)} sequences; the student needs {wanted}")
+    return torch.from_numpy(generated[:wanted].astype(np.int64))
 
 
 @torch.no_grad()
@@ -108,51 +113,39 @@ def generate(
     return out
 
 
-def corpus_dir(results_dir: str | Path, corpus_id: str) -> Path:
-    return Path(results_dir) / "cache" / "teacher" / corpus_id
-
-
-def load_corpus(results_dir: str | Path, corpus_id: str) -> np.ndarray:
-    path = corpus_dir(results_dir, corpus_id)
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{path}: the teacher corpus was not generated (no meta.json)")
-    meta = json.loads(meta_path.read_text())
+def load_corpus(results: ResultsLayout, corpus_id: str) -> np.ndarray:
+    """[sequences, seq_len] of a generated teacher corpus (a local copy when it lives on an object store)."""
+    parts = results.teacher_corpus(corpus_id)
+    path = results.materialise_dir(parts, node_cache_dir() / "teacher" / corpus_id, marker=CACHE_MARKER)
+    if path is None:
+        raise FileNotFoundError(f"{results.shown(*parts)}: the teacher corpus was not generated (no {CACHE_MARKER})")
+    meta = json.loads((path / CACHE_MARKER).read_text())
     return np.load(path / "tokens.npy", mmap_mode="r").reshape(meta["sequences"], meta["seq_len"])
 
 
-def make_corpus(results_dir: str | Path, corpus_id: str, request: dict, data_dir: str) -> dict:
-    """Generate and save the corpus `request` describes (teacher ids, sequences, seq_len, temperature,
-    seed) unless it is already there; returns its meta (with `generated`: whether this call made it)."""
-    final = corpus_dir(results_dir, corpus_id)
-    if (final / "meta.json").is_file():
-        return {**json.loads((final / "meta.json").read_text()), "generated": False}
-    from scalegrid.trainers.data import open_tokens
-
-    eos_id = int(open_tokens(data_dir)[2]["eos_id"])
+def make_corpus(results: ResultsLayout, corpus_id: str, request: TeacherCorpusRequest, data_key: str) -> dict:
+    """Generate and save the corpus `request` describes unless it is already there; returns its
+    meta (with `generated`: whether this call made it)."""
+    parts = results.teacher_corpus(corpus_id)
+    if results.is_file(*parts, CACHE_MARKER):
+        return {**json.loads(results.read_bytes(*parts, CACHE_MARKER)), "generated": False}
+    eos_id = int(TokenCache(results).open(data_key)[2]["eos_id"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    teachers = [load_model(results_dir, tid, device) for tid in request["teacher"]]
+    teachers = [load_model(results, tid, device) for tid in request.teacher]
     start = time.perf_counter()
     tokens = generate(
-        teachers, sequences=request["sequences"], seq_len=request["seq_len"], start_token=eos_id,
-        temperature=request["temperature"], seed=request["seed"],
+        teachers, sequences=request.sequences, seq_len=request.seq_len, start_token=eos_id,
+        temperature=request.temperature, seed=request.seed,
     )
     seconds = time.perf_counter() - start
     meta = {
-        **request, "id": corpus_id, "version": CORPUS_VERSION, "tokens": int(tokens.size),
+        **request.model_dump(mode="json"), "id": corpus_id, "version": CORPUS_VERSION, "tokens": int(tokens.size),
         "seconds": seconds, "tokens_per_s": tokens.size / seconds, "device": device.type,
     }
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{corpus_id}.", dir=final.parent))
-    try:
-        np.save(tmp / "tokens.npy", tokens.astype(np.int32 if int(tokens.max()) < 2**31 else np.int64))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "meta.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def fill(directory: Path) -> None:
+        np.save(directory / "tokens.npy", tokens.astype(np.int32 if int(tokens.max()) < 2**31 else np.int64))
+        (directory / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    results.publish_dir(parts, fill, marker=CACHE_MARKER)
     return {**meta, "generated": True}

@@ -7,36 +7,22 @@ pass per member over the validation tokens gives a vector of T log-probabilities
 logsumexp over members then yields the loss of every k = 1..K, so evaluating all K ensemble
 sizes costs about K single evaluations (not K^2), and holds O(T) numbers, not O(K T).
 
-    losses = evaluate_members([load_model(results, tid) for tid in member_ids], val_seqs, batch_size=16)
+    losses, own, seconds = evaluate_members(member_ids, results, val_seqs, batch_size=16)
     losses[0] == the first member's own val_loss; losses[k - 1] <= mean(member losses[:k])  (Jensen)
 
-The members are loaded from RESULTS/models/<trial_id>/ (`lm.save_model`).
+The members are loaded from RESULTS/models/<trial_id>/ (`weights.py`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Iterable
 
 import torch
 
-from scalegrid.trainers.lm import model_dir
-
-
-def load_model(results_dir: str | Path, trial_id: str, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """A member's final weights, in eval mode, without gradients."""
-    from transformers import LlamaForCausalLM
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    path = model_dir(results_dir, trial_id)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: no saved model for trial {trial_id} (was it trained by this version?)")
-    model = LlamaForCausalLM.from_pretrained(path).to(device)
-    model.eval().requires_grad_(False)
-    return model
+from scalegrid.storage import ResultsLayout
+from scalegrid.trainers.weights import load_model
 
 
 @torch.no_grad()
@@ -60,7 +46,7 @@ def cumulative_losses(member_logprobs: Iterable[torch.Tensor]) -> list[float]:
 
 
 def evaluate_members(
-    member_ids: list[str], results_dir: str | Path, sequences: torch.Tensor, batch_size: int
+    member_ids: list[str], results: ResultsLayout, sequences: torch.Tensor, batch_size: int
 ) -> tuple[list[float], list[float], list[float]]:
     """(ensemble loss of the first k members for k = 1..K, each member's own loss, seconds per member).
 
@@ -70,7 +56,7 @@ def evaluate_members(
     def passes():
         for tid in member_ids:
             start = time.perf_counter()
-            logprobs = token_logprobs(load_model(results_dir, tid, sequences.device), sequences, batch_size)
+            logprobs = token_logprobs(load_model(results, tid, sequences.device), sequences, batch_size)
             own.append(-logprobs.double().mean().item())
             seconds.append(time.perf_counter() - start)
             yield logprobs

@@ -28,9 +28,8 @@ import time
 import numpy as np
 
 from scalegrid.spec import GaussianDataSpec
-from scalegrid.trainers.base import Report, Trial, TrialResult
-from scalegrid.trainers.presets import LinregShape
 from scalegrid.trainers.schedule import lr_at
+from scalegrid.trial import Report, Status, Trial, TrialResult
 
 GENERATOR_VERSION = "gaussian-v1"  # bump when the data a spec generates changes
 _BLOCK = 1024  # samples per generator block
@@ -40,8 +39,7 @@ DIVERGED_RISK = 1e6  # an excess risk above this (w = 0 has 1) ends the trial as
 def train(trial: Trial, report: Report) -> TrialResult:
     start = time.perf_counter()
     cfg, t = trial.config, trial.config.train
-    shape = LinregShape(**cfg.model)
-    data = GaussianDataSpec(**{k: v for k, v in cfg.data.items() if k in GaussianDataSpec.model_fields})
+    shape, data = cfg.model, cfg.data
     h, w_star = problem(shape.dims, data)
     x, y = samples(cfg.unique_tokens, shape.dims, data)
     n, batch = len(y), min(t.batch_size, len(y))
@@ -81,7 +79,7 @@ def train(trial: Trial, report: Report) -> TrialResult:
     tokens_seen, diverged = epoch * n, error is not None
     risks = [row["val_loss"] for row in curves]
     return TrialResult(
-        status="DIVERGED" if diverged else "COMPLETED",
+        status=Status.DIVERGED if diverged else Status.COMPLETED,
         params=shape.num_params(),
         params_nonembed=shape.num_params(non_embedding=True),
         tokens_seen=tokens_seen,
@@ -90,7 +88,8 @@ def train(trial: Trial, report: Report) -> TrialResult:
         best_val_loss=min(risks, default=math.nan),
         train_loss=math.nan if diverged else curves[-1]["train_loss"],
         error=error,
-        extra={"curves": curves, "steps": total_steps},
+        curves=curves,
+        extra={"steps": total_steps},
     )
 
 

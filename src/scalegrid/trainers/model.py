@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from scalegrid.trainers.presets import LlamaShape
+from scalegrid.shapes import LlamaShape
 
 
 def llama_config(shape: LlamaShape, vocab_size: int, seq_len: int, *, attn_implementation: str = "sdpa") -> LlamaConfig:
