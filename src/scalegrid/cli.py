@@ -7,13 +7,13 @@ parser and sets `func(args) -> int`. A `UserError` anywhere becomes one line on 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 import scalegrid
+from scalegrid.commands import fit, jobs, plan, report, run, status, submit
 from scalegrid.errors import UserError
 
-COMMANDS = ["plan", "run", "status", "fit", "report", "submit", "jobs"]
+COMMANDS = (plan, run, status, fit, report, submit, jobs)  # in the order `--help` lists them
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,14 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scalegrid {scalegrid.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"scalegrid.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"scalegrid.commands.{name}":
-                raise
-            continue  # a command still being written is simply absent
-        module.register(subparsers)
+    for command in COMMANDS:
+        command.register(subparsers)
     return parser
 
 

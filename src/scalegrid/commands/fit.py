@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from scalegrid.analysis import (
     FitInputError,
@@ -36,7 +35,10 @@ from scalegrid.analysis import (
     fit_reuse,
 )
 from scalegrid.analysis.tables import per_group
+from scalegrid import store
 from scalegrid.errors import UserError
+from scalegrid.storage import layout
+from scalegrid.storage.layout import RUNS
 
 KINDS = ("power-law", "chinchilla", "data-constrained", "reuse")
 
@@ -134,21 +136,20 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def _read_results_dir(path: Path) -> pd.DataFrame:
-    files = sorted(p for p in (path / "runs").glob("*.parquet") if not p.name.startswith("."))
-    if not files:  # the runs/ directory itself
-        files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
-    if not files:
+    """runs/ and ensembles/ of a results directory, or the Parquet run files of one directory."""
+    if (path / RUNS).is_dir() or not any(path.glob("*.parquet")):
+        found = store.read(layout(path))
+        table, unreadable = found.all_runs, found.unreadable
+    else:  # the runs/ directory itself, or any directory of run files
+        found = store.scan(layout(path.parent), path.name)
+        table, unreadable = found.frame, found.unreadable
+    for shown, reason in unreadable:  # a half-written or corrupt file must not stop the fit
+        print(f"scalegrid: warning: skipping unreadable {shown} ({reason})", file=sys.stderr)
+    if not len(table):
+        if unreadable:
+            raise UserError(f"{path}: none of the {len(unreadable)} run files could be read")
         raise UserError(f"{path}: no runs/*.parquet files; is it a scalegrid results directory?")
-    frames = []
-    for file in files:
-        try:
-            frames.append(pq.read_table(file).to_pandas())
-        except Exception as err:  # a half-written or corrupt file must not stop the fit
-            print(f"scalegrid: warning: skipping unreadable {file} ({type(err).__name__})",
-                  file=sys.stderr)
-    if not frames:
-        raise UserError(f"{path}: none of the {len(files)} runs/*.parquet files could be read")
-    return pd.concat(frames, ignore_index=True)
+    return table
 
 
 def select_rows(table: pd.DataFrame, stage: str) -> pd.DataFrame:

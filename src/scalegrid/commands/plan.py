@@ -14,12 +14,12 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     plan = make_plan(args.spec, results=args.results)
-    for path, reason in plan.unreadable:
+    for path, reason in plan.snapshot.unreadable:
         print(f"warning: {path} is unreadable ({reason}); skipped and kept")
     table = plan.table()
     print(format_table(table))
     print(totals_line(table))
-    if plan.graph.ensembles or plan.graph.students:
+    if plan.graph.has_stages:
         stage_rows = plan.dependants()
         counts = stage_rows["state"].value_counts()
         print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")

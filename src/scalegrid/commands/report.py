@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scalegrid.commands.args import non_negative_int
+from scalegrid.storage import ResultsLayout, check_readable, layout, materialised
 
 
 def register(subparsers) -> None:
@@ -33,20 +34,18 @@ def run(args) -> int:
     return 0
 
 
-def report_of(results: str | Path, out: Path | None = None, **options) -> Path | str:
+def report_of(results: str | Path | ResultsLayout, out: Path | None = None, **options) -> Path | str:
     """The report of a results directory or URI. On an object store the report is drawn from a
     local copy of the runs, curves and sweep records and uploaded to RESULTS/report (unless -o)."""
     from scalegrid.report import write_report  # matplotlib loads only when a report is made
-    from scalegrid.storage import location, materialised, redacted
-    from scalegrid.store import check_readable_results
 
-    loc = location(str(results))
-    if loc.local_path is not None:
-        return write_report(loc.local_path, out, **options)
-    check_readable_results(loc)
-    with materialised(loc, "runs", "ensembles", "curves", "sweeps") as local:
+    root = layout(str(results) if isinstance(results, Path) else results)
+    if root.local_path is not None:
+        return write_report(root.local_path, out, **options)
+    check_readable(root)
+    with materialised(root, "runs", "ensembles", "curves", "sweeps") as local:
         index = write_report(local, out, **options)
         if out is not None:
             return index
-        loc.upload_tree(local / "report", "report")
-    return redacted(loc.uri_of("report", "index.html"))
+        root.upload_tree(local / "report", root.report_dir())
+    return root.shown(*root.report_dir(), "index.html")

@@ -1,4 +1,9 @@
-"""`scalegrid run SPEC`: train every trial of the spec that the results store does not hold yet."""
+"""`scalegrid run SPEC`: train every trial of the spec that the results store does not hold yet.
+
+The spec is planned once; the store is read once at each stage boundary (when planned, after
+the train stage, after the ensembles and students), and the last read feeds both the summary and
+the report.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,11 @@ import time
 
 import pandas as pd
 
+from scalegrid import store
 from scalegrid.commands.args import positive_int
-from scalegrid.orchestrator.plan import format_table, make_plan, prepare_data, release_freed_memory
+from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, prepare_data
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
 from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
-from scalegrid.orchestrator.stages import write_graph
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
 
@@ -41,77 +46,72 @@ def run(args) -> int:
     with contextlib.ExitStack() as cluster:
         if args.address:  # the last check: a node-local results path on a multi-node cluster
             cluster.enter_context(ray_session(args.address))
-            check_shared_results(plan.location, cpus=plan.spec.resources.cpus, gpus=plan.spec.resources.gpus)
-        code = _run_checked(args, plan, save_tokens, start)
+            check_shared_results(plan.results, cpus=plan.spec.resources.cpus, gpus=plan.spec.resources.gpus)
+        plan = _run_checked(args, plan, save_tokens)
+    code = summarize(plan, time.perf_counter() - start)
     if not args.no_report:
-        write_report_of(plan.results_dir)
+        write_report_of(plan)
     return code
 
 
-def _run_checked(args, plan, save_tokens, start: float) -> int:
-    # Every input is valid: from here on the results directory is written.
-    plan.location.makedirs()
+def _run_checked(args, plan: SweepPlan, save_tokens) -> SweepPlan:
+    """Every input is valid: from here on the results directory is written. Returns the plan
+    with the store as it is after the run."""
+    plan.results.makedirs()
     save_tokens()
     info = provenance()
-    write_sweep_record(plan.results_dir, plan.spec, args.spec, info)
-    for path, reason in plan.unreadable:
+    write_sweep_record(plan.results, plan.spec, args.spec, info)
+    for path, reason in plan.snapshot.unreadable:
         print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
     pending = plan.pending
     print(f"{plan.spec.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
-    stages_left = _stages_left(plan)
+    stages_left = int((plan.dependants()["state"] != "done").sum()) if plan.graph.has_stages else 0
     if stages_left:
         print(f"{plan.spec.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
-    write_graph(plan.results_dir, plan.spec.name, plan.graph)
-    if pending or stages_left:
-        from scalegrid.orchestrator.runner import schedule
-        from scalegrid.orchestrator.stages import run_stages
+    store.write_stage_graph(plan.results, plan.spec.name, plan.graph.to_json() if plan.graph.has_stages else None)
+    if not pending and not stages_left:
+        return plan
+    from scalegrid.orchestrator.runner import schedule
+    from scalegrid.orchestrator.stages import run_stages
 
-        with ray_session(args.address):
-            if pending:
-                schedule(plan, info, max_concurrent=args.max_concurrent)
-            if stages_left:
-                run_stages(plan, info, max_concurrent=args.max_concurrent)
-    code = summarize(args, time.perf_counter() - start)
-    release_freed_memory()  # the summary read every run file: a notebook driver keeps running
-    return code
-
-
-def _stages_left(plan) -> int:
-    if not plan.graph.ensembles and not plan.graph.students:
-        return 0
-    return int((plan.dependants()["state"] != "done").sum())
+    with ray_session(args.address):
+        if pending:
+            schedule(plan, info, max_concurrent=args.max_concurrent)
+            plan = plan.refresh()
+        if stages_left:
+            run_stages(plan, plan.snapshot, info, max_concurrent=args.max_concurrent)
+            plan = plan.refresh()
+    return plan
 
 
-def write_report_of(results_dir) -> None:
+def write_report_of(plan: SweepPlan) -> None:
     """The report is a view of the store: failing to draw it never fails the run."""
     from scalegrid.commands.report import report_of
 
     start = time.perf_counter()
     try:
-        index = report_of(results_dir)
+        index = report_of(plan.results, snapshot=plan.snapshot)
     except Exception as err:  # noqa: BLE001 - report after the fact with `scalegrid report`
-        print(f"scalegrid: warning: the report could not be written ({err}); retry with `scalegrid report {results_dir}`", file=sys.stderr)
+        print(f"scalegrid: warning: the report could not be written ({err}); retry with `scalegrid report {plan.results}`", file=sys.stderr)
         return
     print(f"report: {index} ({time.perf_counter() - start:.1f} s; open it in a browser, it works offline)")
 
 
-def summarize(args, elapsed_s: float) -> int:
-    plan = make_plan(args.spec, results=args.results)
-    runs = plan.runs.set_index("trial_id") if len(plan.runs) else pd.DataFrame()
+def summarize(plan: SweepPlan, elapsed_s: float) -> int:
+    """The summary table, the val_loss-by-epochs pivot, the ensembles and students; the exit code."""
+    runs = plan.snapshot.runs.drop_duplicates("trial_id", keep="last").set_index("trial_id")
     table = plan.table()
     for column in ("val_loss", "wall_s"):
-        table[column] = [runs[column].get(t) if column in runs else None for t in table["trial_id"]]
+        table[column] = [runs[column].get(t) for t in table["trial_id"]]
     print(format_table(table[SUMMARY_COLUMNS]))
     if plan.spec.trainer == "lm" and table["val_loss"].notna().any():
         print("\nval_loss by epochs (best single model over the other axes; extra ensemble members left out):")
         singles = table[table["member"] == 0]  # a lucky member seed is not a better recipe
         pivot = singles.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min")
         print(pivot.map(lambda v: f"{v:.4f}" if pd.notna(v) else "-").to_string())
-    stage_rows = plan.dependants() if plan.graph.ensembles or plan.graph.students else None
+    stage_rows = plan.dependants() if plan.graph.has_stages else None
     if stage_rows is not None:
-        from scalegrid.store import load_runs
-
-        losses = load_runs(plan.results_dir).drop_duplicates("trial_id", keep="last").set_index("trial_id")["val_loss"]
+        losses = plan.snapshot.all_runs.drop_duplicates("trial_id", keep="last").set_index("trial_id")["val_loss"]
         stage_rows["val_loss"] = [losses.get(i) for i in stage_rows["id"]]  # an ensemble's: its largest k
         print("\nensembles and students:")
         print(format_table(stage_rows))
@@ -119,8 +119,12 @@ def summarize(args, elapsed_s: float) -> int:
     print(
         f"\n{plan.spec.name}: {counts.get('done', 0)} completed, {counts.get('diverged', 0)} diverged, "
         f"{counts.get('failed', 0)} failed, {counts.get('pending', 0)} not finished of {len(table)} trials "
-        f"in {elapsed_s:.1f} s; results in {plan.location}"
+        f"in {elapsed_s:.1f} s; results in {plan.results}"
     )
+    return _exit_code(counts, stage_rows)
+
+
+def _exit_code(counts: pd.Series, stage_rows: pd.DataFrame | None) -> int:
     if counts.get("failed", 0):
         print("some trials FAILED: see the `error` column (`scalegrid status`); a re-run retries them", file=sys.stderr)
         return 1

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from scalegrid import store
-from scalegrid.orchestrator import stages
+from scalegrid.orchestrator.graph import dependants
 from scalegrid.orchestrator.plan import format_table
+from scalegrid.storage import ResultsLayout, check_readable, layout
 
 COLUMNS = ["trial_id", "sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "status", "val_loss", "wall_s", "error"]
 
@@ -18,27 +17,28 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    scan = store.scan_runs(store.check_readable_results(args.results))
-    scan.warn()
-    runs = scan.frame
+    results = layout(args.results)
+    check_readable(results)
+    snapshot = store.read(results)
+    snapshot.warn()
+    runs = snapshot.runs
     counts = runs["status"].value_counts()
     summary = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no runs yet"
-    print(f"{args.results}: {len(runs)} trials ({summary}); {len(scan.unreadable)} unreadable files")
+    print(f"{args.results}: {len(runs)} trials ({summary}); {len(snapshot.unreadable)} unreadable files")
     if len(runs):
         shown = runs[COLUMNS].sort_values(["sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"])
         shown["error"] = shown["error"].fillna("").str.slice(0, 60)
         print(format_table(shown))
-    print_dependants(Path(args.results))
+    print_dependants(results, snapshot)
     return 0
 
 
-def print_dependants(results: Path) -> None:
+def print_dependants(results: ResultsLayout, snapshot: store.Snapshot) -> None:
     """Ensembles and students of the latest runs (RESULTS/stages/): done, pending or blocked."""
-    graph = stages.read_graphs(results)
+    graph = store.read_stage_graphs(results)
     if not graph["ensembles"] and not graph["students"]:
         return
-    status, rows = stages.statuses(results)
-    table = stages.dependants(graph, status, rows, results)
+    table = dependants(graph, snapshot.status, snapshot.ensembles_done)
     counts = table["state"].value_counts()
     print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
     print(format_table(table))

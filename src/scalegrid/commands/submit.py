@@ -45,7 +45,7 @@ def run(args) -> int:
             "cluster; run from its project directory or pass --working-dir"
         ) from None
     _check_shipped(plan.spec, working_dir)
-    results, results_inside = _results_for_job(plan.results_uri, working_dir)
+    results, results_inside = _results_for_job(plan.results.uri, working_dir)
     client = jobs.job_client(args.address)
     job_id = _submit(client, plan, spec_in_job, results, results_inside, working_dir, args)
     print(job_id)

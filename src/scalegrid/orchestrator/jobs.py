@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from scalegrid.errors import UserError
+from scalegrid.orchestrator.session import unreachable
 
-CONNECT_TIMEOUT_S = 10
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 EXCLUDES = [
     ".git", ".venv", "venv", "**/__pycache__", "*.egg-info", "results", "reports", ".pytest_cache", "*.pyc",
@@ -49,14 +48,12 @@ def dashboard_address(address: str | None) -> str:
             f"--address {address}: expected the Ray dashboard's http://HOST:8265; "
             "a GCS address HOST:6379 is for `scalegrid run --address`"
         )
-    try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except OSError as err:
+    reason = unreachable(host, port)
+    if reason:
         raise UserError(
-            f"--address {address}: no Ray dashboard answers there ({err.strerror or err.__class__.__name__}); "
+            f"--address {address}: no Ray dashboard answers there ({reason}); "
             "start the head with `ray start --head` (dashboard on port 8265) or `ray dashboard cluster.yaml`"
-        ) from None
+        )
     return address.rstrip("/")
 
 

@@ -34,11 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalegrid.storage import ResultsLayout
+
 _GEN = re.compile(r"^gen-(\d+)$")
 
 
-def lease_dir(results: str | Path, trial_id: str) -> Path:
-    return Path(results) / "leases" / trial_id
+def lease_dir(results: ResultsLayout, trial_id: str) -> Path:
+    """Leases need a mounted filesystem (a path or file://): atomic links and mtimes."""
+    directory = results.local(*results.lease_dir(trial_id))
+    if directory is None:
+        raise ValueError(f"{results}: leases need results on a mounted filesystem")
+    return directory
 
 
 def _generations(directory: Path) -> list[int]:
@@ -93,7 +99,7 @@ class Lease:
             self.path.unlink(missing_ok=True)
 
 
-def holder(results: str | Path, trial_id: str, expiry_s: float) -> dict[str, Any] | None:
+def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> dict[str, Any] | None:
     """The live lease on a trial (its record plus `age_s`), or None when nobody holds one."""
     directory = lease_dir(results, trial_id)
     gens = _generations(directory)
@@ -130,7 +136,7 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
-def acquire(results: str | Path, trial_id: str, *, owner: str, expiry_s: float) -> tuple[Lease | None, dict | None]:
+def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: float) -> tuple[Lease | None, dict | None]:
     """(our lease, None), or (None, the live lease of another owner)."""
     directory = lease_dir(results, trial_id)
     directory.mkdir(parents=True, exist_ok=True)
@@ -148,20 +154,20 @@ def acquire(results: str | Path, trial_id: str, *, owner: str, expiry_s: float) 
                 return None, {**current, "age_s": age}
         target = _path(directory, (gens[-1] if gens else 0) + 1)
         tmp = directory / f".{target.name}.{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps(record))
         try:
+            tmp.write_text(json.dumps(record))
             os.link(tmp, target)  # atomic; fails when another taker got this generation first
         except FileExistsError:
             continue
         finally:
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # also after a failed write (a full disk): no temporary stays
         for gen in gens:  # the expired or our own earlier generations
             _path(directory, gen).unlink(missing_ok=True)
         return Lease(target, owner, expiry_s), None
     raise RuntimeError(f"could not take the lease of trial {trial_id} in {directory}: too much contention")
 
 
-def history(results: str | Path, trial_id: str) -> list[dict[str, Any]]:
+def history(results: ResultsLayout, trial_id: str) -> list[dict[str, Any]]:
     path = lease_dir(results, trial_id) / "history.jsonl"
     if not path.is_file():
         return []
@@ -169,7 +175,7 @@ def history(results: str | Path, trial_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def record_start(results: str | Path, trial_id: str, **fields: Any) -> None:
+def record_start(results: ResultsLayout, trial_id: str, **fields: Any) -> None:
     """Append one attempt's start; only the lease holder writes, so lines never interleave."""
     path = lease_dir(results, trial_id) / "history.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)

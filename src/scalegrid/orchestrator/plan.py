@@ -2,90 +2,69 @@
 
 Everything here validates and reads; nothing writes. `run` writes only after `make_plan` (and
 the data checks of `prepare_data`) have passed, so a bad input leaves the results directory as
-it was.
+it was. A plan reads the store once (`store.read`); `refresh` reads it again at a stage boundary.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from scalegrid import grid, store
+from scalegrid import store
 from scalegrid.errors import UserError
+from scalegrid.orchestrator.graph import StageGraph, build, dependants
 from scalegrid.spec import SweepSpec, load_spec
-from scalegrid.storage import ResultsLocation, is_uri, location
-from scalegrid.trainers.base import Trial
-
-STATUS_OF_ROW = {"COMPLETED": "done", "DIVERGED": "diverged", "FAILED": "failed"}
+from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
+from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepPlan:
     spec: SweepSpec
-    results_dir: Path | str  # a local directory, or the URI of an object store
-    data: "object"  # trainers.data.DataIdentity
-    trials: list[Trial]  # the train stage: grid points and ensemble members
-    runs: pd.DataFrame  # the store's rows for this grid's trials and students
-    unreadable: list[tuple[Path | str, str]]
-    results_uri: str = ""  # the results as the user wrote them: a path, or a URI (shared storage)
-    graph: "object" = None  # stages.StageGraph: ensembles, teacher corpora, students
+    results: ResultsLayout
+    data: DataIdentity
+    graph: StageGraph  # the train stage's trials, ensembles, teacher corpora, students
+    snapshot: store.Snapshot  # the whole store as read when planned (other sweeps' rows too)
 
     @property
-    def location(self) -> ResultsLocation:
-        return location(self.results_uri or self.results_dir)
+    def trials(self) -> list[Trial]:
+        return self.graph.trials
+
+    def refresh(self) -> SweepPlan:
+        """The same plan with the store read again (after a stage)."""
+        return replace(self, snapshot=store.read(self.results))
 
     def status(self, trial_id: str) -> str:
-        return self._statuses.get(trial_id, "pending")
-
-    @functools.cached_property
-    def _statuses(self) -> dict[str, str]:  # one pass: a lookup per trial would be quadratic
-        return {t: STATUS_OF_ROW.get(s, "pending") for t, s in zip(self.runs["trial_id"], self.runs["status"])}
+        """done | diverged | failed | pending."""
+        return STATE_OF_STATUS.get(self.snapshot.status.get(trial_id), "pending")
 
     @property
     def pending(self) -> list[Trial]:
         """Train-stage trials not done, and members done without their saved weights (trained again)."""
-        done = store.done_trial_ids(self.runs)
-        needs = self.graph.needs_weights if self.graph is not None else set()
+        done, needs = self.snapshot.done, self.graph.needs_weights
         return [
             t for t in self.trials
             if t.trial_id not in done
-            or (t.trial_id in needs and self.status(t.trial_id) == "done"
-                and not (Path(self.results_dir) / "models" / t.trial_id / "config.json").is_file())
+            or (t.trial_id in needs and self.snapshot.status[t.trial_id] == "COMPLETED" and not self.results.has_model(t.trial_id))
         ]
 
     def dependants(self) -> pd.DataFrame:
         """The ensembles and students of the grid with their state: done, pending or blocked."""
-        from scalegrid.orchestrator.stages import dependants, statuses
-
-        status, rows = statuses(self.results_dir)
-        return dependants(self.graph.to_json(), status, rows, self.results_dir)
+        return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done)
 
     def table(self) -> pd.DataFrame:
         """One row per trial: identity, axes, size, tokens, FLOPs and status."""
         rows = []
         for t in self.trials:
             c = t.config
-            rows.append(
-                {
-                    "trial_id": t.trial_id,
-                    "model": t.model_label,
-                    "unique_tokens": c.unique_tokens,
-                    "epochs": c.epochs,
-                    "lr": c.lr,
-                    "weight_decay": c.weight_decay,
-                    "seed": c.seed,
-                    "member": c.member,
-                    "params": grid.num_params(c),
-                    "tokens_seen": grid.tokens_seen(c),
-                    "flops": grid.estimated_flops(c),
-                    "status": self.status(t.trial_id),
-                }
-            )
+            rows.append({
+                "trial_id": t.trial_id, "model": t.model_label, "unique_tokens": c.unique_tokens, "epochs": c.epochs,
+                "lr": c.lr, "weight_decay": c.weight_decay, "seed": c.seed, "member": c.member,
+                "params": c.num_params, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
+                "status": self.status(t.trial_id),
+            })
         return pd.DataFrame(rows)
 
 
@@ -94,34 +73,11 @@ def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan
 
     spec = load_spec(spec_path)
     _check_divisible(spec)
-    results_uri = str(results or spec.results_dir)
-    if not is_uri(results_uri):  # trials run in other working directories (Ray Tune's trial dirs)
-        results_uri = os.path.abspath(os.path.expanduser(results_uri))
-    results_dir = store.check_results_dir(results_uri)
+    root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
+    check_writable(root)
     identity = describe(spec.data)
-    from scalegrid.orchestrator.stages import build
-
-    graph = build(spec, identity, results_dir=str(results_dir))
-    scan = store.scan_runs(results_dir)
-    ids = {t.trial_id for t in graph.trials} | {s.trial_id for s in graph.students}
-    runs = scan.frame[scan.frame["trial_id"].isin(ids)]
-    release_freed_memory()
-    return SweepPlan(spec, results_dir, identity, graph.trials, runs, scan.unreadable, results_uri=results_uri, graph=graph)
-
-
-def release_freed_memory() -> None:
-    """Hand the heap that reading thousands of small Parquet files freed back to the OS.
-
-    glibc keeps it otherwise (measured: 2,000 run files leave ~80 MB of free pages in a
-    driver that scans the store twice per run); a no-op where there is no glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    graph = build(spec, identity, root)
+    return SweepPlan(spec, root, identity, graph, store.read(root))
 
 
 def _check_divisible(spec: SweepSpec) -> None:
@@ -142,9 +98,8 @@ def format_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(no trials)"
     shown = frame.copy()
-    for column in ("flops",):
-        if column in shown:
-            shown[column] = shown[column].map(lambda v: f"{v:.3g}")
+    if "flops" in shown:
+        shown["flops"] = shown["flops"].map(lambda v: f"{v:.3g}")
     for column in ("val_loss", "best_val_loss", "train_loss"):
         if column in shown:
             shown[column] = shown[column].map(lambda v: f"{v:.4f}" if pd.notna(v) else "-")
@@ -170,12 +125,10 @@ def prepare_data(plan: SweepPlan):
         return lambda: None
     from scalegrid.trainers.data import TokenCache, tokenize
 
-    cache = TokenCache(plan.results_dir)
-    cached = cache.load(plan.data.key)
+    cache = TokenCache(plan.results)
+    train_tokens = cache.train_tokens(plan.data.key)  # meta.json alone: no need to map the tokens
     corpus = None
-    if cached is not None:
-        train_tokens = json.loads((cached / "meta.json").read_text())["train_tokens"]  # no need to map the tokens
-    else:
+    if train_tokens is None:
         corpus = tokenize(plan.spec.data)
         train_tokens = len(corpus.train)
     for i, u in enumerate(plan.spec.data.unique_tokens):

@@ -12,6 +12,7 @@ from pathlib import Path
 import scalegrid
 from scalegrid.grid import content_hash
 from scalegrid.spec import SweepSpec
+from scalegrid.storage import ResultsLayout
 
 
 def git_commit() -> str | None:
@@ -34,14 +35,11 @@ def provenance() -> dict[str, str]:
     return {"scalegrid_version": scalegrid.__version__, "git_commit": git_commit() or "unknown"}
 
 
-def write_sweep_record(results_dir: Path | str, spec: SweepSpec, spec_path: str, info: dict[str, str]) -> str:
+def write_sweep_record(results: ResultsLayout, spec: SweepSpec, spec_path: str, info: dict[str, str]) -> str:
     """The resolved spec beside the results, named by its content hash: written once per distinct spec."""
-    from scalegrid.storage import location
-
-    loc = location(results_dir)
     resolved = spec.model_dump(mode="json")
-    name = f"{spec.name}-{content_hash(resolved, 12)}.json"
-    if not loc.is_file("sweeps", name):
+    parts = results.sweep_record(f"{spec.name}-{content_hash(resolved, 12)}.json")
+    if not results.is_file(*parts):
         record = {
             **info,
             "spec_path": spec_path,
@@ -50,5 +48,5 @@ def write_sweep_record(results_dir: Path | str, spec: SweepSpec, spec_path: str,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "spec": resolved,
         }
-        loc.write_bytes(("sweeps", name), json.dumps(record, indent=2, sort_keys=True).encode())
-    return loc.uri_of("sweeps", name)
+        results.write_bytes(parts, json.dumps(record, indent=2, sort_keys=True).encode())
+    return results.uri_of(*parts)

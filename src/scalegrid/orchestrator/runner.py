@@ -21,15 +21,13 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 from scalegrid import store
-from scalegrid.grid import estimated_flops
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.plan import SweepPlan
 from scalegrid.orchestrator.progress import Progress
 from scalegrid.orchestrator.worker import tune_trainable
-from scalegrid.trainers.base import Trial
+from scalegrid.trial import Trial
 
 CHUNK = 256  # Tune trials per Tuner.fit()
 PACKED_TRAINERS = ("linreg",)  # milliseconds per trial: no checkpoints, packed
@@ -49,7 +47,7 @@ def schedule(
     """Train `trials` (default: the plan's pending train-stage trials; `stages` passes the students)."""
     owner = owner or leases.new_owner()
     # Longest first: the grid's makespan is not left to one long trial started last.
-    todo = sorted(plan.pending if trials is None else trials, key=lambda t: estimated_flops(t.config), reverse=True)
+    todo = sorted(plan.pending if trials is None else trials, key=lambda t: t.config.estimated_flops, reverse=True)
     for _ in range(MAX_ROUNDS):
         if not todo:
             break
@@ -115,7 +113,7 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
     """
     others = [
         t for t in trials
-        if t.local_results is not None and store.run_status(t.results_dir, t.trial_id) is None and not _started_by(t, owner)
+        if t.results.local_path is not None and store.run_status(t.results, t.trial_id) is None and not _started_by(t, owner)
     ]
     if not others:
         return []
@@ -124,9 +122,9 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
     while others:
         waiting = []
         for t in others:
-            if store.run_status(t.results_dir, t.trial_id) is not None:
+            if store.run_status(t.results, t.trial_id) is not None:
                 continue
-            if leases.holder(t.local_results, t.trial_id, t.fault_tolerance.lease_expiry_s) is None:
+            if leases.holder(t.results, t.trial_id, t.fault_tolerance.lease_expiry_s) is None:
                 again.append(t)  # released without a row, or its driver died: ours now
             else:
                 waiting.append(t)
@@ -139,14 +137,12 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
 
 
 def _started_by(trial: Trial, owner: str) -> bool:
-    return any(h.get("owner") == owner for h in leases.history(trial.local_results, trial.trial_id))
+    return any(h.get("owner") == owner for h in leases.history(trial.results, trial.trial_id))
 
 
 def _tune_storage(plan: SweepPlan) -> str:
     """Tune's experiment state beside the results: a local directory, or the object store's URI."""
-    if isinstance(plan.results_dir, Path):
-        return str(Path(plan.results_dir, "tune").resolve())
-    return plan.location.uri_of("tune")
+    return plan.results.uri_of(*plan.results.tune_dir())
 
 
 def _dirname(tune_trial) -> str:

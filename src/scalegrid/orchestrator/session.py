@@ -17,8 +17,18 @@ import sys
 from urllib.parse import urlparse
 
 from scalegrid.errors import UserError
+from scalegrid.storage import ResultsLayout
 
 CONNECT_TIMEOUT_S = 10
+
+
+def unreachable(host: str, port: int) -> str | None:
+    """Why a TCP connect to host:port fails within CONNECT_TIMEOUT_S, or None when something listens."""
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            return None
+    except OSError as err:
+        return err.strerror or err.__class__.__name__
 
 
 def check_address(address: str) -> None:
@@ -36,27 +46,21 @@ def check_address(address: str) -> None:
         host, port = None, None
     if not host or not port:
         raise UserError(f"--address {address}: expected HOST:PORT (e.g. 127.0.0.1:6379) or ray://HOST:PORT")
-    try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except OSError as err:
-        reason = err.strerror or err.__class__.__name__
+    reason = unreachable(host, port)
+    if reason:
         raise UserError(
             f"--address {address}: no Ray cluster answers there ({reason}); start one with "
             "`ray start --head` or leave out --address to run on an embedded local Ray"
-        ) from None
+        )
 
 
-def check_shared_results(results, *, cpus: float, gpus: float) -> None:
+def check_shared_results(results: ResultsLayout, *, cpus: float, gpus: float) -> None:
     """On a cluster, trials write results on whichever node runs them: a node-local path (not a
     URI) is refused unless the cluster is this one node and a trial fits on it. (An autoscaling
     cluster whose head takes no trials would otherwise pass with one node and fail later.)"""
     import ray
 
-    from scalegrid.storage import location
-
-    loc = location(results)
-    if loc.shared:
+    if results.shared:
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     here = nodes[0].get("Resources", {}) if len(nodes) == 1 else {}
@@ -64,7 +68,7 @@ def check_shared_results(results, *, cpus: float, gpus: float) -> None:
         return
     where = f"the cluster has {len(nodes)} nodes" if len(nodes) > 1 else "trials will run on other nodes (the head cannot hold one)"
     raise UserError(
-        f"results: {loc} is a path on one node, but {where} and trials write their results where they run; "
+        f"results: {results} is a path on one node, but {where} and trials write their results where they run; "
         "give shared storage: s3://BUCKET/dir, gs://BUCKET/dir or file:///shared/mount/dir"
     )
 

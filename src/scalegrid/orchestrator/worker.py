@@ -15,19 +15,17 @@ and is retried in the worker itself.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
-import platform
 import sys
 import time
 import traceback
 from typing import Any, Callable
 
-from scalegrid import grid, store
+from scalegrid import store
 from scalegrid.orchestrator import leases
-from scalegrid.trainers import checkpoint
-from scalegrid.trainers.base import Trial, TrialResult, get_trainer
+from scalegrid.trainers import checkpoint, trainer_of
+from scalegrid.trial import DONE_STATUSES, Trial, TrialResult
 
 ELSEWHERE, ALREADY_DONE = "ELSEWHERE", "ALREADY_DONE"  # outcomes of a trial this worker did not train
 
@@ -36,119 +34,54 @@ def _device() -> str:
     torch = sys.modules.get("torch")  # only a trainer that used torch can have used a GPU
     try:
         return torch.cuda.get_device_name() if torch is not None and torch.cuda.is_available() else "cpu"
-    except Exception:  # a broken driver: the row still gets written
+    except Exception:  # noqa: BLE001 - a broken driver: the row still gets written
         return "unknown"
 
 
-def run_row(trial: Trial, result: TrialResult, wall_s: float, provenance: dict[str, str]) -> dict[str, Any]:
-    config = trial.config
-    return {
-        **_teacher_columns(config),
-        "trial_id": trial.trial_id,
-        "sweep": trial.sweep,
-        "stage": trial.stage,
-        "status": result.status,
-        "trainer": config.trainer,
-        "model": trial.model_label,
-        "params": result.params,
-        "params_nonembed": result.params_nonembed,
-        "unique_tokens": config.unique_tokens,
-        "epochs": config.epochs,
-        "tokens_seen": result.tokens_seen,
-        "lr": config.lr,
-        "weight_decay": config.weight_decay,
-        "seed": config.seed,
-        "members": len(config.distill["teacher"]) if config.distill else 1,  # a student's: its teacher's k
-        "member": config.member,
-        "val_loss": result.val_loss,
-        "best_val_loss": result.best_val_loss,
-        "train_loss": result.train_loss,
-        "flops": result.flops,
-        "wall_s": wall_s,
-        "error": result.error,
-        "finished_at": dt.datetime.now(dt.timezone.utc),
-        "config_json": grid.canonical_json(grid.identity(config)),
-        "scalegrid_version": provenance.get("scalegrid_version"),
-        "git_commit": provenance.get("git_commit"),
-        "hostname": platform.node(),
-        "device": _device(),
-    }
-
-
-def _teacher_columns(config) -> dict[str, Any]:
-    """A student's teacher (STAGE_SCHEMA columns); nothing for other trials."""
-    if not config.distill:
-        return {}
-    from scalegrid.orchestrator.stages import ensemble_id
-
-    teacher = list(config.distill["teacher"])
-    return {
-        "teacher_id": teacher[0] if len(teacher) == 1 else ensemble_id(teacher),
-        "teacher_kind": "model" if len(teacher) == 1 else "ensemble",
-        "teacher_trial_ids": teacher,
-        "distill_method": config.distill["method"],
-    }
-
-
-def _failed(trial: Trial, err: BaseException) -> TrialResult:
-    shape = grid.model_shape(trial.config.model)
-    vocab = trial.config.data.get("vocab_size", 0)
-    last = traceback.format_exception_only(type(err), err)[-1].strip()
-    return TrialResult(
-        status="FAILED",
-        params=shape.num_params(vocab),
-        params_nonembed=shape.num_params(vocab, non_embedding=True),
-        tokens_seen=0,
-        flops=0.0,
-        error=last[:2000],
-    )
-
-
-def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, reraise: bool = False) -> dict[str, Any]:
+def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, reraise: bool = False) -> store.RunRow:
     """Train one trial, write its curves and run row, return the row.
 
     With `reraise`, a trainer's exception propagates (the caller retries) and nothing is written.
     """
     start = time.perf_counter()
     try:
-        result = get_trainer("distill" if trial.stage == "distill" else trial.config.trainer)(trial, report)
+        result = trainer_of(trial)(trial, report)
     except Exception as err:  # a bug or a bad corpus fails this trial only
         if reraise:
             raise
-        result = _failed(trial, err)
-    curves = result.extra.pop("curves", [])
-    if curves:
-        store.write_curves(trial.results_dir, trial.trial_id, curves)
-    row = run_row(trial, result, time.perf_counter() - start, provenance)
-    store.write_run(trial.results_dir, row)
-    if row["status"] in store.DONE_STATUSES:
+        result = TrialResult.failed(trial.config, traceback.format_exception_only(type(err), err)[-1].strip()[:2000])
+    if result.curves:
+        store.write_curves(trial.results, trial.trial_id, result.curves)
+    row = store.trial_row(trial, result, wall_s=time.perf_counter() - start, provenance=provenance, device=_device())
+    store.write_run(trial.results, row)
+    if row.status in DONE_STATUSES:
         checkpoint.remove(trial.checkpoint_dir)  # a finished trial is never resumed
     return row
 
 
 def run_leased(
     trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, owner: str, retry_here: bool
-) -> dict[str, Any] | str:
+) -> store.RunRow | str:
     """Train `trial` under its lease; returns the run row it wrote, or ELSEWHERE or ALREADY_DONE.
 
     `retry_here`: retry a raising trainer in this process (packs); otherwise re-raise while
     attempts remain and let Ray Tune retry.
     """
-    ft, root = trial.fault_tolerance, trial.local_results
-    if root is None:  # an object store: no lease, no persistent attempt count, so no Tune retry
+    ft, results = trial.fault_tolerance, trial.results
+    if results.local_path is None:  # an object store: no lease, no persistent attempt count, so no Tune retry
         return execute(trial, report, provenance)
-    lease, _ = leases.acquire(root, trial.trial_id, owner=owner, expiry_s=ft.lease_expiry_s)
+    lease, _ = leases.acquire(results, trial.trial_id, owner=owner, expiry_s=ft.lease_expiry_s)
     if lease is None:
         return ELSEWHERE
     try:
         with lease.heartbeating():
             while True:
-                if store.run_status(trial.results_dir, trial.trial_id) in store.DONE_STATUSES:
+                if store.run_status(results, trial.trial_id) in DONE_STATUSES:
                     return ALREADY_DONE  # another driver finished it between our plan and our lease
-                attempt = 1 + sum(h.get("owner") == owner for h in leases.history(root, trial.trial_id))
+                attempt = 1 + sum(h.get("owner") == owner for h in leases.history(results, trial.trial_id))
                 steps = checkpoint.steps(trial.checkpoint_dir)
                 leases.record_start(
-                    root, trial.trial_id, owner=owner, attempt=attempt,
+                    results, trial.trial_id, owner=owner, attempt=attempt,
                     resumed_from_step=steps[-1] if steps else 0, node=_ray_node(),
                 )
                 last = attempt > ft.max_failures
@@ -184,9 +117,9 @@ def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict
     final: dict[str, Any] = {"done": True}
     for trial in trials:
         outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1)
-        status = outcome if isinstance(outcome, str) else outcome["status"]
+        status = outcome if isinstance(outcome, str) else outcome.status
         counts[status] = counts.get(status, 0) + 1
-        val_loss = None if isinstance(outcome, str) else outcome["val_loss"]
+        val_loss = None if isinstance(outcome, str) else outcome.val_loss
         if len(trials) == 1 and val_loss is not None and math.isfinite(val_loss):
             final["val_loss"] = val_loss  # the progress line shows it
     tune.report({**final, **{f"n_{status}": n for status, n in counts.items()}})

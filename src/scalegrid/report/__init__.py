@@ -20,7 +20,7 @@ from pathlib import Path
 
 def write_report(results_dir: str | Path, out_dir: str | Path | None = None, **options) -> Path:
     """Write the report of `results_dir` (default out_dir: RESULTS/report); returns index.html.
-    Options: bootstrap=1000, seed=0, workers (see `build.write_report`)."""
+    Options: bootstrap=1000, seed=0, workers, snapshot (see `build.write_report`)."""
     from scalegrid.report.build import write_report as build  # matplotlib loads only here
 
     return build(results_dir, out_dir, **options)

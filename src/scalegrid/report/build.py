@@ -58,6 +58,7 @@ def write_report(
     bootstrap: int = 1000,
     seed: int = 0,
     workers: int | None = None,
+    snapshot=None,
 ) -> Path:
     """Write the report of `results_dir` into `out_dir` (default RESULTS/report); returns index.html.
 
@@ -66,7 +67,7 @@ def write_report(
     beyond the first, at most 8; 0: everything in this process). The numbers do not depend on it.
     """
     started = time.perf_counter()
-    inputs = load_inputs(results_dir)
+    inputs = load_inputs(results_dir, snapshot)  # a `store.Snapshot` the caller read already, if any
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)

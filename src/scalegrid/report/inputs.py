@@ -16,10 +16,13 @@ import pandas as pd
 
 from scalegrid import store
 from scalegrid.errors import UserError
+from scalegrid.grid import grid_points
+from scalegrid.spec import parse_spec
+from scalegrid.storage import ResultsLayout, layout
+from scalegrid.storage.layout import CURVES
+from scalegrid.trial import Status
 
-FAILED = "FAILED"
-DIVERGED = "DIVERGED"
-COMPLETED = "COMPLETED"
+FAILED, DIVERGED, COMPLETED = Status.FAILED.value, Status.DIVERGED.value, Status.COMPLETED.value
 
 
 @dataclass
@@ -73,59 +76,40 @@ class Inputs:
         return reasons
 
 
-def load_inputs(results_dir: str | Path) -> Inputs:
-    """Read a results directory; an unreadable or missing directory is a `UserError`."""
+def load_inputs(results_dir: str | Path, snapshot: store.Snapshot | None = None) -> Inputs:
+    """Read a results directory (its runs from `snapshot` when the caller already read them);
+    an unreadable or missing directory is a `UserError`."""
     path = Path(results_dir)
     if not path.is_dir():
         raise UserError(f"{path}: not a results directory; pass the `results:` directory of a sweep")
+    results = layout(path)
     try:
-        runs_scan = _fast_scan(store.runs_dir(path), store.RUN_SCHEMA) or store.scan_runs(path)
-        ensembles_scan = _fast_scan(store.ensembles_dir(path), store.RUN_SCHEMA) or store.scan_ensembles(path)
-        curves_scan = _fast_scan(store.curves_dir(path), store.CURVE_SCHEMA) or store.scan_curves(path)
+        snapshot = snapshot if snapshot is not None else store.read(results)
+        curves = store.scan(results, CURVES)
     except OSError as err:
         raise UserError(f"{path}: cannot read the results ({err.strerror or err}); check its permissions") from None
-    runs = runs_scan.frame
-    if len(ensembles_scan.frame):  # ensemble rows (stage `ensemble`) live beside the trials' rows
-        runs = pd.concat([runs, ensembles_scan.frame[[c for c in runs.columns if c in ensembles_scan.frame]]], ignore_index=True)
+    runs = snapshot.all_runs
     for column in ("stage", "status"):
         if column in runs.columns:
             runs[column] = runs[column].astype(object)
     return Inputs(
         results_dir=path,
         runs=runs,
-        curves=curves_scan.frame,
-        unreadable=runs_scan.unreadable + ensembles_scan.unreadable + curves_scan.unreadable,
-        expected=expected_trials(path),
+        curves=curves.frame,
+        unreadable=snapshot.unreadable + curves.unreadable,
+        expected=expected_trials(results),
     )
 
 
-def _fast_scan(directory: Path, schema) -> store.Scan | None:
-    """All of a directory's Parquet files in one multi-threaded read (5,000 run files: ~3x faster
-    than one file at a time). None if any file does not read: the store's own scan then says which."""
-    import pyarrow.dataset as ds
-
-    files = sorted(str(p) for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else []
-    if not files:
-        return None
-    try:
-        table = ds.dataset(files, schema=schema, format="parquet").to_table(use_threads=True)
-    except Exception:  # noqa: BLE001 - a truncated or foreign file: the store's scan reports it
-        return None
-    return store.Scan(table.to_pandas(), [])
-
-
-def expected_trials(results_dir: Path) -> dict[str, int]:
+def expected_trials(results: ResultsLayout) -> dict[str, int]:
     """Grid size of each sweep's latest spec record (RESULTS/sweeps/*.json); {} where unknown.
 
     Best effort: a record this version cannot parse is ignored, never an error."""
     latest: dict[str, tuple[str, int]] = {}
-    for record_path in sorted((results_dir / "sweeps").glob("*.json")):
+    for name in results.list(*results.sweep_records(), suffix=".json"):
         try:
-            record = json.loads(record_path.read_text())
-            from scalegrid.grid import grid_points
-            from scalegrid.spec import parse_spec
-
-            spec = parse_spec(record["spec"], source=str(record_path))
+            record = json.loads(results.read_bytes(*results.sweep_records(), name))
+            spec = parse_spec(record["spec"], source=results.shown(*results.sweep_records(), name))
             created = str(record.get("created_at", ""))
             if spec.name not in latest or created >= latest[spec.name][0]:
                 latest[spec.name] = (created, len(grid_points(spec)))

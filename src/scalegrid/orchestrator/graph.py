@@ -1,0 +1,249 @@
+"""The stage graph of a sweep: members -> ensemble evaluation -> teacher corpus -> students.
+
+    graph = build(spec, data_identity, results)    # pure: no I/O, no Ray
+    graph.trials      # train stage: every grid point, plus members 1..K-1 where ensembles ask
+    graph.ensembles   # one EnsembleJob per grid point with an ensemble: rows for k = 1..K
+    graph.corpora     # teacher corpora of sequence-level students, by content hash
+    graph.students    # stage `distill` trials, each naming its teacher's members
+
+Member m of a grid point is the grid point's TrialConfig with `member = m` (its seed draws the
+initialisation and data order) and the ensemble's overrides applied to epochs and weight decay;
+member 0 without overrides *is* the grid point's trial, and K = 4 reuses the members of K = 2.
+An ensemble row's id hashes its members' ids and k (`grid.ensemble_id`), so a row is written once
+whatever K asked for it. A teacher is members 0..k-1 of the grid point that `distill[i].teacher`
+names. `dependants` says, from the store's statuses, which ensembles and students are done,
+pending or blocked (a member FAILED or DIVERGED).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from scalegrid import grid
+from scalegrid.errors import UserError
+from scalegrid.spec import AXES, DistillSpec, SweepSpec, model_label
+from scalegrid.storage import ResultsLayout
+from scalegrid.trial import (
+    DONE_STATUSES,
+    DataIdentity,
+    SequenceDistill,
+    Stage,
+    Status,
+    CORPUS_VERSION,
+    TeacherCorpusRequest,
+    TokenDistill,
+    Trial,
+    TrialConfig,
+)
+
+SAVE_ALWAYS_PARAMS = 20_000_000  # the final weights of smaller lm trials are always kept: an ensemble added later reuses them
+Point = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EnsembleJob:
+    """The ensembles of the first k = 1..K members of one grid point."""
+
+    point: str  # the grid point, in words
+    members: tuple[Trial, ...]
+
+    @property
+    def member_ids(self) -> list[str]:
+        return [m.trial_id for m in self.members]
+
+    def row_id(self, k: int) -> str:
+        return grid.ensemble_id(self.member_ids[:k])
+
+    @property
+    def row_ids(self) -> list[str]:
+        return [self.row_id(k) for k in range(1, len(self.members) + 1)]
+
+
+@dataclass(frozen=True)
+class CorpusJob:
+    corpus_id: str
+    request: TeacherCorpusRequest
+
+
+@dataclass
+class StageGraph:
+    trials: list[Trial]
+    ensembles: list[EnsembleJob] = field(default_factory=list)
+    corpora: list[CorpusJob] = field(default_factory=list)
+    students: list[Trial] = field(default_factory=list)
+    needs_weights: set[str] = field(default_factory=set)  # members and teachers: their models must exist
+
+    @property
+    def teachers(self) -> dict[str, tuple[Trial, ...]]:
+        """student trial_id -> its teacher's members."""
+        by_id = {t.trial_id: t for t in self.trials}
+        return {s.trial_id: tuple(by_id[tid] for tid in s.config.distill.teacher) for s in self.students}
+
+    @property
+    def has_stages(self) -> bool:
+        return bool(self.ensembles or self.students)
+
+    def to_json(self) -> dict:
+        return {
+            "ensembles": [{"point": e.point, "members": e.member_ids, "rows": e.row_ids} for e in self.ensembles],
+            "students": [
+                {"trial_id": s.trial_id, "model": s.model_label, "method": s.config.distill.method,
+                 "teacher": list(s.config.distill.teacher), "corpus": getattr(s.config.distill, "corpus", None)}
+                for s in self.students
+            ],
+        }
+
+
+def build(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = None) -> StageGraph:
+    points = grid.point_trials(spec, data, results)
+    results = points[0][1].results
+    trials = {t.trial_id: t for _, t in points}
+    members_needed, teacher_points = _members_needed(spec, points)
+    in_ensemble = {t.trial_id for p, t in points if _in_ensemble(spec, p)}
+    graph = StageGraph(trials=[])
+    members_of: dict[str, tuple[Trial, ...]] = {}
+    for point, plain in points:
+        if plain.trial_id not in members_needed or plain.trial_id in members_of:
+            continue
+        scaled = plain.trial_id in in_ensemble
+        members = tuple(_member(spec, plain, m, scaled) for m in range(members_needed[plain.trial_id]))
+        for m in members:
+            trials.setdefault(m.trial_id, m)
+        members_of[plain.trial_id] = members
+        graph.ensembles.append(EnsembleJob(point=_describe(point), members=members))
+        graph.needs_weights.update(m.trial_id for m in members)
+    for i, (d, (point, plain)) in enumerate(zip(spec.distill, teacher_points)):
+        _add_student(graph, spec, data, results, i, d, point, members_of[plain.trial_id][: d.teacher_members])
+    _refuse_object_store(graph, results)
+    for tid, t in trials.items():
+        keep = not results.object_store and (tid in graph.needs_weights or t.config.num_params <= SAVE_ALWAYS_PARAMS)
+        graph.trials.append(t.model_copy(update={"save_model": keep}) if keep != t.save_model else t)
+    return graph
+
+
+def _in_ensemble(spec: SweepSpec, point: Point) -> bool:
+    return spec.ensemble is not None and (not spec.ensemble.where or any(grid.matches(point, w) for w in spec.ensemble.where))
+
+
+def _members_needed(spec: SweepSpec, points: list[tuple[Point, Trial]]) -> tuple[dict[str, int], list[tuple[Point, Trial]]]:
+    """(grid point's trial_id -> members it needs: its ensemble's K and any teacher's k, each
+    student's teacher grid point)."""
+    needed = {t.trial_id: spec.ensemble.max_members for p, t in points if _in_ensemble(spec, p)}
+    teacher_points = []
+    for i, d in enumerate(spec.distill):
+        selector = {a: v for a, v in d.teacher.items() if a != "members"}
+        found = list({t.trial_id: (p, t) for p, t in points if grid.matches(p, selector)}.values())
+        if len(found) != 1:
+            which = "no grid point" if not found else f"{len(found)} grid points ({'; '.join(_describe(p) for p, _ in found[:2])}; ...)"
+            raise UserError(f"distill[{i}].teacher: {selector} matches {which}; name one grid point by its axes")
+        teacher_points.append(found[0])
+        tid = found[0][1].trial_id
+        needed[tid] = max(needed.get(tid, 0), d.teacher_members)
+    return needed, teacher_points
+
+
+def _member(spec: SweepSpec, plain: Trial, m: int, in_ensemble: bool) -> Trial:
+    """Member m of a grid point: its seed differs; an ensemble's members get the ensemble's overrides."""
+    update: dict[str, Any] = {"member": m}
+    e = spec.ensemble
+    if in_ensemble and (e.epochs_scale != 1 or e.weight_decay_scale != 1):
+        update["epochs"] = max(1, round(plain.config.epochs * e.epochs_scale))
+        update["weight_decay"] = plain.config.weight_decay * e.weight_decay_scale
+    config = plain.config.model_copy(update=update)
+    tid = grid.trial_id(config)
+    return plain if tid == plain.trial_id else plain.model_copy(update={"trial_id": tid, "config": config})
+
+
+def _add_student(
+    graph: StageGraph, spec: SweepSpec, data: DataIdentity, results: ResultsLayout,
+    i: int, d: DistillSpec, point: Point, teacher: tuple[Trial, ...],
+) -> None:
+    student_point = {**point}
+    for axis, value in d.student.items():
+        student_point[axis] = _typed(spec, axis, value, f"distill[{i}].student.{axis}")
+    config = grid.trial_config(spec, student_point, data)
+    teacher_ids = tuple(t.trial_id for t in teacher)
+    if d.method == "token":
+        distill = TokenDistill(teacher=teacher_ids, temperature=d.temperature, kl_weight=d.kl_weight)
+    else:
+        corpus = _corpus_job(spec, d, config, teacher_ids)
+        if corpus.corpus_id not in {c.corpus_id for c in graph.corpora}:
+            graph.corpora.append(corpus)
+        distill = SequenceDistill(teacher=teacher_ids, synthetic_weight=d.synthetic_weight, corpus=corpus.corpus_id)
+    config = config.model_copy(update={"distill": distill})
+    tid = grid.trial_id(config)
+    if tid in {s.trial_id for s in graph.students}:
+        return
+    graph.students.append(Trial(
+        trial_id=tid, sweep=spec.name, model_label=model_label(student_point["model"]), config=config,
+        results=results, data_key=teacher[0].data_key, stage=Stage.DISTILL, fault_tolerance=spec.fault_tolerance,
+    ))
+
+
+def _corpus_job(spec: SweepSpec, d: DistillSpec, config: TrialConfig, teacher_ids: tuple[str, ...]) -> CorpusJob:
+    """The teacher corpus a sequence-level student needs: w / (1 - w) times its real sequences."""
+    seq_len = spec.train.seq_len
+    real = config.unique_tokens // seq_len
+    needed = round(d.synthetic_weight / (1 - d.synthetic_weight) * real)
+    sequences = max(needed, math.ceil((d.synthetic_tokens or 0) / seq_len))
+    request = TeacherCorpusRequest(
+        teacher=teacher_ids, sequences=sequences, seq_len=seq_len, temperature=d.sample_temperature, seed=d.sample_seed,
+    )
+    return CorpusJob(grid.content_hash({**request.model_dump(mode="json"), "version": CORPUS_VERSION}), request)
+
+
+def _refuse_object_store(graph: StageGraph, results: ResultsLayout) -> None:
+    if results.object_store and graph.has_stages:
+        raise UserError(
+            f"results: {results}: ensemble: and distill: need a results directory on this machine "
+            "or a shared mount (a path or file://) for now: members' weights and teacher corpora are local files"
+        )
+
+
+def _describe(point: Point) -> str:
+    return ", ".join(f"{a}={model_label(point[a]) if a == 'model' else point[a]}" for a in AXES)
+
+
+def _typed(spec: SweepSpec, axis: str, value: Any, where: str) -> Any:
+    """One student axis value, validated by the spec's own axis validators."""
+    raw = spec.model_dump(mode="json") | {"include": [], "exclude": [], "distill": [], "ensemble": None}
+    if axis == "unique_tokens":
+        raw["data"] = raw["data"] | {"unique_tokens": value}
+    else:
+        raw[axis] = value
+    try:
+        typed = SweepSpec.model_validate(raw)
+    except Exception as err:  # noqa: BLE001 - pydantic's message, one line
+        message = getattr(err, "errors", lambda: [{"msg": str(err)}])()[0]["msg"].removeprefix("Value error, ")
+        raise UserError(f"{where}: {message}") from None
+    return grid.axis_values(typed, axis)[0]
+
+
+# --- what is done, pending or blocked ---------------------------------------------------------------
+
+
+def blocker(member_ids: list[str], status: dict[str, str]) -> str | None:
+    """Why dependants of these members cannot run: the members that FAILED or DIVERGED."""
+    bad = [f"{tid} {status[tid]}" for tid in member_ids if status.get(tid) in (Status.FAILED.value, Status.DIVERGED.value)]
+    return f"member {', '.join(bad)}" if bad else None
+
+
+def dependants(graph_json: dict, status: dict[str, str], ensemble_rows: set[str]) -> pd.DataFrame:
+    """One row per ensemble job and student: what, state (done | pending | blocked | failed) and why."""
+    rows = []
+    for e in graph_json.get("ensembles", []):
+        blocked = blocker(e["members"], status)
+        state = "done" if set(e["rows"]) <= ensemble_rows else "blocked" if blocked else "pending"
+        rows.append({"stage": "ensemble", "what": f"K={len(e['members'])} at {e['point']}", "id": e["rows"][-1],
+                     "state": state, "why": blocked if state == "blocked" else ""})
+    for s in graph_json.get("students", []):
+        blocked = blocker(s["teacher"], status)
+        own = status.get(s["trial_id"])
+        state = "done" if own in DONE_STATUSES else "blocked" if blocked else "failed" if own == Status.FAILED.value else "pending"
+        rows.append({"stage": "distill", "what": f"{s['model']} ({s['method']}) from k={len(s['teacher'])}",
+                     "id": s["trial_id"], "state": state, "why": f"teacher {blocked}" if state == "blocked" else ""})
+    return pd.DataFrame(rows, columns=["stage", "what", "id", "state", "why"])
