@@ -20,7 +20,7 @@ def timed_prepare(spec: str, results: str) -> tuple[float, float]:
     plan = make_plan(spec, results=results)
     planned = time.perf_counter()
     save = prepare_data(plan)
-    plan.results_dir.mkdir(parents=True, exist_ok=True)
+    plan.results.makedirs()
     save()
     return planned - start, time.perf_counter() - planned
 

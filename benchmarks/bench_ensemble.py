@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,16 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from scalegrid.trainers import distill, ensemble
+    from scalegrid.storage import layout
     from scalegrid.trainers.model import build_model
-    from scalegrid.trainers.presets import PRESETS
+    from scalegrid.trainers.weights import load_model
+    from scalegrid.shapes import PRESETS
 
     torch.set_num_threads(args.threads)
     shape = PRESETS[args.preset]()
-    root = Path(tempfile.mkdtemp(prefix="bench-ensemble-"))
+    root = layout(tempfile.mkdtemp(prefix="bench-ensemble-"))
     ids = []
     for m in range(max(args.members)):
         model = build_model(shape, args.vocab_size, args.seq_len, seed=m)
-        model.save_pretrained(ensemble.model_dir(root, f"m{m}"))
+        model.save_pretrained(root.local(*root.model_dir(f"m{m}")))
         ids.append(f"m{m}")
     generator = torch.Generator().manual_seed(0)
     val = torch.randint(0, args.vocab_size, (args.val_tokens // args.seq_len, args.seq_len), generator=generator)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nteacher sampling: {args.sample_sequences} x {args.seq_len} tokens")
     for k in sorted({1, args.teacher_k}):
-        teachers = [ensemble.load_model(root, i) for i in ids[:k]]
+        teachers = [load_model(root, i) for i in ids[:k]]
         start = time.perf_counter()
         out = distill.generate(teachers, sequences=args.sample_sequences, seq_len=args.seq_len, start_token=0, seed=0)
         cached = out.size / (time.perf_counter() - start)

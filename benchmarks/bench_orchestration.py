@@ -39,7 +39,7 @@ def spec_for(trials: int, results: Path) -> dict:
 def bare_tune(trials, storage: Path) -> float:
     from ray import tune
 
-    from scalegrid.trainers.base import get_trainer
+    from scalegrid.trainers import get_trainer
 
     by_id = {t.trial_id: t for t in trials}
 

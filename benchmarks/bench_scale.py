@@ -103,7 +103,7 @@ def bare_tune(trials: int, tmp: Path) -> tuple[float, float, float]:
     by_id = {t.trial_id: t for t in grid.expand(spec, describe(spec.data))}
 
     def trainable(config, by_id):
-        from scalegrid.trainers.base import get_trainer
+        from scalegrid.trainers import get_trainer
 
         result = get_trainer("linreg")(by_id[config["trial_id"]], lambda row: None)
         tune.report({"val_loss": result.val_loss})

@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_float32_matmul_precision("high")
 
     with tempfile.TemporaryDirectory() as results:
-        data_dir = make_token_cache(results, args)
+        data = make_token_cache(results, args)
         bare, trainer = [], []
         for _ in range(args.repeats):
             bare.append(bare_loop(args, device))
-            trainer.append(trainer_loop(args, results, data_dir))
+            trainer.append(trainer_loop(args, results, data))
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x {torch.get_num_threads()} threads"
     print(f"device {name}; {args.preset}, batch {args.batch_size} x seq {args.seq_len}, vocab {args.vocab_size}, "
           f"{args.steps} timed steps after {args.eval_every} (trainer evals every {args.eval_every}), "
@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(runs: {', '.join(f'{v:,.0f}' for v in runs)})")
     if device.type == "cuda":  # which host<->device syncs does a step make? (untimed runs)
         with tempfile.TemporaryDirectory() as results:
-            data_dir = make_token_cache(results, args)
+            data = make_token_cache(results, args)
             syncs_bare = count_syncs(lambda: bare_loop(args, device))
-            syncs_trainer = count_syncs(lambda: trainer_loop(args, results, data_dir))
+            syncs_trainer = count_syncs(lambda: trainer_loop(args, results, data))
         steps = args.steps + args.eval_every
         print(f"device syncs over {steps} steps: bare loop {syncs_bare}, lm trainer {syncs_trainer} "
               f"(setup, a loss read every 10 steps and the evals)")
@@ -94,28 +94,37 @@ def count_syncs(fn) -> int:
 def make_token_cache(results: str, args) -> str:
     import numpy as np
 
+    from scalegrid.spec import SyntheticCorpusSpec, ValidationSpec
+    from scalegrid.storage import layout
     from scalegrid.trainers.data import TokenCache, TokenizedCorpus
+    from scalegrid.trial import DataIdentity, SyntheticData
 
     rng = np.random.default_rng(0)
     tokens = (args.steps + args.eval_every) * args.batch_size * args.seq_len
+    data = SyntheticData(  # random tokens: the identity only names them
+        generator="bench-random", synthetic=SyntheticCorpusSpec(), recipe="bench", vocab_size=args.vocab_size,
+        tokenizer={"kind": "byte", "vocab_size": args.vocab_size},
+        validation=ValidationSpec(max_tokens=args.batch_size * args.seq_len),
+    )
     corpus = TokenizedCorpus(
-        key="bench", fields={}, vocab_size=args.vocab_size, eos_id=args.vocab_size - 1,
+        identity=DataIdentity("bench", data), eos_id=args.vocab_size - 1,
         train=rng.integers(args.vocab_size, size=tokens),
         val=rng.integers(args.vocab_size, size=args.batch_size * args.seq_len),
         train_documents=1, val_documents=1, tokenizer_kind="byte",
     )
-    return str(TokenCache(results).save(corpus))
+    TokenCache(layout(results)).save(corpus)
+    return data
 
 
-def trainer_loop(args, results: str, data_dir: str) -> float:
+def trainer_loop(args, results: str, data) -> float:
+    from scalegrid.shapes import PRESETS
     from scalegrid.spec import TrainSpec
-    from scalegrid.trainers.base import Trial, TrialConfig
+    from scalegrid.storage import layout
     from scalegrid.trainers.lm import train
-    from scalegrid.trainers.presets import PRESETS
+    from scalegrid.trial import Trial, TrialConfig
 
     config = TrialConfig(
-        trainer="lm", model=PRESETS[args.preset]().as_dict(),
-        data={"validation": {"max_tokens": args.batch_size * args.seq_len}, "vocab_size": args.vocab_size},
+        trainer="lm", model=PRESETS[args.preset](), data=data,
         unique_tokens=(args.steps + args.eval_every) * args.batch_size * args.seq_len, epochs=1,
         lr=1e-3, weight_decay=0.1, seed=0,
         train=TrainSpec(batch_size=args.batch_size, seq_len=args.seq_len, eval_every=args.eval_every,
@@ -123,7 +132,7 @@ def trainer_loop(args, results: str, data_dir: str) -> float:
     )
     stamps: list[tuple[float, int]] = []
     trial = Trial(trial_id="bench", sweep="bench", model_label=args.preset, config=config,
-                  results_dir=results, data_dir=data_dir)
+                  results=layout(results), data_key="bench")
     result = train(trial, lambda row: stamps.append((time.perf_counter(), row["tokens_seen"])))
     assert result.status == "COMPLETED", result.error
     (t0, n0), (t1, n1) = stamps[0], stamps[-1]
@@ -136,7 +145,7 @@ def bare_loop(args, device) -> float:
     import torch
 
     from scalegrid.trainers.model import build_model, param_groups
-    from scalegrid.trainers.presets import PRESETS
+    from scalegrid.shapes import PRESETS
 
     model = build_model(PRESETS[args.preset](), args.vocab_size, args.seq_len, seed=0, device=device)
     optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95), eps=1e-8,

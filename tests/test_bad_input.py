@@ -12,6 +12,7 @@ import pytest
 from sweep_fixtures import LINREG, TINY_LM, tree_digest
 from scalegrid import store
 from scalegrid.cli import main
+from scalegrid.storage import layout
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def results(tmp_path):
         "val_loss": 1.5,
         "finished_at": dt.datetime.now(dt.timezone.utc),
     }
-    store.write_run(root, row)
+    store.write_run(layout(root), store.RunRow(**row))
     (root / "cache").mkdir()
     (root / "cache" / "keep.txt").write_text("precious")
     return root
@@ -130,7 +131,7 @@ def test_corrupt_parquet_is_reported_skipped_and_kept(results, capsys):
     assert "1 unreadable files" in capsys.readouterr().out
     # A new result for that trial moves the corrupt file aside instead of overwriting it.
     row = json.loads(json.dumps({c: None for c in store.RUN_COLUMNS})) | {"trial_id": "fedcba9876543210", "status": "COMPLETED"}
-    store.write_run(results, row)
+    store.write_run(layout(results), store.RunRow(**row))
     kept = [p for p in (results / "runs").iterdir() if ".corrupt-" in p.name]
     assert len(kept) == 1 and kept[0].read_bytes() == b"PAR1 truncated"
     assert os.path.exists(corrupt) and store.load_runs(results)["trial_id"].tolist() == ["0123456789abcdef", "fedcba9876543210"]

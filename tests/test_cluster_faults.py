@@ -21,7 +21,7 @@ from sweep_fixtures import TINY_LM
 from scalegrid import load_curves, load_runs
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.plan import make_plan
-from scalegrid.trainers.base import get_trainer
+from scalegrid.trainers import get_trainer
 
 DRIVER = textwrap.dedent(
     """
@@ -87,7 +87,7 @@ def test_worker_node_killed_mid_trial_resumes_from_checkpoint_on_the_other_node(
     (trial,) = make_plan(spec).trials
     run = load_runs(results).iloc[0]
     assert run["status"] == "COMPLETED"
-    tries = leases.history(results, trial.trial_id)
+    tries = leases.history(trial.results, trial.trial_id)
     assert [h["node"] for h in tries] == [facts["worker"], facts["head"]], tries  # trained on the worker, then the head
     assert tries[1]["resumed_from_step"] >= 16 and tries[0]["owner"] == tries[1]["owner"]  # Tune's retry, resumed
     steps = load_curves(results)["step"].tolist()
@@ -96,7 +96,7 @@ def test_worker_node_killed_mid_trial_resumes_from_checkpoint_on_the_other_node(
     import torch
 
     torch.set_num_threads(1)  # as in a 1-CPU Ray worker
-    fresh = trial.model_copy(update={"results_dir": str(tmp_path / "fresh")})
+    fresh = trial.model_copy(update={"trial_id": "fresh"})  # no checkpoints of its own: trained uninterrupted
     whole = get_trainer("lm")(fresh, lambda row: None)
     print(f"two-node resume error: {abs(whole.val_loss - run['val_loss']):.3g} (resumed from step {tries[1]['resumed_from_step']})")
     assert abs(whole.val_loss - run["val_loss"]) <= 1e-6

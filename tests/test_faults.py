@@ -20,6 +20,7 @@ from scalegrid import load_runs
 from scalegrid.cli import main
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.plan import make_plan
+from scalegrid.storage import layout
 
 
 def run_files(results: Path) -> dict[str, int]:
@@ -27,7 +28,7 @@ def run_files(results: Path) -> dict[str, int]:
 
 
 def starts(results: Path, trial_id: str) -> list[dict]:
-    return leases.history(results, trial_id)
+    return leases.history(layout(results), trial_id)
 
 
 def cli(*args: str) -> list[str]:

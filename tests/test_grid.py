@@ -73,9 +73,9 @@ def test_include_can_extend_beyond_the_axes_with_typed_values():
 
 def test_tokens_and_flops_estimates():
     trial = trials_of(TINY_LM)[0]
-    assert grid.tokens_seen(trial.config) == 4096
-    shape = grid.model_shape(trial.config.model)
-    assert grid.estimated_flops(trial.config) == shape.flops_per_token(trial.config.data["vocab_size"], 32) * 4096
+    assert trial.config.tokens_seen == 4096
+    shape = trial.config.model
+    assert trial.config.estimated_flops == shape.flops_per_token(trial.config.vocab_size, 32) * 4096
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(Path(__file__).parents[1] / "sweeps" / "*.yaml"))))

@@ -92,13 +92,14 @@ def test_failed_members_block_their_dependants(ray_local, write_spec, tmp_path, 
 
 def test_stage_graph_members_overrides_and_spec_errors():
     from scalegrid.errors import UserError
-    from scalegrid.orchestrator.stages import build
+    from scalegrid.orchestrator.graph import build
     from scalegrid.spec import parse_spec
+    from scalegrid.storage import layout
     from scalegrid.trainers.data import describe
 
     def graph(raw):
         spec = parse_spec(raw)
-        return build(spec, describe(spec.data), results_dir="r")
+        return build(spec, describe(spec.data), layout("r"))
 
     plain = graph(TINY_LM).trials
     tuned = graph({**TINY_LM, "ensemble": {"members": [1, 2, 4], "epochs_scale": 2, "weight_decay_scale": 0.5}})

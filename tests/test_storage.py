@@ -49,11 +49,11 @@ def test_lm_token_cache_under_a_file_uri(ray_local, write_spec, tmp_path):
 
 
 def test_uri_parsing(offline_aws):
-    local = storage.location("results/x")
+    local = storage.layout("results/x")
     assert not local.shared and str(local.local_path) == "results/x"
-    mounted = storage.location("file:///mnt/shared/x/")
+    mounted = storage.layout("file:///mnt/shared/x/")
     assert mounted.shared and str(mounted.local_path) == "/mnt/shared/x"
-    s3 = storage.location(CLOSED_S3)
+    s3 = storage.layout(CLOSED_S3)
     assert s3.shared and s3.local_path is None and s3.root == "bucket/sweeps/lin"
     assert s3.uri_of("tune") == "s3://bucket/sweeps/lin/tune?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
 
@@ -66,7 +66,7 @@ def test_uri_parsing(offline_aws):
 ])
 def test_bad_results_uris(uri, needle, offline_aws):
     with pytest.raises(UserError, match=needle):
-        storage.location(uri)
+        storage.layout(uri)
 
 
 def test_unreachable_object_store_is_one_line_before_anything_runs(write_spec, offline_aws, capsys):
@@ -126,7 +126,7 @@ def test_s3_results_end_to_end(ray_local, s3_endpoint, write_spec, capsys):
     runs = load_runs(uri)
     assert len(runs) == 4 and set(runs["status"]) == {"COMPLETED"}
     assert set(load_curves(uri)["trial_id"]) == set(runs["trial_id"])
-    loc = storage.location(uri)
+    loc = storage.layout(uri)
     assert loc.is_file("report", "index.html") and loc.list("sweeps", suffix=".json")
     assert main(["status", uri]) == 0 and "4 trials (4 COMPLETED)" in capsys.readouterr().out
     assert main(["run", str(spec), "--no-report"]) == 0 and "0 to run" in capsys.readouterr().err
@@ -143,18 +143,18 @@ def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spe
     import numpy as np
     from pyarrow.fs import FileSelector
 
-    from scalegrid.trainers.data import open_tokens
+    from scalegrid.trainers.data import TokenCache, open_tokens
 
     uri = s3_endpoint("sweeps/tiny")
     monkeypatch.setenv("SCALEGRID_CACHE", str(tmp_path / "driver-node"))
     assert main(["run", str(write_spec({**TINY_LM, "results": uri})), "--no-report"]) == 0
     assert load_runs(uri)["status"].tolist() == ["COMPLETED"]
-    loc = storage.location(uri)
+    loc = storage.layout(uri)
     (key,) = [info.base_name for info in loc.fs.get_file_info(FileSelector(loc.path("cache", "tokens")))]
     assert loc.is_file("cache", "tokens", key, "meta.json")
     # Another node: an empty cache, filled from the store's copy on first use.
     monkeypatch.setenv("SCALEGRID_CACHE", str(tmp_path / "other-node"))
-    train, val, meta = open_tokens(loc.uri_of("cache", "tokens", key))
+    train, val, meta = TokenCache(loc).open(key)
     assert (tmp_path / "other-node" / "tokens" / key / "meta.json").is_file()
     first, _, _ = open_tokens(tmp_path / "driver-node" / "tokens" / key)
     assert np.array_equal(train, first) and meta["key"] == key
@@ -166,7 +166,7 @@ def test_checkpoints_on_an_object_store(s3_endpoint):
 
     from scalegrid.trainers import checkpoint
 
-    directory = checkpoint.CheckpointDir(storage.location(s3_endpoint("sweeps/ckpt")), "0123456789abcdef")
+    directory = checkpoint.CheckpointDir(storage.layout(s3_endpoint("sweeps/ckpt")), "0123456789abcdef")
     for step in (2, 4, 6):
         checkpoint.save(directory, step, {"weights": torch.full((3,), float(step))}, keep=2)
     assert checkpoint.steps(directory) == [4, 6]

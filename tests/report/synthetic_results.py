@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scalegrid.store import RUN_COLUMNS, write_curves, write_run
+from scalegrid import store
+from scalegrid.storage import layout
+from scalegrid.store import RUN_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,15 @@ def _model_name(params: float) -> str:
     return f"llama-{params / 1e6:.0f}m"
 
 
-def base_row(**values) -> dict:
+def write_run(results: Path, row: store.RunRow) -> None:
+    store.write_run(layout(results), row)
+
+
+def write_curves(results: Path, trial_id: str, rows: list[dict]) -> None:
+    store.write_curves(layout(results), trial_id, rows)
+
+
+def base_row(**values) -> store.RunRow:
     row = {c: None for c in RUN_COLUMNS}
     row.update(
         sweep="paper", stage="train", status="COMPLETED", trainer="lm", seed=0, members=1,
@@ -101,7 +111,7 @@ def base_row(**values) -> dict:
         config_json="{}",
     )
     row.update(values)
-    return row
+    return store.RunRow(**row)
 
 
 def write_paper_grid(

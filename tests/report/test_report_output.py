@@ -16,6 +16,7 @@ from scalegrid import analysis, store
 from scalegrid.cli import main
 from scalegrid.errors import UserError
 from scalegrid.report import write_report
+from scalegrid.storage import layout
 from synthetic_results import SIZES, PaperLaw, write_paper_grid, write_reuse_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -258,7 +259,7 @@ def test_a_group_the_analysis_refuses_costs_only_itself(small_results):
     """A nonsense loss at one token budget: that budget's law is left out with the analysis's reason."""
     from synthetic_results import base_row
 
-    store.write_run(small_results, base_row(
+    store.write_run(layout(small_results), base_row(
         trial_id="badbadbadbadbad0", model="llama-150m", params=150_000_000, params_nonembed=1, unique_tokens=800_000_000,
         epochs=2, tokens_seen=1, lr=3e-3, weight_decay=0.8, val_loss=-0.5, best_val_loss=-0.5, train_loss=0.1,
         flops=1.0, wall_s=1.0))

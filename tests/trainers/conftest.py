@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from scalegrid.spec import DataSpec, TrainSpec
-from scalegrid.trainers.base import Trial, TrialConfig
-from scalegrid.trainers.presets import PRESETS
+from scalegrid.storage import layout
+from scalegrid.trial import Trial, TrialConfig
+from scalegrid.shapes import PRESETS
 
 TINY_DATA = {
     "source": "synthetic",
@@ -22,7 +23,7 @@ def tiny_tokens(tmp_path_factory):
     from scalegrid.trainers.data import prepare
 
     results = tmp_path_factory.mktemp("results")
-    identity, path = prepare(DataSpec(**TINY_DATA), results)
+    identity, path = prepare(DataSpec(**TINY_DATA), layout(results))
     return identity, path
 
 
@@ -34,8 +35,8 @@ def lm_trial(tiny_tokens):
     def make(*, model: str = "llama-50k", train: dict | None = None, **config) -> Trial:
         fields = {
             "trainer": "lm",
-            "model": PRESETS[model]().as_dict(),
-            "data": {**identity.fields, "vocab_size": identity.vocab_size},
+            "model": PRESETS[model](),
+            "data": identity.config,
             "unique_tokens": 2048,
             "epochs": 1,
             "lr": 3e-3,
@@ -46,7 +47,7 @@ def lm_trial(tiny_tokens):
         fields.update(config)
         return Trial(
             trial_id="t", sweep="test", model_label=model, config=TrialConfig(**fields),
-            results_dir=str(path.parent.parent.parent), data_dir=str(path),
+            results=layout(path.parent.parent.parent), data_key=identity.key,
         )
 
     return make

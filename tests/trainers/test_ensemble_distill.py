@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -10,27 +11,31 @@ import torch
 
 from scalegrid import grid
 from scalegrid.trainers import distill, ensemble, lm
-from scalegrid.trainers.base import get_trainer
+from scalegrid.storage import layout
+from scalegrid.trainers import get_trainer
+from scalegrid.trainers.weights import load_model
+from scalegrid.trial import TokenDistill
 
 
 @pytest.fixture(scope="module")
 def members(tiny_tokens, tmp_path_factory):
     """Three members (member 0..2) of one grid point, trained with their final weights saved."""
     from scalegrid.spec import TrainSpec
-    from scalegrid.trainers.base import Trial, TrialConfig
-    from scalegrid.trainers.presets import PRESETS
+    from scalegrid.trial import Trial, TrialConfig
+    from scalegrid.shapes import PRESETS
 
     identity, path = tiny_tokens
     results = tmp_path_factory.mktemp("ensemble")
+    shutil.copytree(path, results / "cache" / "tokens" / identity.key)  # the members' results hold their corpus
     trials, results_of = [], []
     for m in range(3):
         config = TrialConfig(
-            trainer="lm", model=PRESETS["llama-50k"]().as_dict(), data={**identity.fields, "vocab_size": identity.vocab_size},
+            trainer="lm", model=PRESETS["llama-50k"](), data=identity.config,
             unique_tokens=2048, epochs=1, lr=3e-3, weight_decay=0.1, seed=0, member=m,
             train=TrainSpec(batch_size=8, seq_len=32, eval_every=8),
         )
         trial = Trial(trial_id=grid.trial_id(config), sweep="t", model_label="llama-50k", config=config,
-                      results_dir=str(results), data_dir=str(path), save_model=True)
+                      results=layout(results), data_key=identity.key, save_model=True)
         trials.append(trial)
         results_of.append(get_trainer("lm")(trial, lambda row: None))
     return trials, results_of
@@ -46,7 +51,7 @@ def test_member_zero_is_the_plain_trial_and_members_differ(members):
 
 def test_ensemble_invariants(members, monkeypatch):
     trials, results = members
-    ids, root = [t.trial_id for t in trials], trials[0].results_dir
+    ids, root = [t.trial_id for t in trials], trials[0].results
     _, val, _ = lm.load_sequences(trials[0], torch.device("cpu"))
     forwards = []
     real_load = ensemble.load_model
@@ -76,7 +81,7 @@ def test_ensemble_invariants(members, monkeypatch):
 
 def test_teacher_sampling_is_seeded_and_matches_full_forward(members):
     trials, _ = members
-    teachers = [ensemble.load_model(trials[0].results_dir, t.trial_id) for t in trials[:2]]
+    teachers = [load_model(trials[0].results, t.trial_id) for t in trials[:2]]
     kwargs = dict(sequences=5, seq_len=16, start_token=256, seed=3, batch_size=4)
     first = distill.generate(teachers, **kwargs)
     assert first.shape == (5, 16) and (first[:, 0] == 256).all() and first.max() < 257
@@ -99,7 +104,7 @@ def test_token_distillation_is_cross_entropy_at_zero_kl_weight(members, tiny_tok
 
     def student(kl_weight: float):
         config = trials[0].config.model_copy(
-            update={"distill": {"method": "token", "teacher": teacher, "temperature": 2.0, "kl_weight": kl_weight}}
+            update={"distill": TokenDistill(teacher=tuple(teacher), temperature=2.0, kl_weight=kl_weight)}
         )
         trial = trials[0].model_copy(update={"trial_id": grid.trial_id(config), "config": config, "stage": "distill", "save_model": False})
         return get_trainer("distill")(trial, lambda row: None)

@@ -10,17 +10,19 @@ import pytest
 
 from scalegrid.spec import DataSpec, GaussianDataSpec, TrainSpec
 from scalegrid.trainers import linreg
-from scalegrid.trainers.base import CURVE_COLUMNS, Trial, TrialConfig, get_trainer
+from scalegrid.storage import layout
+from scalegrid.trainers import get_trainer
+from scalegrid.trial import CURVE_COLUMNS, Trial, TrialConfig
 from scalegrid.trainers.data import describe
 
 
 def make_trial(*, dims=256, n=1000, epochs=4, lr=0.1, weight_decay=0.0, seed=0, data=None, **train) -> Trial:
     identity = describe(DataSpec(source="gaussian", gaussian=data or {}, unique_tokens=[n]))
     config = TrialConfig(
-        trainer="linreg", model={"dims": dims}, data={**identity.fields, "vocab_size": 0}, unique_tokens=n,
+        trainer="linreg", model={"dims": dims}, data=identity.config, unique_tokens=n,
         epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed, train=TrainSpec(**train),
     )
-    return Trial(trial_id="t", sweep="test", model_label=f"d{dims}", config=config, results_dir="unused")
+    return Trial(trial_id="t", sweep="test", model_label=f"d{dims}", config=config, results=layout("unused"))
 
 
 def run(trial):
@@ -33,7 +35,7 @@ def test_default_trial_is_fast_and_risk_decreases():
     result, rows = run(make_trial())
     assert time.perf_counter() - start < 0.5
     assert result.status == "COMPLETED"
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and result.extra["curves"] == rows
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and result.curves == rows
     assert all(set(CURVE_COLUMNS) <= set(r) for r in rows)
     risks = [r["val_loss"] for r in rows]
     assert all(b < a for a, b in zip(risks, risks[1:])) and risks[0] < 1.0  # w = 0 has excess risk 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from scalegrid.spec import FaultToleranceSpec
 from scalegrid.trainers import checkpoint
-from scalegrid.trainers.base import get_trainer
+from scalegrid.storage import layout
+from scalegrid.trainers import get_trainer
 
 
 class Interrupt(Exception):
@@ -14,10 +17,12 @@ class Interrupt(Exception):
 
 
 def with_checkpoints(trial, results, trial_id, every=4, keep=2):
+    corpus = trial.results.local(*trial.results.token_cache(trial.data_key))
+    shutil.copytree(corpus, results / "cache" / "tokens" / trial.data_key, dirs_exist_ok=True)  # results hold their corpus
     return trial.model_copy(
         update={
             "trial_id": trial_id,
-            "results_dir": str(results),
+            "results": layout(results),
             "fault_tolerance": FaultToleranceSpec(checkpoint_every=every, keep_checkpoints=keep),
         }
     )
@@ -44,12 +49,12 @@ def test_resumed_trial_ends_with_the_uninterrupted_loss(lm_trial, tmp_path):
     resumed = get_trainer("lm")(trial, rows.append)
     assert resumed.extra["resumed_from_step"] == 10
     assert [r["step"] for r in rows] == [12, 16]  # the earlier evals come from the checkpoint
-    assert [r["step"] for r in resumed.extra["curves"]] == [4, 8, 12, 16]
+    assert [r["step"] for r in resumed.curves] == [4, 8, 12, 16]
     assert resumed.tokens_seen == whole.tokens_seen
     assert abs(resumed.val_loss - whole.val_loss) <= 1e-6
     assert abs(resumed.train_loss - whole.train_loss) <= 1e-6
-    assert [r["val_loss"] for r in resumed.extra["curves"]] == pytest.approx(
-        [r["val_loss"] for r in whole.extra["curves"]], abs=1e-6
+    assert [r["val_loss"] for r in resumed.curves] == pytest.approx(
+        [r["val_loss"] for r in whole.curves], abs=1e-6
     )
     print(f"resume error: val {abs(resumed.val_loss - whole.val_loss):.3g}, train {abs(resumed.train_loss - whole.train_loss):.3g}")
 

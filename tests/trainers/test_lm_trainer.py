@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from scalegrid.trainers import lm
-from scalegrid.trainers.base import CURVE_COLUMNS, get_trainer
-from scalegrid.trainers.presets import PRESETS
+from scalegrid.trainers import get_trainer
+from scalegrid.trial import CURVE_COLUMNS
+from scalegrid.shapes import PRESETS
 
 
 def run(trial):
@@ -24,7 +25,7 @@ def test_trains_reports_and_counts(lm_trial):
     assert result.status == "COMPLETED" and result.error is None
     steps = 2 * 2048 // 32 // 8  # epochs * sequences / batch
     assert [r["step"] for r in rows] == [4, 8, 12, 16] and steps == 16
-    assert result.extra["curves"] == rows and result.extra["steps"] == steps
+    assert result.curves == rows and result.extra["steps"] == steps
     assert all(set(CURVE_COLUMNS) <= set(r) for r in rows)
     assert rows[-1]["epoch"] == 2.0 and rows[-1]["tokens_seen"] == result.tokens_seen == 2 * 2048
     val = [r["val_loss"] for r in rows]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scalegrid.trainers.model import build_model, count_params, param_groups
-from scalegrid.trainers.presets import PRESETS, LlamaShape
+from scalegrid.shapes import PRESETS, LlamaShape
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

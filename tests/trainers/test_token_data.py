@@ -13,6 +13,7 @@ import pytest
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec
 from scalegrid.trainers import data
+from scalegrid.storage import layout
 from scalegrid.trainers.data import TokenCache, describe, load_documents, open_tokens, prepare, tokenize
 
 DOCS = [f"document {i}: the color of entity{i % 7} is shade{i % 5} ." for i in range(120)]
@@ -105,7 +106,7 @@ def test_split_is_seeded_and_budgets_are_prefixes():
 
 def test_cache_round_trip_and_hit_without_tokenizing(tmp_path, monkeypatch):
     spec = DataSpec(source="synthetic", synthetic={"documents": 100, "entities": 20}, unique_tokens=[64])
-    identity, path = prepare(spec, tmp_path)
+    identity, path = prepare(spec, layout(tmp_path))
     assert path == tmp_path / "cache" / "tokens" / identity.key
     train, val, meta = open_tokens(path)
     corpus = tokenize(spec)
@@ -118,20 +119,20 @@ def test_cache_round_trip_and_hit_without_tokenizing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data, "tokenize", no_tokenizing)
     monkeypatch.setattr(data, "build_tokenizer", no_tokenizing)
-    assert prepare(spec, tmp_path) == (identity, path)
-    assert np.array_equal(open_tokens(TokenCache(tmp_path).load(identity.key))[0], train)
+    assert prepare(spec, layout(tmp_path)) == (identity, path)
+    assert np.array_equal(open_tokens(TokenCache(layout(tmp_path)).load(identity.key))[0], train)
 
 
 def test_save_is_atomic_and_the_first_writer_wins(tmp_path):
     spec = DataSpec(source="synthetic", synthetic={"documents": 60, "entities": 10}, unique_tokens=[64])
     corpus = tokenize(spec)
-    cache = TokenCache(tmp_path)
+    cache = TokenCache(layout(tmp_path))
     assert cache.load(corpus.key) is None
     first = cache.save(corpus)
     before = (first / "train.bin").stat().st_mtime_ns
     corpus.train = corpus.train[:10]  # a second writer with (here: visibly) other bytes loses
     assert cache.save(corpus) == first and (first / "train.bin").stat().st_mtime_ns == before
-    assert sorted(p.name for p in cache.root.iterdir()) == [corpus.key]  # no temporary directory left
+    assert sorted(p.name for p in cache.local_dir(corpus.key).parent.iterdir()) == [corpus.key]  # no temporary directory left
 
 
 def test_a_small_corpus_still_holds_one_document_out(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec, TokenizerSpec
+from scalegrid.storage import layout
 from scalegrid.trainers.data import TokenCache, describe, open_tokens, prepare, tokenize
 from scalegrid.trainers.tokenizers import EOS_TEXT, ByteTokenizer, build_tokenizer, load_saved
 
@@ -43,7 +44,7 @@ def test_bpe_vocab_needs_the_byte_alphabet():
 
 def test_bpe_is_saved_into_the_token_cache(tmp_path):
     spec = DataSpec(**SYNTHETIC, tokenizer="bpe")
-    identity, path = prepare(spec, tmp_path)
+    identity, path = prepare(spec, layout(tmp_path))
     assert identity.vocab_size == 1024 and (path / "tokenizer" / "tokenizer.json").is_file()
     train, val, meta = open_tokens(path)
     assert meta["tokenizer"] == "bpe" and meta["dtype"] == "uint16" and train.max() < 1024
@@ -76,7 +77,7 @@ def test_hf_tokenizer_from_a_local_directory(tmp_path):
     corpus = tokenize(spec)
     assert corpus.eos_id == 0 and corpus.train.max() < 400 and corpus.tokenizer_kind == "hf"
     assert "tokenizer.json" in corpus.tokenizer_files
-    path = TokenCache(tmp_path / "results").save(corpus)
+    path = TokenCache(layout(tmp_path / "results")).save(corpus)
     again = load_saved("hf", path / "tokenizer")
     assert np.array_equal(again.encode_documents(TEXTS), build_tokenizer(spec.tokenizer, []).encode_documents(TEXTS))
     shutil.copytree(tmp_path / "tok", tmp_path / "moved")  # identity is content, not path
