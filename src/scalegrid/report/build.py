@@ -16,13 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+from scalegrid.analysis.fitting import FitInputError
 from scalegrid.errors import UserError
 from scalegrid.report import figures as F
 from scalegrid.report.document import Document, Section
 from scalegrid.report.inputs import load_inputs
 from scalegrid.report.parallel import Workers, default_workers
 from scalegrid.report.render import write_all
-from scalegrid.report.lookup import MissingAnalysis, fit_errors
 from scalegrid.report.sections import (
     Context,
     NoRows,
@@ -106,11 +106,9 @@ def _build(key: str, title: str, fn, ctx: Context) -> Section:
     section = Section(key, title)
     try:
         fn(ctx, section)
-    except MissingAnalysis as err:
-        section.skip(f"analysis function {err.name} not available")
     except NoRows as err:
         section.skip(str(err))
-    except fit_errors() as err:
+    except FitInputError as err:
         section.skip(str(err))
     except Exception as err:  # noqa: BLE001 - one broken section must not cost the others
         _warn(f"section {key!r} failed", err)

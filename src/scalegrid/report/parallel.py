@@ -8,7 +8,11 @@ interpreters and returns a future, while this process draws; with n = 0 (one CPU
 at once, in this process.
 
 A worker is `python -m scalegrid.report.parallel`: it reads one pickled (function name, table,
-keyword arguments) on stdin and writes the pickled result, or the exception, on stdout. Unlike
+keyword arguments) on stdin and writes the pickled result, or the exception, on stdout. The name
+is a key of `WORKER_FUNCTIONS`, the explicit list of the analysis functions a worker may run: a
+request is data from another process, so it names an entry of that dict rather than any importable
+function, and the dict says in one place what crosses the process boundary (adding a function
+is one line). `submit` refuses any other name before a process is started. Unlike
 multiprocessing's spawn, this never re-imports the caller's main script (a script calling
 `write_report` needs no `if __name__ == "__main__"` guard), and unlike fork it never copies this
 process's threads.
@@ -21,9 +25,16 @@ import pickle
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
+
+from scalegrid.analysis.recipes import ensemble_scaling
+
+WORKER_FUNCTIONS: dict[str, Callable[..., pd.DataFrame]] = {
+    "ensemble_scaling": ensemble_scaling,  # one law per (size, token budget): the slow part of a report
+}
 
 
 def default_workers() -> int:
@@ -39,9 +50,7 @@ def default_workers() -> int:
 
 
 def _call(name: str, frame: pd.DataFrame, kwargs: dict[str, Any]) -> Any:
-    from scalegrid.report.lookup import analysis
-
-    return analysis(name)(frame, **kwargs)
+    return WORKER_FUNCTIONS[name](frame, **kwargs)
 
 
 def _in_subprocess(name: str, frame: pd.DataFrame, kwargs: dict[str, Any]) -> Any:
@@ -64,6 +73,9 @@ class Workers:
         self._threads: ThreadPoolExecutor | None = None
 
     def submit(self, name: str, frame: pd.DataFrame, **kwargs: Any) -> Future:
+        """`WORKER_FUNCTIONS[name](frame, **kwargs)`, in a worker (or here, with no workers)."""
+        if name not in WORKER_FUNCTIONS:
+            raise ValueError(f"report workers run only {', '.join(sorted(WORKER_FUNCTIONS))}, not {name!r}")
         if self.workers == 0:
             done: Future = Future()
             try:

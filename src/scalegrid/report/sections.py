@@ -1,9 +1,9 @@
 """The report's sections: each calls the analysis library's recipes and draws what they return.
 
 Nothing is fitted here. Every number a section shows comes from a function of
-`scalegrid.analysis` (looked up by name with `analysis()`), or is a measured loss read from the
-store; this module chooses rows, draws and formats. A section whose inputs are absent, or whose
-analysis function is not available, is skipped with a one-line reason; a part of a section that
+`scalegrid.analysis` (imported by name below), or is a measured loss read from the
+store; this module chooses rows, draws and formats. A section whose inputs are absent is skipped
+with a one-line reason; a part of a section that
 cannot be made (e.g. the joint asymptote without enough sizes) becomes a note, and the rest stays.
 
     section            analysis functions
@@ -35,7 +35,21 @@ import pandas as pd
 from scalegrid.report import figures as F
 from scalegrid.report.document import Section, Table, fmt, fmt_ci
 from scalegrid.report.inputs import COMPLETED, DIVERGED, FAILED, Inputs
-from scalegrid.report.lookup import MissingAnalysis, analysis, fit_errors
+from scalegrid.analysis.fitting import FitInputError
+from scalegrid.analysis.laws import power_law
+from scalegrid.analysis.recipes import (
+    best_runs,
+    data_efficiency,
+    data_scaling,
+    distillation,
+    ensemble_scaling,
+    joint_scaling,
+    local_optimality,
+    local_optimality_neighbours,
+    optimal_hparam_scaling,
+    param_scaling,
+)
+from scalegrid.analysis.reuse import effective_reuse, fit_one_pass, fit_reuse_law, reuse_threshold
 
 MIN_POINTS = 3  # a saturating power law A / x^B + C has three parameters
 AXIS_SHORT = {"weight_decay": "wd", "epochs": "epochs", "lr": "lr"}
@@ -77,11 +91,9 @@ def part(section: Section, label: str):
     """A part of a section: if it cannot be made, a note says why and the section goes on."""
     try:
         yield
-    except MissingAnalysis as err:
-        section.notes.append(f"{label}: skipped: analysis function {err.name} not available.")
     except NoRows as err:
         section.notes.append(f"{label}: skipped: {err}.")
-    except fit_errors() as err:
+    except FitInputError as err:
         section.notes.append(f"{label}: skipped: {err}")
     except Exception as err:  # noqa: BLE001 - a report never fails on one part
         F.close_all()
@@ -153,7 +165,7 @@ def train_rows(ctx: Context) -> pd.DataFrame:
 
 def best_train(ctx: Context) -> pd.DataFrame:
     """best_runs per (model, unique_tokens), with `params` (shared by sections 2-4 and 9)."""
-    return ctx.once("best", lambda: analysis("best_runs")(ctx.inputs.runs))
+    return ctx.once("best", lambda: best_runs(ctx.inputs.runs))
 
 
 def param_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
@@ -167,26 +179,27 @@ def param_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
                 f"no token budget has best runs at {MIN_POINTS} or more model sizes; "
                 f"a power law in parameters needs {MIN_POINTS} sizes per budget"
             )
-        fits, failed = fit_by_group("param_scaling", usable, ["unique_tokens"], ctx.fit_kwargs)
+        fits, failed = fit_by_group(param_scaling, usable, ["unique_tokens"], ctx.fit_kwargs)
         return fits, [f"{describe_keys([k])}: fewer than {MIN_POINTS} sizes" for k in dropped] + failed
 
     return ctx.once("param_fits", make)
 
 
-def fit_by_group(name: str, frame: pd.DataFrame, by: list[str], kwargs: dict) -> tuple[pd.DataFrame, list[str]]:
-    """One call of the recipe `name` on every group; if the analysis refuses one group, each group
+def fit_by_group(
+    fit: Callable[..., pd.DataFrame], frame: pd.DataFrame, by: list[str], kwargs: dict
+) -> tuple[pd.DataFrame, list[str]]:
+    """One call of the recipe `fit` on every group; if the analysis refuses one group, each group
     on its own, so one bad group costs only itself. Returns the fits and why groups were left out."""
-    fn = analysis(name)
     try:
-        return fn(frame, **kwargs), []
-    except fit_errors() as err:
+        return fit(frame, **kwargs), []
+    except FitInputError as err:
         if frame.groupby(by).ngroups <= 1:
             raise NoRows(str(err)) from None
     frames, failed = [], []
     for _, rows in frame.groupby(by, sort=True):
         try:
-            frames.append(fn(rows, **kwargs))
-        except fit_errors() as err:
+            frames.append(fit(rows, **kwargs))
+        except FitInputError as err:
             failed.append(str(err))
     if not frames:
         raise NoRows(f"no group could be fitted ({failed[0]})")
@@ -233,16 +246,16 @@ def ensemble_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
         by = ["model", "unique_tokens"]
         if "ensemble_futures" not in ctx.cache:  # no workers: one call here
             usable, dropped = ensemble_inputs(ctx)
-            fits, failed = fit_by_group("ensemble_scaling", usable, by, ctx.fit_kwargs)
+            fits, failed = fit_by_group(ensemble_scaling, usable, by, ctx.fit_kwargs)
             return fits, dropped + failed
         futures, slices, dropped = ctx.cache["ensemble_futures"]
         frames, failed = [], []
         for future, rows in zip(futures, slices):
             try:
                 frames.append(future.result())
-            except fit_errors():  # a group the analysis refuses: fit this slice group by group
+            except FitInputError:  # a group the analysis refuses: fit this slice group by group
                 try:
-                    fits, why = fit_by_group("ensemble_scaling", rows, by, ctx.fit_kwargs)
+                    fits, why = fit_by_group(ensemble_scaling, rows, by, ctx.fit_kwargs)
                     frames.append(fits)
                     failed += why
                 except NoRows as err:
@@ -261,14 +274,14 @@ def joint_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
         usable, dropped = enough_points(ens, ["unique_tokens"], "params")
         if usable.empty:
             raise NoRows(f"the joint asymptote needs ensemble laws at {MIN_POINTS} or more sizes of one token budget")
-        fits, failed = fit_by_group("joint_scaling", usable, ["unique_tokens"], ctx.fit_kwargs)
+        fits, failed = fit_by_group(joint_scaling, usable, ["unique_tokens"], ctx.fit_kwargs)
         return fits, [f"{describe_keys([k])}: fewer than {MIN_POINTS} sizes" for k in dropped] + failed
 
     return ctx.once("joint_fits", make)
 
 
 def eval_power_law(x: np.ndarray, row: pd.Series | dict) -> np.ndarray:
-    return analysis("power_law")(x, float(row["A"]), float(row["B"]), float(row["C"]))
+    return power_law(x, float(row["A"]), float(row["B"]), float(row["C"]))
 
 
 def _sizes_colors(values) -> dict:
@@ -472,7 +485,7 @@ def hparam_law(ctx: Context, hparam: str) -> pd.DataFrame:
         usable, _ = enough_points(best, ["unique_tokens"], "params", n=MIN_POINTS)
         if usable.empty:  # a line through two points has no error to speak of
             raise NoRows(f"a trend in size needs best runs at {MIN_POINTS} or more sizes of one token budget")
-        return analysis("optimal_hparam_scaling")(usable, hparam=hparam, **ctx.fit_kwargs)
+        return optimal_hparam_scaling(usable, hparam=hparam, **ctx.fit_kwargs)
 
     return ctx.once(f"hparam_law:{hparam}", make)
 
@@ -528,8 +541,8 @@ def section_hyperparameters(ctx: Context, s: Section) -> None:
         # only the axes the grid varies: an axis with one value has no neighbours to run
         axes = [a for a in ("epochs", "lr", "weight_decay") if rows[a].nunique() > 1]
         fixed = [AXIS_SHORT.get(a, a) for a in ("epochs", "lr", "weight_decay") if a not in axes]
-        cert = analysis("local_optimality")(ctx.inputs.runs, axes=axes)
-        detail = analysis("local_optimality_neighbours")(ctx.inputs.runs, axes=axes)
+        cert = local_optimality(ctx.inputs.runs, axes=axes)
+        detail = local_optimality_neighbours(ctx.inputs.runs, axes=axes)
         s.fits["local_optimality"] = records(cert)
         s.fits["local_optimality_neighbours"] = records(detail)
         chosen = best.set_index(["model", "unique_tokens"])  # the point each certificate is about
@@ -579,7 +592,6 @@ def _optimal_hparam_figure(ctx: Context, s: Section, best: pd.DataFrame) -> None
     budgets = sorted(colors)
     fig, axes = F.new_figure(len(shown), width=4.6 * len(shown) + 1.6, height=3.6)
     xs = F.dense_log(best["params"].min(), best["params"].max())
-    power_law = analysis("power_law")
     for ax, (h, label) in zip(axes, shown):
         try:
             fitted = hparam_law(ctx, h).set_index("unique_tokens")
@@ -754,7 +766,7 @@ def section_data(ctx: Context, s: Section) -> None:
     distill = ctx.inputs.stage("distill")
     if not distill.empty:
         with part(s, "Distilled-student recipe"):
-            best = analysis("best_runs")(ctx.inputs.runs, by=("unique_tokens",), stage="distill")
+            best = best_runs(ctx.inputs.runs, by=("unique_tokens",), stage="distill")
             recipes["distilled student"] = best[["unique_tokens", "val_loss"]].rename(columns={"val_loss": "C"})
             s.notes.append(
                 "The distilled student's points are its measured losses at one size (no asymptote in "
@@ -764,7 +776,6 @@ def section_data(ctx: Context, s: Section) -> None:
         why = "; ".join(n.split(": skipped: ", 1)[-1].rstrip(".") for n in s.notes)
         raise NoRows("no recipe has asymptotes per token budget" + (f" ({why})" if why else ""))
 
-    data_scaling = analysis("data_scaling")
     laws: dict[str, Any] = {}
     s.fits["recipes"] = {}
     for name, frame in recipes.items():
@@ -808,7 +819,6 @@ def section_data(ctx: Context, s: Section) -> None:
     s.fits["data_efficiency"] = {}
     others = [n for n in laws if n != baseline]
     if baseline in laws and others:
-        data_efficiency = analysis("data_efficiency")
         table_rows = []
         multipliers: list[float] = [1.0]
         dense = F.dense_log(all_d.min(), all_d.max(), extend=8.0, n=60)
@@ -881,7 +891,7 @@ def section_data(ctx: Context, s: Section) -> None:
 def section_distillation(ctx: Context, s: Section) -> None:
     if ctx.inputs.stage("distill").empty:
         raise NoRows("no distillation runs (stage `distill`) in the store")
-    table = analysis("distillation")(ctx.inputs.runs)
+    table = distillation(ctx.inputs.runs)
     if table.empty:
         raise NoRows("distilled students have no matching single-model and ensemble (teacher) runs")
     s.fits["retention"] = records(table)
@@ -939,9 +949,9 @@ def section_reuse(ctx: Context, s: Section) -> None:
         raise NoRows("no COMPLETED training runs yet")
     if rows["epochs"].nunique() < 2:
         raise NoRows("the grid has one epoch count; reuse compares several")
-    one_pass = analysis("fit_one_pass")(rows)
-    reuse = analysis("effective_reuse")(rows, one_pass=one_pass)
-    thresholds = analysis("reuse_threshold")(reuse)
+    one_pass = fit_one_pass(rows)
+    reuse = effective_reuse(rows, one_pass=one_pass)
+    thresholds = reuse_threshold(reuse)
     s.fits["one_pass"] = {"law": one_pass.law, **one_pass.to_dict()}
     s.fits["effective_reuse"] = records(reuse)
     s.fits["k_star"] = records(thresholds)
@@ -953,7 +963,7 @@ def section_reuse(ctx: Context, s: Section) -> None:
                 f"K*(N) is pinned down (below the largest epoch count tried) at {len(usable)} dataset size(s); "
                 "the line in log N needs 2: add larger epoch counts"
             )
-        law = analysis("fit_reuse_law")(usable, **ctx.fit_kwargs)
+        law = fit_reuse_law(usable, **ctx.fit_kwargs)
         s.fits["reuse_law"] = {"law": law.law, **law.to_dict()}
 
     sizes = sorted(reuse["unique_tokens"].unique())
