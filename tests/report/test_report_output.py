@@ -44,6 +44,17 @@ def test_writes_html_markdown_figures_and_fits(paper_report):
         assert root.tag.endswith("svg"), svg
 
 
+def test_every_figure_is_drawn_and_no_part_fails(paper_report):
+    """The paper grid has every input: each figure a report can draw is there, and no part of a
+    section was left out for an error (a note "could not be made")."""
+    from scalegrid.report.build import FIGURE_NAMES
+
+    sections = paper_report.fits["sections"]
+    drawn = [Path(f).stem for s in sections.values() for f in s["figures"]]
+    assert sorted(drawn) == sorted(FIGURE_NAMES)
+    assert not [n for s in sections.values() for n in s["notes"] if "could not be made" in n]
+
+
 def test_partial_results_are_marked(paper_report):
     fits = paper_report.fits
     assert fits["partial"] is True
@@ -120,7 +131,7 @@ def test_html_is_self_contained(paper_report):
 def test_report_shows_what_the_analysis_returns(small_results, monkeypatch):
     """The report renders analysis results; it fits nothing itself (a planted asymptote shows up)."""
     from scalegrid.analysis import recipes
-    from scalegrid.report import sections  # the module that imports the recipe the report calls
+    from scalegrid.report.sections import shared_fits  # the module that imports the recipe the report calls
 
     def planted(best, **kwargs):
         budgets = sorted(best["unique_tokens"].unique())
@@ -129,7 +140,7 @@ def test_report_shows_what_the_analysis_returns(small_results, monkeypatch):
 
     monkeypatch.setattr(recipes, "param_scaling", planted)
     monkeypatch.setattr(analysis, "param_scaling", planted)
-    monkeypatch.setattr(sections, "param_scaling", planted)
+    monkeypatch.setattr(shared_fits, "param_scaling", planted)
     out = write_report(small_results, workers=0, bootstrap=0).parent
     fits = json.loads((out / "fits.json").read_text())
     assert {r["C"] for r in fits["sections"]["params"]["fits"]["power_laws"]} == {1.2345}
@@ -222,7 +233,8 @@ def test_cli_writes_where_asked_and_reruns_cleanly(small_results, tmp_path, caps
 def test_parallel_fits_equal_serial_fits(tmp_path):
     from scalegrid.report.inputs import load_inputs
     from scalegrid.report.parallel import Workers
-    from scalegrid.report.sections import Context, ensemble_fits
+    from scalegrid.report.sections.common import Context
+    from scalegrid.report.sections.shared_fits import ensemble_fits
 
     results = tmp_path / "results"
     write_paper_grid(results, sizes=(150e6, 300e6, 600e6), budgets=(200e6, 400e6, 800e6), epochs=(1, 4),

@@ -1,6 +1,6 @@
 """The report as data: sections of paragraphs, tables, figures and fitted numbers, before rendering.
 
-Sections are built by `sections.py` and written by `render.py` to HTML, Markdown and fits.json, so
+Sections are built by `sections/` and written by `render.py` to HTML, Markdown and fits.json, so
 the three always say the same thing. A section that cannot be made has `skipped` set to a
 one-line reason and nothing else.
 """
