@@ -265,6 +265,19 @@ def test_reuse_section_fits_k_star_against_log_n(tmp_path):
     assert k_star["k_star"].is_monotonic_increasing
 
 
+def test_a_skipped_section_keeps_what_it_found(tmp_path):
+    """One model size: no law in parameters, but fits.json still has the best runs that say so."""
+    results = tmp_path / "results"
+    write_reuse_grid(results)
+    out = write_report(results, workers=0, bootstrap=0).parent
+    sections = json.loads((out / "fits.json").read_text())["sections"]
+    params = sections["params"]
+    assert params["status"] == "skipped" and params["reason"].startswith("every run has one model size")
+    assert len({r["params"] for r in params["fits"]["best_runs"]}) == 1 and params["figures"] == []
+    data = sections["data"]
+    assert data["status"] == "skipped" and data["notes"][0].startswith("Single-model recipe: skipped: ")
+
+
 def test_a_group_the_analysis_refuses_costs_only_itself(small_results):
     """A nonsense loss at one token budget: that budget's law is left out with the analysis's reason."""
     from synthetic_results import base_row

@@ -106,7 +106,9 @@ def _build(key: str, title: str, fn, ctx: Context) -> Section:
     section = Section(key, title)
     try:
         fn(ctx, section)
-    except NoRows as err:
+    except NoRows as err:  # with what the section found before it stopped
+        section.fits.update(err.fits)
+        section.notes.extend(err.notes)
         section.skip(str(err))
     except FitInputError as err:
         section.skip(str(err))

@@ -19,8 +19,23 @@ enough sizes) becomes a note, and the rest stays.
     8 reuse            reuse.py            fit_one_pass, effective_reuse, reuse_threshold, fit_reuse_law
     9 curves           curves.py           (none: the store's curves of trials chosen from the runs)
 
-`common.py` holds what they share (`Context`, `NoRows`, `part`, labels); `shared_fits.py` the
-analysis results several sections show, computed once per report.
+Each section module is made of three parts, and its entry function (`section_<key>(ctx, s)`,
+which `build.py` calls) only runs them in turn:
+
+    <key>_numbers(ctx)                     computes: calls the analysis functions and returns a
+                                           frozen dataclass of the numbers and tables it shows
+                                           (raises NoRows when the section cannot be made)
+    draw_<key>(ctx, s, numbers)            draws: saves its figures (report/figures.py) into the
+                                           section; returns notes on what a figure leaves out
+    write_<key>(ctx, s, numbers, notes)    writes: fits.json entries, notes, tables, prose, headline
+
+Nothing is fitted in drawing or writing: a drawing evaluates a fitted law (`power_law`) on a grid
+of x values at most. A part of a section that cannot be made (`part`) becomes a note where it
+happens: in computing, or in drawing for a figure that fails.
+
+`common.py` holds what the sections share (`Context`, `NoRows`, `part`, labels, small table and
+figure helpers); `shared_fits.py` the analysis results several sections show, computed once per
+report (and the ensemble laws, sent to worker processes first: `start_ensemble_fits`).
 """
 
 from scalegrid.report.sections.common import Context, NoRows, warn

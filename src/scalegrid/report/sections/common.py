@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ import pandas as pd
 from scalegrid.analysis.fitting import FitInputError
 from scalegrid.analysis.laws import power_law
 from scalegrid.report import figures as F
-from scalegrid.report.document import Section, Table, fmt, fmt_ci
+from scalegrid.report.document import Table, fmt, fmt_ci
 from scalegrid.report.inputs import Inputs
 
 
@@ -28,7 +28,15 @@ AXIS_NAMES = {"weight_decay": "weight decay", "epochs": "epochs", "lr": "learnin
 
 
 class NoRows(Exception):
-    """A section's (or part's) inputs are not in the store (yet): the message is the skip reason."""
+    """A section's (or part's) inputs are not in the store (yet): the message is the skip reason.
+
+    `fits` and `notes`: what the section found before it had to stop (e.g. the best runs of a grid
+    with one model size); a skipped section still shows them in fits.json."""
+
+    def __init__(self, reason: str, *, fits: dict[str, Any] | None = None, notes: Sequence[str] = ()):
+        super().__init__(reason)
+        self.fits = dict(fits or {})
+        self.notes = list(notes)
 
 
 @dataclass
@@ -58,18 +66,18 @@ class Context:
 
 
 @contextmanager
-def part(section: Section, label: str):
-    """A part of a section: if it cannot be made, a note says why and the section goes on."""
+def part(notes: list[str], label: str):
+    """A part of a section: if it cannot be made, `notes` gets why and the section goes on."""
     try:
         yield
     except NoRows as err:
-        section.notes.append(f"{label}: skipped: {err}.")
+        notes.append(f"{label}: skipped: {err}.")
     except FitInputError as err:
-        section.notes.append(f"{label}: skipped: {err}")
+        notes.append(f"{label}: skipped: {err}")
     except Exception as err:  # noqa: BLE001 - a report never fails on one part
         F.close_all()
         warn(f"{label} failed", err)
-        section.notes.append(f"{label}: skipped: could not be made ({err.__class__.__name__}: {err}).")
+        notes.append(f"{label}: skipped: could not be made ({err.__class__.__name__}: {err}).")
 
 
 def warn(what: str, err: BaseException) -> None:
@@ -130,6 +138,30 @@ def train_rows(ctx: Context) -> pd.DataFrame:
     return ctx.inputs.stage("train")
 
 
+def lowest_loss_per(rows: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The measured points of a loss-against-`axis` figure: the lowest loss per (size, token
+    budget, `axis` value), over the grid's other axes and seeds."""
+    return rows.groupby(["params", "unique_tokens", axis], sort=True)["val_loss"].min().reset_index()
+
+
+def loss_panels(
+    ctx: Context, cells: pd.DataFrame, axis: str, budgets: Sequence, sizes: dict,
+    mark: Callable[[Any, float, float], None] | None = None,
+):
+    """One panel per token budget of `cells` (`lowest_loss_per(rows, axis)`): loss against `axis`,
+    a line per model size coloured by `sizes`, and `mark(ax, size, budget)` after each line.
+    Returns (figure, axes); the caller sets the x axes."""
+    fig, axes = F.new_panels(len(budgets))
+    for ax, d in zip(axes, budgets):
+        for n, line in cells[cells["unique_tokens"] == d].groupby("params"):
+            ax.plot(line[axis], line["val_loss"], "o-", color=sizes[n], label=size_label(n), markersize=4)
+            if mark is not None:
+                mark(ax, n, d)
+        ax.set_ylabel(loss_label(ctx))
+        ax.set_title(budget_label(d))
+    return fig, axes
+
+
 def eval_power_law(x: np.ndarray, row: pd.Series | dict) -> np.ndarray:
     return power_law(x, float(row["A"]), float(row["B"]), float(row["C"]))
 
@@ -172,6 +204,19 @@ def error_bars(rows: pd.DataFrame, name: str):
     if lo is None or hi is None or not np.isfinite(lo).all() or not np.isfinite(hi).all():
         return None
     return np.vstack([np.maximum(rows[name] - lo, 0), np.maximum(hi - rows[name], 0)])
+
+
+def size_by_budget_table(
+    runs: pd.DataFrame, title: str, cell: Callable[[float, float, pd.Series], str], note: str = ""
+) -> Table:
+    """A row per model size, a column per token budget; `cell(size, budget, row)` fills the pairs
+    `runs` has (one row each: best runs, or laws per size and budget), "-" the others."""
+    budgets = sorted(runs["unique_tokens"].unique())
+    rows = []
+    for n, at_n in runs.groupby("params", sort=True):
+        at = at_n.set_index("unique_tokens")
+        rows.append([size_label(n)] + [cell(n, d, at.loc[d]) if d in at.index else "-" for d in budgets])
+    return Table(title, ["size"] + [budget_label(d) for d in budgets], rows, note=note)
 
 
 def hparam_law_table(law: pd.DataFrame, hparam: str, ctx: Context) -> Table:

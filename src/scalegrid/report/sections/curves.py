@@ -4,19 +4,34 @@ the most repeated, and failed or diverged ones).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from scalegrid.report import figures as F
 from scalegrid.report.document import Section, Table, fmt
 from scalegrid.report.inputs import COMPLETED, DIVERGED, FAILED
-from scalegrid.report.sections.common import NoRows, Context, size_label, budget_label, loss_label
-
+from scalegrid.report.sections.common import Context, NoRows, budget_label, loss_label, size_label
 
 MAX_CURVES = 8
 
 
+@dataclass(frozen=True)
+class CurvesNumbers:
+    chosen: tuple[str, ...]  # the trials shown, in order
+    curves: pd.DataFrame  # their curves, by trial and step
+    runs: pd.DataFrame  # every run, indexed by trial_id (labels and the table)
+    x: str  # tokens_seen where the curves have it, else step
+
+
 def section_curves(ctx: Context, s: Section) -> None:
+    numbers = curves_numbers(ctx)
+    draw_curves(ctx, s, numbers)
+    write_curves(s, numbers)
+
+
+def curves_numbers(ctx: Context) -> CurvesNumbers:
     curves = ctx.inputs.curves
     if curves.empty:
         raise NoRows("no learning curves in the store (RESULTS/curves)")
@@ -24,16 +39,20 @@ def section_curves(ctx: Context, s: Section) -> None:
     have = [t for t in curves["trial_id"].unique() if t in runs.index]
     if not have:
         raise NoRows("the stored curves belong to no run in the store")
-    chosen = choose_curves(ctx, have, runs)
-    s.fits["trials"] = chosen
+    chosen = choose_curves(have, runs)
     picked = curves[curves["trial_id"].isin(chosen)].sort_values(["trial_id", "step"])
+    x = "tokens_seen" if picked["tokens_seen"].notna().any() and (picked["tokens_seen"] > 0).any() else "step"
+    return CurvesNumbers(chosen=tuple(chosen), curves=picked, runs=runs, x=x)
+
+
+def draw_curves(ctx: Context, s: Section, numbers: CurvesNumbers) -> None:
+    """Validation and training loss of each chosen trial against tokens seen (or steps)."""
+    chosen, picked, x = numbers.chosen, numbers.curves, numbers.x
     colors = dict(zip(chosen, F.colors(len(chosen), "tab10" if len(chosen) <= 10 else "viridis")))
     fig, axes = F.new_figure(2, width=11.5, height=4.2)
-    x = "tokens_seen" if picked["tokens_seen"].notna().any() and (picked["tokens_seen"] > 0).any() else "step"
     for tid in chosen:
         line = picked[picked["trial_id"] == tid]
-        r = runs.loc[tid]
-        label = trial_label(r)
+        label = trial_label(numbers.runs.loc[tid])
         valid = line[line[x] > 0] if x == "tokens_seen" else line
         marker = "o" if len(valid) < 4 else None  # a curve of one or two evaluations is still seen
         axes[0].plot(valid[x], valid["val_loss"], color=colors[tid], label=label, marker=marker, markersize=4)
@@ -53,15 +72,20 @@ def section_curves(ctx: Context, s: Section) -> None:
         "The learning curves of the chosen trials: the best run of each token budget, and for contrast the "
         "worst run and the run with the most epochs (of the runs with stored curves).",
     ))
+
+
+def write_curves(s: Section, numbers: CurvesNumbers) -> None:
+    runs = numbers.runs
+    s.fits["trials"] = list(numbers.chosen)
     s.tables.append(Table(
         "Trials shown", ["trial", "size", "token budget", "epochs", "lr", "weight decay", "status", "final val loss"],
         [[tid[:12], size_label(runs.loc[tid, "params"]), budget_label(runs.loc[tid, "unique_tokens"]),
           fmt(runs.loc[tid, "epochs"]), f"{runs.loc[tid, 'lr']:g}", f"{runs.loc[tid, 'weight_decay']:g}",
-          str(runs.loc[tid, "status"]), fmt(runs.loc[tid, "val_loss"])] for tid in chosen],
+          str(runs.loc[tid, "status"]), fmt(runs.loc[tid, "val_loss"])] for tid in numbers.chosen],
     ))
 
 
-def choose_curves(ctx: Context, have: list[str], runs: pd.DataFrame) -> list[str]:
+def choose_curves(have: list[str], runs: pd.DataFrame) -> list[str]:
     """Up to MAX_CURVES trials with curves: per token budget the best, then the worst overall."""
     with_curves = runs.loc[have].reset_index()
     ok = with_curves[with_curves["status"] == COMPLETED]

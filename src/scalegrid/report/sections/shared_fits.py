@@ -66,14 +66,20 @@ def fit_by_group(
     return pd.concat(frames, ignore_index=True), failed
 
 
+def single_and_ensemble_runs(ctx: Context) -> pd.DataFrame:
+    """The usable single-model and ensemble rows, with `members` K (1 for a single model)."""
+    rows = ctx.inputs.completed
+    rows = rows[rows["stage"].fillna("train").isin(["train", "ensemble"])].copy()
+    rows["members"] = pd.to_numeric(rows["members"], errors="coerce").fillna(1)
+    return rows
+
+
 def ensemble_inputs(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
     """The rows ensemble_scaling fits: (model, budget) pairs with an ensemble and >= 3 member
     counts (K = 1 from the train stage); and the pairs dropped for too few."""
-    rows = ctx.inputs.completed
     if ctx.inputs.stage("ensemble").empty:
         raise NoRows("no ensemble runs (stage `ensemble`, `members` = K) in the store")
-    rows = rows[rows["stage"].fillna("train").isin(["train", "ensemble"])].copy()
-    rows["members"] = pd.to_numeric(rows["members"], errors="coerce").fillna(1)
+    rows = single_and_ensemble_runs(ctx)
     with_ens = rows[rows["stage"] == "ensemble"][["model", "unique_tokens"]].drop_duplicates()
     rows = rows.merge(with_ens, on=["model", "unique_tokens"])
     usable, dropped = enough_points(rows, ["model", "unique_tokens"], "members")
