@@ -8,14 +8,16 @@ interpreters and returns a future, while this process draws; with n = 0 (one CPU
 at once, in this process.
 
 A worker is `python -m scalegrid.report.parallel`: it reads one pickled (function name, table,
-keyword arguments) on stdin and writes the pickled result, or the exception, on stdout. The name
-is a key of `WORKER_FUNCTIONS`, the explicit list of the analysis functions a worker may run: a
-request is data from another process, so it names an entry of that dict rather than any importable
-function, and the dict says in one place what crosses the process boundary (adding a function
-is one line). `submit` refuses any other name before a process is started. Unlike
+keyword arguments) on stdin and writes the pickled result, or the exception, on stdout. Unlike
 multiprocessing's spawn, this never re-imports the caller's main script (a script calling
 `write_report` needs no `if __name__ == "__main__"` guard), and unlike fork it never copies this
-process's threads.
+process's threads. A worker imports `scalegrid.analysis`, not matplotlib.
+
+Which function a worker runs: the name is a key of `WORKER_FUNCTIONS`, an explicit dict of the
+analysis functions a worker may run (imported here by name, so a renamed one fails at import).
+A request is data from another process, so it selects an entry of that dict, never an arbitrary
+importable name; the dict says in one place what crosses the process boundary, and adding a
+function is one line. `submit` refuses any other name before a process is started.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import os
 import pickle
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd

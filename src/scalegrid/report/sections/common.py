@@ -21,10 +21,14 @@ from scalegrid.report import figures as F
 from scalegrid.report.document import Table, fmt, fmt_ci
 from scalegrid.report.inputs import Inputs
 
-
 MIN_POINTS = 3  # a saturating power law A / x^B + C has three parameters
 AXIS_SHORT = {"weight_decay": "wd", "epochs": "epochs", "lr": "lr"}
 AXIS_NAMES = {"weight_decay": "weight decay", "epochs": "epochs", "lr": "learning rate"}
+MAX_PANELS = 6  # token budgets shown side by side in one figure
+
+
+# ---------------------------------------------------------------------------------------------
+# How a section, or a part of one, is made or skipped
 
 
 class NoRows(Exception):
@@ -41,6 +45,9 @@ class NoRows(Exception):
 
 @dataclass
 class Context:
+    """What every section is made from: the inputs, where figures go, how laws are fitted, the
+    worker processes, and the analysis results several sections share (`once`)."""
+
     inputs: Inputs
     out_dir: Path
     bootstrap: int = 1000
@@ -81,8 +88,46 @@ def part(notes: list[str], label: str):
 
 
 def warn(what: str, err: BaseException) -> None:
+    """One line on stderr for what the report left out for an error (the report goes on)."""
     detail = "".join(traceback.format_exception_only(type(err), err)).strip()
     print(f"scalegrid: warning: report: {what}: {detail}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows and labels
+
+
+def train_rows(ctx: Context) -> pd.DataFrame:
+    """The usable single-model training runs (stage `train`)."""
+    return ctx.inputs.stage("train")
+
+
+def lowest_loss_per(rows: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The measured points of a loss-against-`axis` figure: the lowest loss per (size, token
+    budget, `axis` value), over the grid's other axes and seeds."""
+    return rows.groupby(["params", "unique_tokens", axis], sort=True)["val_loss"].min().reset_index()
+
+
+def enough_points(frame: pd.DataFrame, by: list[str], x: str, n: int = MIN_POINTS) -> tuple[pd.DataFrame, list[dict]]:
+    """Rows of the groups with at least n distinct `x` values, and the keys of the groups dropped."""
+    if frame.empty:
+        return frame, []
+    counts = frame.groupby(by, sort=True)[x].nunique()
+    keep = counts[counts >= n].index
+    dropped = [dict(zip(by, k if isinstance(k, tuple) else (k,))) for k in counts[counts < n].index]
+    mask = frame.set_index(by).index.isin(keep)
+    return frame[mask], dropped
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """A table as fits.json rows."""
+    return frame.to_dict(orient="records") if frame is not None and len(frame) else []
+
+
+def ci_of(row: pd.Series | dict, name: str) -> tuple[float, float] | None:
+    """The bootstrap interval of parameter `name` in an analysis row (`name_lo`, `name_hi`)."""
+    lo, hi = row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    return None if lo is None or hi is None else (lo, hi)
 
 
 def size_label(params: float) -> str:
@@ -99,22 +144,9 @@ def loss_label(ctx: Context, what: str = "validation loss") -> str:
     return f"{what} (nats / token)" if trainers == {"lm"} else what
 
 
-def records(frame: pd.DataFrame) -> list[dict]:
-    return frame.to_dict(orient="records") if frame is not None and len(frame) else []
-
-
-def enough_points(frame: pd.DataFrame, by: list[str], x: str, n: int = MIN_POINTS) -> tuple[pd.DataFrame, list[dict]]:
-    """Rows of the groups with at least n distinct `x` values, and the keys of the groups dropped."""
-    if frame.empty:
-        return frame, []
-    counts = frame.groupby(by, sort=True)[x].nunique()
-    keep = counts[counts >= n].index
-    dropped = [dict(zip(by, k if isinstance(k, tuple) else (k,))) for k in counts[counts < n].index]
-    mask = frame.set_index(by).index.isin(keep)
-    return frame[mask], dropped
-
-
 def describe_keys(keys: list[dict]) -> str:
+    """Group keys (from `enough_points`) in words: '200M tokens / 150M params, ...'."""
+
     def one(key: dict) -> str:
         parts = []
         for col, value in key.items():
@@ -129,19 +161,74 @@ def describe_keys(keys: list[dict]) -> str:
     return ", ".join(one(k) for k in keys)
 
 
-def ci_of(row: pd.Series | dict, name: str) -> tuple[float, float] | None:
-    lo, hi = row.get(f"{name}_lo"), row.get(f"{name}_hi")
-    return None if lo is None or hi is None else (lo, hi)
+# ---------------------------------------------------------------------------------------------
+# Tables
 
 
-def train_rows(ctx: Context) -> pd.DataFrame:
-    return ctx.inputs.stage("train")
+def ci_note(ctx: Context) -> str:
+    """The table note that says what the brackets are."""
+    if ctx.bootstrap:
+        return f"Brackets: 95% percentile bootstrap intervals ({ctx.bootstrap} resamples)."
+    return "No intervals: bootstrap disabled."
 
 
-def lowest_loss_per(rows: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """The measured points of a loss-against-`axis` figure: the lowest loss per (size, token
-    budget, `axis` value), over the grid's other axes and seeds."""
-    return rows.groupby(["params", "unique_tokens", axis], sort=True)["val_loss"].min().reset_index()
+def size_by_budget_table(
+    runs: pd.DataFrame, title: str, cell: Callable[[float, float, pd.Series], str], note: str = ""
+) -> Table:
+    """A row per model size, a column per token budget; `cell(size, budget, row)` fills the pairs
+    `runs` has (one row each: best runs, or laws per size and budget), "-" the others."""
+    budgets = sorted(runs["unique_tokens"].unique())
+    rows = []
+    for n, at_n in runs.groupby("params", sort=True):
+        at = at_n.set_index("unique_tokens")
+        rows.append([size_label(n)] + [cell(n, d, at.loc[d]) if d in at.index else "-" for d in budgets])
+    return Table(title, ["size"] + [budget_label(d) for d in budgets], rows, note=note)
+
+
+def hparam_law_table(law: pd.DataFrame, hparam: str, ctx: Context) -> Table:
+    """optimal_hparam_scaling's laws, one row per token budget (sections 3 and 4)."""
+    rows = [
+        [budget_label(r["unique_tokens"]), fmt_ci(r["exponent"], ci_of(r, "exponent"), 3),
+         fmt_ci(r["coefficient"], ci_of(r, "coefficient"), 3), fmt(r["n_points"])]
+        for _, r in law.iterrows()
+    ]
+    return Table(
+        f"Optimal {hparam.replace('_', ' ')} against parameters: {hparam}* = k N^γ",
+        ["token budget", "exponent γ", "coefficient k", "sizes"], rows,
+        note="Least squares in log-log over the best run of each size. " + ci_note(ctx),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def eval_power_law(x: np.ndarray, row: pd.Series | dict) -> np.ndarray:
+    """A fitted A / x^B + C (an analysis row or a law's params) at x, to draw it."""
+    return power_law(x, float(row["A"]), float(row["B"]), float(row["C"]))
+
+
+def size_colors(values) -> dict:
+    """Model size -> colour, small to large (plasma: distinct from the budgets' viridis)."""
+    values = sorted(set(values))
+    return dict(zip(values, F.colors(len(values), "plasma")))
+
+
+def budget_colors(values) -> dict:
+    """Token budget -> colour, small to large."""
+    values = sorted(set(values))
+    return dict(zip(values, F.colors(len(values), "viridis")))
+
+
+def panel_budgets(budgets) -> tuple[list, str | None]:
+    """The token budgets that get a panel (at most MAX_PANELS, evenly spaced), and a note when
+    some are left out."""
+    budgets = sorted(set(budgets))
+    if len(budgets) <= MAX_PANELS:
+        return budgets, None
+    idx = np.unique(np.linspace(0, len(budgets) - 1, MAX_PANELS).round().astype(int))
+    shown = [budgets[i] for i in idx]
+    return shown, f"showing {len(shown)} of {len(budgets)} token budgets, evenly spaced"
 
 
 def loss_panels(
@@ -162,71 +249,14 @@ def loss_panels(
     return fig, axes
 
 
-def eval_power_law(x: np.ndarray, row: pd.Series | dict) -> np.ndarray:
-    return power_law(x, float(row["A"]), float(row["B"]), float(row["C"]))
-
-
-def size_colors(values) -> dict:
-    values = sorted(set(values))
-    return dict(zip(values, F.colors(len(values), "plasma")))
-
-
-def budget_colors(values) -> dict:
-    values = sorted(set(values))
-    return dict(zip(values, F.colors(len(values), "viridis")))
-
-
-MAX_PANELS = 6
-
-
-def panel_budgets(budgets) -> tuple[list, str | None]:
-    budgets = sorted(set(budgets))
-    if len(budgets) <= MAX_PANELS:
-        return budgets, None
-    idx = np.unique(np.linspace(0, len(budgets) - 1, MAX_PANELS).round().astype(int))
-    shown = [budgets[i] for i in idx]
-    return shown, f"showing {len(shown)} of {len(budgets)} token budgets, evenly spaced"
-
-
-def ci_note(ctx: Context) -> str:
-    if ctx.bootstrap:
-        return f"Brackets: 95% percentile bootstrap intervals ({ctx.bootstrap} resamples)."
-    return "No intervals: bootstrap disabled."
-
-
 def dodge(i: int, n: int, step: float = 0.03) -> float:
     """A small multiplicative x offset for series i of n on a log axis, so error bars do not overlap."""
     return float(np.exp(step * (i - (n - 1) / 2)))
 
 
 def error_bars(rows: pd.DataFrame, name: str):
+    """matplotlib's yerr for `name` from its bootstrap interval; None without a finite one."""
     lo, hi = rows.get(f"{name}_lo"), rows.get(f"{name}_hi")
     if lo is None or hi is None or not np.isfinite(lo).all() or not np.isfinite(hi).all():
         return None
     return np.vstack([np.maximum(rows[name] - lo, 0), np.maximum(hi - rows[name], 0)])
-
-
-def size_by_budget_table(
-    runs: pd.DataFrame, title: str, cell: Callable[[float, float, pd.Series], str], note: str = ""
-) -> Table:
-    """A row per model size, a column per token budget; `cell(size, budget, row)` fills the pairs
-    `runs` has (one row each: best runs, or laws per size and budget), "-" the others."""
-    budgets = sorted(runs["unique_tokens"].unique())
-    rows = []
-    for n, at_n in runs.groupby("params", sort=True):
-        at = at_n.set_index("unique_tokens")
-        rows.append([size_label(n)] + [cell(n, d, at.loc[d]) if d in at.index else "-" for d in budgets])
-    return Table(title, ["size"] + [budget_label(d) for d in budgets], rows, note=note)
-
-
-def hparam_law_table(law: pd.DataFrame, hparam: str, ctx: Context) -> Table:
-    rows = [
-        [budget_label(r["unique_tokens"]), fmt_ci(r["exponent"], ci_of(r, "exponent"), 3),
-         fmt_ci(r["coefficient"], ci_of(r, "coefficient"), 3), fmt(r["n_points"])]
-        for _, r in law.iterrows()
-    ]
-    return Table(
-        f"Optimal {hparam.replace('_', ' ')} against parameters: {hparam}* = k N^γ",
-        ["token budget", "exponent γ", "coefficient k", "sizes"], rows,
-        note="Least squares in log-log over the best run of each size. " + ci_note(ctx),
-    )

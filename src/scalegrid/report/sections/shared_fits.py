@@ -24,25 +24,29 @@ from scalegrid.report.sections.common import MIN_POINTS, NoRows, Context, enough
 
 
 def best_train(ctx: Context) -> pd.DataFrame:
-    """best_runs per (model, unique_tokens), with `params` (shared by sections 2-4 and 9)."""
+    """best_runs per (model, unique_tokens), with `params` (sections 2-4, and the laws in parameters)."""
     return ctx.once("best", lambda: best_runs(ctx.inputs.runs))
 
 
-def param_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
-    """param_scaling per token budget over the budgets with >= 3 sizes; and the dropped budgets."""
+def param_fits(ctx: Context) -> tuple[pd.DataFrame, list[str]]:
+    """param_scaling per token budget over the budgets with >= 3 sizes; and why budgets were left out."""
+    return ctx.once("param_fits", lambda: _law_per_budget(
+        ctx, best_train(ctx), param_scaling,
+        f"no token budget has best runs at {MIN_POINTS} or more model sizes; "
+        f"a power law in parameters needs {MIN_POINTS} sizes per budget",
+    ))
 
-    def make():
-        best = best_train(ctx)
-        usable, dropped = enough_points(best, ["unique_tokens"], "params")
-        if usable.empty:
-            raise NoRows(
-                f"no token budget has best runs at {MIN_POINTS} or more model sizes; "
-                f"a power law in parameters needs {MIN_POINTS} sizes per budget"
-            )
-        fits, failed = fit_by_group(param_scaling, usable, ["unique_tokens"], ctx.fit_kwargs)
-        return fits, [f"{describe_keys([k])}: fewer than {MIN_POINTS} sizes" for k in dropped] + failed
 
-    return ctx.once("param_fits", make)
+def _law_per_budget(
+    ctx: Context, rows: pd.DataFrame, fit: Callable[..., pd.DataFrame], no_budget: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """`fit` (a law in parameters) per token budget of `rows`, over the budgets with >= 3 sizes;
+    and why budgets were left out. `no_budget`: the reason when no budget has enough sizes."""
+    usable, dropped = enough_points(rows, ["unique_tokens"], "params")
+    if usable.empty:
+        raise NoRows(no_budget)
+    fits, failed = fit_by_group(fit, usable, ["unique_tokens"], ctx.fit_kwargs)
+    return fits, [f"{describe_keys([k])}: fewer than {MIN_POINTS} sizes" for k in dropped] + failed
 
 
 def fit_by_group(
@@ -74,7 +78,7 @@ def single_and_ensemble_runs(ctx: Context) -> pd.DataFrame:
     return rows
 
 
-def ensemble_inputs(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
+def ensemble_inputs(ctx: Context) -> tuple[pd.DataFrame, list[str]]:
     """The rows ensemble_scaling fits: (model, budget) pairs with an ensemble and >= 3 member
     counts (K = 1 from the train stage); and the pairs dropped for too few."""
     if ctx.inputs.stage("ensemble").empty:
@@ -104,7 +108,7 @@ def start_ensemble_fits(ctx: Context) -> None:
     ctx.cache["ensemble_futures"] = (futures, slices, dropped)
 
 
-def ensemble_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
+def ensemble_fits(ctx: Context) -> tuple[pd.DataFrame, list[str]]:
     """ensemble_scaling per (model, token budget); the same rows whether sliced or not."""
 
     def make():
@@ -134,20 +138,21 @@ def ensemble_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
     return ctx.once("ensemble_fits", make)
 
 
-def joint_fits(ctx: Context) -> tuple[pd.DataFrame, list[dict]]:
+def joint_fits(ctx: Context) -> tuple[pd.DataFrame, list[str]]:
+    """joint_scaling per token budget: a law in parameters over the ensemble asymptotes C(N)."""
+
     def make():
         ens, _ = ensemble_fits(ctx)
-        usable, dropped = enough_points(ens, ["unique_tokens"], "params")
-        if usable.empty:
-            raise NoRows(f"the joint asymptote needs ensemble laws at {MIN_POINTS} or more sizes of one token budget")
-        fits, failed = fit_by_group(joint_scaling, usable, ["unique_tokens"], ctx.fit_kwargs)
-        return fits, [f"{describe_keys([k])}: fewer than {MIN_POINTS} sizes" for k in dropped] + failed
+        return _law_per_budget(
+            ctx, ens, joint_scaling,
+            f"the joint asymptote needs ensemble laws at {MIN_POINTS} or more sizes of one token budget",
+        )
 
     return ctx.once("joint_fits", make)
 
 
 def hparam_law(ctx: Context, hparam: str) -> pd.DataFrame:
-    """optimal_hparam_scaling of `hparam` over the best runs, per token budget (>= 2 sizes)."""
+    """optimal_hparam_scaling of `hparam` over the best runs, per token budget (>= 3 sizes)."""
 
     def make():
         best = best_train(ctx)
