@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -41,6 +43,17 @@ def test_writes_html_markdown_figures_and_fits(paper_report):
         svg = png.with_suffix(".svg")
         root = ET.parse(svg).getroot()  # well-formed SVG
         assert root.tag.endswith("svg"), svg
+
+
+def test_every_figure_is_drawn_and_no_part_fails(paper_report):
+    """The paper grid has every input: each figure a report can draw is there, and no part of a
+    section was left out for an error (a note "could not be made")."""
+    from scalegrid.report.build import FIGURE_NAMES
+
+    sections = paper_report.fits["sections"]
+    drawn = [Path(f).stem for s in sections.values() for f in s["figures"]]
+    assert sorted(drawn) == sorted(FIGURE_NAMES)
+    assert not [n for s in sections.values() for n in s["notes"] if "could not be made" in n]
 
 
 def test_partial_results_are_marked(paper_report):
@@ -119,6 +132,7 @@ def test_html_is_self_contained(paper_report):
 def test_report_shows_what_the_analysis_returns(small_results, monkeypatch):
     """The report renders analysis results; it fits nothing itself (a planted asymptote shows up)."""
     from scalegrid.analysis import recipes
+    from scalegrid.report.sections import shared_fits  # the module that imports the recipe the report calls
 
     def planted(best, **kwargs):
         budgets = sorted(best["unique_tokens"].unique())
@@ -127,24 +141,20 @@ def test_report_shows_what_the_analysis_returns(small_results, monkeypatch):
 
     monkeypatch.setattr(recipes, "param_scaling", planted)
     monkeypatch.setattr(analysis, "param_scaling", planted)
+    monkeypatch.setattr(shared_fits, "param_scaling", planted)
     out = write_report(small_results, workers=0, bootstrap=0).parent
     fits = json.loads((out / "fits.json").read_text())
     assert {r["C"] for r in fits["sections"]["params"]["fits"]["power_laws"]} == {1.2345}
     assert "1.234 [1.111, 1.333]" in (out / "report.md").read_text()
 
 
-def test_missing_analysis_function_skips_its_section(tmp_path, monkeypatch):
-    from scalegrid.analysis import recipes
-
-    results = tmp_path / "results"
-    write_paper_grid(results, sizes=(150e6, 300e6, 600e6), budgets=(200e6, 400e6), epochs=(1, 4),
-                     weight_decays=(0.4, 0.8), lrs=(3e-3,), members=(2, 3), curves=0)
-    monkeypatch.delattr(analysis, "distillation")
-    monkeypatch.delattr(recipes, "distillation")
-    out = write_report(results, workers=0, bootstrap=0).parent
-    section = json.loads((out / "fits.json").read_text())["sections"]["distillation"]
-    assert section == {**section, "status": "skipped", "reason": "analysis function distillation not available"}
-    assert "*Skipped: analysis function distillation not available*" in (out / "report.md").read_text()
+def test_a_missing_analysis_function_fails_at_import():
+    """The report imports its analysis functions by name: one that is gone is an ImportError when
+    the report loads (the library is part of the package), not a section quietly skipped."""
+    code = "import scalegrid.analysis.recipes as recipes; del recipes.distillation; import scalegrid.report.build"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "ImportError: cannot import name 'distillation'" in proc.stderr
 
 
 def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
@@ -224,7 +234,8 @@ def test_cli_writes_where_asked_and_reruns_cleanly(small_results, tmp_path, caps
 def test_parallel_fits_equal_serial_fits(tmp_path):
     from scalegrid.report.inputs import load_inputs
     from scalegrid.report.parallel import Workers
-    from scalegrid.report.sections import Context, ensemble_fits
+    from scalegrid.report.sections.common import Context
+    from scalegrid.report.sections.shared_fits import ensemble_fits
 
     results = tmp_path / "results"
     write_paper_grid(results, sizes=(150e6, 300e6, 600e6), budgets=(200e6, 400e6, 800e6), epochs=(1, 4),
@@ -255,6 +266,19 @@ def test_reuse_section_fits_k_star_against_log_n(tmp_path):
     assert k_star["k_star"].is_monotonic_increasing
 
 
+def test_a_skipped_section_keeps_what_it_found(tmp_path):
+    """One model size: no law in parameters, but fits.json still has the best runs that say so."""
+    results = tmp_path / "results"
+    write_reuse_grid(results)
+    out = write_report(results, workers=0, bootstrap=0).parent
+    sections = json.loads((out / "fits.json").read_text())["sections"]
+    params = sections["params"]
+    assert params["status"] == "skipped" and params["reason"].startswith("every run has one model size")
+    assert len({r["params"] for r in params["fits"]["best_runs"]}) == 1 and params["figures"] == []
+    data = sections["data"]
+    assert data["status"] == "skipped" and data["notes"][0].startswith("Single-model recipe: skipped: ")
+
+
 def test_a_group_the_analysis_refuses_costs_only_itself(small_results):
     """A nonsense loss at one token budget: that budget's law is left out with the analysis's reason."""
     from synthetic_results import base_row
@@ -268,3 +292,12 @@ def test_a_group_the_analysis_refuses_costs_only_itself(small_results):
     assert params["status"] == "ok"
     assert [r["unique_tokens"] for r in params["fits"]["power_laws"]] == [200_000_000, 400_000_000]
     assert any("val_loss" in note and "<= 0" in note for note in params["notes"]), params["notes"]
+
+
+def test_workers_run_only_the_listed_analysis_functions():
+    from scalegrid.report.parallel import WORKER_FUNCTIONS, Workers
+
+    assert sorted(WORKER_FUNCTIONS) == ["ensemble_scaling"]
+    for n in (0, 1):  # refused before anything runs, here or in a worker
+        with pytest.raises(ValueError, match="run only ensemble_scaling, not 'param_scaling'"):
+            Workers(n).submit("param_scaling", pd.DataFrame())

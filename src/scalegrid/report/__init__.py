@@ -9,8 +9,8 @@ writes, into the output directory:
     figures/          every figure as PNG and SVG
     fits.json         every fitted number and interval, per section, with skip reasons
 
-Rendering only: the numbers come from `scalegrid.analysis` (see `sections.py` for which function
-feeds which section); nothing is fitted here.
+Rendering only: the numbers come from `scalegrid.analysis` (see `sections/__init__.py` for which
+function feeds which section); nothing is fitted here.
 """
 
 from __future__ import annotations

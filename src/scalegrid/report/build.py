@@ -1,7 +1,7 @@
 """`write_report`: results directory -> index.html, report.md, figures/*.png|svg, fits.json.
 
     inputs.load_inputs   read runs and curves through the store (unreadable files are noted)
-    sections.*           one function per section; each calls scalegrid.analysis and draws
+    sections/            one module per section; each calls scalegrid.analysis and draws
     render.write_all     the same Document as HTML, Markdown and JSON
 
 Missing or partial inputs never raise: a section that cannot be made is skipped with its reason,
@@ -16,17 +16,17 @@ import sys
 import time
 from pathlib import Path
 
+from scalegrid.analysis.fitting import FitInputError
 from scalegrid.errors import UserError
 from scalegrid.report import figures as F
 from scalegrid.report.document import Document, Section
 from scalegrid.report.inputs import load_inputs
 from scalegrid.report.parallel import Workers, default_workers
 from scalegrid.report.render import write_all
-from scalegrid.report.lookup import MissingAnalysis, fit_errors
 from scalegrid.report.sections import (
     Context,
     NoRows,
-    _warn,
+    warn,
     section_curves,
     section_data,
     section_distillation,
@@ -86,7 +86,7 @@ def write_report(
     try:
         section_summary(ctx, summary, built)
     except Exception as err:  # noqa: BLE001 - the summary is counts; never lose the report over it
-        _warn("summary failed", err)
+        warn("summary failed", err)
         summary.skip(f"could not be made ({err.__class__.__name__}: {err})")
     summary.fits["report_seconds"] = round(time.perf_counter() - started, 3)
     doc = Document(
@@ -107,14 +107,14 @@ def _build(key: str, title: str, fn, ctx: Context) -> Section:
     section = Section(key, title)
     try:
         fn(ctx, section)
-    except MissingAnalysis as err:
-        section.skip(f"analysis function {err.name} not available")
-    except NoRows as err:
+    except NoRows as err:  # with what the section found before it stopped
+        section.fits.update(err.fits)
+        section.notes.extend(err.notes)
         section.skip(str(err))
-    except fit_errors() as err:
+    except FitInputError as err:
         section.skip(str(err))
     except Exception as err:  # noqa: BLE001 - one broken section must not cost the others
-        _warn(f"section {key!r} failed", err)
+        warn(f"section {key!r} failed", err)
         section.skip(f"could not be made ({err.__class__.__name__}: {err})")
     finally:
         F.close_all()

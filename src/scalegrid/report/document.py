@@ -1,8 +1,8 @@
 """The report as data: sections of paragraphs, tables, figures and fitted numbers, before rendering.
 
-Sections are built by `sections.py` and written by `render.py` to HTML, Markdown and fits.json, so
+Sections are built by `sections/` and written by `render.py` to HTML, Markdown and fits.json, so
 the three always say the same thing. A section that cannot be made has `skipped` set to a
-one-line reason and nothing else.
+one-line reason, and keeps only the fitted numbers and notes it had found (shown in fits.json).
 """
 
 from __future__ import annotations

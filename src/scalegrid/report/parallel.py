@@ -11,7 +11,13 @@ A worker is `python -m scalegrid.report.parallel`: it reads one pickled (functio
 keyword arguments) on stdin and writes the pickled result, or the exception, on stdout. Unlike
 multiprocessing's spawn, this never re-imports the caller's main script (a script calling
 `write_report` needs no `if __name__ == "__main__"` guard), and unlike fork it never copies this
-process's threads.
+process's threads. A worker imports `scalegrid.analysis`, not matplotlib.
+
+Which function a worker runs: the name is a key of `WORKER_FUNCTIONS`, an explicit dict of the
+analysis functions a worker may run (imported here by name, so a renamed one fails at import).
+A request is data from another process, so it selects an entry of that dict, never an arbitrary
+importable name; the dict says in one place what crosses the process boundary, and adding a
+function is one line. `submit` refuses any other name before a process is started.
 """
 
 from __future__ import annotations
@@ -20,10 +26,17 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
+
+from scalegrid.analysis.recipes import ensemble_scaling
+
+WORKER_FUNCTIONS: dict[str, Callable[..., pd.DataFrame]] = {
+    "ensemble_scaling": ensemble_scaling,  # one law per (size, token budget): the slow part of a report
+}
 
 
 def default_workers() -> int:
@@ -39,9 +52,7 @@ def default_workers() -> int:
 
 
 def _call(name: str, frame: pd.DataFrame, kwargs: dict[str, Any]) -> Any:
-    from scalegrid.report.lookup import analysis
-
-    return analysis(name)(frame, **kwargs)
+    return WORKER_FUNCTIONS[name](frame, **kwargs)
 
 
 def _in_subprocess(name: str, frame: pd.DataFrame, kwargs: dict[str, Any]) -> Any:
@@ -64,6 +75,9 @@ class Workers:
         self._threads: ThreadPoolExecutor | None = None
 
     def submit(self, name: str, frame: pd.DataFrame, **kwargs: Any) -> Future:
+        """`WORKER_FUNCTIONS[name](frame, **kwargs)`, in a worker (or here, with no workers)."""
+        if name not in WORKER_FUNCTIONS:
+            raise ValueError(f"report workers run only {', '.join(sorted(WORKER_FUNCTIONS))}, not {name!r}")
         if self.workers == 0:
             done: Future = Future()
             try:

@@ -1,0 +1,177 @@
+"""Section 5: loss against ensemble members K, L(K) = A / K^B + C per size and token budget,
+and the joint (parameters x members) asymptote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from scalegrid.report import figures as F
+from scalegrid.report.document import Section, Table, fmt, fmt_ci
+from scalegrid.report.sections.common import (
+    Context,
+    budget_colors,
+    budget_label,
+    ci_note,
+    ci_of,
+    dodge,
+    error_bars,
+    eval_power_law,
+    loss_label,
+    lowest_loss_per,
+    panel_budgets,
+    part,
+    records,
+    size_by_budget_table,
+    size_colors,
+    size_label,
+)
+from scalegrid.report.sections.shared_fits import ensemble_fits, joint_fits, param_fits, single_and_ensemble_runs
+
+JOINT = "Joint (parameters x members) asymptote"
+
+
+@dataclass(frozen=True)
+class EnsembleNumbers:
+    laws: pd.DataFrame  # ensemble_scaling: L(K) = A / K^B + C per (size, token budget)
+    per_members: pd.DataFrame  # the lowest loss per (size, budget, K), for the pairs with a law
+    budgets_shown: tuple  # the token budgets with a panel
+    joint: pd.DataFrame | None  # joint_scaling per token budget; None: not fitted (see notes)
+    single: pd.DataFrame | None  # param_scaling indexed by token budget, for comparison; None: not available
+    notes: tuple[str, ...]
+
+
+def section_ensembles(ctx: Context, s: Section) -> None:
+    numbers = ensemble_numbers(ctx)
+    figure_notes = draw_ensembles(ctx, s, numbers)
+    write_ensembles(ctx, s, numbers, figure_notes)
+
+
+def ensemble_numbers(ctx: Context) -> EnsembleNumbers:
+    laws, dropped = ensemble_fits(ctx)
+    notes = []
+    if dropped:
+        notes.append(f"K-law not fitted: {'; '.join(dropped)}.")
+    per_k = lowest_loss_per(single_and_ensemble_runs(ctx), "members")
+    per_k = per_k.merge(laws[["params", "unique_tokens"]].drop_duplicates(), on=["params", "unique_tokens"])
+    budgets, note = panel_budgets(laws["unique_tokens"])
+    if note:
+        notes.append(f"Figure: {note}.")
+    joint = single = None
+    with part(notes, JOINT):
+        joint, dropped_joint = joint_fits(ctx)
+        if dropped_joint:
+            notes.append(f"Joint law not fitted: {'; '.join(dropped_joint)}.")
+        try:
+            single = param_fits(ctx)[0].set_index("unique_tokens")
+        except Exception as err:  # noqa: BLE001 - the comparison column is optional
+            notes.append(f"Single-model asymptotes for comparison not available: {err}")
+    return EnsembleNumbers(laws=laws, per_members=per_k, budgets_shown=tuple(budgets), joint=joint, single=single,
+                           notes=tuple(notes))
+
+
+def draw_ensembles(ctx: Context, s: Section, numbers: EnsembleNumbers) -> list[str]:
+    """Loss against K per budget, and the joint law; returns the notes on what they leave out."""
+    _draw_members(ctx, s, numbers)
+    notes: list[str] = []
+    if numbers.joint is not None:
+        with part(notes, JOINT):
+            hidden = _draw_joint(ctx, s, numbers.laws, numbers.joint)
+            if hidden:
+                notes.append(f"Joint figure: {len(hidden)} joint asymptote(s) far below the points are off the axis; "
+                             "see the table.")
+    return notes
+
+
+def _draw_members(ctx: Context, s: Section, numbers: EnsembleNumbers) -> None:
+    ens, per_k = numbers.laws, numbers.per_members
+    sizes = size_colors(ens["params"])
+    fitted = ens.set_index(["params", "unique_tokens"])
+    fig, axes = F.new_panels(len(numbers.budgets_shown))
+    ks = F.dense_log(1, per_k["members"].max(), extend=2.0)
+    for ax, d in zip(axes, numbers.budgets_shown):
+        for n, line in per_k[per_k["unique_tokens"] == d].groupby("params"):
+            ax.plot(line["members"], line["val_loss"], "o", color=sizes[n], label=size_label(n), markersize=4)
+            if (n, d) in fitted.index:
+                row = fitted.loc[(n, d)]
+                F.fit_line(ax, ks, eval_power_law(ks, row), sizes[n])
+                F.asymptote(ax, float(row["C"]), sizes[n])
+        at_d = per_k[per_k["unique_tokens"] == d]
+        F.focus_ylim(ax, at_d["val_loss"], [fitted.loc[k, "C"] for k in fitted.index if k[1] == d], below=0.8)
+        F.log2_x_axis(ax, per_k["members"], "ensemble members K")
+        ax.set_ylabel(loss_label(ctx))
+        ax.set_title(budget_label(d))
+    F.legend_outside(fig, axes, extra=F.style_keys(fit=r"fit $A/K^{B} + C$", asymptote=r"asymptote $C$ ($K \to \infty$)"))
+    s.figures.append(F.save(
+        fig, ctx.out_dir, "ensembles", "Loss against ensemble members",
+        "Each point is an ensemble of K independently trained models of one size (K = 1: the best single "
+        "run); dashed: L(K) = A / K^B + C per size; dotted: the ensemble asymptote C.",
+    ))
+
+
+def _draw_joint(ctx: Context, s: Section, ens: pd.DataFrame, joint: pd.DataFrame) -> list[float]:
+    """Each size's ensemble asymptote against size, with the joint law; returns the joint
+    asymptotes too far below the points to show."""
+    colors = budget_colors(ens["unique_tokens"])
+    fig, (ax,) = F.new_figure(width=7.2, height=4.4)
+    xs = F.dense_log(ens["params"].min() / 1.3, ens["params"].max(), extend=4.0)
+    jfit = joint.set_index("unique_tokens")
+    for i, (d, rows_d) in enumerate(ens.groupby("unique_tokens")):
+        c = colors[d]
+        ax.errorbar(rows_d["params"] * dodge(i, len(colors)), rows_d["C"], yerr=error_bars(rows_d, "C"), fmt="o",
+                    color=c, capsize=2, label=budget_label(d), zorder=3)
+        if d in jfit.index:
+            r = jfit.loc[d]
+            F.fit_line(ax, xs, eval_power_law(xs, r), c)
+            F.asymptote(ax, float(r["C"]), c, annotate=f"{float(r['C']):.3f}")
+    hidden = F.focus_ylim(ax, ens["C"], joint["C"])
+    F.log_x_axis(ax, None, "parameters N (per member)")
+    ax.set_ylabel(r"ensemble asymptote $C(N)$ ($K \to \infty$)")
+    ax.set_title("Joint scaling: ensemble asymptotes against parameters")
+    F.legend_below(fig, ax, extra=F.style_keys(fit=r"fit $A/N^{B} + C$", asymptote="joint asymptote"), ncols=3)
+    s.figures.append(F.save(
+        fig, ctx.out_dir, "joint_scaling", JOINT,
+        "Each point is one size's ensemble asymptote (bars: bootstrap interval); dashed: the power law "
+        "in parameters over them; dotted: the joint asymptote, the loss with infinitely many members of "
+        "infinite size.",
+    ))
+    return hidden
+
+
+def write_ensembles(ctx: Context, s: Section, numbers: EnsembleNumbers, figure_notes: list[str]) -> None:
+    s.fits["ensemble_laws"] = records(numbers.laws)
+    s.notes.extend([*numbers.notes, *figure_notes])
+    s.tables.append(size_by_budget_table(
+        numbers.laws, "Ensemble asymptote C (K → ∞) per size and token budget",
+        lambda n, d, law: fmt_ci(law["C"], ci_of(law, "C")),
+        note="From L(K) = A / K^B + C fitted per size and budget (exponents and coefficients in fits.json). "
+             + ci_note(ctx),
+    ))
+    s.paragraphs.append(
+        "Ensembling K independently trained members is the paper's second lever: for each size, "
+        "L(K) = A / K^B + C is fitted over K, and the ensemble asymptotes C(N) are then fitted against "
+        "parameters; the asymptote of that law is the joint (parameters x members) asymptote."
+    )
+    if numbers.joint is not None:
+        s.fits["joint_laws"] = records(numbers.joint)
+        s.tables.append(_joint_table(ctx, numbers.joint, numbers.single))
+        if len(numbers.joint):
+            first = numbers.joint.sort_values("unique_tokens").iloc[0]
+            s.headline.append(f"{JOINT} at {budget_label(first['unique_tokens'])}: {fmt_ci(first['C'], ci_of(first, 'C'))}")
+
+
+def _joint_table(ctx: Context, joint: pd.DataFrame, single: pd.DataFrame | None) -> Table:
+    rows = []
+    for _, r in joint.sort_values("unique_tokens").iterrows():
+        base = single.loc[r["unique_tokens"]] if single is not None and r["unique_tokens"] in single.index else None
+        rows.append([
+            budget_label(r["unique_tokens"]), fmt_ci(r["C"], ci_of(r, "C")),
+            fmt_ci(base["C"], ci_of(base, "C")) if base is not None else "n/a",
+            fmt(float(base["C"]) - float(r["C"]), 3) if base is not None else "n/a", fmt(r["n_points"]),
+        ])
+    return Table(
+        "Joint asymptote per token budget",
+        ["token budget", "joint asymptote", "single-model asymptote", "ensembles lower it by", "sizes"],
+        rows, note=ci_note(ctx),
+    )
