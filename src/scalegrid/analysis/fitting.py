@@ -158,14 +158,8 @@ def lbfgs_batched(
     f_floor = np.broadcast_to(np.asarray(f_floor, dtype=float), (np.shape(x0)[0],))
     x = np.array(x0, dtype=float, copy=True)
     n_starts, n_params = x.shape
-    all_rows = np.arange(n_starts)
-    f, g = fun(x, all_rows)
-    # Curvature pairs, slot-major so that one slot of many starts is contiguous; the newest pair
-    # is in the last slot, rho = 1/s'y is 0 in empty slots, n_pairs counts the filled ones.
-    s_hist = np.zeros((history, n_starts, n_params))
-    y_hist = np.zeros((history, n_starts, n_params))
-    rho = np.zeros((history, n_starts))
-    n_pairs = np.zeros(n_starts, dtype=int)
+    f, g = fun(x, np.arange(n_starts))
+    memory = _Memory.empty(history, n_starts, n_params)
     n_iter = np.zeros(n_starts, dtype=int)
     converged = np.isfinite(f) & ((np.abs(g).max(axis=1) <= gtol) | (f <= f_floor))
     active = np.isfinite(f) & ~converged
@@ -174,19 +168,7 @@ def lbfgs_batched(
         rows = np.flatnonzero(active)
         if rows.size == 0:
             break
-        gk = g[rows]
-        used = int(n_pairs[rows].max())  # older slots are empty for every row: skip them
-        d = -_two_loop(gk, s_hist[history - used:, rows], y_hist[history - used:, rows],
-                       rho[history - used:, rows])
-        slope = np.einsum("kp,kp->k", d, gk)
-        uphill = ~(slope < 0)  # memory gave a non-descent direction: restart from steepest descent
-        if uphill.any():
-            restart = rows[uphill]
-            rho[:, restart] = 0.0
-            n_pairs[restart] = 0
-            d[uphill] = -gk[uphill] / np.maximum(1.0, np.linalg.norm(gk[uphill], axis=1))[:, None]
-            slope[uphill] = np.einsum("kp,kp->k", d[uphill], gk[uphill])
-
+        d, slope = memory.direction(g[rows], rows)
         step, f_new, g_new, ok = _line_search(fun, x, f, rows, d, slope, max_line_evals)
         n_iter[rows] += 1
         active[rows[~ok]] = False  # no acceptable step: stop where it is (not converged)
@@ -198,19 +180,7 @@ def lbfgs_batched(
         x[moved] += s
         f[moved] = f_new[ok]
         g[moved] = g_new[ok]
-        sy = np.einsum("kp,kp->k", s, y)
-        # keep a pair only if s'y > 0 clearly (the cosine of s and y above 1e-10): scale-free,
-        # so stiff problems (curvature 1e13) keep their pairs too
-        keep = sy > 1e-10 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)
-        upd = moved[keep]
-        if upd.size:
-            s_hist[:, upd] = np.roll(s_hist[:, upd], -1, axis=0)
-            y_hist[:, upd] = np.roll(y_hist[:, upd], -1, axis=0)
-            rho[:, upd] = np.roll(rho[:, upd], -1, axis=0)
-            s_hist[-1, upd] = s[keep]
-            y_hist[-1, upd] = y[keep]
-            rho[-1, upd] = 1.0 / sy[keep]
-            n_pairs[upd] = np.minimum(n_pairs[upd] + 1, history)
+        memory.remember(moved, s, y)
 
         small_grad = np.abs(g[moved]).max(axis=1) <= gtol
         small_decrease = (f_old - f[moved]) <= ftol * np.maximum(
@@ -221,6 +191,52 @@ def lbfgs_batched(
         active[moved[done]] = False
 
     return BatchResult(x=x, fun=f, converged=converged, n_iter=n_iter)
+
+
+@dataclass
+class _Memory:
+    """Each start's curvature pairs, slot-major so that one slot of many starts is contiguous; the
+    newest pair is in the last slot, rho = 1/s'y is 0 in empty slots, n_pairs counts the filled ones."""
+
+    s: np.ndarray  # (history, S, P)
+    y: np.ndarray  # (history, S, P)
+    rho: np.ndarray  # (history, S)
+    n_pairs: np.ndarray  # (S,)
+
+    @classmethod
+    def empty(cls, history: int, n_starts: int, n_params: int) -> _Memory:
+        return cls(np.zeros((history, n_starts, n_params)), np.zeros((history, n_starts, n_params)),
+                   np.zeros((history, n_starts)), np.zeros(n_starts, dtype=int))
+
+    def direction(self, gk: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(search direction, its slope) per row: -H g, or steepest descent where H g is not downhill."""
+        history = len(self.rho)
+        used = int(self.n_pairs[rows].max())  # older slots are empty for every row: skip them
+        d = -_two_loop(gk, self.s[history - used:, rows], self.y[history - used:, rows], self.rho[history - used:, rows])
+        slope = np.einsum("kp,kp->k", d, gk)
+        uphill = ~(slope < 0)  # memory gave a non-descent direction: restart from steepest descent
+        if uphill.any():
+            restart = rows[uphill]
+            self.rho[:, restart] = 0.0
+            self.n_pairs[restart] = 0
+            d[uphill] = -gk[uphill] / np.maximum(1.0, np.linalg.norm(gk[uphill], axis=1))[:, None]
+            slope[uphill] = np.einsum("kp,kp->k", d[uphill], gk[uphill])
+        return d, slope
+
+    def remember(self, moved: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
+        """Keep a step's pair only if s'y > 0 clearly (the cosine of s and y above 1e-10):
+        scale-free, so stiff problems (curvature 1e13) keep their pairs too."""
+        sy = np.einsum("kp,kp->k", s, y)
+        keep = sy > 1e-10 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)
+        upd = moved[keep]
+        if not upd.size:
+            return
+        for hist in (self.s, self.y, self.rho):
+            hist[:, upd] = np.roll(hist[:, upd], -1, axis=0)
+        self.s[-1, upd] = s[keep]
+        self.y[-1, upd] = y[keep]
+        self.rho[-1, upd] = 1.0 / sy[keep]
+        self.n_pairs[upd] = np.minimum(self.n_pairs[upd] + 1, len(self.rho))
 
 
 def _two_loop(g: np.ndarray, s: np.ndarray, y: np.ndarray, rho: np.ndarray) -> np.ndarray:
