@@ -86,3 +86,22 @@ def test_every_shipped_sweep_parses_and_expands(path):
     if spec.data.source in ("synthetic", "gaussian"):  # the others need their corpus or a hub
         trials = grid.expand(spec, describe(spec.data))
         assert len({t.trial_id for t in trials}) == len(trials) == len(points)
+
+
+def test_identity_leaves_out_run_only_fields_and_new_fields_at_their_default():
+    from pydantic import BaseModel
+
+    from scalegrid.spec import hashed_unless_default, not_hashed
+
+    class Inner(BaseModel):
+        size: int = 1
+        threads: int = not_hashed(4)
+
+    class Config(BaseModel):
+        lr: float = 0.1
+        inner: Inner = Inner()
+        added_later: str = hashed_unless_default("old")
+
+    assert grid.identity(Config()) == {"lr": 0.1, "inner": {"size": 1}}
+    assert grid.identity(Config(inner=Inner(threads=64))) == grid.identity(Config())
+    assert grid.identity(Config(added_later="new")) == {"lr": 0.1, "inner": {"size": 1}, "added_later": "new"}

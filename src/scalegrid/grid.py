@@ -22,7 +22,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from scalegrid.errors import UserError
 from scalegrid.shapes import LlamaShape
@@ -41,13 +41,17 @@ def content_hash(value: Any, chars: int = TRIAL_ID_CHARS) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:chars]
 
 
-def identity(config: TrialConfig) -> dict[str, Any]:
-    """The hashed fields: `member` and `distill` only when set, so a plain trial keeps its id."""
-    fields = config.model_dump(mode="json")
-    if fields.get("member") == 0:
-        del fields["member"]
-    if fields.get("distill") is None:
-        del fields["distill"]
+def identity(config: BaseModel) -> dict[str, Any]:
+    """The hashed fields of a config, nested models included: all but those declared
+    `not_hashed`, and those declared `hashed_unless_default` only when set (spec.py)."""
+    dumped = config.model_dump(mode="json")
+    fields = {}
+    for name, info in type(config).model_fields.items():
+        rule = (info.json_schema_extra or {}).get("identity")
+        value = getattr(config, name)
+        if rule == "never" or (rule == "unless_default" and value == info.default):
+            continue
+        fields[name] = identity(value) if isinstance(value, BaseModel) else dumped[name]
     return fields
 
 

@@ -46,6 +46,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# What a trial id covers (`grid.identity`): every field of the trial's config, except those
+# declared with one of these. Declare every new field with the right one, or trial ids change.
+def not_hashed(default: Any, **kwargs: Any) -> Any:
+    """A field that changes how a trial runs, never its result (micro-batches, compilation):
+    left out of every trial id."""
+    return Field(default, json_schema_extra={"identity": "never"}, **kwargs)
+
+
+def hashed_unless_default(default: Any, **kwargs: Any) -> Any:
+    """A result-changing field added after trial ids existed: in the id only when it differs from
+    its default, so every existing trial keeps its id."""
+    return Field(default, json_schema_extra={"identity": "unless_default"}, **kwargs)
+
+
 class SyntheticCorpusSpec(_Strict):
     """The synthetic corpus of `trainers/synthetic.py`: entity-attribute facts in templated sentences."""
 

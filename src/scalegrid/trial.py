@@ -27,6 +27,7 @@ from scalegrid.spec import (
     SyntheticCorpusSpec,
     TrainSpec,
     ValidationSpec,
+    hashed_unless_default,
 )
 from scalegrid.storage import ResultsLayout
 from scalegrid.storage.layout import CheckpointDir
@@ -197,10 +198,10 @@ class TrialConfig(_Frozen):
     weight_decay: float
     seed: int
     train: TrainSpec
-    # Left out of the hash at their defaults (`grid.identity`): member 0 of a grid point is the
-    # grid point's own trial, and adding ensembles or students leaves every existing id as it was.
-    member: int = 0  # ensemble member index: its seed draws the initialisation and data order
-    distill: DistillConfig | None = None  # a student's teacher and method (`trainers/distill.py`)
+    # Left out of the hash at their defaults: member 0 of a grid point is the grid point's own
+    # trial, and adding ensembles or students leaves every existing id as it was.
+    member: int = hashed_unless_default(0)  # ensemble member index: its seed draws the initialisation and data order
+    distill: DistillConfig | None = hashed_unless_default(None)  # a student's teacher and method (`trainers/distill.py`)
 
     @property
     def member_seed(self) -> int:
