@@ -1,5 +1,5 @@
 """The recipes of "Pre-training under infinite compute" (Kim, Kotha, Liang & Hashimoto 2025;
-seeds/002) as functions of a runs table (DESIGN.md columns), one function per recipe.
+seeds/002) as functions of a runs table (docs/results.md columns), one function per recipe.
 
     best_runs            best run per (model, unique_tokens) over epochs, lr, weight decay, seed
     local_optimality     is each chosen point no worse than its grid neighbours? which are missing?

@@ -1,6 +1,6 @@
 """Table helpers shared by the fits and recipes: column checks, filters, one fit per group.
 
-Any DataFrame with the right columns works; scalegrid's runs table (DESIGN.md) is one of them.
+Any DataFrame with the right columns works; scalegrid's runs table (docs/results.md) is one of them.
 Problems are `FitInputError`s whose message names the column and the fix.
 """
 

@@ -6,7 +6,7 @@
     scalegrid fit data-constrained runs.csv --tokens tokens --base-law muennighoff2023
     scalegrid fit reuse results/linreg --samples unique_tokens --epochs epochs --eps 0.05
 
-Columns default to the runs table's (DESIGN.md): params, tokens (else tokens_seen),
+Columns default to the runs table's (docs/results.md): params, tokens (else tokens_seen),
 unique_tokens, epochs, val_loss. Rows whose status is not COMPLETED are skipped, and so are rows
 of a stage other than `train` unless --stage says otherwise. The fitting itself is
 `scalegrid.analysis`; this module only reads the table, filters it and prints the result.

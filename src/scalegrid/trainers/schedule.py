@@ -5,7 +5,7 @@
 
 `warmup = round(warmup_fraction * total_steps)`, so a constant schedule with `warmup_fraction: 0`
 is the one whose first k epochs are the same whatever the total: the curve of a constant-schedule
-run at epoch k is then the k-epoch result (DESIGN: evaluate every epoch count in one run).
+run at epoch k is then the k-epoch result (so one run evaluates every epoch count up to its own).
 """
 
 from __future__ import annotations
