@@ -29,6 +29,8 @@ class Progress(Callback):
         self._print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("warning"):  # a worker's warning (an unreadable checkpoint set aside): said here
+            print(f"scalegrid: warning: {result['warning']}", file=sys.stderr, flush=True)
         if result.get("done"):
             self.outcomes[trial.trial_id] = {k[2:]: v for k, v in result.items() if k.startswith("n_")}
 

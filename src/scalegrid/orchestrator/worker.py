@@ -60,12 +60,13 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
 
 
 def run_leased(
-    trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, owner: str, retry_here: bool
+    trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, owner: str, retry_here: bool,
+    warn: Callable[[str], None] = lambda text: print(f"scalegrid: warning: {text}", file=sys.stderr),
 ) -> store.RunRow | str:
     """Train `trial` under its lease; returns the run row it wrote, or ELSEWHERE or ALREADY_DONE.
 
     `retry_here`: retry a raising trainer in this process (packs); otherwise re-raise while
-    attempts remain and let Ray Tune retry.
+    attempts remain and let Ray Tune retry. `warn` tells the driver (an unreadable checkpoint).
     """
     ft, results = trial.fault_tolerance, trial.results
     if results.local_path is None:  # an object store: no lease, no persistent attempt count, so no Tune retry
@@ -79,10 +80,11 @@ def run_leased(
                 if store.run_status(results, trial.trial_id) in DONE_STATUSES:
                     return ALREADY_DONE  # another driver finished it between our plan and our lease
                 attempt = 1 + sum(h.get("owner") == owner for h in leases.history(results, trial.trial_id))
-                steps = checkpoint.steps(trial.checkpoint_dir)
+                resumed_from, notes = checkpoint.resume_point(trial.checkpoint_dir)  # unreadable ones set aside
+                for note in notes:
+                    warn(f"trial {trial.trial_id}: {note}")
                 leases.record_start(
-                    results, trial.trial_id, owner=owner, attempt=attempt,
-                    resumed_from_step=steps[-1] if steps else 0, node=_ray_node(),
+                    results, trial.trial_id, owner=owner, attempt=attempt, resumed_from_step=resumed_from, node=_ray_node(),
                 )
                 last = attempt > ft.max_failures
                 try:
@@ -113,10 +115,13 @@ def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict
         if len(trials) == 1:  # a pack's rows are many trials' curves: only the totals are reported
             tune.report({k: v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)})
 
+    def warn(text: str) -> None:  # the driver's progress callback prints it
+        tune.report({"warning": text})
+
     counts: dict[str, int] = {}
     final: dict[str, Any] = {"done": True}
     for trial in trials:
-        outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1)
+        outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
         status = outcome if isinstance(outcome, str) else outcome.status
         counts[status] = counts.get(status, 0) + 1
         val_loss = None if isinstance(outcome, str) else outcome.val_loss

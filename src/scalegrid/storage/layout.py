@@ -11,6 +11,7 @@ Every path under RESULTS is named here, once:
     cache/tokens/<key>/              a tokenized corpus (trainers/data.py; meta.json written last)
     cache/teacher/<corpus_id>/       a teacher-generated corpus (trainers/distill.py; meta.json last)
     stages/<sweep>.json              the ensembles and students of a sweep's latest run
+    <any file>.corrupt-<time>        an unreadable run file or checkpoint, set aside (never deleted)
     sweeps/<name>-<hash>.json        the resolved spec and provenance of each distinct run
     tune/                            Ray Tune's own experiment state (debugging only)
     report/                          the scaling report
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ Parts = tuple[str, ...]
 RUNS, CURVES, ENSEMBLES = "runs", "curves", "ensembles"
 MODEL_MARKER = "config.json"  # written last by save_pretrained's caller: a model directory is complete
 CACHE_MARKER = "meta.json"  # written last into a token cache or a teacher corpus
+CORRUPT_SUFFIX = ".corrupt-"  # an unreadable run file or checkpoint, set aside (`set_aside`)
 _CHECKPOINT = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -206,6 +209,13 @@ class ResultsLayout:
 
     def move(self, src: Parts, dst: Parts) -> None:
         self.fs.move(self.path(*src), self.path(*dst))
+
+    def set_aside(self, parts: Parts) -> Parts:
+        """Rename an unreadable file to `<name>.corrupt-<time>` beside it: kept for a look, never
+        deleted, and no longer read (no reader lists that suffix)."""
+        aside = (*parts[:-1], f"{parts[-1]}{CORRUPT_SUFFIX}{int(time.time())}")
+        self.move(parts, aside)
+        return aside
 
     def download(self, parts: Parts, target: Path) -> None:
         """Copy the file at `parts` to a local path."""

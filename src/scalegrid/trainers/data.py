@@ -262,6 +262,8 @@ def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{data_dir} is not a token-cache directory (no {CACHE_MARKER})")
     meta = json.loads(meta_path.read_text())
+    if meta.get("dtype") not in ("uint16", "uint32"):  # read from the store: never an object dtype
+        raise ValueError(f"{meta_path}: dtype {meta.get('dtype')!r} is not a token dtype")
     dtype = np.dtype(meta["dtype"])
     train = np.memmap(data_dir / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
     val = np.memmap(data_dir / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
