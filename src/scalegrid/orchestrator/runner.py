@@ -58,6 +58,9 @@ def schedule(
 def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_concurrent: int | None, owner: str) -> int:
     """Run `pending` on Tune; returns how many of them another driver held (skipped here)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
+    # Ctrl-C must stop the run (exit 130 from the cli), not end Tune's loop quietly and let the run
+    # go on to its summary: what was not finished is finished by the next run.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     from ray import tune
 
     packs = make_packs(pending, plan.spec.trainer in PACKED_TRAINERS, _slots(plan, max_concurrent))
