@@ -70,12 +70,14 @@ class SweepPlan:
 
 def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan:
     from scalegrid.trainers.data import describe  # reads file hashes, never tokenizes
+    from scalegrid.trainers.data_checks import check_files
 
     spec = load_spec(spec_path)
     _check_divisible(spec)
     root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
     check_writable(root)
     identity = describe(spec.data)
+    check_files(spec.data)  # each file opens, has the text field and a document with text
     graph = build(spec, identity, root)
     return SweepPlan(spec, root, identity, graph, store.read(root))
 

@@ -44,6 +44,9 @@ RUNS, CURVES, ENSEMBLES = "runs", "curves", "ensembles"
 MODEL_MARKER = "config.json"  # written last by save_pretrained's caller: a model directory is complete
 CACHE_MARKER = "meta.json"  # written last into a token cache or a teacher corpus
 CORRUPT_SUFFIX = ".corrupt-"  # an unreadable run file or checkpoint, set aside (`set_aside`)
+# The longest path written under a root, past it: Tune's trial files (tune/<sweep name, at most
+# 100>-<stamp>-<owner>/<pack>/...) are the deepest; names here are far shorter.
+LONGEST_UNDER_ROOT = 400
 _CHECKPOINT = re.compile(r"^step-(\d+)\.pt$")
 
 

@@ -52,7 +52,7 @@ import numpy as np
 from scalegrid.errors import UserError
 from scalegrid.grid import content_hash
 from scalegrid.spec import DataSpec
-from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, node_cache_dir
+from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, first_line, node_cache_dir
 from scalegrid.trainers.tokenizers import build_tokenizer, file_sha256, tokenizer_identity
 from scalegrid.trial import DataIdentity, FilesData, GaussianData, HubData, SyntheticData
 
@@ -113,7 +113,7 @@ def describe(spec: DataSpec) -> DataIdentity:
 
         return _identity(SyntheticData(generator=GENERATOR_VERSION, synthetic=spec.synthetic, **shared))
     if spec.source == "files":
-        files = [{"sha256": file_sha256(path), "format": fmt} for path, fmt in _resolve_files(spec)]
+        files = [{"sha256": file_sha256(path), "format": fmt} for path, fmt in resolve_files(spec)]
         return _identity(FilesData(files=files, text_field=spec.text_field, **shared))
     return _identity(HubData(
         hub=spec.hub, hub_config=spec.hub_config, hub_split=spec.hub_split, revision=spec.revision,
@@ -133,7 +133,7 @@ def load_documents(spec: DataSpec) -> list[str]:
 
         documents = generate_documents(spec.synthetic)
     elif spec.source == "files":
-        documents = [doc for path, fmt in _resolve_files(spec) for doc in _load_file(path, fmt, spec.text_field)]
+        documents = [doc for path, fmt in resolve_files(spec) for doc in _load_file(path, fmt, spec.text_field)]
     elif spec.source == "hub":
         documents = _load_hub(spec)
     else:
@@ -277,7 +277,7 @@ def token_dtype(vocab_size: int) -> type:
 # --- loading ----------------------------------------------------------------------------------------
 
 
-def _resolve_files(spec: DataSpec) -> list[tuple[str, str]]:
+def resolve_files(spec: DataSpec) -> list[tuple[str, str]]:
     """(path, format) per file, globs expanded; a missing file is a UserError naming its entry."""
     resolved = []
     for i, entry in enumerate(spec.files):
@@ -311,7 +311,10 @@ def _format(path: str, declared: str, where: str) -> str:
 def _load_file(path: str, fmt: str, text_field: str) -> list[str]:
     import datasets
 
-    dataset = datasets.load_dataset(fmt, data_files=[path], split="train")
+    try:
+        dataset = datasets.load_dataset(fmt, data_files=[path], split="train")
+    except Exception as err:  # a parse error past the documents data_checks read: the file's, in one line
+        raise UserError(f"data.files: {path} cannot be read as {fmt} ({type(err).__name__}: {first_line(err, 160)})") from None
     column = "text" if fmt == "text" else text_field
     if column not in dataset.column_names:
         raise UserError(
