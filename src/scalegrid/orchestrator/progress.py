@@ -70,7 +70,7 @@ class Progress(Callback):
         elapsed = time.monotonic() - self.start
         remaining = self.total - finished
         eta = f"ETA {_duration(elapsed / finished * remaining)}" if finished and remaining else ""
-        done = self.already_done + finished - failed - elsewhere
+        done = self.already_done + finished - failed - elsewhere - self.count("DISK_FULL")
         running_elsewhere = f", {elsewhere} running elsewhere" if elsewhere else ""
         waiting = f", {self.waiting} waiting for resources (no node has room for one now)" if self.waiting else ""
         return (

@@ -23,11 +23,14 @@ import traceback
 from typing import Any, Callable
 
 from scalegrid import store
+from scalegrid.errors import StorageFull
 from scalegrid.orchestrator import leases
+from scalegrid.storage.space import is_full
 from scalegrid.trainers import checkpoint, trainer_of
 from scalegrid.trial import DONE_STATUSES, Trial, TrialResult
 
 ELSEWHERE, ALREADY_DONE = "ELSEWHERE", "ALREADY_DONE"  # outcomes of a trial this worker did not train
+DISK_FULL = "DISK_FULL"  # the results filled up: no row written, the driver stops the run
 
 
 def _device() -> str:
@@ -47,7 +50,7 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
     try:
         result = trainer_of(trial)(trial, report)
     except Exception as err:  # a bug or a bad corpus fails this trial only
-        if reraise:
+        if reraise or is_full(err):  # a full disk fails no trial: the run stops, the next one resumes
             raise
         result = TrialResult.failed(trial.config, traceback.format_exception_only(type(err), err)[-1].strip()[:2000])
     if result.curves:
@@ -89,8 +92,8 @@ def run_leased(
                 last = attempt > ft.max_failures
                 try:
                     return execute(trial, report, provenance, reraise=not last)
-                except Exception:
-                    if not retry_here:
+                except Exception as err:
+                    if not retry_here or is_full(err):
                         raise  # Ray Tune retries the trial; the retry takes this lease over (same owner)
     finally:
         lease.release()
@@ -121,7 +124,12 @@ def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict
     counts: dict[str, int] = {}
     final: dict[str, Any] = {"done": True}
     for trial in trials:
-        outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
+        try:
+            outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
+        except StorageFull as err:  # no retry (there is no room for one): the driver stops and says so
+            counts[DISK_FULL] = counts.get(DISK_FULL, 0) + len(trials) - sum(counts.values())
+            final["disk_full"] = str(err)
+            break
         status = outcome if isinstance(outcome, str) else outcome.status
         counts[status] = counts.get(status, 0) + 1
         val_loss = None if isinstance(outcome, str) else outcome.val_loss

@@ -53,6 +53,7 @@ from scalegrid.errors import UserError
 from scalegrid.grid import content_hash
 from scalegrid.spec import DataSpec
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, first_line, node_cache_dir
+from scalegrid.storage.space import full_is_one_line
 from scalegrid.trainers.tokenizers import build_tokenizer, file_sha256, tokenizer_identity
 from scalegrid.trial import DataIdentity, FilesData, GaussianData, HubData, SyntheticData
 
@@ -212,7 +213,9 @@ class TokenCache:
     def save(self, corpus: TokenizedCorpus) -> Path:
         """Write the corpus here (on an object store: into this node's cache, then uploaded with
         meta.json last, which marks the copy complete)."""
-        local = atomic_dir(self.local_dir(corpus.key), lambda tmp: _write_cache(tmp, corpus), marker=CACHE_MARKER)
+        target = self.local_dir(corpus.key)
+        with full_is_one_line(target.parent):
+            local = atomic_dir(target, lambda tmp: _write_cache(tmp, corpus), marker=CACHE_MARKER)
         parts = self.results.token_cache(corpus.key)
         if self.results.object_store and not self.results.is_file(*parts, CACHE_MARKER):
             self.results.upload_tree(local, parts, last=CACHE_MARKER)
