@@ -144,7 +144,7 @@ class GaussianDataSpec(_Strict):
 
 class TokenizerSpec(_Strict):
     kind: Literal["byte", "bpe", "hf"] = "byte"
-    vocab_size: int | None = Field(None, ge=64, le=1 << 20)  # bpe only
+    vocab_size: int | None = Field(None, ge=257, le=1 << 20)  # bpe only: 256 bytes + EOS at least
     path: str | None = None  # hf only: a local directory or a hub id
 
     @model_validator(mode="after")
