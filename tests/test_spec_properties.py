@@ -166,28 +166,20 @@ class Mutation(NamedTuple):
         return self.what
 
 
-def set_in(spec: dict, path: tuple, value) -> None:
-    *parents, last = path
-    for key in parents:
-        if isinstance(key, int):
-            continue
+def parent_of(spec: dict, path: tuple) -> dict:
+    """The mapping holding the field at `path`, made (or replaced by a mapping) on the way."""
+    for key in path[:-1]:
         if not isinstance(spec.get(key), dict):
             spec[key] = {}
         spec = spec[key]
-    if last == 0:  # one bad item in an axis or a list field
-        return
-    spec[last] = value
+    return spec
 
 
 def mutate(spec: dict, path: tuple, value) -> None:
-    if path and path[-1] == 0:
-        set_in(spec, path[:-1] + ("_",), None)  # make the parents
-        parent = spec
-        for key in path[:-2]:
-            parent = parent[key]
-        parent[path[-2]] = [value]
+    if path[-1] == 0:  # one bad item in a list field
+        parent_of(spec, path[:-1])[path[-2]] = [value]
     else:
-        set_in(spec, path, value)
+        parent_of(spec, path)[path[-1]] = value
 
 
 @st.composite
@@ -201,7 +193,7 @@ def field_value(draw):
 def unknown_key(draw):
     path, _ = draw(st.sampled_from(OBJECTS))
     key = draw(st.sampled_from(["bogus", "epoch", "learning_rate", "tokenzier", "cpu"]))
-    return Mutation(lambda spec: set_in(spec, (*path, key), 1), f"unknown {'.'.join((*map(str, path), key))}")
+    return Mutation(lambda spec: mutate(spec, (*path, key), 1), f"unknown {'.'.join((*map(str, path), key))}")
 
 
 @st.composite
