@@ -151,11 +151,12 @@ def _members_needed(
     needed = {tid: spec.ensemble.max_members for tid in in_ensemble}
     teacher_points = []
     for i, d in enumerate(spec.distill):
-        selector = {a: v for a, v in d.teacher.items() if a != "members"}
+        raw = {a: v for a, v in d.teacher.items() if a != "members"}
+        selector = grid.typed_points(spec, [raw], f"distill[{i}].teacher")[0]  # strict, as every axis value
         found = list({t.trial_id: (p, t) for p, t in points if grid.matches(p, selector)}.values())
         if len(found) != 1:
             which = "no grid point" if not found else f"{len(found)} grid points ({'; '.join(_describe(p) for p, _ in found[:2])}; ...)"
-            raise UserError(f"distill[{i}].teacher: {selector} matches {which}; name one grid point by its axes")
+            raise UserError(f"distill[{i}].teacher: {raw} matches {which}; name one grid point by its axes")
         teacher_points.append(found[0])
         tid = found[0][1].trial_id
         needed[tid] = max(needed.get(tid, 0), d.teacher_members)
