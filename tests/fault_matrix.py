@@ -14,6 +14,7 @@ A scenario returns a `Result`: what happened, and after the re-run
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -203,16 +204,23 @@ def deleted_token_cache(tmp: Path) -> Result:
                    "re-run re-tokenized and finished", results, ids, before, started)
 
 
+@contextlib.contextmanager
+def tmpfs(directory: Path, size_mb: int):
+    """A real filesystem of `size_mb` at `directory` (mounted as root; unmounted after); yields
+    False where this machine does not allow the mount."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = not subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(directory)], capture_output=True).returncode
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
 def full_disk(tmp: Path, size_mb: int = 24) -> Result | None:
     """The results' filesystem (a tmpfs of `size_mb`) fills up mid-trial; None where no tmpfs can be mounted."""
-    disk = tmp / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(disk)], capture_output=True).returncode:
-        return None
-    try:
-        return _fill_mid_trial(tmp, disk)
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    with tmpfs(tmp / "disk", size_mb) as mounted:
+        return _fill_mid_trial(tmp, tmp / "disk") if mounted else None
 
 
 def _fill_mid_trial(tmp: Path, disk: Path) -> Result:

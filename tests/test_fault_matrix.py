@@ -31,3 +31,15 @@ def test_full_disk_mid_trial_is_one_line_and_the_rerun_finishes(tmp_path):
         pytest.skip("this machine does not let the tests mount a tmpfs (needs root)")
     print(fault_matrix.table([result]))
     assert result.complete and result.rows_lost == 0 and result.trials_twice == 0, result
+
+
+def test_a_run_that_cannot_fit_is_refused_before_writing(tmp_path):
+    """The estimate (token cache, checkpoints, saved models, rows) against a 1 MiB filesystem."""
+    with fault_matrix.tmpfs(tmp_path / "disk", 1) as mounted:
+        if not mounted:
+            pytest.skip("this machine does not let the tests mount a tmpfs (needs root)")
+        spec = fault_matrix.write_spec(tmp_path, tmp_path / "disk" / "results")
+        code, out = fault_matrix.scalegrid("run", str(spec), "--no-report")
+        assert code == 1 and out.strip().splitlines()[-1].startswith("scalegrid: error: results: "), out
+        assert "has 1.0 MiB free, but this run needs about" in out and "checkpoints" in out, out
+        assert list((tmp_path / "disk").iterdir()) == []
