@@ -36,7 +36,8 @@ def main() -> int:
                 result = scenario(Path(tmp))
             except AssertionError as err:  # a broken promise: shown, and the exit code says so
                 failed.append(name)
-                result = fault_matrix.Result(name, f"FAILED: {str(err).splitlines()[0][:100]}", -1, -1, False)
+                print(f"{name} FAILED; the last of its output:\n" + "\n".join(str(err).splitlines()[-40:]), file=sys.stderr)
+                result = fault_matrix.Result(name, "FAILED (its output is above)", -1, -1, False)
         if result is None:
             print(f"{name}: skipped (no tmpfs can be mounted here)", file=sys.stderr)
             continue

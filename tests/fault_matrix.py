@@ -256,7 +256,7 @@ def kill_mid_trial(tmp: Path) -> Result:
     ids = trial_ids(spec)
     proc = start("run", str(spec), "--max-concurrent", "1", "--no-report")
     cut = lambda: run_files(results) and any(checkpoints(results, t) for t in ids if t not in run_files(results))  # noqa: E731
-    assert wait_for(cut, proc), kill_group(proc)[-3000:]
+    assert wait_for(cut, proc, timeout=1200), kill_group(proc)[-3000:]
     kill_group(proc)
     before = completed_rows(results)
     code, out = scalegrid("run", str(spec), "--no-report")

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from scalegrid import store
 from scalegrid.errors import StorageFull
 from scalegrid.orchestrator import leases
-from scalegrid.storage.space import is_full
+from scalegrid.storage.space import full_error, is_full
 from scalegrid.trainers import checkpoint, trainer_of
 from scalegrid.trial import DONE_STATUSES, Trial, TrialResult
 
@@ -126,9 +126,12 @@ def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict
     for trial in trials:
         try:
             outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
-        except StorageFull as err:  # no retry (there is no room for one): the driver stops and says so
+        except Exception as err:
+            if not is_full(err):
+                raise
+            # No retry (there is no room for one) and no FAILED row: the driver stops and says so.
             counts[DISK_FULL] = counts.get(DISK_FULL, 0) + len(trials) - sum(counts.values())
-            final["disk_full"] = str(err)
+            final["disk_full"] = str(err if isinstance(err, StorageFull) else full_error(trial.results.shown()))
             break
         status = outcome if isinstance(outcome, str) else outcome.status
         counts[status] = counts.get(status, 0) + 1
