@@ -51,7 +51,7 @@ BAD_SPECS = [
     ("wrong type", {"lr": "fast"}, "lr[0]: Input should be a valid number"),
     ("empty axis", {"weight_decay": []}, "weight_decay: empty axis"),
     ("epochs < 1", {"epochs": [0, 1]}, "epochs[0]: must be between 1 and 100000 (got 0)"),
-    ("lr <= 0", {"lr": [0.0]}, "lr[0]: must be > 0 and <= 100 (got 0.0)"),
+    ("lr <= 0", {"lr": [0.0]}, "lr[0]: must be > 0 and <= 1e+06 (got 0.0)"),
     ("negative weight decay", {"weight_decay": -1e-2}, "weight_decay[0]: must be between 0 and 100 (got -0.01)"),
     ("unknown preset", {"model": "llama-51k"}, "unknown model preset 'llama-51k'"),
     ("unknown trainer", {"trainer": "gpt"}, "unknown trainer 'gpt'"),

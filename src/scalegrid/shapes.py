@@ -15,21 +15,22 @@ from typing import Callable
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-# A shape is validated when it is made, from a preset or from a spec's explicit sizes: strict types
-# (a bool or "64" is not a size) and ranges well past any model a cluster trains.
-_STRICT = ConfigDict(strict=True, extra="forbid")
+# A shape is validated when it is made, from a preset, a spec's explicit sizes or a stored config:
+# strict types field by field (a bool or "64" is not a size; a dict of sizes still makes a shape)
+# and ranges well past any model a cluster trains.
+_SHAPE = ConfigDict(extra="forbid")
 MAX_WIDTH = 1 << 17  # hidden and intermediate sizes (Llama 3 405B: 16,384 and 53,248)
 MAX_LAYERS_OR_HEADS = 1024
 
 
-@dataclass(frozen=True, kw_only=True, config=_STRICT)
+@dataclass(frozen=True, kw_only=True, config=_SHAPE)
 class LlamaShape:
-    hidden_size: int = Field(ge=1, le=MAX_WIDTH)
-    num_layers: int = Field(ge=1, le=MAX_LAYERS_OR_HEADS)
-    num_heads: int = Field(ge=1, le=MAX_LAYERS_OR_HEADS)
-    intermediate_size: int = Field(ge=1, le=MAX_WIDTH)
-    num_kv_heads: int | None = Field(None, ge=1, le=MAX_LAYERS_OR_HEADS)  # None: as many as num_heads (no GQA)
-    tie_embeddings: bool = False
+    hidden_size: int = Field(ge=1, le=MAX_WIDTH, strict=True)
+    num_layers: int = Field(ge=1, le=MAX_LAYERS_OR_HEADS, strict=True)
+    num_heads: int = Field(ge=1, le=MAX_LAYERS_OR_HEADS, strict=True)
+    intermediate_size: int = Field(ge=1, le=MAX_WIDTH, strict=True)
+    num_kv_heads: int | None = Field(None, ge=1, le=MAX_LAYERS_OR_HEADS, strict=True)  # None: as many as num_heads (no GQA)
+    tie_embeddings: bool = Field(False, strict=True)
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -68,11 +69,11 @@ class LlamaShape:
         return {**asdict(self), "num_kv_heads": self.kv_heads}
 
 
-@dataclass(frozen=True, kw_only=True, config=_STRICT)
+@dataclass(frozen=True, kw_only=True, config=_SHAPE)
 class LinregShape:
     """Over-parameterised linear regression: the model is a weight vector of `dims` entries."""
 
-    dims: int = Field(ge=1, le=1 << 24)  # 64 MiB per float32 vector; the trainer holds a few
+    dims: int = Field(ge=1, le=1 << 24, strict=True)  # 64 MiB per float32 vector; the trainer holds a few
 
     def num_params(self, vocab_size: int = 0, *, non_embedding: bool = False) -> int:
         return self.dims

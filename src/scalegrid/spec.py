@@ -312,7 +312,7 @@ class SweepSpec(_Strict):
     model: list[str | dict[str, Any]]
     data: DataSpec
     epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]]
-    lr: list[Annotated[float, Field(gt=0, le=100)]]
+    lr: list[Annotated[float, Field(gt=0, le=1e6)]]  # past any sane one: divergence tests use 1e4
     weight_decay: list[Annotated[float, Field(ge=0, le=100)]] = [0.0]
     seed: list[Seed] = [0]
     include: list[dict[str, Any]] = []
