@@ -50,12 +50,12 @@ BAD_SPECS = [
     ("unknown key", {"epoch": [1]}, "epoch: unknown key (did you mean 'epochs'?)"),
     ("wrong type", {"lr": "fast"}, "lr[0]: Input should be a valid number"),
     ("empty axis", {"weight_decay": []}, "weight_decay: empty axis"),
-    ("epochs < 1", {"epochs": [0, 1]}, "epochs: must be >= 1"),
-    ("lr <= 0", {"lr": [0.0]}, "lr: must be > 0"),
-    ("negative weight decay", {"weight_decay": -1e-2}, "weight_decay: must be >= 0"),
+    ("epochs < 1", {"epochs": [0, 1]}, "epochs[0]: must be between 1 and 100000 (got 0)"),
+    ("lr <= 0", {"lr": [0.0]}, "lr[0]: must be > 0 and <= 1e+06 (got 0.0)"),
+    ("negative weight decay", {"weight_decay": -1e-2}, "weight_decay[0]: must be between 0 and 100 (got -0.01)"),
     ("unknown preset", {"model": "llama-51k"}, "unknown model preset 'llama-51k'"),
     ("unknown trainer", {"trainer": "gpt"}, "unknown trainer 'gpt'"),
-    ("bad include", {"include": [{"epochs": 0}]}, "include[0].epochs: must be >= 1"),
+    ("bad include", {"include": [{"epochs": 0}]}, "include[0].epochs[0]: must be between 1 and 100000 (got 0)"),
     ("tokens not whole sequences", {"data": {**TINY_LM["data"], "unique_tokens": 4100}}, "data.unique_tokens[0]: 4100 is not a whole number of train.seq_len=32 sequences; use 4096 or 4128"),
     ("missing data file", {"data": {"source": "files", "files": ["nope/corpus.txt"], "unique_tokens": 4096}}, "data.files[0]"),
     ("unreadable tokenizer", {"data": {**TINY_LM["data"], "tokenizer": "no/such/tokenizer"}}, "data.tokenizer.path"),
@@ -135,3 +135,92 @@ def test_corrupt_parquet_is_reported_skipped_and_kept(results, capsys):
     kept = [p for p in (results / "runs").iterdir() if ".corrupt-" in p.name]
     assert len(kept) == 1 and kept[0].read_bytes() == b"PAR1 truncated"
     assert os.path.exists(corrupt) and store.load_runs(results)["trial_id"].tolist() == ["0123456789abcdef", "fedcba9876543210"]
+
+
+# --- Issue 18: every class of hostile input, one test each (the property test covers the spec) --
+
+
+HOSTILE_SPECS = [
+    ("bool is not a number", {"epochs": True}, "epochs[0]: Input should be a valid integer (got True)"),
+    ("epochs past the range", {"epochs": 10**30}, "epochs[0]: must be between 1 and 100000"),
+    ("seed past int64", {"seed": 2**64}, "seed[0]: must be between 0 and 4294967295"),
+    ("shape type checked up front", {"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 96, "tie_embeddings": "maybe"}},
+     "model[0].tie_embeddings: Input should be a valid boolean (got 'maybe')"),
+    ("long name", {"name": "x" * 300}, "name: String should have at most 100 characters"),
+    ("exclude matching nothing", {"exclude": [{"epochs": 7}]}, "exclude[0]: {'epochs': 7} matches no grid point"),
+]
+
+
+@pytest.mark.parametrize("case, change, needle", HOSTILE_SPECS, ids=[c[0] for c in HOSTILE_SPECS])
+def test_hostile_spec(case, change, needle, write_spec, results, capsys):
+    before = tree_digest(results)
+    assert_one_line_error(capsys, run_cli(write_spec({**TINY_LM, **change, "results": str(results)})), needle)
+    assert tree_digest(results) == before
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"", "holds no documents"), (b'{"text": "ok"}\n{"text": ', "cannot be read as json (ArrowInvalid"),
+     (b'{"body": "ok"}\n', "'text' is not a field of"), (b'{"text": "  "}\n{"text": ""}\n', "none of its 2 documents has text")],
+    ids=["empty", "truncated", "no text field", "blank"],
+)
+def test_bad_data_file_is_one_line_before_tokenizing(content, needle, tmp_path, write_spec, results, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(content)
+    before = tree_digest(results)
+    spec = write_spec({**TINY_LM, "data": {"source": "files", "files": [str(corpus)], "unique_tokens": 64}, "results": str(results)})
+    assert_one_line_error(capsys, run_cli(spec), needle)
+    assert tree_digest(results) == before
+    assert_one_line_error(capsys, main(["plan", str(spec)]), needle)  # plan checks the files too
+
+
+def test_dangling_results_symlink_is_refused(tmp_path, write_spec, capsys):
+    link = tmp_path / "results-link"
+    link.symlink_to(tmp_path / "nowhere")
+    assert_one_line_error(capsys, run_cli(write_spec(LINREG), "--results", link), "is a symlink to", "which does not exist")
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+def test_results_path_too_long_is_refused(tmp_path, write_spec, capsys):
+    assert_one_line_error(capsys, run_cli(write_spec(LINREG), "--results", tmp_path / ("r" * 300)), "over this filesystem's 255")
+    deep = tmp_path.joinpath(*["d" * 200] * 20)
+    assert_one_line_error(capsys, run_cli(write_spec(LINREG), "--results", deep), "too long a path")
+    assert list(tmp_path.iterdir()) == [tmp_path / "spec.yaml"]
+
+
+def test_an_address_where_something_else_listens_is_refused_within_30_s(write_spec, results, capsys):
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # the server's own log is not the command's stderr
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        before = tree_digest(results)
+        start = time.monotonic()
+        code = run_cli(write_spec({**LINREG, "results": str(results)}), "--address", f"127.0.0.1:{server.server_port}")
+        assert time.monotonic() - start < 30
+        assert_one_line_error(capsys, code, "no Ray cluster answers there (something listens, but not Ray")
+        assert tree_digest(results) == before
+    finally:
+        server.shutdown()
+
+
+def test_a_trial_no_node_can_hold_is_refused_up_front(write_spec, results, capsys):
+    """On the embedded Ray: its one node is this machine, known before Ray starts."""
+    before = tree_digest(results)
+    code = run_cli(write_spec({**LINREG, "resources": {"cpus": 1000}, "results": str(results)}))
+    assert_one_line_error(capsys, code, "resources: a trial needs 1000 CPU, more than this machine")
+    assert tree_digest(results) == before
+
+
+def test_a_trial_no_cluster_node_can_hold_is_refused_up_front(ray_local, write_spec, results, capsys):
+    """On a cluster (the session's Ray, joined by address): every live node is asked."""
+    before = tree_digest(results)
+    address = ray_local.get_runtime_context().gcs_address
+    code = run_cli(write_spec({**LINREG, "resources": {"cpus": 1, "gpus": 2}, "results": str(results)}), "--address", address)
+    assert_one_line_error(capsys, code, "resources: a trial needs 1 CPU, 2 GPU, more than any node of this cluster")
+    assert tree_digest(results) == before

@@ -87,7 +87,7 @@ def test_submit_runs_the_sweep_as_a_ray_job(tmp_path):
 
 
 BAD_SUBMITS = [
-    ("bad spec", {"epochs": [0]}, ["--address", "http://127.0.0.1:1"], "epochs: must be >= 1"),
+    ("bad spec", {"epochs": [0]}, ["--address", "http://127.0.0.1:1"], "epochs[0]: must be between 1 and 100000 (got 0)"),
     ("gcs address", {}, ["--address", "127.0.0.1:6379"], "expected the Ray dashboard's http://HOST:8265"),
     ("no address", {}, [], "pass --address http://HEAD:8265"),
     ("unreachable", {}, ["--address", "http://127.0.0.1:1"], "no Ray dashboard answers there"),

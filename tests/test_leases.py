@@ -86,3 +86,13 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     lease.path.write_text(json.dumps({**record, "pid": dead.pid}))  # as its worker wrote it, then was killed
     assert leases.holder(layout(tmp_path), "t1", 60) is None
     assert leases.acquire(layout(tmp_path), "t1", owner="next", expiry_s=60)[0] is not None
+
+
+def test_a_torn_history_line_is_skipped_and_never_swallows_the_next(tmp_path):
+    """A writer killed (or a disk filled) mid-append leaves half a line: reading skips it."""
+    results = layout(tmp_path)
+    leases.record_start(results, "t1", owner="a", attempt=1, resumed_from_step=0)
+    path = tmp_path / "leases" / "t1" / "history.jsonl"
+    path.write_text(path.read_text() + '{"owner": "b", "attem')
+    leases.record_start(results, "t1", owner="c", attempt=1, resumed_from_step=8)
+    assert [(h["owner"], h["resumed_from_step"]) for h in leases.history(results, "t1")] == [("a", 0), ("c", 8)]

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"scalegrid: error: {err}", file=sys.stderr)
+        cause = getattr(err, "cause", err)  # raised in a Ray task (a full disk there), it arrives wrapped
+        print(f"scalegrid: error: {' '.join(str(cause).split())}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("scalegrid: interrupted; re-run the same command to finish what is missing", file=sys.stderr)

@@ -12,3 +12,12 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(message.split()))  # always one line
+
+
+class StorageFull(UserError):
+    """The results' filesystem (or quota) is full: one line naming the path and the space needed.
+
+    Not bad input: the run stops (exit code 1) with everything written so far intact, and the
+    same command finishes the rest once there is room."""
+
+    exit_code = 1

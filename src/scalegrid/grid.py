@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from scalegrid.errors import UserError
 from scalegrid.shapes import LlamaShape
-from scalegrid.spec import AXES, SweepSpec, model_label, model_shape
+from scalegrid.spec import AXES, SweepSpec, describe_error, model_label, model_shape
 from scalegrid.storage import ResultsLayout, absolute, layout
 from scalegrid.trial import DataIdentity, Trial, TrialConfig
 
@@ -64,22 +64,21 @@ def ensemble_id(member_ids: list[str]) -> str:
     return content_hash({"stage": "ensemble", "members": list(member_ids), "k": len(member_ids)})
 
 
-def _typed_points(spec: SweepSpec, field: str) -> list[dict[str, list]]:
-    """Validate each include/exclude point with the spec's own axis validators."""
-    points = []
-    for i, point in enumerate(getattr(spec, field)):
-        raw = spec.model_dump(mode="json") | {"include": [], "exclude": []}
+def typed_points(spec: SweepSpec, points: list[dict[str, Any]], field: str) -> list[dict[str, list]]:
+    """Validate each selector point (include, exclude, ensemble.where) with the spec's own axis
+    validators: axis -> its values, typed."""
+    typed_points = []
+    for i, point in enumerate(points):
+        raw = spec.model_dump(mode="json") | {"include": [], "exclude": [], "ensemble": None, "distill": []}
         raw |= {axis: value for axis, value in point.items() if axis != "unique_tokens"}
         if "unique_tokens" in point:
             raw["data"] = raw["data"] | {"unique_tokens": point["unique_tokens"]}
         try:
             typed = SweepSpec.model_validate(raw)
         except ValidationError as err:
-            first = err.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int))
-            raise UserError(f"{field}[{i}].{loc}: {first['msg'].removeprefix('Value error, ')}") from None
-        points.append({axis: axis_values(typed, axis) for axis in point})
-    return points
+            raise UserError(f"{field}[{i}].{describe_error(err, SweepSpec)}") from None
+        typed_points.append({axis: axis_values(typed, axis) for axis in point})
+    return typed_points
 
 
 def axis_values(spec: SweepSpec, axis: str) -> list:
@@ -110,20 +109,29 @@ def _number_in(value: Any, values: list) -> bool:
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     """The grid's points as axis -> value dicts, in spec order, without duplicates."""
     full = {axis: axis_values(spec, axis) for axis in AXES}
-    subgrids = [full] + [full | point for point in _typed_points(spec, "include")]
-    excludes = _typed_points(spec, "exclude")
-    points, seen = [], set()
+    subgrids = [full] + [full | point for point in typed_points(spec, spec.include, "include")]
+    excludes = typed_points(spec, spec.exclude, "exclude")
+    points, seen, used = [], set(), set()
     for grid in subgrids:
         for values in itertools.product(*(grid[axis] for axis in AXES)):
             point = dict(zip(AXES, values))
             key = tuple(axis_key(a, point[a]) for a in AXES)
-            excluded = any(
-                all(axis_key(a, point[a]) in {axis_key(a, v) for v in ex[a]} for a in ex) for ex in excludes
-            )
-            if key not in seen and not excluded:
+            hits = {i for i, ex in enumerate(excludes) if all(axis_key(a, point[a]) in {axis_key(a, v) for v in ex[a]} for a in ex)}
+            used |= hits
+            if key not in seen and not hits:
                 seen.add(key)
                 points.append(point)
+    refuse_unmatched(spec.exclude, used, "exclude")
     return points
+
+
+def refuse_unmatched(selectors: list[dict[str, Any]], used: set[int], field: str) -> None:
+    """A selector that matches no grid point is a typo (a value not on its axis), never ignored."""
+    for i, selector in enumerate(selectors):
+        if i not in used:
+            raise UserError(
+                f"{field}[{i}]: {selector} matches no grid point; each value must be one of its axis' values"
+            )
 
 
 def resolved_shape(model: str | dict[str, Any]):

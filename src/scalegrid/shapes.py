@@ -9,23 +9,30 @@ The paper-sized shapes follow the Llama shapes of "Pre-training under infinite c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable
 
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
-@dataclass(frozen=True, kw_only=True)
+# A shape is validated when it is made, from a preset, a spec's explicit sizes or a stored config:
+# strict types field by field (a bool or "64" is not a size; a dict of sizes still makes a shape)
+# and ranges well past any model a cluster trains.
+_SHAPE = ConfigDict(extra="forbid")
+MAX_WIDTH = 1 << 17  # hidden and intermediate sizes (Llama 3 405B: 16,384 and 53,248)
+MAX_LAYERS_OR_HEADS = 1024
+
+
+@dataclass(frozen=True, kw_only=True, config=_SHAPE)
 class LlamaShape:
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    num_kv_heads: int | None = None  # None: as many as num_heads (no grouped-query attention)
-    tie_embeddings: bool = False
+    hidden_size: int = Field(ge=1, le=MAX_WIDTH, strict=True)
+    num_layers: int = Field(ge=1, le=MAX_LAYERS_OR_HEADS, strict=True)
+    num_heads: int = Field(ge=1, le=MAX_LAYERS_OR_HEADS, strict=True)
+    intermediate_size: int = Field(ge=1, le=MAX_WIDTH, strict=True)
+    num_kv_heads: int | None = Field(None, ge=1, le=MAX_LAYERS_OR_HEADS, strict=True)  # None: as many as num_heads (no GQA)
+    tie_embeddings: bool = Field(False, strict=True)
 
     def __post_init__(self):
-        for field in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
@@ -62,15 +69,11 @@ class LlamaShape:
         return {**asdict(self), "num_kv_heads": self.kv_heads}
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, config=_SHAPE)
 class LinregShape:
     """Over-parameterised linear regression: the model is a weight vector of `dims` entries."""
 
-    dims: int
-
-    def __post_init__(self):
-        if self.dims < 1:
-            raise ValueError("dims must be >= 1")
+    dims: int = Field(ge=1, le=1 << 24, strict=True)  # 64 MiB per float32 vector; the trainer holds a few
 
     def num_params(self, vocab_size: int = 0, *, non_embedding: bool = False) -> int:
         return self.dims

@@ -23,17 +23,26 @@
 
 Paths in a spec are relative to the current directory. Every error is raised as a one-line
 `UserError` naming the field (`data.unique_tokens[1]`) and how to fix it.
+
+Types are strict and every number has a range (`tests/test_spec_properties.py` holds both, for
+every field of the schema): a boolean is never a number, an integer field takes integers only
+(`2.0` and `"2"` are refused: integers here count things, and a float there is a slip worth
+naming), a float field takes integers, floats and numbers written as text (`1e-3` is a string to
+YAML 1.1), never NaN or infinity. A range names its ends in the error (`epochs[0]: must be between
+1 and 100000 (got 0)`).
 """
 
 from __future__ import annotations
 
 import difflib
-import math
+import functools
+import re
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from scalegrid.errors import UserError
 from scalegrid.shapes import PRESETS, LinregShape, LlamaShape, ModelShape
@@ -42,8 +51,58 @@ AXES = ("model", "unique_tokens", "epochs", "lr", "weight_decay", "seed")
 TRAINER_NAMES = ("lm", "linreg")  # `trainers/__init__.py` maps each to its module
 
 
+# Ranges: generous, but finite: a value past them is a slip (10**30 epochs trains forever; a seed
+# past int64 cannot be written to its row), and every product of them fits int64.
+SEED_MAX = 2**32 - 1  # every generator seeded from a spec (numpy, torch, Python) takes it
+MAX_EPOCHS = 100_000
+MAX_TOKENS = 10**13  # unique tokens, and any token count; x MAX_EPOCHS still fits int64
+MAX_STEPS = 10**9  # step intervals (eval_every, checkpoint_every, ...)
+MAX_NAME = 100  # a sweep's name is part of file names under RESULTS (255 bytes at most)
+
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Every spec model: unknown keys refused, strict types (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _floats_written_as_text(cls, data: Any):
+        """YAML 1.1 reads `1e-3` as a string: a float field (alone or in a list) takes it as a number."""
+        if not isinstance(data, dict):
+            return data
+        floats = _float_fields(cls)
+        return {key: _float_of_text(value) if key in floats else value for key, value in data.items()}
+
+
+@functools.cache
+def _float_fields(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(name for name, info in model.model_fields.items() if _holds_float(info.annotation))
+
+
+def _holds_float(annotation: Any) -> bool:
+    """float, float | None, list[float], Annotated[float, ...], ... (not inside a dict or a model)."""
+    if annotation is float:
+        return True
+    if typing.get_origin(annotation) is Annotated:
+        return _holds_float(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is dict:
+        return False
+    return any(_holds_float(arg) for arg in typing.get_args(annotation))
+
+
+def _float_of_text(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_float_of_text(v) for v in value]
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 # What a trial id covers (`grid.identity`): every field of the trial's config, except those
@@ -63,29 +122,29 @@ def hashed_unless_default(default: Any, **kwargs: Any) -> Any:
 class SyntheticCorpusSpec(_Strict):
     """The synthetic corpus of `trainers/synthetic.py`: entity-attribute facts in templated sentences."""
 
-    documents: int = Field(4000, ge=10)
-    entities: int = Field(400, ge=1)
-    attributes: int = Field(6, ge=1)
-    values_per_attribute: int = Field(50, ge=2)
-    filler_words: int = Field(1000, ge=10)
-    zipf_exponent: float = Field(1.1, gt=0)
-    facts_per_document: int = Field(6, ge=1)
-    redundancy: float = Field(0.0, ge=0, le=1)  # fraction of documents that repeat/paraphrase another
-    seed: int = 0
+    documents: int = Field(4000, ge=10, le=10_000_000)
+    entities: int = Field(400, ge=1, le=1_000_000)
+    attributes: int = Field(6, ge=1, le=1000)
+    values_per_attribute: int = Field(50, ge=2, le=100_000)
+    filler_words: int = Field(1000, ge=10, le=1_000_000)
+    zipf_exponent: float = Field(1.1, gt=0, le=10)
+    facts_per_document: int = Field(6, ge=1, le=1000)
+    redundancy: Fraction = 0.0  # fraction of documents that repeat/paraphrase another
+    seed: Seed = 0
 
 
 class GaussianDataSpec(_Strict):
     """Linear-regression data: x ~ N(0, diag(i^-spectrum_decay)), y = <w*, x> + noise."""
 
-    spectrum_decay: float = Field(1.5, gt=0)
-    target_decay: float = Field(1.0, ge=0)  # w*_i ~ i^-target_decay (source condition)
-    noise: float = Field(0.1, ge=0)
-    seed: int = 0
+    spectrum_decay: float = Field(1.5, gt=0, le=100)
+    target_decay: float = Field(1.0, ge=0, le=100)  # w*_i ~ i^-target_decay (source condition)
+    noise: float = Field(0.1, ge=0, le=1e6)
+    seed: Seed = 0
 
 
 class TokenizerSpec(_Strict):
     kind: Literal["byte", "bpe", "hf"] = "byte"
-    vocab_size: int | None = Field(None, ge=64)  # bpe only
+    vocab_size: int | None = Field(None, ge=257, le=1 << 20)  # bpe only: 256 bytes + EOS at least
     path: str | None = None  # hf only: a local directory or a hub id
 
     @model_validator(mode="after")
@@ -101,7 +160,7 @@ class TokenizerSpec(_Strict):
 
 class ValidationSpec(_Strict):
     fraction: float = Field(0.05, gt=0, lt=1)  # of documents held out, chosen by a seeded hash
-    max_tokens: int = Field(32768, ge=64)  # validation tokens used for val_loss
+    max_tokens: int = Field(32768, ge=64, le=MAX_TOKENS)  # validation tokens used for val_loss
 
 
 class DataSpec(_Strict):
@@ -116,7 +175,7 @@ class DataSpec(_Strict):
     synthetic: SyntheticCorpusSpec = SyntheticCorpusSpec()
     gaussian: GaussianDataSpec = GaussianDataSpec()
     tokenizer: TokenizerSpec = TokenizerSpec()
-    unique_tokens: list[int]
+    unique_tokens: list[Annotated[int, Field(ge=1, le=MAX_TOKENS)]]
     validation: ValidationSpec = ValidationSpec()
 
     @field_validator("tokenizer", mode="before")
@@ -131,14 +190,6 @@ class DataSpec(_Strict):
     def _axis(cls, value: Any):
         return _as_axis(value)
 
-    @field_validator("unique_tokens")
-    @classmethod
-    def _positive(cls, value: list[int]):
-        for v in value:
-            if v < 1:
-                raise ValueError(f"must be positive integers (got {v})")
-        return value
-
     @model_validator(mode="after")
     def _check_source(self):
         if self.source == "files" and not self.files:
@@ -151,31 +202,31 @@ class DataSpec(_Strict):
 
 
 class TrainSpec(_Strict):
-    batch_size: int = Field(16, ge=1)  # sequences per optimizer step (samples for linreg)
-    seq_len: int = Field(64, ge=2)
+    batch_size: int = Field(16, ge=1, le=1 << 20)  # sequences per optimizer step (samples for linreg)
+    seq_len: int = Field(64, ge=2, le=1 << 20)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)  # of all optimizer steps
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # lr at the end of the decay, relative to peak
-    clip: float = Field(1.0, ge=0)  # gradient-norm clip; 0 turns it off
+    min_lr_ratio: Fraction = 0.1  # lr at the end of the decay, relative to peak
+    clip: float = Field(1.0, ge=0, le=1e6)  # gradient-norm clip; 0 turns it off
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
-    eval_every: int = Field(100, ge=1)  # optimizer steps between validation evals (and one at the end)
-    log_every: int = Field(10, ge=1)  # steps between train-loss reads (each is a device sync)
+    eps: float = Field(1e-8, gt=0, le=1)
+    eval_every: Steps = 100  # optimizer steps between validation evals (and one at the end)
+    log_every: Steps = 10  # steps between train-loss reads (each is a device sync)
 
 
 class ResourcesSpec(_Strict):
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
+    cpus: float = Field(1.0, gt=0, le=4096)
+    gpus: float = Field(0.0, ge=0, le=1024)
 
 
 class FaultToleranceSpec(_Strict):
     """How a trial survives faults. Not part of any trial's identity: none of it changes a result."""
 
-    checkpoint_every: int = Field(200, ge=1)  # lm optimizer steps between checkpoints
-    keep_checkpoints: int = Field(2, ge=1)  # the newest this many are kept per trial
-    max_failures: int = Field(2, ge=0)  # retries of a raising (or lost) trial before its FAILED row
-    lease_expiry_s: float = Field(60.0, gt=0)  # a lease without a heartbeat this long is taken over
+    checkpoint_every: Steps = 200  # lm optimizer steps between checkpoints
+    keep_checkpoints: int = Field(2, ge=1, le=1000)  # the newest this many are kept per trial
+    max_failures: int = Field(2, ge=0, le=100)  # retries of a raising (or lost) trial before its FAILED row
+    lease_expiry_s: float = Field(60.0, gt=0, le=7 * 86400)  # a lease without a heartbeat this long is taken over
 
 
 class EnsembleSpec(_Strict):
@@ -188,23 +239,15 @@ class EnsembleSpec(_Strict):
     and weight decay, hence their identity.
     """
 
-    members: list[int]
+    members: list[Annotated[int, Field(ge=1, le=1024)]]
     where: list[dict[str, Any]] = []  # grid points that get members: like `exclude:` entries
-    epochs_scale: float = Field(1.0, gt=0)
-    weight_decay_scale: float = Field(1.0, ge=0)
+    epochs_scale: float = Field(1.0, gt=0, le=1000)
+    weight_decay_scale: float = Field(1.0, ge=0, le=1000)
 
     @field_validator("members", mode="before")
     @classmethod
     def _axis(cls, value: Any):
         return _as_axis(value)
-
-    @field_validator("members")
-    @classmethod
-    def _positive(cls, value: list[int]):
-        for v in value:
-            if v < 1:
-                raise ValueError(f"must be >= 1 (got {v})")
-        return value
 
     @field_validator("where")
     @classmethod
@@ -231,12 +274,12 @@ class DistillSpec(_Strict):
     teacher: dict[str, Any]
     student: dict[str, Any] = {}
     method: Literal["token", "sequence"] = "token"
-    temperature: float = Field(1.0, gt=0)
-    kl_weight: float = Field(0.5, ge=0, le=1)  # token
+    temperature: float = Field(1.0, gt=0, le=100)
+    kl_weight: Fraction = 0.5  # token
     synthetic_weight: float = Field(0.5, gt=0, lt=1)  # sequence: w
-    synthetic_tokens: int | None = Field(None, ge=1)  # sequence
-    sample_temperature: float = Field(1.0, gt=0)  # sequence
-    sample_seed: int = 0  # sequence
+    synthetic_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)  # sequence
+    sample_temperature: float = Field(1.0, gt=0, le=100)  # sequence
+    sample_seed: Seed = 0  # sequence
 
     @field_validator("teacher")
     @classmethod
@@ -245,8 +288,8 @@ class DistillSpec(_Strict):
             if key not in (*AXES, "members"):
                 raise ValueError(f"{key!r} is not an axis or `members`{_closest(key, (*AXES, 'members'))}")
         members = value.get("members", 1)
-        if not isinstance(members, int) or isinstance(members, bool) or members < 1:
-            raise ValueError(f"members must be an integer >= 1 (got {members!r})")
+        if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= 1024:
+            raise ValueError(f"members must be an integer between 1 and 1024 (got {members!r})")
         return value
 
     @field_validator("student")
@@ -264,14 +307,14 @@ class DistillSpec(_Strict):
 
 
 class SweepSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME)
     trainer: str
     model: list[str | dict[str, Any]]
     data: DataSpec
-    epochs: list[int]
-    lr: list[float]
-    weight_decay: list[float] = [0.0]
-    seed: list[int] = [0]
+    epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]]
+    lr: list[Annotated[float, Field(gt=0, le=1e6)]]  # past any sane one: divergence tests use 1e4
+    weight_decay: list[Annotated[float, Field(ge=0, le=100)]] = [0.0]
+    seed: list[Seed] = [0]
     include: list[dict[str, Any]] = []
     exclude: list[dict[str, Any]] = []
     train: TrainSpec = TrainSpec()
@@ -301,35 +344,14 @@ class SweepSpec(_Strict):
     @field_validator("model")
     @classmethod
     def _models(cls, value: list):
-        for m in value:
+        for i, m in enumerate(value):
             if isinstance(m, str) and m not in PRESETS:
                 raise ValueError(f"unknown model preset {m!r}{_closest(m, PRESETS)}; presets: {', '.join(PRESETS)}")
             if isinstance(m, dict):
-                shape_from_dict(m)  # raises ValueError naming the bad size
-        return value
-
-    @field_validator("epochs")
-    @classmethod
-    def _epochs(cls, value: list[int]):
-        for v in value:
-            if v < 1:
-                raise ValueError(f"must be >= 1 (got {v})")
-        return value
-
-    @field_validator("lr")
-    @classmethod
-    def _lr(cls, value: list[float]):
-        for v in value:
-            if not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"must be > 0 (got {v})")
-        return value
-
-    @field_validator("weight_decay")
-    @classmethod
-    def _weight_decay(cls, value: list[float]):
-        for v in value:
-            if not (v >= 0 and math.isfinite(v)):
-                raise ValueError(f"must be >= 0 (got {v})")
+                try:
+                    shape_from_dict(m)
+                except ValueError as err:  # names the size: `model[1].hidden_size: ...`
+                    raise ValueError(f"[{i}]{'' if str(err).startswith('.') else ': '}{err}") from None
         return value
 
     @field_validator("include", "exclude")
@@ -380,15 +402,18 @@ def _closest(name: str, choices) -> str:
 
 
 def shape_from_dict(sizes: dict[str, Any]) -> ModelShape:
+    """A shape from explicit sizes, validated by the shape itself (strict types, ranges); a
+    `ValueError` names the size (`.hidden_size: must be between 1 and 131072 (got 0)`)."""
     known = set(LlamaShape.__dataclass_fields__) | set(LinregShape.__dataclass_fields__)
     for key in sizes:
         if key not in known:
             raise ValueError(f"unknown model size {key!r}{_closest(key, known)}")
+    kind = LinregShape if "dims" in sizes else LlamaShape
     try:
-        return LinregShape(**sizes) if "dims" in sizes else LlamaShape(**sizes)
-    except TypeError as err:  # a missing size
-        raise ValueError(f"explicit model sizes: {err}") from None
-
+        return kind(**sizes)
+    except ValidationError as err:
+        message = _format_error(err.errors()[0], _schema_of(kind))
+        raise ValueError(f".{message}" if err.errors()[0]["loc"] else message) from None
 
 def model_shape(model: str | dict[str, Any]) -> ModelShape:
     return PRESETS[model]() if isinstance(model, str) else shape_from_dict(model)
@@ -401,23 +426,76 @@ def model_label(model: str | dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(model.items()))
 
 
-def _format_error(err: dict) -> str:
+_UNION_TAGS = ("str", "int", "float", "bool")  # pydantic's names of a union's members in an error's loc
+_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _format_error(err: dict, schema: dict | None = None) -> str:
+    """One pydantic error as `field.path: what is wrong (got value)`; a range error names both
+    ends of the range, read from `schema` (the model's JSON schema)."""
     loc = ""
     for part in err["loc"]:
         if isinstance(part, int):
             loc += f"[{part}]"
-        elif not str(part).startswith(("function-", "str", "dict[", "list[", "int", "float")):
+        elif part not in _UNION_TAGS and not str(part).startswith(("function-", "dict[", "list[")):
             loc += f".{part}" if loc else str(part)
     message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         parent_fields = err.get("ctx", {}).get("fields", ())
         return f"{loc}: unknown key{_closest(err['loc'][-1], parent_fields)}"
     if err["type"] == "missing":
         return f"{loc}: required field is missing"
     got = err.get("input")
-    shown = "" if got is None or isinstance(got, (dict, list)) or "got" in message or repr(got) in message else f" (got {got!r})"
+    shown = "" if got is None or isinstance(got, (dict, list)) or "got" in message or repr(got) in message else f" (got {_short(got)})"
+    if err["type"] in _RANGE_ERRORS and schema is not None:
+        message, shown = f"must be {_range_text(_schema_at(schema, err['loc']))}", f" (got {_short(got)})"
     separator = "" if message.startswith("[") else ": "
     return f"{loc}{separator}{message}{shown}" if loc else message
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+@functools.cache
+def _schema_of(model: type) -> dict:
+    return TypeAdapter(model).json_schema()
+
+
+def _schema_at(schema: dict, loc: tuple) -> dict:
+    """The JSON schema node of the field at `loc` (list indices go to `items`)."""
+    node = _resolved(schema, schema)
+    for part in loc:
+        if isinstance(part, int) and "items" in node:
+            node = _resolved(node["items"], schema)
+        elif isinstance(part, str) and part in node.get("properties", {}):
+            node = _resolved(node["properties"][part], schema)
+    return node
+
+
+def _resolved(node: dict, schema: dict) -> dict:
+    """Follow `$ref`s and pick the non-null branch of an `anyOf` (an optional field)."""
+    for _ in range(10):
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        elif "anyOf" in node:
+            node = next((n for n in node["anyOf"] if n.get("type") != "null"), node["anyOf"][0])
+        else:
+            break
+    return node
+
+
+def _range_text(node: dict) -> str:
+    """`between 1 and 100000`, `> 0 and <= 100`, ... from a schema node's bounds."""
+    def number(v):
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
+    low = (">=", node["minimum"]) if "minimum" in node else (">", node["exclusiveMinimum"]) if "exclusiveMinimum" in node else None
+    high = ("<=", node["maximum"]) if "maximum" in node else ("<", node["exclusiveMaximum"]) if "exclusiveMaximum" in node else None
+    if low and high and low[0] == ">=" and high[0] == "<=":
+        return f"between {number(low[1])} and {number(high[1])}"
+    return " and ".join(f"{op} {number(v)}" for op, v in (bound for bound in (low, high) if bound))
 
 
 def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -434,16 +512,21 @@ def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(fields)
 
 
+def describe_error(err: ValidationError, model: type[BaseModel]) -> str:
+    """A pydantic error of `model` as one line: `field.path: what is wrong (got value)`."""
+    first = err.errors()[0]
+    if first["type"] == "extra_forbidden":
+        first = {**first, "ctx": {"fields": _known_fields(model, first["loc"])}}
+    return _format_error(first, _schema_of(model))
+
+
 def parse_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: the spec must be a YAML mapping (name:, trainer:, model:, ...)")
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        if first["type"] == "extra_forbidden":
-            first = {**first, "ctx": {"fields": _known_fields(SweepSpec, first["loc"])}}
-        raise UserError(f"{source}: {_format_error(first)}") from None
+        raise UserError(f"{source}: {describe_error(err, SweepSpec)}") from None
 
 
 def load_spec(path: str | Path) -> SweepSpec:

@@ -23,7 +23,6 @@ import json
 import math
 import platform
 import sys
-import time
 import typing
 from dataclasses import dataclass, field
 
@@ -190,7 +189,7 @@ def _write(results: ResultsLayout, table: str, row_id: str, rows: list[dict]) ->
     data = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
     parts = results.row_file(table, row_id)
     if results.is_file(*parts) and not _readable(results, parts):
-        results.move(parts, (table, f"{parts[-1]}.corrupt-{int(time.time())}"))
+        results.set_aside(parts)
     return results.write_atomic(parts, lambda path, fs: pq.write_table(data, path, filesystem=fs))
 
 

@@ -165,3 +165,14 @@ def test_cli_surface_is_frozen():
     ])
     kinds = next(a for a in sub._actions if a.dest == "kind").choices
     assert list(kinds) == ["power-law", "chinchilla", "data-constrained", "reuse"]
+
+
+@pytest.mark.parametrize("distinct", [1, 2])
+def test_a_law_without_enough_distinct_x_is_refused_not_converged(distinct, tmp_path, capsys):
+    """Rows that share their x fit any curve: a 'converged' fit with zero-width intervals is a lie."""
+    x = np.resize(np.array([1e6, 4e6])[:distinct], 8)
+    table = tmp_path / "rows.csv"
+    pd.DataFrame({"params": x, "val_loss": 2.0 + 10 / x**0.3 + np.arange(8) * 1e-3}).to_csv(table, index=False)
+    code, out, err = run_fit(capsys, "power-law", table, "--bootstrap", "10")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"column 'params' has {distinct} distinct value" in err and "needs at least 3" in err

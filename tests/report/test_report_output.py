@@ -187,22 +187,28 @@ def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
     assert "sweep quickstart: 8 trials of its grid have no result yet" in md
 
 
-def test_empty_results_directory_gives_an_empty_report(tmp_path, capsys):
+@pytest.mark.parametrize("content", ["empty", "unrelated parquet", "unreadable runs"])
+def test_a_directory_without_runs_is_refused_not_an_empty_report(content, tmp_path, capsys):
     results = tmp_path / "results"
     results.mkdir()
-    assert main(["report", str(results)]) == 0
-    index = Path(capsys.readouterr().out.strip())
-    assert index == results / "report" / "index.html" and index.is_file()
-    fits = json.loads((results / "report" / "fits.json").read_text())
-    assert fits["partial_reasons"] == ["no runs yet"]
-    assert [s["status"] for s in fits["sections"].values()] == ["ok"] + ["skipped"] * 8
+    if content == "unrelated parquet":
+        pd.DataFrame({"x": [1, 2]}).to_parquet(results / "table.parquet")
+    if content == "unreadable runs":
+        (results / "runs").mkdir()
+        (results / "runs" / "0123456789abcdef.parquet").write_bytes(b"PAR1 truncated")
+    assert main(["report", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scalegrid: error: ") and "\n" not in err and "to report" in err, err
+    if content == "unreadable runs":
+        assert "0123456789abcdef.parquet" in err
+    assert not (results / "report").exists()
 
 
 def test_unreadable_run_files_are_reported_not_fatal(small_results):
     (small_results / "runs" / "ffffffffffffffff.parquet").write_bytes(b"PAR1 not really parquet")
     out = write_report(small_results, workers=0, bootstrap=0).parent
     fits = json.loads((out / "fits.json").read_text())
-    assert fits["partial_reasons"] == ["1 result files are unreadable and were skipped"]
+    assert fits["partial_reasons"] == ["1 result files are unreadable and were skipped (ffffffffffffffff.parquet)"]
     assert fits["sections"]["params"]["status"] == "ok"
     assert (small_results / "runs" / "ffffffffffffffff.parquet").exists()  # never deleted
 

@@ -62,7 +62,10 @@ def test_resumed_trial_ends_with_the_uninterrupted_loss(lm_trial, tmp_path):
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(lm_trial, tmp_path):
     trial = with_checkpoints(lm_trial(epochs=1), tmp_path, "bad", every=2, keep=3)
     get_trainer("lm")(trial, lambda row: None)
-    newest = checkpoint.steps(trial.checkpoint_dir)[-1]
+    *_, before, newest = checkpoint.steps(trial.checkpoint_dir)
     (tmp_path / "checkpoints" / "bad" / f"step-{newest:09d}.pt").write_bytes(b"truncated")
     step, state = checkpoint.latest(trial.checkpoint_dir)
-    assert step == checkpoint.steps(trial.checkpoint_dir)[-2] and state["step"] == step
+    assert step == before and state["step"] == step
+    # The unreadable file is set aside, kept and never loaded again.
+    (aside,) = (tmp_path / "checkpoints" / "bad").glob(f"step-{newest:09d}.pt.corrupt-*")
+    assert aside.read_bytes() == b"truncated" and checkpoint.steps(trial.checkpoint_dir)[-1] == before

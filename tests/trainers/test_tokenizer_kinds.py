@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scalegrid.errors import UserError
-from scalegrid.spec import DataSpec, TokenizerSpec
+from scalegrid.spec import DataSpec, TokenizerSpec, parse_spec
 from scalegrid.storage import layout
 from scalegrid.trainers.data import TokenCache, describe, open_tokens, prepare, tokenize
 from scalegrid.trainers.tokenizers import EOS_TEXT, ByteTokenizer, build_tokenizer, load_saved
@@ -38,8 +38,9 @@ def test_bpe_is_trained_deterministically_and_round_trips():
 
 
 def test_bpe_vocab_needs_the_byte_alphabet():
-    with pytest.raises(UserError, match="at least 257"):
-        describe(DataSpec(**SYNTHETIC, tokenizer={"kind": "bpe", "vocab_size": 128}))
+    with pytest.raises(UserError, match=r"data.tokenizer.vocab_size: must be between 257 and 1048576 \(got 128\)"):
+        parse_spec({"name": "t", "trainer": "lm", "model": "llama-50k", "epochs": 1, "lr": 1e-3,
+                    "data": {**SYNTHETIC, "tokenizer": {"kind": "bpe", "vocab_size": 128}}})
 
 
 def test_bpe_is_saved_into_the_token_cache(tmp_path):

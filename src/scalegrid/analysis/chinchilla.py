@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from scalegrid.analysis.fitting import FitResult, Objective, check_fit_args, fit_model
+from scalegrid.analysis.fitting import FitResult, Objective, check_fit_args, check_spread, fit_model
 from scalegrid.analysis.laws import PowerLawModel
 from scalegrid.analysis.tables import positive_column
 
@@ -102,6 +102,8 @@ def fit_chinchilla(
         d = positive_column(df, tokens or "tokens")
     y = positive_column(df, loss)
     check_fit_args(y.size, len(PARAM_ORDER), bootstrap, level)
+    check_spread(n, params, "chinchilla")
+    check_spread(d, tokens or flops or "tokens", "chinchilla")
     model = chinchilla_model(n, d)
     if starts is None:
         starts = hoffmann_starts(model)

@@ -390,6 +390,17 @@ def check_fit_args(n_points: int, n_params: int, bootstrap: int, level: float) -
         raise FitInputError(f"confidence level must be in (0, 1), got {level}")
 
 
+def check_spread(values: np.ndarray, column: str, law: str, needed: int = 3) -> None:
+    """A law in x is determined only by enough distinct x: rows that share one x fit any curve
+    through them, and a fit would "converge" with intervals of zero width."""
+    distinct = np.unique(values).size
+    if distinct < needed:
+        raise FitInputError(
+            f"{law}: column {column!r} has {distinct} distinct value{'' if distinct == 1 else 's'}; "
+            f"the law needs at least {needed} to be determined (give rows at more values of {column})"
+        )
+
+
 def fit_model(
     model: Model,
     y: np.ndarray,

@@ -32,6 +32,7 @@ from scalegrid.analysis.fitting import (
     FitResult,
     Objective,
     check_fit_args,
+    check_spread,
     fit_model,
     percentile_ci,
 )
@@ -172,6 +173,8 @@ def fit_power_law(
     x_values = [positive_column(df, col) for col in xs]
     y_values = positive_column(df, y)
     check_fit_args(y_values.size, 2 * len(xs) + 1, bootstrap, level)
+    for col, values in zip(xs, x_values):
+        check_spread(values, col, "power-law")  # A_j / x^B_j + C: three distinct x at least
     model = PowerLawModel.from_columns(x_values, labels=xs)
     if starts is None:
         starts = model.default_starts(y_values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scalegrid import store
 from scalegrid.commands.args import non_negative_int
 from scalegrid.storage import ResultsLayout, check_readable, layout, materialised
 
@@ -30,7 +31,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    print(report_of(args.results, args.out, bootstrap=args.bootstrap, workers=args.workers))
+    root = layout(args.results)
+    snapshot = None
+    if root.local_path is not None and root.local_path.is_dir():
+        snapshot = store.read(root)
+        if len(snapshot.all_runs):  # else the one error line names them
+            snapshot.warn()  # every unreadable run file on stderr; the report lists them too
+    print(report_of(args.results, args.out, bootstrap=args.bootstrap, workers=args.workers, snapshot=snapshot))
     return 0
 
 

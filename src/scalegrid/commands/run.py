@@ -16,9 +16,10 @@ import pandas as pd
 
 from scalegrid import store
 from scalegrid.commands.args import positive_int
-from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, prepare_data
+from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, prepare_data, space_needed
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
-from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
+from scalegrid.orchestrator.session import check_address, check_feasible, check_shared_results, ray_session
+from scalegrid.storage.space import check_space
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
 
@@ -43,15 +44,41 @@ def run(args) -> int:
     if args.address:
         check_address(args.address)
     save_tokens = prepare_data(plan)  # tokens exist for every budget
+    resources = plan.spec.resources
     with contextlib.ExitStack() as cluster:
-        if args.address:  # the last check: a node-local results path on a multi-node cluster
+        if args.address:  # the last checks need the cluster: joined before anything is written
             cluster.enter_context(ray_session(args.address))
-            check_shared_results(plan.results, cpus=plan.spec.resources.cpus, gpus=plan.spec.resources.gpus)
+            check_feasible(cpus=resources.cpus, gpus=resources.gpus, embedded=False)
+            check_shared_results(plan.results, cpus=resources.cpus, gpus=resources.gpus)  # a node-local path
+        elif _has_work(plan):
+            check_feasible(cpus=resources.cpus, gpus=resources.gpus, embedded=not _ray_running())
+        if plan.results.local_path is not None and _has_work(plan):
+            check_space(plan.results.local_path, space_needed(plan, save_tokens, slots=_slots(args, resources.cpus)))
         plan = _run_checked(args, plan, save_tokens)
     code = summarize(plan, time.perf_counter() - start)
     if not args.no_report:
         write_report_of(plan)
     return code
+
+
+def _slots(args, cpus_per_trial: float) -> int:
+    """Trials that may run at once: --max-concurrent, else what the CPUs of Ray (or this machine) allow."""
+    if args.max_concurrent:
+        return args.max_concurrent
+    ray = sys.modules.get("ray")
+    total = ray.cluster_resources().get("CPU", 1) if ray is not None and ray.is_initialized() else os.cpu_count() or 1
+    return max(1, int(total // cpus_per_trial))
+
+
+def _ray_running() -> bool:
+    """Ray already initialised in this process (a notebook, the tests): `run` uses that session."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _has_work(plan: SweepPlan) -> bool:
+    """Trials to train, or ensembles and students not done: Ray is needed."""
+    return bool(plan.pending) or (plan.graph.has_stages and bool((plan.dependants()["state"] != "done").any()))
 
 
 def _run_checked(args, plan: SweepPlan, save_tokens) -> SweepPlan:

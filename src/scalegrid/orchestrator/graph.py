@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from scalegrid import grid
 from scalegrid.errors import UserError
-from scalegrid.spec import AXES, DistillSpec, SweepSpec, model_label
+from scalegrid.spec import AXES, DistillSpec, SweepSpec, describe_error, model_label
 from scalegrid.storage import ResultsLayout
 from scalegrid.trial import (
     DONE_STATUSES,
@@ -102,8 +103,8 @@ def build(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = N
     points = grid.point_trials(spec, data, results)
     results = points[0][1].results
     trials = {t.trial_id: t for _, t in points}
-    members_needed, teacher_points = _members_needed(spec, points)
-    in_ensemble = {t.trial_id for p, t in points if _in_ensemble(spec, p)}
+    in_ensemble = _ensemble_points(spec, points)
+    members_needed, teacher_points = _members_needed(spec, points, in_ensemble)
     graph = StageGraph(trials=[])
     members_of: dict[str, tuple[Trial, ...]] = {}
     for point, plain in points:
@@ -125,21 +126,37 @@ def build(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = N
     return graph
 
 
-def _in_ensemble(spec: SweepSpec, point: Point) -> bool:
-    return spec.ensemble is not None and (not spec.ensemble.where or any(grid.matches(point, w) for w in spec.ensemble.where))
+def _ensemble_points(spec: SweepSpec, points: list[tuple[Point, Trial]]) -> set[str]:
+    """The trial ids of the grid points that `ensemble.where` picks (all when it is empty)."""
+    if spec.ensemble is None:
+        return set()
+    if not spec.ensemble.where:
+        return {t.trial_id for _, t in points}
+    wheres = grid.typed_points(spec, spec.ensemble.where, "ensemble.where")
+    picked, used = set(), set()
+    for point, trial in points:
+        hits = {i for i, where in enumerate(wheres) if grid.matches(point, where)}
+        used |= hits
+        if hits:
+            picked.add(trial.trial_id)
+    grid.refuse_unmatched(spec.ensemble.where, used, "ensemble.where")
+    return picked
 
 
-def _members_needed(spec: SweepSpec, points: list[tuple[Point, Trial]]) -> tuple[dict[str, int], list[tuple[Point, Trial]]]:
+def _members_needed(
+    spec: SweepSpec, points: list[tuple[Point, Trial]], in_ensemble: set[str]
+) -> tuple[dict[str, int], list[tuple[Point, Trial]]]:
     """(grid point's trial_id -> members it needs: its ensemble's K and any teacher's k, each
     student's teacher grid point)."""
-    needed = {t.trial_id: spec.ensemble.max_members for p, t in points if _in_ensemble(spec, p)}
+    needed = {tid: spec.ensemble.max_members for tid in in_ensemble}
     teacher_points = []
     for i, d in enumerate(spec.distill):
-        selector = {a: v for a, v in d.teacher.items() if a != "members"}
+        raw = {a: v for a, v in d.teacher.items() if a != "members"}
+        selector = grid.typed_points(spec, [raw], f"distill[{i}].teacher")[0]  # strict, as every axis value
         found = list({t.trial_id: (p, t) for p, t in points if grid.matches(p, selector)}.values())
         if len(found) != 1:
             which = "no grid point" if not found else f"{len(found)} grid points ({'; '.join(_describe(p) for p, _ in found[:2])}; ...)"
-            raise UserError(f"distill[{i}].teacher: {selector} matches {which}; name one grid point by its axes")
+            raise UserError(f"distill[{i}].teacher: {raw} matches {which}; name one grid point by its axes")
         teacher_points.append(found[0])
         tid = found[0][1].trial_id
         needed[tid] = max(needed.get(tid, 0), d.teacher_members)
@@ -217,9 +234,8 @@ def _typed(spec: SweepSpec, axis: str, value: Any, where: str) -> Any:
         raw[axis] = value
     try:
         typed = SweepSpec.model_validate(raw)
-    except Exception as err:  # noqa: BLE001 - pydantic's message, one line
-        message = getattr(err, "errors", lambda: [{"msg": str(err)}])()[0]["msg"].removeprefix("Value error, ")
-        raise UserError(f"{where}: {message}") from None
+    except ValidationError as err:
+        raise UserError(f"{where}: {describe_error(err, SweepSpec)}") from None
     return grid.axis_values(typed, axis)[0]
 
 

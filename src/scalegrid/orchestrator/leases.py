@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from scalegrid.storage import ResultsLayout
+from scalegrid.storage.space import full_is_one_line
 
 _GEN = re.compile(r"^gen-(\d+)$")
 
@@ -139,7 +140,8 @@ def _process_alive(pid: int) -> bool:
 def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: float) -> tuple[Lease | None, dict | None]:
     """(our lease, None), or (None, the live lease of another owner)."""
     directory = lease_dir(results, trial_id)
-    directory.mkdir(parents=True, exist_ok=True)
+    with full_is_one_line(directory):
+        directory.mkdir(parents=True, exist_ok=True)
     record = {"owner": owner, "host": platform.node(), "pid": os.getpid(), "acquired_at": time.time()}
     for _ in range(20):  # each retry follows someone else's successful create: a short loop
         gens = _generations(directory)
@@ -155,8 +157,9 @@ def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: floa
         target = _path(directory, (gens[-1] if gens else 0) + 1)
         tmp = directory / f".{target.name}.{uuid.uuid4().hex[:8]}"
         try:
-            tmp.write_text(json.dumps(record))
-            os.link(tmp, target)  # atomic; fails when another taker got this generation first
+            with full_is_one_line(directory):
+                tmp.write_text(json.dumps(record))
+                os.link(tmp, target)  # atomic; fails when another taker got this generation first
         except FileExistsError:
             continue
         finally:
@@ -171,8 +174,16 @@ def history(results: ResultsLayout, trial_id: str) -> list[dict[str, Any]]:
     path = lease_dir(results, trial_id) / "history.jsonl"
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return [record for line in path.read_text().splitlines() if (record := _record(line)) is not None]
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """One history line; a torn one (its writer died, or the disk filled mid-line) is skipped."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def record_start(results: ResultsLayout, trial_id: str, **fields: Any) -> None:
@@ -180,8 +191,18 @@ def record_start(results: ResultsLayout, trial_id: str, **fields: Any) -> None:
     path = lease_dir(results, trial_id) / "history.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"time": time.time(), "host": platform.node(), "pid": os.getpid(), **fields}) + "\n"
-    with open(path, "a") as f:
-        f.write(line)
+    with full_is_one_line(path.parent), open(path, "a") as f:
+        f.write("\n" + line if _torn(path) else line)  # a torn last line never swallows this one
+
+
+def _torn(path: Path) -> bool:
+    """The file ends without its newline: the last append was cut short."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:  # empty or missing
+        return False
 
 
 def new_owner() -> str:

@@ -7,9 +7,11 @@ it was. A plan reads the store once (`store.read`); `refresh` reads it again at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from scalegrid import store
@@ -70,12 +72,14 @@ class SweepPlan:
 
 def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan:
     from scalegrid.trainers.data import describe  # reads file hashes, never tokenizes
+    from scalegrid.trainers.data_checks import check_files
 
     spec = load_spec(spec_path)
     _check_divisible(spec)
     root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
     check_writable(root)
     identity = describe(spec.data)
+    check_files(spec.data)  # each file opens, has the text field and a document with text
     graph = build(spec, identity, root)
     return SweepPlan(spec, root, identity, graph, store.read(root))
 
@@ -115,15 +119,27 @@ def totals_line(frame: pd.DataFrame) -> str:
     )
 
 
-def prepare_data(plan: SweepPlan):
+@dataclass(frozen=True)
+class TokensToSave:
+    """A tokenized corpus that `run` saves into the results' cache once every check passed
+    (nothing when it is cached already or not needed); `nbytes` is what saving it writes."""
+
+    save: Callable[[], object] = lambda: None
+    nbytes: int = 0
+
+    def __call__(self) -> None:
+        self.save()
+
+
+def prepare_data(plan: SweepPlan) -> TokensToSave:
     """Tokenize the corpus once (or find it cached) and check every budget fits in it.
 
-    Returns a function that saves the tokens into the results directory's cache; `run` calls it
-    only after every check passed, so a too-large `unique_tokens` leaves the directory untouched.
+    Returns what saves the tokens into the results directory's cache; `run` calls it only after
+    every check passed, so a too-large `unique_tokens` leaves the directory untouched.
     """
     if plan.spec.trainer != "lm" or not plan.pending:
-        return lambda: None
-    from scalegrid.trainers.data import TokenCache, tokenize
+        return TokensToSave()
+    from scalegrid.trainers.data import TokenCache, token_dtype, tokenize
 
     cache = TokenCache(plan.results)
     train_tokens = cache.train_tokens(plan.data.key)  # meta.json alone: no need to map the tokens
@@ -137,4 +153,26 @@ def prepare_data(plan: SweepPlan):
                 f"data.unique_tokens[{i}]: {u:,} is larger than the corpus' {train_tokens:,} training tokens; "
                 "lower it or give a larger corpus"
             )
-    return (lambda: cache.save(corpus)) if corpus is not None else (lambda: None)
+    if corpus is None:
+        return TokensToSave()
+    itemsize = np.dtype(token_dtype(corpus.vocab_size)).itemsize
+    return TokensToSave(lambda: cache.save(corpus), (len(corpus.train) + len(corpus.val)) * itemsize)
+
+
+ROW_BYTES = 256 * 1024  # per trial: its run and curve rows, lease history and Ray Tune's files, generously
+CHECKPOINT_OVERHEAD = 64 * 1024
+
+
+def space_needed(plan: SweepPlan, tokens: TokensToSave, *, slots: int) -> dict[str, int]:
+    """About how many bytes a run writes: the token cache, the checkpoints of the `slots` largest
+    trials running at once (fp32 weights and two AdamW moments, `keep_checkpoints` + 1 of them:
+    the newest is written before the oldest goes), the final weights it keeps, and its rows."""
+    trials = plan.pending + [s for s in plan.graph.students if s.trial_id not in plan.snapshot.done]
+    lm = sorted((t.config.num_params for t in trials if t.config.trainer == "lm"), reverse=True)
+    per_checkpoint = [12 * params + CHECKPOINT_OVERHEAD for params in lm[:slots]]
+    return {
+        "token cache": tokens.nbytes,
+        "checkpoints": (plan.spec.fault_tolerance.keep_checkpoints + 1) * sum(per_checkpoint),
+        "saved models": sum(4 * t.config.num_params for t in trials if t.save_model),
+        "rows": ROW_BYTES * len(trials),
+    }

@@ -16,17 +16,22 @@ done is read from the results store, so a re-run never depends on it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import math
 import os
 import sys
 import time
 
+from ray.tune import Stopper
+
 from scalegrid import store
 from scalegrid.orchestrator import leases
-from scalegrid.orchestrator.plan import SweepPlan
+from scalegrid.orchestrator.plan import SweepPlan, TokensToSave, space_needed
 from scalegrid.orchestrator.progress import Progress
 from scalegrid.orchestrator.worker import tune_trainable
+from scalegrid.storage.space import full_error, is_full
 from scalegrid.trial import Trial
 
 CHUNK = 256  # Tune trials per Tuner.fit()
@@ -58,6 +63,9 @@ def schedule(
 def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_concurrent: int | None, owner: str) -> int:
     """Run `pending` on Tune; returns how many of them another driver held (skipped here)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
+    # Ctrl-C must stop the run (exit 130 from the cli), not end Tune's loop quietly and let the run
+    # go on to its summary: what was not finished is finished by the next run.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     from ray import tune
 
     packs = make_packs(pending, plan.spec.trainer in PACKED_TRAINERS, _slots(plan, max_concurrent))
@@ -66,6 +74,7 @@ def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_
     resources = plan.spec.resources
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     skipped = 0
+    full = _StopWhenFull()
     for first in range(0, len(keys), CHUNK):
         chunk = {k: packs[k] for k in keys[first : first + CHUNK]}
         trainable = tune.with_resources(
@@ -82,12 +91,55 @@ def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_
                 verbose=0,
                 callbacks=[progress],
                 failure_config=tune.FailureConfig(max_failures=plan.spec.fault_tolerance.max_failures),
+                stop=full,
             ),
         )
-        results = tuner.fit()
+        with _logs_filtered(full):  # Tune's own writes into RESULTS/tune meet a full disk too
+            results = tuner.fit()
         skipped += sum((r.metrics or {}).get("n_ELSEWHERE", 0) for r in results)
         del tuner, trainable, results  # nothing of a finished chunk stays referenced
+        if full.message:  # stop with one line that says how much the rest needs
+            needs = space_needed(plan.refresh(), TokensToSave(), slots=_slots(plan, max_concurrent))
+            raise full_error(plan.results.shown(), needed=sum(needs.values()))
     return skipped
+
+
+_TUNE_STATE_LOGGERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer", "ray.tune.execution.tune_controller")
+
+
+@contextlib.contextmanager
+def _logs_filtered(log_filter: logging.Filter):
+    loggers = [logging.getLogger(name) for name in _TUNE_STATE_LOGGERS]  # a filter is not inherited
+    for logger in loggers:
+        logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(log_filter)
+
+
+class _StopWhenFull(Stopper, logging.Filter):
+    """Stops every trial once the results' filesystem is full (a worker reports it, or Tune's own
+    state sync logs it): the rest would fail too. Tune's log of it is dropped: one line says it."""
+
+    def __init__(self):
+        logging.Filter.__init__(self)
+        self.message: str | None = None
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if result.get("disk_full"):
+            self.message = result["disk_full"]
+        return False
+
+    def stop_all(self) -> bool:
+        return self.message is not None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and is_full(record.exc_info[1]):
+            self.message = self.message or str(record.exc_info[1])
+            return False
+        return True
 
 
 def make_packs(trials: list[Trial], pack: bool, slots: int) -> dict[str, list[Trial]]:

@@ -1,7 +1,11 @@
 """The Ray session of a sweep: an embedded local Ray on loopback, or a cluster by address.
 
-An address is checked with a plain TCP connect before Ray is asked to join it, so a wrong
-address is one clear error within seconds instead of Ray's long retry loop. Workers' own output
+An address is checked before Ray is asked to join it, so a wrong address is one clear error
+within seconds instead of Ray's long retry loop: a TCP connect, then a real handshake in a child
+process with a deadline (a GCS answers a node-info request; a Ray Client server completes a gRPC
+connection), so that a port where something else listens (an HTTP server) is refused too. Once
+joined, `check_feasible` refuses trials that no node of the cluster (nor, with an autoscaler, any
+node type it may add) can ever hold. Workers' own output
 is not forwarded (Ray's shutdown chatter drowns the progress lines): a trial's error is in its
 run row, and the full worker logs stay in Ray's session directory. When Ray is already
 initialised in this process (a notebook, the test suite), that session is used and left running.
@@ -20,6 +24,19 @@ from scalegrid.errors import UserError
 from scalegrid.storage import ResultsLayout
 
 CONNECT_TIMEOUT_S = 10
+HANDSHAKE_TIMEOUT_S = 25  # the whole child process, Ray's import included
+
+# Run in a child process: Ray's C++ client may log, retry or abort; none of that reaches this one.
+_GCS_HANDSHAKE = """
+import sys
+from ray._raylet import InnerGcsClient
+client = InnerGcsClient.standalone(sys.argv[1], None, 2000)
+print(len(client.get_all_node_info(timeout=5)))
+"""
+_CLIENT_HANDSHAKE = """
+import sys, grpc
+grpc.channel_ready_future(grpc.insecure_channel(sys.argv[1])).result(timeout=10)
+"""
 
 
 def unreachable(host: str, port: int) -> str | None:
@@ -46,12 +63,88 @@ def check_address(address: str) -> None:
         host, port = None, None
     if not host or not port:
         raise UserError(f"--address {address}: expected HOST:PORT (e.g. 127.0.0.1:6379) or ray://HOST:PORT")
-    reason = unreachable(host, port)
+    reason = unreachable(host, port) or handshake_fails(address, f"{host}:{port}")
     if reason:
         raise UserError(
             f"--address {address}: no Ray cluster answers there ({reason}); start one with "
             "`ray start --head` or leave out --address to run on an embedded local Ray"
         )
+
+
+def handshake_fails(address: str, host_port: str) -> str | None:
+    """Why Ray's own handshake with `address` fails within HANDSHAKE_TIMEOUT_S, or None."""
+    import subprocess
+
+    script = _CLIENT_HANDSHAKE if address.startswith("ray://") else _GCS_HANDSHAKE
+    try:
+        done = subprocess.run([sys.executable, "-c", script, host_port], capture_output=True, text=True, timeout=HANDSHAKE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"no Ray handshake within {HANDSHAKE_TIMEOUT_S} s"
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    return f"something listens, but not Ray: {last[:160]}"
+
+
+def _demand(cpus: float, gpus: float) -> dict[str, float]:
+    return {name: amount for name, amount in (("CPU", cpus), ("GPU", gpus)) if amount}
+
+
+def check_feasible(*, cpus: float, gpus: float, embedded: bool) -> None:
+    """Refuse, before anything is written, a trial that no node can ever hold: the embedded Ray's
+    one node (what this machine has, before Ray starts), or every live node of the cluster joined
+    and every node type of its autoscaler (when it has one). A trial that fits a node type but no
+    live node waits for the autoscaler, and says so."""
+    demand = _demand(cpus, gpus)
+    nodes = [_this_machine()] if embedded else _live_nodes()
+    if any(_fits(node, demand) for node in nodes):
+        return
+    node_types = [] if embedded else _autoscaler_node_types()
+    if any(_fits(node, demand) for node in node_types):
+        print(f"no node holds a trial ({_shown(demand)}) now: trials wait for the autoscaler to add one", file=sys.stderr)
+        return
+    largest = max(nodes + node_types, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    where = "this machine (the embedded Ray's one node)" if embedded else "any node of this cluster"
+    biggest = "it" if embedded else f"the largest {'node type' if node_types else 'node'}"
+    raise UserError(
+        f"resources: a trial needs {_shown(demand)}, more than {where} can ever hold ({biggest} has "
+        f"{_shown(largest) or 'nothing'}); lower resources.cpus / resources.gpus, or run on a cluster with --address"
+    )
+
+
+def _this_machine() -> dict[str, float]:
+    """What an embedded Ray's node will have: Ray's own counts of this machine's CPUs and GPUs."""
+    from ray._private.accelerators import get_accelerator_manager_for_resource
+    from ray._private.utils import get_num_cpus
+
+    return {"CPU": float(get_num_cpus()), "GPU": float(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators())}
+
+
+def _live_nodes() -> list[dict[str, float]]:
+    import ray
+
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def _fits(node: dict[str, float], demand: dict[str, float]) -> bool:
+    return all(node.get(name, 0) >= amount for name, amount in demand.items())
+
+
+def _shown(resources: dict[str, float]) -> str:
+    return ", ".join(f"{resources[k]:g} {k}" for k in ("CPU", "GPU") if resources.get(k))
+
+
+def _autoscaler_node_types() -> list[dict[str, float]]:
+    """The resources of each node type the cluster's autoscaler may add ([] without one)."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - an older GCS or no autoscaler: only the live nodes count
+        return []
+    if config is None:
+        return []
+    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
 
 
 def check_shared_results(results: ResultsLayout, *, cpus: float, gpus: float) -> None:
@@ -81,8 +174,10 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
         yield
         return
     if address:
-        check_address(address)
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        try:  # `run` checked the address; `auto` with no local cluster is refused here
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as err:
+            raise UserError(f"--address {address}: cannot join a Ray cluster there ({' '.join(str(err).split())[:200]})") from None
     else:
         # Keep the embedded Ray on 127.0.0.1: nothing listens on a public interface.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

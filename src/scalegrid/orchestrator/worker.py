@@ -23,11 +23,14 @@ import traceback
 from typing import Any, Callable
 
 from scalegrid import store
+from scalegrid.errors import StorageFull
 from scalegrid.orchestrator import leases
+from scalegrid.storage.space import full_error, is_full
 from scalegrid.trainers import checkpoint, trainer_of
 from scalegrid.trial import DONE_STATUSES, Trial, TrialResult
 
 ELSEWHERE, ALREADY_DONE = "ELSEWHERE", "ALREADY_DONE"  # outcomes of a trial this worker did not train
+DISK_FULL = "DISK_FULL"  # the results filled up: no row written, the driver stops the run
 
 
 def _device() -> str:
@@ -47,7 +50,7 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
     try:
         result = trainer_of(trial)(trial, report)
     except Exception as err:  # a bug or a bad corpus fails this trial only
-        if reraise:
+        if reraise or is_full(err):  # a full disk fails no trial: the run stops, the next one resumes
             raise
         result = TrialResult.failed(trial.config, traceback.format_exception_only(type(err), err)[-1].strip()[:2000])
     if result.curves:
@@ -60,12 +63,13 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
 
 
 def run_leased(
-    trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, owner: str, retry_here: bool
+    trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, owner: str, retry_here: bool,
+    warn: Callable[[str], None] = lambda text: print(f"scalegrid: warning: {text}", file=sys.stderr),
 ) -> store.RunRow | str:
     """Train `trial` under its lease; returns the run row it wrote, or ELSEWHERE or ALREADY_DONE.
 
     `retry_here`: retry a raising trainer in this process (packs); otherwise re-raise while
-    attempts remain and let Ray Tune retry.
+    attempts remain and let Ray Tune retry. `warn` tells the driver (an unreadable checkpoint).
     """
     ft, results = trial.fault_tolerance, trial.results
     if results.local_path is None:  # an object store: no lease, no persistent attempt count, so no Tune retry
@@ -79,16 +83,17 @@ def run_leased(
                 if store.run_status(results, trial.trial_id) in DONE_STATUSES:
                     return ALREADY_DONE  # another driver finished it between our plan and our lease
                 attempt = 1 + sum(h.get("owner") == owner for h in leases.history(results, trial.trial_id))
-                steps = checkpoint.steps(trial.checkpoint_dir)
+                resumed_from, notes = checkpoint.resume_point(trial.checkpoint_dir)  # unreadable ones set aside
+                for note in notes:
+                    warn(f"trial {trial.trial_id}: {note}")
                 leases.record_start(
-                    results, trial.trial_id, owner=owner, attempt=attempt,
-                    resumed_from_step=steps[-1] if steps else 0, node=_ray_node(),
+                    results, trial.trial_id, owner=owner, attempt=attempt, resumed_from_step=resumed_from, node=_ray_node(),
                 )
                 last = attempt > ft.max_failures
                 try:
                     return execute(trial, report, provenance, reraise=not last)
-                except Exception:
-                    if not retry_here:
+                except Exception as err:
+                    if not retry_here or is_full(err):
                         raise  # Ray Tune retries the trial; the retry takes this lease over (same owner)
     finally:
         lease.release()
@@ -113,10 +118,21 @@ def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict
         if len(trials) == 1:  # a pack's rows are many trials' curves: only the totals are reported
             tune.report({k: v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)})
 
+    def warn(text: str) -> None:  # the driver's progress callback prints it
+        tune.report({"warning": text})
+
     counts: dict[str, int] = {}
     final: dict[str, Any] = {"done": True}
     for trial in trials:
-        outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1)
+        try:
+            outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
+        except Exception as err:
+            if not is_full(err):
+                raise
+            # No retry (there is no room for one) and no FAILED row: the driver stops and says so.
+            counts[DISK_FULL] = counts.get(DISK_FULL, 0) + len(trials) - sum(counts.values())
+            final["disk_full"] = str(err if isinstance(err, StorageFull) else full_error(trial.results.shown()))
+            break
         status = outcome if isinstance(outcome, str) else outcome.status
         counts[status] = counts.get(status, 0) + 1
         val_loss = None if isinstance(outcome, str) else outcome.val_loss

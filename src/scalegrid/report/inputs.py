@@ -70,7 +70,8 @@ class Inputs:
         for sweep, missing in self.pending.items():
             reasons.append(f"sweep {sweep}: {missing} trials of its grid have no result yet")
         if self.unreadable:
-            reasons.append(f"{len(self.unreadable)} result files are unreadable and were skipped")
+            names = ", ".join(Path(str(p)).name for p, _ in self.unreadable[:3]) + (", ..." if len(self.unreadable) > 3 else "")
+            reasons.append(f"{len(self.unreadable)} result files are unreadable and were skipped ({names})")
         if not len(self.runs):
             reasons.append("no runs yet")
         return reasons
@@ -89,6 +90,8 @@ def load_inputs(results_dir: str | Path, snapshot: store.Snapshot | None = None)
     except OSError as err:
         raise UserError(f"{path}: cannot read the results ({err.strerror or err}); check its permissions") from None
     runs = snapshot.all_runs
+    if not len(runs):  # an empty report would say nothing, and look like one that does
+        raise UserError(_nothing_to_report(path, snapshot.unreadable))
     for column in ("stage", "status"):
         if column in runs.columns:
             runs[column] = runs[column].astype(object)
@@ -99,6 +102,13 @@ def load_inputs(results_dir: str | Path, snapshot: store.Snapshot | None = None)
         unreadable=snapshot.unreadable + curves.unreadable,
         expected=expected_trials(results),
     )
+
+
+def _nothing_to_report(path: Path, unreadable: list[tuple[str, str]]) -> str:
+    if unreadable:
+        named = ", ".join(f"{Path(str(p)).name} ({why})" for p, why in unreadable[:3])
+        return f"{path}: none of its {len(unreadable)} run files can be read ({named}); nothing to report"
+    return f"{path}: no runs (runs/*.parquet) to report; pass the `results:` directory of a sweep that has run"
 
 
 def expected_trials(results: ResultsLayout) -> dict[str, int]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from scalegrid.errors import UserError
-from scalegrid.storage.layout import ResultsLayout
+from scalegrid.storage.layout import LONGEST_UNDER_ROOT, ResultsLayout
 from scalegrid.storage.local import can_create_in
 from scalegrid.storage.uri import first_line
 
@@ -34,18 +35,49 @@ def check_reachable(results: ResultsLayout) -> None:
 
 
 def check_writable(results: ResultsLayout) -> None:
-    """Refuse, before anything is written, a results root that is a file or cannot be written."""
+    """Refuse, before anything is written, a results root that is a file, a dangling symlink, too
+    long a path for the files under it, or cannot be written."""
     path = results.local_path
     if path is None:
         check_reachable(results)
         return
+    existing = path
+    while not _exists(existing):
+        existing = existing.parent
+    _check_path_lengths(path, existing)
     if path.exists() and not path.is_dir():
         raise UserError(f"results: {path} is a file, not a directory; choose another path with --results")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
+    for link in (p for p in (path, *path.parents) if p.is_symlink() and not p.exists()):
+        raise UserError(  # makedirs would stop at it with FileExistsError
+            f"results: {link} is a symlink to {os.readlink(link)}, which does not exist; "
+            "create its target or choose another path with --results"
+        )
     if not existing.is_dir() or not can_create_in(existing):
         raise UserError(f"results: {existing} is not writable; choose a writable directory with --results")
+
+
+def _exists(path: Path) -> bool:
+    """Something is there (a dangling symlink is not); a name too long to look up is not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _check_path_lengths(path: Path, existing: Path) -> None:
+    """Every name under the root fits the filesystem's limits (`LONGEST_UNDER_ROOT` past the root)."""
+    name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    for part in path.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise UserError(
+                f"results: the name {part[:40]}... is {len(os.fsencode(part))} bytes long, over this filesystem's "
+                f"{name_max}; choose a shorter path with --results"
+            )
+    if len(os.fsencode(str(path))) + LONGEST_UNDER_ROOT > path_max:
+        raise UserError(
+            f"results: {str(path)[:60]}... is too long a path ({len(os.fsencode(str(path)))} bytes) for the files "
+            f"under it (paths of up to {path_max} bytes here); choose a shorter path with --results"
+        )
 
 
 def check_readable(results: ResultsLayout) -> None:

@@ -11,6 +11,7 @@ Every path under RESULTS is named here, once:
     cache/tokens/<key>/              a tokenized corpus (trainers/data.py; meta.json written last)
     cache/teacher/<corpus_id>/       a teacher-generated corpus (trainers/distill.py; meta.json last)
     stages/<sweep>.json              the ensembles and students of a sweep's latest run
+    <any file>.corrupt-<time>        an unreadable run file or checkpoint, set aside (never deleted)
     sweeps/<name>-<hash>.json        the resolved spec and provenance of each distinct run
     tune/                            Ray Tune's own experiment state (debugging only)
     report/                          the scaling report
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from scalegrid.storage.local import atomic_dir
+from scalegrid.storage.space import full_is_one_line
 from scalegrid.storage.uri import OBJECT_STORES, parse, redacted
 
 Parts = tuple[str, ...]
@@ -41,6 +44,10 @@ Parts = tuple[str, ...]
 RUNS, CURVES, ENSEMBLES = "runs", "curves", "ensembles"
 MODEL_MARKER = "config.json"  # written last by save_pretrained's caller: a model directory is complete
 CACHE_MARKER = "meta.json"  # written last into a token cache or a teacher corpus
+CORRUPT_SUFFIX = ".corrupt-"  # an unreadable run file or checkpoint, set aside (`set_aside`)
+# The longest path written under a root, past it: Tune's trial files (tune/<sweep name, at most
+# 100>-<stamp>-<owner>/<pack>/...) are the deepest; names here are far shorter.
+LONGEST_UNDER_ROOT = 400
 _CHECKPOINT = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -173,20 +180,23 @@ class ResultsLayout:
     # --- writing ---------------------------------------------------------------------------------
 
     def makedirs(self, *parts: str) -> None:
-        self.fs.create_dir(self.path(*parts), recursive=True)  # a no-op on object stores
+        with full_is_one_line(self.shown()):
+            self.fs.create_dir(self.path(*parts), recursive=True)  # a no-op on object stores
 
     def write_atomic(self, parts: Parts, write: Callable[[str, object], None]) -> str:
-        """Call `write(path, filesystem)` so that readers never see a partial file at `parts`."""
+        """Call `write(path, filesystem)` so that readers never see a partial file at `parts`; a
+        full disk is a `StorageFull` and leaves no temporary."""
         final = self.path(*parts)
         if self.object_store:  # one PUT (or a completed multipart upload) is atomic
             write(final, self.fs)
             return final
         parent, name = final.rsplit("/", 1)
-        self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            write(tmp, self.fs)
-            self.fs.move(tmp, final)  # rename(2): atomic on one filesystem
+            with full_is_one_line(self.shown()):
+                self.fs.create_dir(parent, recursive=True)
+                write(tmp, self.fs)
+                self.fs.move(tmp, final)  # rename(2): atomic on one filesystem
         finally:
             with contextlib.suppress(OSError):
                 self.fs.delete_file(tmp)
@@ -206,6 +216,13 @@ class ResultsLayout:
 
     def move(self, src: Parts, dst: Parts) -> None:
         self.fs.move(self.path(*src), self.path(*dst))
+
+    def set_aside(self, parts: Parts) -> Parts:
+        """Rename an unreadable file to `<name>.corrupt-<time>` beside it: kept for a look, never
+        deleted, and no longer read (no reader lists that suffix)."""
+        aside = (*parts[:-1], f"{parts[-1]}{CORRUPT_SUFFIX}{int(time.time())}")
+        self.move(parts, aside)
+        return aside
 
     def download(self, parts: Parts, target: Path) -> None:
         """Copy the file at `parts` to a local path."""
@@ -235,7 +252,8 @@ class ResultsLayout:
         all (a rename on a filesystem; on an object store every file uploaded, `marker` last)."""
         local = self.local(*parts)
         if local is not None:
-            return str(atomic_dir(local, fill, marker=marker, replace=replace))
+            with full_is_one_line(self.shown()):
+                return str(atomic_dir(local, fill, marker=marker, replace=replace))
         if not replace and self.is_file(*parts, marker):
             return self.uri_of(*parts)
         with tempfile.TemporaryDirectory(prefix="scalegrid-publish-") as tmp:
@@ -263,7 +281,8 @@ class ResultsLayout:
                     rel = info.path[len(base):].lstrip("/")
                     self.download((*parts, *rel.split("/")), tmp / rel)
 
-        return atomic_dir(target, fill, marker=marker)
+        with full_is_one_line(target.parent):
+            return atomic_dir(target, fill, marker=marker)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,21 @@
 """Trial checkpoints: `RESULTS/checkpoints/<trial_id>/step-<N>.pt`, written atomically, the newest kept.
 
 A checkpoint is one `torch.save` of a plain dict (the trainer decides what goes in: model,
-optimizer, step, data position, RNG states, curve rows so far). It is written to a hidden
-temporary name in the trial's directory and renamed into place (on an object store: one PUT), so
-a killed writer leaves either the previous checkpoints or the new one, never half a file; then all
-but the newest `keep` are removed. `latest` returns the newest one that loads: a file that does not (a full disk, a bad
-copy) is reported and skipped, never deleted.
+optimizer, step, data position, RNG states, curve rows so far) holding only tensors, numbers,
+strings, lists, tuples and dicts, so that it loads with torch's weights-only unpickler
+(`safe_load.load_torch`): a file planted in a shared results store runs nothing. It is written to
+a hidden temporary name in the trial's directory and renamed into place (on an object store: one
+PUT), so a killed writer leaves either the previous checkpoints or the new one, never half a file;
+then all but the newest `keep` are removed.
+
+A checkpoint that does not load (truncated, a bad copy, or a pickle that names code) is set aside
+as `step-<N>.pt.corrupt-<time>` (kept for a look, never deleted, never loaded again) and the one
+before it is used. `resume_point` does that before a trial starts, so the attempt's history
+records the step it truly resumes from and the driver can be told.
 
     >>> save(trial.checkpoint_dir, step=400, state={...}, keep=2)
-    >>> step, state = latest(trial.checkpoint_dir)      # (0, None) when there is none
+    >>> step, notes = resume_point(trial.checkpoint_dir)  # the worker, before training
+    >>> step, state = latest(trial.checkpoint_dir)        # the trainer: (0, None) when there is none
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import sys
 from typing import Any
 
 from scalegrid.storage.layout import CheckpointDir
+from scalegrid.trainers.safe_load import load_torch
 
 # torch is imported where used: the worker lists checkpoints of trainers that never load torch
 
@@ -42,35 +50,67 @@ def save(directory: CheckpointDir, step: int, state: dict[str, Any], *, keep: in
     return path
 
 
-def latest(directory: CheckpointDir | None) -> tuple[int, dict[str, Any] | None]:
-    """(step, state) of the newest readable checkpoint, or (0, None)."""
-    import torch
+def load(directory: CheckpointDir, step: int, *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint of `step`, through the weights-only unpickler (`mmap`: map a local file's
+    tensors instead of reading them)."""
+    parts = (*directory.parts, directory.name(step))
+    local = directory.results.local(*parts)
+    if local is not None:
+        return load_torch(str(local), mmap=mmap)
+    return load_torch(io.BytesIO(directory.results.read_bytes(*parts)))
 
+
+def set_aside(directory: CheckpointDir, step: int, err: Exception) -> str:
+    """Rename an unreadable checkpoint aside; returns the warning that says so."""
+    parts = (*directory.parts, directory.name(step))
+    aside = directory.results.set_aside(parts)
+    reason = f"{err.__class__.__name__}: {' '.join(str(err).split())[:160]}"
+    return f"checkpoint {directory.results.shown(*parts)} is unreadable ({reason}); set aside as {aside[-1]}"
+
+
+def resume_point(directory: CheckpointDir | None) -> tuple[int, list[str]]:
+    """(the step a trial will resume from, 0 for none; a warning per unreadable checkpoint set aside).
+
+    Loads the newest checkpoints until one loads; a local file's tensors are mapped, not read."""
+    notes = []
     for step in reversed(steps(directory)):
-        parts = (*directory.parts, directory.name(step))
         try:
-            return step, torch.load(io.BytesIO(directory.results.read_bytes(*parts)), map_location="cpu", weights_only=False)
+            load(directory, step, mmap=directory.results.local_path is not None)
+            return step, notes
+        except Exception as err:  # noqa: BLE001 - truncated, not a checkpoint, refused global: set aside
+            notes.append(set_aside(directory, step, err))
+    return 0, notes
+
+
+def latest(directory: CheckpointDir | None) -> tuple[int, dict[str, Any] | None]:
+    """(step, state) of the newest readable checkpoint, or (0, None); unreadable ones are set aside."""
+    for step in reversed(steps(directory)):
+        try:
+            return step, load(directory, step)
         except Exception as err:  # noqa: BLE001 - an unreadable checkpoint: fall back to the one before
-            where = directory.results.uri_of(*parts)
-            print(f"scalegrid: warning: checkpoint {where} is unreadable ({err.__class__.__name__}); using an older one", file=sys.stderr)
+            print(f"scalegrid: warning: {set_aside(directory, step, err)}", file=sys.stderr)
     return 0, None
 
 
 def remove(directory: CheckpointDir) -> None:
-    """Drop a finished trial's checkpoints: they only ever serve to resume an unfinished one."""
+    """Drop a finished trial's checkpoints: they only ever serve to resume an unfinished one (the
+    ones set aside stay)."""
     for step in steps(directory):
         directory.results.delete((*directory.parts, directory.name(step)))
 
 
 def rng_state() -> dict[str, Any]:
-    """Every random number generator a trainer may draw from (dropout, sampling, shuffles)."""
+    """Every random number generator a trainer may draw from (dropout, sampling, shuffles), as
+    tensors and plain numbers (what a weights-only load accepts)."""
     import numpy as np
     import torch
 
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": np.random.get_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "python": random.getstate(),
     }
 
@@ -82,5 +122,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     random.setstate(state["python"])

@@ -52,7 +52,8 @@ import numpy as np
 from scalegrid.errors import UserError
 from scalegrid.grid import content_hash
 from scalegrid.spec import DataSpec
-from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, node_cache_dir
+from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, first_line, node_cache_dir
+from scalegrid.storage.space import full_is_one_line
 from scalegrid.trainers.tokenizers import build_tokenizer, file_sha256, tokenizer_identity
 from scalegrid.trial import DataIdentity, FilesData, GaussianData, HubData, SyntheticData
 
@@ -113,7 +114,7 @@ def describe(spec: DataSpec) -> DataIdentity:
 
         return _identity(SyntheticData(generator=GENERATOR_VERSION, synthetic=spec.synthetic, **shared))
     if spec.source == "files":
-        files = [{"sha256": file_sha256(path), "format": fmt} for path, fmt in _resolve_files(spec)]
+        files = [{"sha256": file_sha256(path), "format": fmt} for path, fmt in resolve_files(spec)]
         return _identity(FilesData(files=files, text_field=spec.text_field, **shared))
     return _identity(HubData(
         hub=spec.hub, hub_config=spec.hub_config, hub_split=spec.hub_split, revision=spec.revision,
@@ -133,7 +134,7 @@ def load_documents(spec: DataSpec) -> list[str]:
 
         documents = generate_documents(spec.synthetic)
     elif spec.source == "files":
-        documents = [doc for path, fmt in _resolve_files(spec) for doc in _load_file(path, fmt, spec.text_field)]
+        documents = [doc for path, fmt in resolve_files(spec) for doc in _load_file(path, fmt, spec.text_field)]
     elif spec.source == "hub":
         documents = _load_hub(spec)
     else:
@@ -212,7 +213,9 @@ class TokenCache:
     def save(self, corpus: TokenizedCorpus) -> Path:
         """Write the corpus here (on an object store: into this node's cache, then uploaded with
         meta.json last, which marks the copy complete)."""
-        local = atomic_dir(self.local_dir(corpus.key), lambda tmp: _write_cache(tmp, corpus), marker=CACHE_MARKER)
+        target = self.local_dir(corpus.key)
+        with full_is_one_line(target.parent):
+            local = atomic_dir(target, lambda tmp: _write_cache(tmp, corpus), marker=CACHE_MARKER)
         parts = self.results.token_cache(corpus.key)
         if self.results.object_store and not self.results.is_file(*parts, CACHE_MARKER):
             self.results.upload_tree(local, parts, last=CACHE_MARKER)
@@ -262,6 +265,8 @@ def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{data_dir} is not a token-cache directory (no {CACHE_MARKER})")
     meta = json.loads(meta_path.read_text())
+    if meta.get("dtype") not in ("uint16", "uint32"):  # read from the store: never an object dtype
+        raise ValueError(f"{meta_path}: dtype {meta.get('dtype')!r} is not a token dtype")
     dtype = np.dtype(meta["dtype"])
     train = np.memmap(data_dir / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
     val = np.memmap(data_dir / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
@@ -275,7 +280,7 @@ def token_dtype(vocab_size: int) -> type:
 # --- loading ----------------------------------------------------------------------------------------
 
 
-def _resolve_files(spec: DataSpec) -> list[tuple[str, str]]:
+def resolve_files(spec: DataSpec) -> list[tuple[str, str]]:
     """(path, format) per file, globs expanded; a missing file is a UserError naming its entry."""
     resolved = []
     for i, entry in enumerate(spec.files):
@@ -309,7 +314,10 @@ def _format(path: str, declared: str, where: str) -> str:
 def _load_file(path: str, fmt: str, text_field: str) -> list[str]:
     import datasets
 
-    dataset = datasets.load_dataset(fmt, data_files=[path], split="train")
+    try:
+        dataset = datasets.load_dataset(fmt, data_files=[path], split="train")
+    except Exception as err:  # a parse error past the documents data_checks read: the file's, in one line
+        raise UserError(f"data.files: {path} cannot be read as {fmt} ({type(err).__name__}: {first_line(err, 160)})") from None
     column = "text" if fmt == "text" else text_field
     if column not in dataset.column_names:
         raise UserError(

@@ -237,7 +237,8 @@ def load_saved(kind: str, directory: str | Path) -> Tokenizer:
         return FastTokenizer("bpe", backend, backend.get_vocab_size(), backend.token_to_id(EOS_TEXT), files)
     from transformers import AutoTokenizer
 
-    return _wrap_hf(AutoTokenizer.from_pretrained(str(directory)), str(directory))
+    # read back from the results store: its files only, never code a config names (SECURITY.md)
+    return _wrap_hf(AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False, local_files_only=True), str(directory))
 
 
 TOKENIZERS: dict[str, Callable[[TokenizerSpec, Sequence[str]], Tokenizer]] = {

@@ -40,6 +40,7 @@ def load_model(results: ResultsLayout, trial_id: str, device: str | torch.device
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-    model = LlamaForCausalLM.from_pretrained(local_model_dir(results, trial_id)).to(device)
+    # safetensors only: a pickled `pytorch_model.bin` planted in the store is never loaded
+    model = LlamaForCausalLM.from_pretrained(local_model_dir(results, trial_id), use_safetensors=True).to(device)
     model.eval().requires_grad_(False)
     return model

@@ -1,0 +1,81 @@
+"""Free space: a full filesystem or quota is one line naming the path, never a traceback.
+
+    check_space(path, needs)            up front: refuse a run whose estimate does not fit
+    with full_is_one_line(path): ...    around writes: ENOSPC / EDQUOT become `StorageFull`
+
+Every writer under RESULTS goes through one of these (`ResultsLayout`'s writes, the leases, the
+token cache); their temporary files are removed on the way out, so a full disk leaves nothing
+half-written, and the next run (with room) finishes what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from scalegrid.errors import StorageFull
+from scalegrid.storage.uri import is_uri
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_full(err: BaseException) -> bool:
+    """A write failed for want of space (pyarrow's OSErrors carry the errno too)."""
+    return isinstance(err, StorageFull) or (isinstance(err, OSError) and err.errno in FULL_ERRNOS)
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes for this user on the filesystem of `path` (its nearest existing ancestor)."""
+    if is_uri(str(path)):  # an object store has no free space to ask for
+        return None
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def size_text(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def full_error(path: str | Path, needed: int | None = None) -> StorageFull:
+    free = free_bytes(path)
+    need = f"; this run needs about {size_text(needed)} more" if needed else ""
+    return StorageFull(
+        f"results: {path} is full ({size_text(free) if free is not None else 'no space'} free{need}); free space "
+        "or choose another --results, then run the same command again: finished trials are kept"
+    )
+
+
+@contextlib.contextmanager
+def full_is_one_line(path: str | Path) -> Iterator[None]:
+    """Turn a full filesystem or quota inside the block into a `StorageFull` naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in FULL_ERRNOS and not isinstance(err, StorageFull):
+            raise full_error(path) from None
+        raise
+
+
+def check_space(path: str | Path, needs: dict[str, int]) -> None:
+    """Refuse up front a run whose estimated writes (`needs`: what -> bytes) do not fit in the
+    free space at `path` (a local path; object stores report none)."""
+    free, total = free_bytes(path), sum(needs.values())
+    if free is None or total <= free:
+        return
+    parts = ", ".join(f"{what} {size_text(n)}" for what, n in needs.items() if n)
+    raise StorageFull(
+        f"results: {path} has {size_text(free)} free, but this run needs about {size_text(total)} ({parts}); "
+        "free space or choose another --results"
+    )
