@@ -16,9 +16,10 @@ import pandas as pd
 
 from scalegrid import store
 from scalegrid.commands.args import positive_int
-from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, prepare_data
+from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
 from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
+from scalegrid.orchestrator.tokens import prepare_tokens
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
 
@@ -42,25 +43,25 @@ def run(args) -> int:
     plan = make_plan(args.spec, results=args.results)
     if args.address:
         check_address(args.address)
-    save_tokens = prepare_data(plan)  # tokens exist for every budget
     with contextlib.ExitStack() as cluster:
         if args.address:  # the last check: a node-local results path on a multi-node cluster
             cluster.enter_context(ray_session(args.address))
             check_shared_results(plan.results, cpus=plan.spec.resources.cpus, gpus=plan.spec.resources.gpus)
-        plan = _run_checked(args, plan, save_tokens)
+        if plan.pending:  # tokens for every budget, or a one-line error with nothing published
+            prepare_tokens(plan, on_cluster=bool(args.address))
+        plan = _run_checked(args, plan)
     code = summarize(plan, time.perf_counter() - start)
     if not args.no_report:
         write_report_of(plan)
     return code
 
 
-def _run_checked(args, plan: SweepPlan, save_tokens) -> SweepPlan:
+def _run_checked(args, plan: SweepPlan) -> SweepPlan:
     """Every input is valid: from here on the results directory is written. Returns the plan
     with the store as it is after the run."""
     plan.results.makedirs()
-    save_tokens()
     info = provenance()
-    write_sweep_record(plan.results, plan.spec, args.spec, info)
+    write_sweep_record(plan.results, plan.spec, args.spec, info, data=plan.data.fields)
     for path, reason in plan.snapshot.unreadable:
         print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
     pending = plan.pending

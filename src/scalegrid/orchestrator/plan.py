@@ -1,8 +1,8 @@
 """Spec -> trials -> what the store already holds: the plan that `plan`, `run` and `status` share.
 
 Everything here validates and reads; nothing writes. `run` writes only after `make_plan` (and
-the data checks of `prepare_data`) have passed, so a bad input leaves the results directory as
-it was. A plan reads the store once (`store.read`); `refresh` reads it again at a stage boundary.
+the token cache's build, `orchestrator/tokens.py`, which checks the corpus before publishing)
+have passed, so a bad input leaves the results directory as it was. A plan reads the store once (`store.read`); `refresh` reads it again at a stage boundary.
 """
 
 from __future__ import annotations
@@ -69,13 +69,13 @@ class SweepPlan:
 
 
 def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan:
-    from scalegrid.trainers.data import describe  # reads file hashes, never tokenizes
+    from scalegrid.trainers.data import describe  # reads recorded file hashes, never tokenizes
 
     spec = load_spec(spec_path)
     _check_divisible(spec)
     root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
     check_writable(root)
-    identity = describe(spec.data)
+    identity = describe(spec.data, root)
     graph = build(spec, identity, root)
     return SweepPlan(spec, root, identity, graph, store.read(root))
 
@@ -113,28 +113,3 @@ def totals_line(frame: pd.DataFrame) -> str:
         f"{len(frame)} trials ({parts}); {frame['tokens_seen'].sum():,} tokens, "
         f"{frame['flops'].sum():.3g} FLOPs in all"
     )
-
-
-def prepare_data(plan: SweepPlan):
-    """Tokenize the corpus once (or find it cached) and check every budget fits in it.
-
-    Returns a function that saves the tokens into the results directory's cache; `run` calls it
-    only after every check passed, so a too-large `unique_tokens` leaves the directory untouched.
-    """
-    if plan.spec.trainer != "lm" or not plan.pending:
-        return lambda: None
-    from scalegrid.trainers.data import TokenCache, tokenize
-
-    cache = TokenCache(plan.results)
-    train_tokens = cache.train_tokens(plan.data.key)  # meta.json alone: no need to map the tokens
-    corpus = None
-    if train_tokens is None:
-        corpus = tokenize(plan.spec.data)
-        train_tokens = len(corpus.train)
-    for i, u in enumerate(plan.spec.data.unique_tokens):
-        if u > train_tokens:
-            raise UserError(
-                f"data.unique_tokens[{i}]: {u:,} is larger than the corpus' {train_tokens:,} training tokens; "
-                "lower it or give a larger corpus"
-            )
-    return (lambda: cache.save(corpus)) if corpus is not None else (lambda: None)

@@ -26,7 +26,7 @@ import torch
 
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, node_cache_dir
 from scalegrid.trainers import lm
-from scalegrid.trainers.data import TokenCache
+from scalegrid.trainers.corpus.cache import TokenCache
 from scalegrid.trainers.weights import load_model
 from scalegrid.trial import CORPUS_VERSION, Report, SequenceDistill, TeacherCorpusRequest, TokenDistill, Trial, TrialResult
 
