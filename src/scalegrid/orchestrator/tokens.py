@@ -8,6 +8,7 @@ submits: building is a Ray task asking for `data.tokenize_cpus` CPUs (default: a
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -42,4 +43,4 @@ def _prepare(data: DataSpec, results: ResultsLayout) -> dict:
     start = time.perf_counter()
     identity, path = prepare(data, results)
     meta = TokenCache(results).meta(identity.key)
-    return {**meta, "seconds": time.perf_counter() - start, "local_path": str(Path(path))}
+    return {**meta, "seconds": time.perf_counter() - start, "local_path": str(Path(path)), "pid": os.getpid()}

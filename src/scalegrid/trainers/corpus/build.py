@@ -145,21 +145,21 @@ def _whole_corpus(spec: DataSpec, encoded, directory: Path, dtype: type) -> dict
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     train_idx, val_idx = split_documents(len(lengths), spec.validation.fraction, spec.shuffle_seed)
     _check_documents(spec, len(lengths), len(val_idx))
-    everything = np.memmap(scratch.file.name, dtype=dtype, mode="r", shape=(scratch.tokens,))
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    scratch_path, starts = Path(scratch.file.name), np.concatenate([[0], np.cumsum(lengths)[:-1]])
     train, val = TokenFile(directory / "train.bin", dtype), TokenFile(directory / "val.bin", dtype, spec.validation.max_tokens)
     try:
-        _gather(everything, starts, lengths, train_idx, train)
-        _gather(everything, starts, lengths, val_idx, val)
+        _gather(scratch_path, dtype, scratch.tokens, starts, lengths, train_idx, train)
+        _gather(scratch_path, dtype, scratch.tokens, starts, lengths, val_idx, val)
     finally:
         train.close(), val.close()
-    del everything
-    Path(scratch.file.name).unlink()
+    scratch_path.unlink()
     return _facts(train, val, complete=True)
 
 
-def _gather(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray, order: np.ndarray, out: TokenFile) -> None:
-    """Append the documents `order` names, in that order, GATHER_TOKENS at a time."""
+def _gather(path: Path, dtype: type, total: int, starts: np.ndarray, lengths: np.ndarray, order: np.ndarray,
+            out: TokenFile) -> None:
+    """Append the documents `order` names, in that order, GATHER_TOKENS at a time. The scratch
+    file is mapped afresh for each step, so the pages read are not kept resident by the mapping."""
     ends = np.cumsum(lengths[order])
     first = 0
     while first < len(order) and not out.full:
@@ -167,7 +167,9 @@ def _gather(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray, order: 
         docs = order[first:last]
         sizes = lengths[docs]
         positions = np.repeat(starts[docs] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
+        tokens = np.memmap(path, dtype=dtype, mode="r", shape=(total,))
         out.append(tokens[positions], len(docs))
+        del tokens
         first = last
 
 
