@@ -80,7 +80,7 @@ def build(spec: DataSpec, identity: DataIdentity, directory: Path, *, need_token
             raise RuntimeError(f"tokenizer vocab_size {tokenizer.vocab_size} != described {identity.vocab_size}")
         encoded = encoded_batches(tokenizer, batches(), processes=processes, dtype=dtype)
         with contextlib.closing(encoded), _bar(spec, need_tokens) as bar:
-            counted = ((ids, lengths) for ids, lengths in encoded if bar.update(len(ids)) or True)
+            counted = _advancing(encoded, bar)
             if spec.shuffle_seed is None:
                 facts = _stream_prefix(spec, counted, directory, dtype, need_tokens)
             else:
@@ -260,6 +260,12 @@ def _save_tokenizer(tokenizer: Tokenizer, directory: Path) -> None:
         (directory / "tokenizer").mkdir()
         for name, content in files.items():
             (directory / "tokenizer" / name).write_bytes(content)
+
+
+def _advancing(encoded, bar) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for ids, lengths in encoded:
+        bar.update(len(ids))
+        yield ids, lengths
 
 
 @contextlib.contextmanager
