@@ -22,6 +22,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -196,6 +197,7 @@ def main() -> None:
         print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min) on {os.cpu_count()} CPUs")
         for kind in args.tokenizers:
             spec = write_spec(work, kind, processes=2)
+            shutil.rmtree(work / f"results-{kind}", ignore_errors=True)  # a cold build every time
             result = timed_prepare(spec)
             meta = _meta(work / f"results-{kind}")
             tokens = meta["train_tokens"] + meta["val_tokens"]

@@ -26,6 +26,7 @@ budget is a one-line UserError; the caller builds in a scratch directory, so not
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,29 +149,29 @@ def _whole_corpus(spec: DataSpec, encoded, directory: Path, dtype: type) -> dict
     scratch_path, starts = Path(scratch.file.name), np.concatenate([[0], np.cumsum(lengths)[:-1]])
     train, val = TokenFile(directory / "train.bin", dtype), TokenFile(directory / "val.bin", dtype, spec.validation.max_tokens)
     try:
-        _gather(scratch_path, dtype, scratch.tokens, starts, lengths, train_idx, train)
-        _gather(scratch_path, dtype, scratch.tokens, starts, lengths, val_idx, val)
+        _gather(scratch_path, dtype, starts, lengths, train_idx, train)
+        _gather(scratch_path, dtype, starts, lengths, val_idx, val)
     finally:
         train.close(), val.close()
     scratch_path.unlink()
     return _facts(train, val, complete=True)
 
 
-def _gather(path: Path, dtype: type, total: int, starts: np.ndarray, lengths: np.ndarray, order: np.ndarray,
-            out: TokenFile) -> None:
-    """Append the documents `order` names, in that order, GATHER_TOKENS at a time. The scratch
-    file is mapped afresh for each step, so the pages read are not kept resident by the mapping."""
+def _gather(path: Path, dtype: type, starts: np.ndarray, lengths: np.ndarray, order: np.ndarray, out: TokenFile) -> None:
+    """Append the documents `order` names, in that order, about GATHER_TOKENS at a time. Read with
+    pread, not a memory map: a map's page faults would pull neighbouring pages of a GB scratch
+    file into this process' resident memory."""
+    itemsize = np.dtype(dtype).itemsize
     ends = np.cumsum(lengths[order])
     first = 0
-    while first < len(order) and not out.full:
-        last = max(int(np.searchsorted(ends, (ends[first - 1] if first else 0) + GATHER_TOKENS)), first + 1)
-        docs = order[first:last]
-        sizes = lengths[docs]
-        positions = np.repeat(starts[docs] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
-        tokens = np.memmap(path, dtype=dtype, mode="r", shape=(total,))
-        out.append(tokens[positions], len(docs))
-        del tokens
-        first = last
+    with open(path, "rb") as scratch:
+        while first < len(order) and not out.full:
+            last = max(int(np.searchsorted(ends, (ends[first - 1] if first else 0) + GATHER_TOKENS)), first + 1)
+            docs = order[first:last]
+            pieces = [os.pread(scratch.fileno(), int(n) * itemsize, int(s) * itemsize)
+                      for s, n in zip(starts[docs], lengths[docs])]
+            out.append(np.frombuffer(b"".join(pieces), dtype=dtype), len(docs))
+            first = last
 
 
 def _tokens_prefix(spec: DataSpec, directory: Path, dtype: type, need_tokens: int) -> dict:
