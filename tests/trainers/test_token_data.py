@@ -97,6 +97,22 @@ def test_missing_file_and_column_are_one_line_user_errors(corpus_files):
         load_documents(files_spec(corpus_files, names=("bad.jsonl.gz",)))
 
 
+def test_the_hub_stream_with_a_subset_of_its_files(corpus_files):
+    """The hub path's own `load_dataset(id, streaming=True, data_files=...)` call, on a directory
+    laid out like a dataset repository (no hub: the suite is offline)."""
+    from scalegrid.trainers.corpus.sources import document_batches
+
+    repo = corpus_files / "repo"
+    (repo / "data").mkdir(parents=True)
+    for i, start in enumerate((40, 60)):
+        lines = "".join(json.dumps({"body": d}) + "\n" for d in DOCS[start : start + 20])
+        (repo / "data" / f"part-{i}.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
+    spec = DataSpec(source="hub", hub=str(repo), text_field="body", unique_tokens=[1])
+    assert [d for b in document_batches(spec) for d in b] == DOCS[40:80]
+    subset = spec.model_copy(update={"hub_files": ["data/part-1.*"]})
+    assert [d for b in document_batches(subset) for d in b] == DOCS[60:80]
+
+
 def test_a_local_directory_is_not_a_hub_source(corpus_files):
     spec = DataSpec(source="hub", hub=str(corpus_files), text_field="body", unique_tokens=[1])
     with pytest.raises(UserError, match="data.hub: .* is a local directory; use source: files"):
