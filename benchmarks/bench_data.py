@@ -145,8 +145,12 @@ def subset(spec_path: Path, megabytes: int) -> list[list[str]]:
     return batches
 
 
-def encode_rates(tokenizer, batches: list[list[str]], repeats: int = 2) -> dict[str, float]:
-    """tokens/s: the plain loop, then encoded_batches with 1 and 2 processes (best of `repeats`)."""
+def encode_rates(tokenizer, batches: list[list[str]], repeats: int = 2) -> dict[str, tuple[float, float]]:
+    """(tokens per wall second, tokens per CPU second of this process and its tokenizer processes):
+    the plain loop, then encoded_batches with 1 and 2 processes (best of `repeats`). The CPU
+    figure is what the wall figure would approach per core on an idle machine: on a shared,
+    oversubscribed one, more processes do not get more cores."""
+    import resource
     from scalegrid.trainers.corpus.encode import encoded_batches
 
     def loop():
@@ -157,13 +161,18 @@ def encode_rates(tokenizer, batches: list[list[str]], repeats: int = 2) -> dict[
     def ours(processes):
         return lambda: sum(len(ids) for ids, _ in encoded_batches(tokenizer, batches, processes=processes, dtype=np.uint16))
 
+    def cpu_seconds() -> float:
+        here, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return here.ru_utime + here.ru_stime + children.ru_utime + children.ru_stime
+
     rates = {}
     for name, run in (("loop", loop), ("1 process", ours(1)), ("2 processes", ours(2))):
-        best = 0.0
+        best = (0.0, 0.0)
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             tokens = run()
-            best = max(best, tokens / (time.perf_counter() - start))
+            wall, used = time.perf_counter() - start, cpu_seconds() - cpu
+            best = max(best, (tokens / wall, tokens / used))
         rates[name] = best
     return rates
 
@@ -187,6 +196,7 @@ def main() -> None:
     parser.add_argument("--subset-mb", type=int, default=48, help="documents held in memory for the encoding rates")
     parser.add_argument("--work", help="where the corpus and caches go (default: a temporary directory)")
     parser.add_argument("--tokenizers", nargs="+", default=["byte", "bpe"])
+    parser.add_argument("--reuse", action="store_true", help="keep the caches already under --work: rates and plan only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         work = Path(args.work or tmp)
@@ -197,22 +207,27 @@ def main() -> None:
         print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min) on {os.cpu_count()} CPUs")
         for kind in args.tokenizers:
             spec = write_spec(work, kind, processes=2)
-            shutil.rmtree(work / f"results-{kind}", ignore_errors=True)  # a cold build every time
-            result = timed_prepare(spec)
-            meta = _meta(work / f"results-{kind}")
-            tokens = meta["train_tokens"] + meta["val_tokens"]
-            print(f"\n{kind}: scalegrid prepare (2 processes) {result['wall_s']:.0f} s, {tokens:,} tokens "
-                  f"({tokens / result['wall_s']:,.0f} tokens/s end to end), peak RSS {result['peak_rss'] / 2**20:,.0f} MiB "
-                  f"for the process tree ({result['peak_single'] / 2**20:,.0f} MiB the largest process)")
-            print(f"  {result['line']}")
+            print(f"\n{kind}:")
+            if not args.reuse:
+                shutil.rmtree(work / f"results-{kind}", ignore_errors=True)  # a cold build every time
+                result = timed_prepare(spec)
+                meta = _meta(work / f"results-{kind}")
+                tokens = meta["train_tokens"] + meta["val_tokens"]
+                print(f"  scalegrid prepare (2 processes) {result['wall_s']:.0f} s, {tokens:,} tokens "
+                      f"({tokens / result['wall_s']:,.0f} tokens/s end to end), peak RSS {result['peak_rss'] / 2**20:,.0f} MiB "
+                      f"for the process tree ({result['peak_single'] / 2**20:,.0f} MiB the largest process); load "
+                      f"{os.getloadavg()[0]:.1f}")
+                print(f"  {result['line']}")
             from scalegrid.trainers.tokenizers import load_saved
 
             tokenizer = load_saved(kind, _cache_dir(work / f"results-{kind}") / "tokenizer")
             batches = subset(spec, args.subset_mb)
             rates = encode_rates(tokenizer, batches)
-            loop = rates["loop"]
-            print(f"  encoding {sum(map(len, batches)):,} documents ({args.subset_mb} MiB) held in memory: "
-                  + ", ".join(f"{name} {rate:,.0f} tokens/s ({rate / loop:.2f}x)" for name, rate in rates.items()))
+            loop, loop_cpu = rates["loop"]
+            print(f"  encoding {sum(map(len, batches)):,} documents ({args.subset_mb} MiB) held in memory, tokens per wall "
+                  "second (per CPU second): " + ", ".join(
+                      f"{name} {wall:,.0f} ({wall / loop:.2f}x) ({cpu:,.0f}, {cpu / loop_cpu:.2f}x)" for name, (wall, cpu) in rates.items()
+                  ) + f"; load {os.getloadavg()[0]:.1f}")
             in_process, command = plan_times(spec)
             print(f"  plan with the cache built: make_plan {in_process:.2f} s, `scalegrid plan` {command:.2f} s wall")
         print(f"\nload at the end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
