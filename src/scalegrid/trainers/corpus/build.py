@@ -271,10 +271,11 @@ def _advancing(encoded, bar) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 
 @contextlib.contextmanager
 def _bar(spec: DataSpec, need_tokens: int):
-    """tokens/s on stderr; the time left too when the stream stops at a known count."""
+    """tokens/s on stderr when it is a terminal (a log or a pipe gets none: an error stays one line);
+    the time left too when the stream stops at a known count."""
     from tqdm import tqdm
 
     total = need_tokens + spec.validation.max_tokens if spec.shuffle_seed is None else None
     with tqdm(total=total, unit="tok", unit_scale=True, desc=f"tokenizing ({spec.source})", file=sys.stderr,
-              mininterval=2.0, dynamic_ncols=True) as bar:
+              mininterval=2.0, dynamic_ncols=True, disable=None) as bar:
         yield bar
