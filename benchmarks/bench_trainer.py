@@ -92,11 +92,16 @@ def count_syncs(fn) -> int:
 
 
 def make_token_cache(results: str, args) -> str:
+    import tempfile
+    from pathlib import Path
+
     import numpy as np
 
     from scalegrid.spec import SyntheticCorpusSpec, ValidationSpec
     from scalegrid.storage import layout
-    from scalegrid.trainers.data import TokenCache, TokenizedCorpus
+    from scalegrid.trainers.corpus.build import TokenFile
+    from scalegrid.trainers.corpus.cache import TokenCache, write_meta
+    from scalegrid.trainers.corpus.sources import token_dtype
     from scalegrid.trial import DataIdentity, SyntheticData
 
     rng = np.random.default_rng(0)
@@ -106,13 +111,16 @@ def make_token_cache(results: str, args) -> str:
         tokenizer={"kind": "byte", "vocab_size": args.vocab_size},
         validation=ValidationSpec(max_tokens=args.batch_size * args.seq_len),
     )
-    corpus = TokenizedCorpus(
-        identity=DataIdentity("bench", data), eos_id=args.vocab_size - 1,
-        train=rng.integers(args.vocab_size, size=tokens),
-        val=rng.integers(args.vocab_size, size=args.batch_size * args.seq_len),
-        train_documents=1, val_documents=1, tokenizer_kind="byte",
-    )
-    TokenCache(layout(results)).save(corpus)
+    identity = DataIdentity("bench", data)
+    with tempfile.TemporaryDirectory() as tmp:
+        facts = {"eos_id": args.vocab_size - 1, "tokenizer": "byte", "complete": True}
+        for name, count in (("train", tokens), ("val", args.batch_size * args.seq_len)):
+            out = TokenFile(Path(tmp) / f"{name}.bin", token_dtype(args.vocab_size))
+            out.append(rng.integers(args.vocab_size, size=count), 1)
+            out.close()
+            facts |= {f"{name}_tokens": out.tokens, f"{name}_documents": 1}
+        write_meta(Path(tmp), identity, facts)
+        TokenCache(layout(results)).publish(identity.key, Path(tmp))
     return data
 
 

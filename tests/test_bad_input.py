@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -209,11 +211,15 @@ def test_an_address_where_something_else_listens_is_refused_within_30_s(write_sp
         server.shutdown()
 
 
-def test_a_trial_no_node_can_hold_is_refused_up_front(write_spec, results, capsys):
-    """On the embedded Ray: its one node is this machine, known before Ray starts."""
+def test_a_trial_no_node_can_hold_is_refused_up_front(write_spec, results):
+    """On the embedded Ray: its one node is this machine, known before Ray starts (a process of its
+    own: in this one the session's Ray may already run, and `run` would join it)."""
     before = tree_digest(results)
-    code = run_cli(write_spec({**LINREG, "resources": {"cpus": 1000}, "results": str(results)}))
-    assert_one_line_error(capsys, code, "resources: a trial needs 1000 CPU, more than this machine")
+    spec = write_spec({**LINREG, "resources": {"cpus": 1000}, "results": str(results)})
+    proc = subprocess.run([sys.executable, "-m", "scalegrid.cli", "run", str(spec)], capture_output=True, text=True, timeout=120)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err.count("\n") == 0 and err.startswith("scalegrid: error: "), err
+    assert "resources: a trial needs 1000 CPU, more than this machine" in err, err
     assert tree_digest(results) == before
 
 

@@ -22,6 +22,24 @@ def test_scalars_become_axes_and_defaults_fill_in():
     assert spec.data.tokenizer.kind == "byte" and spec.results_dir == "results/t"
 
 
+def test_the_training_order_defaults_by_source():
+    from scalegrid.spec import SHUFFLE_SEED
+
+    assert parse_spec(BASE).data.shuffle_seed == SHUFFLE_SEED  # finite corpora: shuffled whole, as always
+    hub = parse_spec({**BASE, "data": {"unique_tokens": 64, "source": "hub", "hub": "org/x"}}).data
+    assert hub.shuffle_seed is None  # a hub corpus is streamed only as far as the budgets need
+    files = parse_spec({**BASE, "data": {"unique_tokens": 64, "source": "files", "files": ["a"], "shuffle_seed": None}})
+    assert files.data.shuffle_seed is None
+
+
+@pytest.mark.parametrize("name", ["quickstart", "linreg-reuse", "paper-200m"])
+def test_shipped_sweeps_parse(name):
+    from pathlib import Path
+
+    spec = load_spec(Path(__file__).parents[1] / "sweeps" / f"{name}.yaml")
+    assert spec.name == name
+
+
 def test_tokenizer_shorthand():
     assert parse_spec({**BASE, "data": {"unique_tokens": 64, "tokenizer": "bpe"}}).data.tokenizer.kind == "bpe"
     hf = parse_spec({**BASE, "data": {"unique_tokens": 64, "tokenizer": "./tok"}}).data.tokenizer
@@ -49,6 +67,13 @@ def test_tokenizer_shorthand():
         ({"trainer": "linreg"}, "does not fit trainer linreg"),
         ({"name": "bad name!"}, "name: String should match pattern"),
         ({"data": {"unique_tokens": 64, "source": "files"}}, "source `files` needs `files: [path, ...]`"),
+        ({"data": {"unique_tokens": 64, "source": "tokens", "files": ["a.bin"]}}, "source `tokens` needs `vocab_size`"),
+        ({"data": {"unique_tokens": 64, "source": "tokens", "files": ["a.bin"], "vocab_size": 9, "tokenizer": "bpe"}},
+         "source `tokens` takes no tokenizer"),
+        ({"data": {"unique_tokens": 64, "vocab_size": 9}}, "`vocab_size` is for source tokens"),
+        ({"data": {"unique_tokens": 64, "tokenizer": "bpe", "shuffle_seed": None}}, "set shuffle_seed or use an hf tokenizer"),
+        ({"data": {"unique_tokens": 64, "hub_files": ["x/*.zst"]}}, "`hub_files` is for source hub"),
+        ({"data": {"unique_tokens": 64, "tokenize_cpus": 0}}, "data.tokenize_cpus: must be between 1 and 1024 (got 0)"),
     ],
 )
 def test_bad_spec_is_one_line_naming_the_field(change, expected):

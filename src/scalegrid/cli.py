@@ -10,10 +10,10 @@ import argparse
 import sys
 
 import scalegrid
-from scalegrid.commands import fit, jobs, plan, report, run, status, submit
+from scalegrid.commands import fit, jobs, plan, prepare, report, run, status, submit
 from scalegrid.errors import UserError
 
-COMMANDS = (plan, run, status, fit, report, submit, jobs)  # in the order `--help` lists them
+COMMANDS = (plan, prepare, run, status, fit, report, submit, jobs)  # in the order `--help` lists them
 
 
 class _Parser(argparse.ArgumentParser):

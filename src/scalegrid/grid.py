@@ -22,11 +22,11 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from scalegrid.errors import UserError
 from scalegrid.shapes import LlamaShape
-from scalegrid.spec import AXES, SweepSpec, describe_error, model_label, model_shape
+from scalegrid.spec import AXES, SweepSpec, describe_error, hashed_fields, model_label, model_shape
 from scalegrid.storage import ResultsLayout, absolute, layout
 from scalegrid.trial import DataIdentity, Trial, TrialConfig
 
@@ -41,18 +41,7 @@ def content_hash(value: Any, chars: int = TRIAL_ID_CHARS) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:chars]
 
 
-def identity(config: BaseModel) -> dict[str, Any]:
-    """The hashed fields of a config, nested models included: all but those declared
-    `not_hashed`, and those declared `hashed_unless_default` only when set (spec.py)."""
-    dumped = config.model_dump(mode="json")
-    fields = {}
-    for name, info in type(config).model_fields.items():
-        rule = (info.json_schema_extra or {}).get("identity")
-        value = getattr(config, name)
-        if rule == "never" or (rule == "unless_default" and value == info.default):
-            continue
-        fields[name] = identity(value) if isinstance(value, BaseModel) else dumped[name]
-    return fields
+identity = hashed_fields  # the rule lives beside `not_hashed` / `hashed_unless_default` (spec.py)
 
 
 def trial_id(config: TrialConfig) -> str:

@@ -4,7 +4,7 @@
     trainer: lm                       # lm | linreg
     model: [llama-50k, llama-200k]    # preset names and/or explicit shapes
     data:
-      source: synthetic               # synthetic | files | hub | gaussian (linreg)
+      source: synthetic               # synthetic | files | hub | tokens | gaussian (linreg)
       tokenizer: byte                 # byte | bpe | {kind: hf, path: ./my-tokenizer}
       unique_tokens: [32768, 262144]
     epochs: [1, 4, 16]                # each axis: a value or a list; the grid is their product
@@ -119,6 +119,20 @@ def hashed_unless_default(default: Any, **kwargs: Any) -> Any:
     return Field(default, json_schema_extra={"identity": "unless_default"}, **kwargs)
 
 
+def hashed_fields(config: BaseModel) -> dict[str, Any]:
+    """The fields of a config that an identity hashes, nested models included: all but those
+    declared `not_hashed`, and those declared `hashed_unless_default` only when set."""
+    dumped = config.model_dump(mode="json")
+    fields = {}
+    for name, info in type(config).model_fields.items():
+        rule = (info.json_schema_extra or {}).get("identity")
+        value = getattr(config, name)
+        if rule == "never" or (rule == "unless_default" and value == info.default):
+            continue
+        fields[name] = hashed_fields(value) if isinstance(value, BaseModel) else dumped[name]
+    return fields
+
+
 class SyntheticCorpusSpec(_Strict):
     """The synthetic corpus of `trainers/synthetic.py`: entity-attribute facts in templated sentences."""
 
@@ -163,20 +177,42 @@ class ValidationSpec(_Strict):
     max_tokens: int = Field(32768, ge=64, le=MAX_TOKENS)  # validation tokens used for val_loss
 
 
+SHUFFLE_SEED = 0x5CA1E7  # the default order of a finite corpus' training documents (trainers/corpus)
+
+
 class DataSpec(_Strict):
-    source: Literal["synthetic", "files", "hub", "gaussian"] = "synthetic"
-    files: list[str] = []
-    format: Literal["auto", "text", "json", "parquet"] = "auto"
+    """The corpus: documents (`synthetic`, `files`, `hub`) tokenized by `tokenizer`, token arrays
+    (`tokens`), or generated regression data (`gaussian`). Read by `trainers/corpus/`."""
+
+    source: Literal["synthetic", "files", "hub", "tokens", "gaussian"] = "synthetic"
+    files: list[str] = []  # files and tokens: paths and globs
+    format: Literal["auto", "text", "json", "parquet", "npy", "bin", "arrow"] = "auto"
     text_field: str = "text"
     hub: str | None = None
     hub_config: str | None = None
     hub_split: str = "train"
-    revision: str | None = None
+    hub_files: list[str] = []  # data files inside the hub repository (globs): stream a subset of it
+    revision: str | None = None  # hub: a branch, tag or commit; resolved to its commit when planned
+    # The training documents' order: a seed shuffles the whole corpus (every document is read
+    # once); null keeps the stream's order and reads only as far as the largest budget needs.
+    # Default: SHUFFLE_SEED for synthetic and files, null for hub (see the before-validator).
+    shuffle_seed: Seed | None = None
+    tokenize_cpus: int | None = Field(None, ge=1, le=1024)  # tokenizer processes; on a cluster, the CPUs of its Ray task
+    vocab_size: int | None = Field(None, ge=2, le=2**32)  # tokens: the vocabulary the ids come from (uint32 ids)
+    eos_id: int | None = Field(None, ge=0, le=2**32 - 1)  # tokens: the end-of-document id (teacher samples start from it)
     synthetic: SyntheticCorpusSpec = SyntheticCorpusSpec()
     gaussian: GaussianDataSpec = GaussianDataSpec()
     tokenizer: TokenizerSpec = TokenizerSpec()
     unique_tokens: list[Annotated[int, Field(ge=1, le=MAX_TOKENS)]]
     validation: ValidationSpec = ValidationSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_order(cls, value: Any):
+        if isinstance(value, dict) and "shuffle_seed" not in value:
+            finite = value.get("source", "synthetic") in ("synthetic", "files")
+            value = {**value, "shuffle_seed": SHUFFLE_SEED if finite else None}
+        return value
 
     @field_validator("tokenizer", mode="before")
     @classmethod
@@ -192,13 +228,31 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_source(self):
-        if self.source == "files" and not self.files:
-            raise ValueError("source `files` needs `files: [path, ...]`")
+        if self.source in ("files", "tokens") and not self.files:
+            raise ValueError(f"source `{self.source}` needs `files: [path, ...]`")
         if self.source == "hub" and not self.hub:
             raise ValueError("source `hub` needs `hub: <dataset id>`")
-        if self.source == "gaussian" and self.tokenizer != TokenizerSpec():
-            raise ValueError("source `gaussian` (linreg) takes no tokenizer")
+        if self.source in ("gaussian", "tokens") and self.tokenizer != TokenizerSpec():
+            raise ValueError(f"source `{self.source}` takes no tokenizer" + (" (its ids are already tokens)" if self.source == "tokens" else ""))
+        if (self.source == "tokens") != (self.vocab_size is not None):
+            raise ValueError("source `tokens` needs `vocab_size` (of the tokenizer that made the ids)"
+                             if self.source == "tokens" else "`vocab_size` is for source tokens; a tokenizer's goes under `tokenizer:`")
+        if self.eos_id is not None and (self.source != "tokens" or self.eos_id >= self.vocab_size):
+            raise ValueError("`eos_id` is for source tokens, below its vocab_size")
+        if self.source == "tokens" and self.shuffle_seed is not None:
+            raise ValueError("source `tokens` is read in its order: leave out `shuffle_seed`")
+        if self.shuffle_seed is None and self.tokenizer.kind == "bpe":
+            raise ValueError(
+                "a bpe tokenizer is trained on the whole training corpus, which shuffle_seed: null does not read; "
+                "set shuffle_seed or use an hf tokenizer"
+            )
+        if self.hub_files and self.source != "hub":
+            raise ValueError("`hub_files` is for source hub; local files go under `files:`")
         return self
+
+    @property
+    def max_unique_tokens(self) -> int:
+        return max(self.unique_tokens)
 
 
 class TrainSpec(_Strict):
@@ -370,7 +424,7 @@ class SweepSpec(_Strict):
         if is_linreg != (self.data.source == "gaussian"):
             raise ValueError(
                 "trainer linreg needs data.source gaussian" if is_linreg
-                else "data.source gaussian is for trainer linreg; the lm trainer needs synthetic, files or hub"
+                else "data.source gaussian is for trainer linreg; the lm trainer needs synthetic, files, hub or tokens"
             )
         if self.trainer != "lm" and (self.ensemble is not None or self.distill):
             raise ValueError(f"ensemble: and distill: need trainer lm (models to average), not {self.trainer}")

@@ -22,11 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scalegrid.shapes import LinregShape, LlamaShape
 from scalegrid.spec import (
+    SHUFFLE_SEED,
     FaultToleranceSpec,
     GaussianDataSpec,
     SyntheticCorpusSpec,
     TrainSpec,
     ValidationSpec,
+    hashed_fields,
     hashed_unless_default,
 )
 from scalegrid.storage import ResultsLayout
@@ -90,8 +92,10 @@ class FileId(_Frozen):
 class _CorpusData(_Frozen):
     tokenizer: TokenizerId
     validation: ValidationSpec
-    recipe: str  # trainers/data.py DATA_VERSION
+    recipe: str  # trainers/corpus/build.py DATA_VERSION
     vocab_size: int
+    # The training documents' order: a seed permutes the whole corpus, None keeps the stream's order.
+    shuffle_seed: int | None = hashed_unless_default(SHUFFLE_SEED)
 
 
 class SyntheticData(_CorpusData):
@@ -111,8 +115,19 @@ class HubData(_CorpusData):
     hub: str
     hub_config: str | None
     hub_split: str
-    revision: str | None
+    revision: str | None  # the commit read (resolved when planned)
     text_field: str
+    hub_files: tuple[str, ...] = hashed_unless_default(())  # the data files streamed (globs), () for the split's all
+
+
+class TokensData(_Frozen):
+    """Token ids tokenized elsewhere (nanoGPT's .bin, .npy, Parquet/Arrow `input_ids`), in file order."""
+
+    source: Literal["tokens"] = "tokens"
+    files: tuple[FileId, ...]
+    vocab_size: int  # part of the cache key too: the meta of the cache tells the model its vocabulary
+    validation: ValidationSpec
+    recipe: str
 
 
 class GaussianData(GaussianDataSpec):
@@ -123,7 +138,7 @@ class GaussianData(GaussianDataSpec):
     vocab_size: int = 0
 
 
-DataConfig = Annotated[Union[SyntheticData, FilesData, HubData, GaussianData], Field(discriminator="source")]
+DataConfig = Annotated[Union[SyntheticData, FilesData, HubData, TokensData, GaussianData], Field(discriminator="source")]
 
 
 @dataclass(frozen=True)
@@ -143,8 +158,12 @@ class DataIdentity:
 
     @staticmethod
     def fields_of(config) -> dict[str, Any]:
-        """What `key` hashes: the identity without the vocabulary size (which follows from the tokenizer)."""
-        return config.model_dump(mode="json", exclude={"vocab_size"})
+        """What `key` hashes: the hashed fields (`spec.hashed_fields`), without the vocabulary size
+        where it follows from the tokenizer (token arrays name theirs)."""
+        fields = hashed_fields(config)
+        if not isinstance(config, TokensData):
+            fields.pop("vocab_size", None)
+        return fields
 
 
 class TokenDistill(_Frozen):

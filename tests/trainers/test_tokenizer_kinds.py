@@ -10,7 +10,7 @@ import pytest
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec, TokenizerSpec, parse_spec
 from scalegrid.storage import layout
-from scalegrid.trainers.data import TokenCache, describe, open_tokens, prepare, tokenize
+from scalegrid.trainers.data import describe, open_tokens, prepare
 from scalegrid.trainers.tokenizers import EOS_TEXT, ByteTokenizer, build_tokenizer, load_saved
 
 TEXTS = ["the color of zorvak is teal .", "héllo wörld ✓ 日本", "", "line\nbreak\ttab"]
@@ -75,10 +75,11 @@ def test_hf_tokenizer_from_a_local_directory(tmp_path):
     assert spec.tokenizer.kind == "hf"
     identity = describe(spec)
     assert identity.vocab_size == 400 and identity.fields["tokenizer"]["kind"] == "hf"
-    corpus = tokenize(spec)
-    assert corpus.eos_id == 0 and corpus.train.max() < 400 and corpus.tokenizer_kind == "hf"
-    assert "tokenizer.json" in corpus.tokenizer_files
-    path = TokenCache(layout(tmp_path / "results")).save(corpus)
+    _, path = prepare(spec, layout(tmp_path / "two"), processes=2)  # two tokenizer processes ...
+    train, val, meta = open_tokens(path)
+    assert meta["eos_id"] == 0 and train.max() < 400 and meta["tokenizer"] == "hf"
+    _, inline = prepare(spec, layout(tmp_path / "one"), processes=1)  # ... write what one process writes
+    assert np.array_equal(open_tokens(inline)[0], train) and np.array_equal(open_tokens(inline)[1], val)
     again = load_saved("hf", path / "tokenizer")
     assert np.array_equal(again.encode_documents(TEXTS), build_tokenizer(spec.tokenizer, []).encode_documents(TEXTS))
     shutil.copytree(tmp_path / "tok", tmp_path / "moved")  # identity is content, not path

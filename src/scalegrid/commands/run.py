@@ -16,9 +16,10 @@ import pandas as pd
 
 from scalegrid import store
 from scalegrid.commands.args import positive_int
-from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, prepare_data, space_needed
+from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, space_needed
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
 from scalegrid.orchestrator.session import check_address, check_feasible, check_shared_results, ray_session
+from scalegrid.orchestrator.tokens import prepare_tokens
 from scalegrid.storage.space import check_space
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
@@ -43,7 +44,6 @@ def run(args) -> int:
     plan = make_plan(args.spec, results=args.results)
     if args.address:
         check_address(args.address)
-    save_tokens = prepare_data(plan)  # tokens exist for every budget
     resources = plan.spec.resources
     with contextlib.ExitStack() as cluster:
         if args.address:  # the last checks need the cluster: joined before anything is written
@@ -53,8 +53,10 @@ def run(args) -> int:
         elif _has_work(plan):
             check_feasible(cpus=resources.cpus, gpus=resources.gpus, embedded=not _ray_running())
         if plan.results.local_path is not None and _has_work(plan):
-            check_space(plan.results.local_path, space_needed(plan, save_tokens, slots=_slots(args, resources.cpus)))
-        plan = _run_checked(args, plan, save_tokens)
+            check_space(plan.results.local_path, space_needed(plan, slots=_slots(args, resources.cpus)))
+        if plan.pending:  # tokens for every budget, or a one-line error with nothing published
+            prepare_tokens(plan, on_cluster=bool(args.address))
+        plan = _run_checked(args, plan)
     code = summarize(plan, time.perf_counter() - start)
     if not args.no_report:
         write_report_of(plan)
@@ -81,13 +83,12 @@ def _has_work(plan: SweepPlan) -> bool:
     return bool(plan.pending) or (plan.graph.has_stages and bool((plan.dependants()["state"] != "done").any()))
 
 
-def _run_checked(args, plan: SweepPlan, save_tokens) -> SweepPlan:
+def _run_checked(args, plan: SweepPlan) -> SweepPlan:
     """Every input is valid: from here on the results directory is written. Returns the plan
     with the store as it is after the run."""
     plan.results.makedirs()
-    save_tokens()
     info = provenance()
-    write_sweep_record(plan.results, plan.spec, args.spec, info)
+    write_sweep_record(plan.results, plan.spec, args.spec, info, data=plan.data.fields)
     for path, reason in plan.snapshot.unreadable:
         print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
     pending = plan.pending

@@ -59,9 +59,9 @@ def run(args) -> int:
 
 def _check_shipped(spec, working_dir: Path) -> None:
     """Data files and a local tokenizer travel in the working directory: they must lie inside it."""
-    from scalegrid.trainers.data import resolve_files
+    from scalegrid.trainers.corpus.sources import resolve_files
 
-    paths = [(f"data.files[{i}]", p) for i, (p, _) in enumerate(resolve_files(spec.data))] if spec.data.source == "files" else []
+    paths = [(f.where, f.path) for f in resolve_files(spec.data)] if spec.data.source in ("files", "tokens") else []
     tokenizer = spec.data.tokenizer
     if tokenizer.kind == "hf" and tokenizer.path and os.path.exists(os.path.expanduser(tokenizer.path)):
         paths.append(("data.tokenizer.path", tokenizer.path))

@@ -1,13 +1,12 @@
 """Spec -> trials -> what the store already holds: the plan that `plan`, `run` and `status` share.
 
 Everything here validates and reads; nothing writes. `run` writes only after `make_plan` (and
-the data checks of `prepare_data`) have passed, so a bad input leaves the results directory as
-it was. A plan reads the store once (`store.read`); `refresh` reads it again at a stage boundary.
+the token cache's build, `orchestrator/tokens.py`, which checks the corpus before publishing)
+have passed, so a bad input leaves the results directory as it was. A plan reads the store once (`store.read`); `refresh` reads it again at a stage boundary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,15 +70,16 @@ class SweepPlan:
 
 
 def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan:
-    from scalegrid.trainers.data import describe  # reads file hashes, never tokenizes
+    from scalegrid.trainers.data import TokenCache, describe  # reads recorded file hashes, never tokenizes
     from scalegrid.trainers.data_checks import check_files
 
     spec = load_spec(spec_path)
     _check_divisible(spec)
     root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
     check_writable(root)
-    identity = describe(spec.data)
-    check_files(spec.data)  # each file opens, has the text field and a document with text
+    identity = describe(spec.data, root)
+    if spec.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
+        check_files(spec.data)  # it opens, has the text field and a document with text
     graph = build(spec, identity, root)
     return SweepPlan(spec, root, identity, graph, store.read(root))
 
@@ -119,60 +119,35 @@ def totals_line(frame: pd.DataFrame) -> str:
     )
 
 
-@dataclass(frozen=True)
-class TokensToSave:
-    """A tokenized corpus that `run` saves into the results' cache once every check passed
-    (nothing when it is cached already or not needed); `nbytes` is what saving it writes."""
-
-    save: Callable[[], object] = lambda: None
-    nbytes: int = 0
-
-    def __call__(self) -> None:
-        self.save()
-
-
-def prepare_data(plan: SweepPlan) -> TokensToSave:
-    """Tokenize the corpus once (or find it cached) and check every budget fits in it.
-
-    Returns what saves the tokens into the results directory's cache; `run` calls it only after
-    every check passed, so a too-large `unique_tokens` leaves the directory untouched.
-    """
-    if plan.spec.trainer != "lm" or not plan.pending:
-        return TokensToSave()
-    from scalegrid.trainers.data import TokenCache, token_dtype, tokenize
-
-    cache = TokenCache(plan.results)
-    train_tokens = cache.train_tokens(plan.data.key)  # meta.json alone: no need to map the tokens
-    corpus = None
-    if train_tokens is None:
-        corpus = tokenize(plan.spec.data)
-        train_tokens = len(corpus.train)
-    for i, u in enumerate(plan.spec.data.unique_tokens):
-        if u > train_tokens:
-            raise UserError(
-                f"data.unique_tokens[{i}]: {u:,} is larger than the corpus' {train_tokens:,} training tokens; "
-                "lower it or give a larger corpus"
-            )
-    if corpus is None:
-        return TokensToSave()
-    itemsize = np.dtype(token_dtype(corpus.vocab_size)).itemsize
-    return TokensToSave(lambda: cache.save(corpus), (len(corpus.train) + len(corpus.val)) * itemsize)
-
-
 ROW_BYTES = 256 * 1024  # per trial: its run and curve rows, lease history and Ray Tune's files, generously
 CHECKPOINT_OVERHEAD = 64 * 1024
 
 
-def space_needed(plan: SweepPlan, tokens: TokensToSave, *, slots: int) -> dict[str, int]:
-    """About how many bytes a run writes: the token cache, the checkpoints of the `slots` largest
-    trials running at once (fp32 weights and two AdamW moments, `keep_checkpoints` + 1 of them:
-    the newest is written before the oldest goes), the final weights it keeps, and its rows."""
+def space_needed(plan: SweepPlan, *, slots: int) -> dict[str, int]:
+    """About how many bytes a run writes: the token cache (its budgets and validation tokens, when
+    not cached yet), the checkpoints of the `slots` largest trials running at once (fp32 weights
+    and two AdamW moments, `keep_checkpoints` + 1 of them: the newest is written before the oldest
+    goes), the final weights it keeps, and its rows."""
     trials = plan.pending + [s for s in plan.graph.students if s.trial_id not in plan.snapshot.done]
     lm = sorted((t.config.num_params for t in trials if t.config.trainer == "lm"), reverse=True)
     per_checkpoint = [12 * params + CHECKPOINT_OVERHEAD for params in lm[:slots]]
     return {
-        "token cache": tokens.nbytes,
+        "token cache": _token_cache_bytes(plan) if trials else 0,
         "checkpoints": (plan.spec.fault_tolerance.keep_checkpoints + 1) * sum(per_checkpoint),
         "saved models": sum(4 * t.config.num_params for t in trials if t.save_model),
         "rows": ROW_BYTES * len(trials),
     }
+
+
+def _token_cache_bytes(plan: SweepPlan) -> int:
+    """The token cache a run will publish: nothing when it is there; else at least the largest
+    budget plus the validation tokens (a whole-corpus build writes more: an estimate from below)."""
+    data = plan.spec.data
+    if plan.spec.trainer != "lm":
+        return 0
+    from scalegrid.trainers.data import TokenCache, token_dtype
+
+    if TokenCache(plan.results).meta(plan.data.key) is not None:
+        return 0
+    itemsize = np.dtype(token_dtype(plan.data.vocab_size)).itemsize
+    return (max(data.unique_tokens) + data.validation.max_tokens) * itemsize

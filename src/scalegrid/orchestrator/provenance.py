@@ -35,10 +35,11 @@ def provenance() -> dict[str, str]:
     return {"scalegrid_version": scalegrid.__version__, "git_commit": git_commit() or "unknown"}
 
 
-def write_sweep_record(results: ResultsLayout, spec: SweepSpec, spec_path: str, info: dict[str, str]) -> str:
-    """The resolved spec beside the results, named by its content hash: written once per distinct spec."""
+def write_sweep_record(results: ResultsLayout, spec: SweepSpec, spec_path: str, info: dict[str, str], *, data: dict) -> str:
+    """The resolved spec and the data's identity (file hashes, the hub commit read) beside the
+    results, named by their content hash: written once per distinct spec and data."""
     resolved = spec.model_dump(mode="json")
-    parts = results.sweep_record(f"{spec.name}-{content_hash(resolved, 12)}.json")
+    parts = results.sweep_record(f"{spec.name}-{content_hash({'spec': resolved, 'data': data}, 12)}.json")
     if not results.is_file(*parts):
         record = {
             **info,
@@ -47,6 +48,7 @@ def write_sweep_record(results: ResultsLayout, spec: SweepSpec, spec_path: str, 
             "host": platform.node(),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "spec": resolved,
+            "data": data,
         }
         results.write_bytes(parts, json.dumps(record, indent=2, sort_keys=True).encode())
     return results.uri_of(*parts)

@@ -28,7 +28,7 @@ from ray.tune import Stopper
 
 from scalegrid import store
 from scalegrid.orchestrator import leases
-from scalegrid.orchestrator.plan import SweepPlan, TokensToSave, space_needed
+from scalegrid.orchestrator.plan import SweepPlan, space_needed
 from scalegrid.orchestrator.progress import Progress
 from scalegrid.orchestrator.worker import tune_trainable
 from scalegrid.storage.space import full_error, is_full
@@ -99,7 +99,7 @@ def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_
         skipped += sum((r.metrics or {}).get("n_ELSEWHERE", 0) for r in results)
         del tuner, trainable, results  # nothing of a finished chunk stays referenced
         if full.message:  # stop with one line that says how much the rest needs
-            needs = space_needed(plan.refresh(), TokensToSave(), slots=_slots(plan, max_concurrent))
+            needs = space_needed(plan.refresh(), slots=_slots(plan, max_concurrent))
             raise full_error(plan.results.shown(), needed=sum(needs.values()))
     return skipped
 

@@ -8,7 +8,9 @@ Every path under RESULTS is named here, once:
     models/<trial_id>/               final weights, `save_pretrained` (config.json written last)
     checkpoints/<trial_id>/          a running trial's checkpoints (trainers/checkpoint.py)
     leases/<trial_id>/               who trains a trial now, and its attempts (orchestrator/leases.py)
-    cache/tokens/<key>/              a tokenized corpus (trainers/data.py; meta.json written last)
+    cache/tokens/<key>/              a tokenized corpus (trainers/corpus/cache.py; meta.json written last)
+    cache/files/<fingerprint>.json   a local corpus file's SHA-256, found by its cheap fingerprint
+    cache/hub/<source>.json          the commit a hub source without a pinned revision was read at
     cache/teacher/<corpus_id>/       a teacher-generated corpus (trainers/distill.py; meta.json last)
     stages/<sweep>.json              the ensembles and students of a sweep's latest run
     <any file>.corrupt-<time>        an unreadable run file or checkpoint, set aside (never deleted)
@@ -102,6 +104,12 @@ class ResultsLayout:
 
     def token_cache(self, key: str) -> Parts:
         return ("cache", "tokens", key)
+
+    def file_hash(self, fingerprint: str) -> Parts:
+        return ("cache", "files", f"{fingerprint}.json")
+
+    def hub_revision(self, source: str) -> Parts:
+        return ("cache", "hub", f"{source}.json")
 
     def teacher_corpus(self, corpus_id: str) -> Parts:
         return ("cache", "teacher", corpus_id)
@@ -261,13 +269,14 @@ class ResultsLayout:
             self.upload_tree(Path(tmp), parts, last=marker)
         return self.uri_of(*parts)
 
-    def materialise_dir(self, parts: Parts, target: Path, *, marker: str) -> Path | None:
+    def materialise_dir(self, parts: Parts, target: Path, *, marker: str, stale: bool = False) -> Path | None:
         """A complete local copy of the directory `parts` at `target` (the directory itself when it
-        is mounted here); copied once per node, atomically. None when it is not (yet) complete."""
+        is mounted here); copied once per node, atomically, and again when the caller knows the
+        copy is `stale` (the store's directory grew). None when it is not (yet) complete."""
         local = self.local(*parts)
         if local is not None:
             return local if (local / marker).is_file() else None
-        if (target / marker).is_file():
+        if (target / marker).is_file() and not stale:
             return target
         if not self.is_file(*parts, marker):
             return None
@@ -282,7 +291,7 @@ class ResultsLayout:
                     self.download((*parts, *rel.split("/")), tmp / rel)
 
         with full_is_one_line(target.parent):
-            return atomic_dir(target, fill, marker=marker)
+            return atomic_dir(target, fill, marker=marker, replace=stale)
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,15 @@ import contextlib
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec
 from scalegrid.storage import first_line
-from scalegrid.trainers.data import resolve_files
+from scalegrid.trainers.corpus.sources import resolve_files
 
 
 def check_files(spec: DataSpec) -> None:
     """Every data file opens in its format and holds a document with text in the text field."""
     if spec.source != "files":
         return
-    for path, fmt in resolve_files(spec):
-        check_file(path, fmt, spec.text_field)
+    for source in resolve_files(spec):
+        check_file(source.path, source.format, spec.text_field)
 
 
 def check_file(path: str, fmt: str, text_field: str) -> None:

@@ -26,7 +26,7 @@ import torch
 
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, node_cache_dir
 from scalegrid.trainers import lm
-from scalegrid.trainers.data import TokenCache
+from scalegrid.trainers.corpus.cache import TokenCache
 from scalegrid.trainers.weights import load_model
 from scalegrid.trial import CORPUS_VERSION, Report, SequenceDistill, TeacherCorpusRequest, TokenDistill, Trial, TrialResult
 
@@ -129,7 +129,9 @@ def make_corpus(results: ResultsLayout, corpus_id: str, request: TeacherCorpusRe
     parts = results.teacher_corpus(corpus_id)
     if results.is_file(*parts, CACHE_MARKER):
         return {**json.loads(results.read_bytes(*parts, CACHE_MARKER)), "generated": False}
-    eos_id = int(TokenCache(results).open(data_key)[2]["eos_id"])
+    eos_id = TokenCache(results).open(data_key)[2]["eos_id"]
+    if eos_id is None:  # token arrays made elsewhere say their EOS only if the spec did
+        raise ValueError("a sequence-level teacher samples from the end-of-document token: set data.eos_id for source tokens")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teachers = [load_model(results, tid, device) for tid in request.teacher]
     start = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scalegrid.trainers.data import TokenCache
+from scalegrid.trainers.corpus.cache import TokenCache
 from scalegrid.trial import Trial
 
 
@@ -14,7 +14,7 @@ def load_sequences(trial: Trial, device: torch.device) -> tuple[torch.Tensor, to
     cfg, seq_len = trial.config, trial.config.train.seq_len
     if trial.data_key is None:
         raise ValueError("the lm trainer needs Trial.data_key (the token cache of its corpus)")
-    train, val, meta = TokenCache(trial.results).open(trial.data_key)
+    train, val, meta = TokenCache(trial.results).open(trial.data_key, min_train_tokens=cfg.unique_tokens)
     if cfg.unique_tokens % seq_len:
         raise ValueError(f"unique_tokens {cfg.unique_tokens} is not a multiple of train.seq_len {seq_len}")
     if cfg.unique_tokens > len(train):

@@ -1,13 +1,14 @@
 """Tokenizers by kind: `byte` (no files), `bpe` (trained on the training documents), `hf` (a directory).
 
 Each one turns a list of documents into one token stream with EOS after every document
-(`encode_documents`), knows its `vocab_size` and `eos_id` without tokenizing anything (that is
+(`encode_documents`, or `encode_with_lengths` with each document's length), knows its `vocab_size` and `eos_id` without tokenizing anything (that is
 what `data.describe` hashes), and hands back the files that reproduce it (`files`), which
 `data.TokenCache` stores beside the tokens.
 
 - `byte`: UTF-8 bytes 0-255 and EOS = 256, vocabulary 257. Any text, no files, no training.
 - `bpe`: a byte-level BPE of `vocab_size` entries (default 1024; EOS is id 0) trained with the
-  `tokenizers` library on the corpus's training documents only, so validation text is never seen.
+  `tokenizers` library on the corpus's training documents only (streamed: an iterable of
+  documents or of batches of them), so validation text is never seen.
   The model's vocabulary is the requested size even if the corpus yields fewer merges, so
   `describe` knows it without training.
 - `hf`: any Hugging Face tokenizer, `AutoTokenizer.from_pretrained(path)`; a local directory is
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from scalegrid.errors import UserError
 from scalegrid.spec import TokenizerSpec
+from scalegrid.trainers.corpus.fingerprint import file_sha256
 
 EOS_TEXT = "<|endoftext|>"
 DEFAULT_BPE_VOCAB = 1024
@@ -44,6 +46,10 @@ class Tokenizer(Protocol):
         """All documents' token ids, each document followed by `eos_id`, as one int64 array."""
         ...
 
+    def encode_with_lengths(self, documents: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(`encode_documents`, each document's token count with its EOS)."""
+        ...
+
     def decode(self, ids: Sequence[int]) -> str: ...
 
     def files(self) -> dict[str, bytes]:
@@ -57,10 +63,13 @@ class ByteTokenizer:
     eos_id = 256
 
     def encode_documents(self, documents: Sequence[str]) -> np.ndarray:
+        return self.encode_with_lengths(documents)[0]
+
+    def encode_with_lengths(self, documents: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         encoded = [doc.encode("utf-8") for doc in documents]
         flat = np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(np.int64)
-        ends = np.cumsum([len(b) for b in encoded], dtype=np.int64)
-        return np.insert(flat, ends, self.eos_id)
+        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+        return np.insert(flat, np.cumsum(lengths), self.eos_id), lengths + 1
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(int(i) for i in ids if i < 256).decode("utf-8", errors="replace")
@@ -77,11 +86,16 @@ class FastTokenizer:
         self._files = files
 
     def encode_documents(self, documents: Sequence[str]) -> np.ndarray:
+        return self.encode_with_lengths(documents)[0]
+
+    def encode_with_lengths(self, documents: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         pieces = []
         for start in range(0, len(documents), _ENCODE_CHUNK):
             chunk = self.backend.encode_batch(list(documents[start : start + _ENCODE_CHUNK]), add_special_tokens=False)
             pieces.append(_join_with_eos([enc.ids for enc in chunk], self.eos_id))
-        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+        if not pieces:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate([p[0] for p in pieces]), np.concatenate([p[1] for p in pieces])
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=True)
@@ -99,6 +113,9 @@ class SlowHFTokenizer:
         self.tokenizer, self.vocab_size, self.eos_id, self._files = tokenizer, len(tokenizer), eos_id, files
 
     def encode_documents(self, documents: Sequence[str]) -> np.ndarray:
+        return self.encode_with_lengths(documents)[0]
+
+    def encode_with_lengths(self, documents: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         ids = self.tokenizer(list(documents), add_special_tokens=False, verbose=False)["input_ids"]
         return _join_with_eos(ids, self.eos_id)
 
@@ -109,10 +126,10 @@ class SlowHFTokenizer:
         return dict(self._files)
 
 
-def _join_with_eos(id_lists: list[list[int]], eos_id: int) -> np.ndarray:
+def _join_with_eos(id_lists: list[list[int]], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.fromiter((len(ids) for ids in id_lists), dtype=np.int64, count=len(id_lists))
     flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
-    return np.insert(flat, np.cumsum(lengths), eos_id)
+    return np.insert(flat, np.cumsum(lengths), eos_id), lengths + 1
 
 
 # --- identity: what describe() hashes, without tokenizing ------------------------------------------
@@ -140,16 +157,17 @@ def _bpe_vocab(spec: TokenizerSpec) -> int:
 # --- building ---------------------------------------------------------------------------------------
 
 
-def build_tokenizer(spec: TokenizerSpec, train_documents: Sequence[str]) -> Tokenizer:
-    """The tokenizer of `spec`; `train_documents` are used only to train a `bpe`."""
+def build_tokenizer(spec: TokenizerSpec, train_documents: Iterable[str] | Iterable[list[str]] = ()) -> Tokenizer:
+    """The tokenizer of `spec`; `train_documents` (documents, or batches of them, streamed) are
+    read only to train a `bpe`."""
     return TOKENIZERS[spec.kind](spec, train_documents)
 
 
-def _byte(spec: TokenizerSpec, train_documents: Sequence[str]) -> Tokenizer:
+def _byte(spec: TokenizerSpec, train_documents: Iterable) -> Tokenizer:
     return ByteTokenizer()
 
 
-def _bpe(spec: TokenizerSpec, train_documents: Sequence[str]) -> Tokenizer:
+def _bpe(spec: TokenizerSpec, train_documents: Iterable) -> Tokenizer:
     from tokenizers import Tokenizer as Backend
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -163,12 +181,12 @@ def _bpe(spec: TokenizerSpec, train_documents: Sequence[str]) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodes: no unknown tokens
         show_progress=False,
     )
-    backend.train_from_iterator(train_documents, trainer=trainer, length=len(train_documents))
+    backend.train_from_iterator(train_documents, trainer=trainer)
     files = {"tokenizer.json": backend.to_str().encode("utf-8")}
     return FastTokenizer("bpe", backend, vocab, backend.token_to_id(EOS_TEXT), files)
 
 
-def _hf(spec: TokenizerSpec, train_documents: Sequence[str]) -> Tokenizer:
+def _hf(spec: TokenizerSpec, train_documents: Iterable) -> Tokenizer:
     tokenizer, _ = _load_hf(spec.path)
     return _wrap_hf(tokenizer, spec.path)
 
@@ -216,14 +234,6 @@ def _load_hf(path: str):
     return tokenizer, hashlib.sha256(repr(vocab).encode()).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_saved(kind: str, directory: str | Path) -> Tokenizer:
     """The tokenizer stored in a token-cache directory's `tokenizer/` folder (decoding, probes)."""
     directory = Path(directory)
@@ -241,7 +251,7 @@ def load_saved(kind: str, directory: str | Path) -> Tokenizer:
     return _wrap_hf(AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False, local_files_only=True), str(directory))
 
 
-TOKENIZERS: dict[str, Callable[[TokenizerSpec, Sequence[str]], Tokenizer]] = {
+TOKENIZERS: dict[str, Callable[[TokenizerSpec, Iterable], Tokenizer]] = {
     "byte": _byte,
     "bpe": _bpe,
     "hf": _hf,
