@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -470,10 +471,10 @@ def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
         if isinstance(part, int) or part not in fields:
             return list(fields)
         annotation = fields[part].annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            fields = annotation.model_fields
-        else:
+        models = [a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:  # `X | None` counts as X
             return list(fields)
+        fields = models[0].model_fields
     return list(fields)
 
 
@@ -483,7 +484,8 @@ def parse_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()  # an unknown key first: a misspelt required key is also reported as missing
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         if first["type"] == "extra_forbidden":
             first = {**first, "ctx": {"fields": _known_fields(SweepSpec, first["loc"])}}
         raise UserError(f"{source}: {_format_error(first)}") from None
