@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sweep_fixtures import TINY_LM
@@ -117,3 +118,21 @@ def test_stage_graph_members_overrides_and_spec_errors():
     with pytest.raises(UserError, match="need trainer lm"):
         parse_spec({**TINY_LM, "trainer": "linreg", "model": {"dims": 8}, "data": {"source": "gaussian", "unique_tokens": 64},
                     "ensemble": {"members": [2]}})
+
+
+def test_logit_averaged_ensembles_are_rows_of_their_own(ray_local, write_spec, tmp_path):
+    """`ensemble.combine: logits` on a finished probs ensemble trains nothing and writes one new
+    row (k = 2; k = 1 is one model either way), with its own id and `combine`."""
+    results = tmp_path / "results"
+    assert main(["run", str(write_spec({**TINY_LM, "ensemble": {"members": [1, 2]}})), "--no-report"]) == 0
+    probs = load_ensembles(results).set_index("members")
+    runs_before = set(load_runs(results).query("stage == 'train'")["trial_id"])
+    logits_spec = write_spec({**TINY_LM, "ensemble": {"members": [1, 2], "combine": "logits"}})
+    assert main(["run", str(logits_spec), "--no-report"]) == 0
+    ensembles = load_ensembles(results)
+    assert set(load_runs(results).query("stage == 'train'")["trial_id"]) == runs_before
+    (logits,) = ensembles[ensembles["combine"] == "logits"].itertuples()
+    assert len(ensembles) == 3 and logits.members == 2 and logits.trial_id != probs.loc[2, "trial_id"]
+    assert list(logits.member_trial_ids) == list(probs.loc[2, "member_trial_ids"])
+    assert np.isfinite(logits.val_loss) and abs(logits.val_loss - probs.loc[2, "val_loss"]) > 1e-7
+    assert probs.loc[1, "combine"] is None or pd.isna(probs.loc[1, "combine"])

@@ -1,6 +1,30 @@
-"""scalegrid: data-constrained pre-training sweeps on Ray Tune, results in Parquet, scaling laws."""
+"""scalegrid: data-constrained pre-training sweeps on Ray Tune, results in Parquet, scaling laws.
 
-__version__ = "0.1.0"
+    import scalegrid
+    scalegrid.plan("sweeps/quickstart.yaml")          # the trials and their status (no Ray)
+    runs = scalegrid.run("sweeps/quickstart.yaml")    # train what is missing; the sweep's rows
+    runs = scalegrid.load_runs("results/quickstart")  # read any results directory
+
+Importing scalegrid is cheap: each function imports what it needs when called.
+"""
+
+from scalegrid.errors import UserError
+from scalegrid.version import __version__
+
+
+def plan(spec, results=None):
+    """Every trial of a spec (a YAML path or a dict) with its axes, size, FLOPs and status, as a DataFrame; no Ray."""
+    from scalegrid.api import plan as _plan
+
+    return _plan(spec, results)
+
+
+def run(spec, results=None, address=None, max_concurrent=None, *, report=False):
+    """Run a sweep (a YAML path or a dict): train what is missing on Ray Tune, return its rows as a
+    DataFrame. Raises `scalegrid.UserError` on bad input, before anything is written."""
+    from scalegrid.api import run as _run
+
+    return _run(spec, results, address, max_concurrent, report=report)
 
 
 def load_runs(path):
@@ -24,4 +48,4 @@ def load_curves(path):
     return _load_curves(path)
 
 
-__all__ = ["load_runs", "load_ensembles", "load_curves", "__version__"]
+__all__ = ["plan", "run", "load_runs", "load_ensembles", "load_curves", "UserError", "__version__"]

@@ -48,9 +48,14 @@ def trial_id(config: TrialConfig) -> str:
     return content_hash(identity(config))
 
 
-def ensemble_id(member_ids: list[str]) -> str:
-    """An ensemble row's id: its members and k, so a row is written once whatever K asked for it."""
-    return content_hash({"stage": "ensemble", "members": list(member_ids), "k": len(member_ids)})
+def ensemble_id(member_ids: list[str], combine: str = "probs") -> str:
+    """An ensemble row's id: its members and k, so a row is written once whatever K asked for it,
+    and how k > 1 members are averaged when that is not the default `probs` (ids written before
+    `combine` existed stay; one model has nothing to average)."""
+    key = {"stage": "ensemble", "members": list(member_ids), "k": len(member_ids)}
+    if len(member_ids) > 1 and combine != "probs":
+        key["combine"] = combine
+    return content_hash(key)
 
 
 def typed_points(spec: SweepSpec, points: list[dict[str, Any]], field: str) -> list[dict[str, list]]:

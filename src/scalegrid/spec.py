@@ -17,7 +17,8 @@
     resources: {cpus: 1, gpus: 0}
     fault_tolerance: {checkpoint_every: 200, keep_checkpoints: 2, max_failures: 2, lease_expiry_s: 60}
     results: results/quickstart
-    ensemble: {members: [1, 2, 4], where: [{model: llama-50k}]}   # K members per matching point
+    tracking: {wandb: {project: my-project}, mlflow: {}, tensorboard: true}   # not in trial ids
+    ensemble: {members: [1, 2, 4], where: [{model: llama-50k}], combine: probs}   # K members per matching point
     distill:                          # students of a teacher: a grid point's ensemble of k, or one model
       - {teacher: {model: llama-50k, members: 4}, student: {model: llama-50k}, method: token}
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 import typing
 from pathlib import Path
@@ -283,6 +285,43 @@ class FaultToleranceSpec(_Strict):
     lease_expiry_s: float = Field(60.0, gt=0, le=7 * 86400)  # a lease without a heartbeat this long is taken over
 
 
+class WandbSpec(_Strict):
+    """Weights & Biases, through Ray's `WandbLoggerCallback`: one W&B run per trial (run name = trial_id,
+    group = the sweep's name)."""
+
+    project: str = Field(min_length=1)
+    entity: str | None = None
+    mode: Literal["online", "offline"] | None = None  # default: $WANDB_MODE, else online
+    dir: str | None = None  # W&B's local files; default: RESULTS/wandb (a results directory on this machine)
+
+
+class MlflowSpec(_Strict):
+    """MLflow, through Ray's `MLflowLoggerCallback`: one MLflow run per trial in one experiment."""
+
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else the file store RESULTS/mlruns
+    experiment: str | None = None  # default: the sweep's name
+
+
+class TrackingSpec(_Strict):
+    """Where every trial's hyperparameters and evaluation rows are sent as they happen (Ray Tune's
+    logger callbacks). None of it is in a trial id: tracking never changes a result."""
+
+    wandb: WandbSpec | None = None
+    mlflow: MlflowSpec | None = None
+    tensorboard: bool = False  # Tune's TensorBoard logger: event files under RESULTS/tune/<run>/<trial_id>/
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _mlflow_shorthand(cls, value: Any):
+        if value is True:  # `mlflow: true`: every default
+            return {}
+        return None if value is False else value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.wandb or self.mlflow or self.tensorboard)
+
+
 class EnsembleSpec(_Strict):
     """Ensembles of independently trained members ("Pre-training under infinite compute", seeds/002).
 
@@ -290,13 +329,17 @@ class EnsembleSpec(_Strict):
     differ only by member seed (initialisation and data order); member 0 without overrides is the
     grid point's own trial. The overrides are the paper's tuned ensemble recipe (members trained
     longer with less weight decay than the best single model); they change the members' epochs
-    and weight decay, hence their identity.
+    and weight decay, hence their identity. `combine` is how members' predictions are averaged, for
+    the ensemble's loss and for a teacher: `probs` (the mean of the members' next-token
+    probabilities) or `logits` (softmax of the mean of their logits, as in the paper's code); both
+    are used in the literature, and it is part of the ensemble rows' and the students' identity.
     """
 
     members: list[Annotated[int, Field(ge=1, le=1024)]]
     where: list[dict[str, Any]] = []  # grid points that get members: like `exclude:` entries
     epochs_scale: float = Field(1.0, gt=0, le=1000)
     weight_decay_scale: float = Field(1.0, ge=0, le=1000)
+    combine: Literal["probs", "logits"] = "probs"
 
     @field_validator("members", mode="before")
     @classmethod
@@ -375,6 +418,7 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     results: str | None = None  # default: results/<name>
+    tracking: TrackingSpec = TrackingSpec()
     ensemble: EnsembleSpec | None = None
     distill: list[DistillSpec] = []
 
@@ -559,16 +603,18 @@ def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
         if isinstance(part, int) or part not in fields:
             return list(fields)
         annotation = fields[part].annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            fields = annotation.model_fields
-        else:
+        models = [a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:  # `X | None` counts as X
             return list(fields)
+        fields = models[0].model_fields
     return list(fields)
 
 
 def describe_error(err: ValidationError, model: type[BaseModel]) -> str:
-    """A pydantic error of `model` as one line: `field.path: what is wrong (got value)`."""
-    first = err.errors()[0]
+    """A pydantic error of `model` as one line: `field.path: what is wrong (got value)`. An unknown
+    key comes first: a misspelt required key is also reported as missing."""
+    errors = err.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     if first["type"] == "extra_forbidden":
         first = {**first, "ctx": {"fields": _known_fields(model, first["loc"])}}
     return _format_error(first, _schema_of(model))

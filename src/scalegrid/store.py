@@ -73,6 +73,7 @@ class RunRow:
     teacher_kind: str | None = None  # distill: ensemble | model
     teacher_trial_ids: list[str] | None = None  # distill: the teacher's members
     distill_method: str | None = None  # distill: token | sequence
+    combine: str | None = None  # k > 1 members averaged (an ensemble, a student's teacher): probs | logits
 
 
 @dataclass(frozen=True)
@@ -103,19 +104,24 @@ def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: d
     )
 
 
-def ensemble_row(members: list[Trial], loss: float, *, wall_s: float, error: str | None, provenance: dict[str, str], device: str) -> RunRow:
+def ensemble_row(
+    members: list[Trial], loss: float, *, wall_s: float, error: str | None, provenance: dict[str, str], device: str,
+    combine: str = "probs",
+) -> RunRow:
     """The row of the ensemble of `members` (k = len(members)): the grid point's columns, the
-    members' size, k times their tokens and FLOPs, and `member_trial_ids`."""
+    members' size, k times their tokens and FLOPs, `member_trial_ids` and how they were averaged."""
     first, k = members[0], len(members)
     ids = [m.trial_id for m in members]
+    averaged = {"combine": combine} if k > 1 else {}
     return RunRow(
         **_point_columns(first, provenance),
-        trial_id=ensemble_id(ids), stage=Stage.ENSEMBLE.value,
+        trial_id=ensemble_id(ids, combine), stage=Stage.ENSEMBLE.value,
         status=(Status.FAILED if error else Status.COMPLETED).value,
         params=first.config.num_params, params_nonembed=first.config.num_params_nonembed,
         tokens_seen=k * first.config.tokens_seen, members=k, member=None, val_loss=loss, best_val_loss=loss,
         train_loss=math.nan, flops=k * first.config.estimated_flops, wall_s=wall_s, error=error,
-        config_json=canonical_json({"stage": "ensemble", "members": ids}), device=device, member_trial_ids=ids,
+        config_json=canonical_json({"stage": "ensemble", "members": ids} | averaged), device=device, member_trial_ids=ids,
+        combine=averaged.get("combine"),
     )
 
 
@@ -134,12 +140,13 @@ def _teacher_columns(config) -> dict:
     """A student's teacher; nothing for other trials."""
     if config.distill is None:
         return {}
-    teacher = list(config.distill.teacher)
+    teacher, combine = list(config.distill.teacher), config.distill.combine
     return {
-        "teacher_id": teacher[0] if len(teacher) == 1 else ensemble_id(teacher),
+        "teacher_id": teacher[0] if len(teacher) == 1 else ensemble_id(teacher, combine),
         "teacher_kind": "model" if len(teacher) == 1 else "ensemble",
         "teacher_trial_ids": teacher,
         "distill_method": config.distill.method,
+        "combine": combine if len(teacher) > 1 else None,
     }
 
 

@@ -166,6 +166,9 @@ class DataIdentity:
         return fields
 
 
+Combine = Literal["probs", "logits"]  # spec.EnsembleSpec.combine: how members' predictions are averaged
+
+
 class TokenDistill(_Frozen):
     """loss = (1 - kl_weight) CE(data) + kl_weight T^2 KL(teacher_T || student_T)."""
 
@@ -173,6 +176,7 @@ class TokenDistill(_Frozen):
     teacher: tuple[str, ...]  # the teacher's members' trial ids
     temperature: float
     kl_weight: float
+    combine: Combine = hashed_unless_default("probs")  # how the teacher's members are averaged (k > 1)
 
 
 class SequenceDistill(_Frozen):
@@ -182,6 +186,7 @@ class SequenceDistill(_Frozen):
     teacher: tuple[str, ...]
     synthetic_weight: float
     corpus: str  # the teacher corpus' id (RESULTS/cache/teacher/<corpus>/)
+    combine: Combine = hashed_unless_default("probs")  # how the teacher's members were averaged (k > 1)
 
 
 CORPUS_VERSION = "teacher-corpus-v1"  # in a teacher corpus' id: bump when what a request generates changes
@@ -195,6 +200,7 @@ class TeacherCorpusRequest(_Frozen):
     seq_len: int
     temperature: float
     seed: int
+    combine: Combine = hashed_unless_default("probs")  # the members' average: of probabilities or of logits
 
 
 DistillConfig = Annotated[Union[TokenDistill, SequenceDistill], Field(discriminator="method")]

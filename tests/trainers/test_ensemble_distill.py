@@ -113,3 +113,46 @@ def test_token_distillation_is_cross_entropy_at_zero_kl_weight(members, tiny_tok
     assert plain.status == "COMPLETED" and abs(plain.val_loss - results[0].val_loss) < 1e-5  # CE only: member 0's run
     mixed = student(0.9)
     assert mixed.status == "COMPLETED" and abs(mixed.val_loss - results[0].val_loss) > 1e-4
+
+
+def test_logit_averaging_is_the_softmax_of_the_mean_logits(members):
+    """combine: logits against its definition, computed here in one batch: -log softmax(mean_m z_m)[y]."""
+    trials, results = members
+    ids, root = [t.trial_id for t in trials], trials[0].results
+    _, val, _ = lm.load_sequences(trials[0], torch.device("cpu"))
+    with torch.no_grad():
+        logits = [load_model(root, tid)(input_ids=val).logits[:, :-1].double() for tid in ids]
+    targets = val[:, 1:].flatten()
+    expected = [
+        torch.nn.functional.cross_entropy((sum(logits[:k]) / k).flatten(0, 1), targets).item() for k in range(1, 4)
+    ]
+    losses, own, _ = ensemble.evaluate_members(ids, root, val, batch_size=8, combine="logits")
+    assert np.allclose(losses, expected, atol=1e-5)
+    assert abs(losses[0] - results[0].val_loss) < 1e-5 and np.allclose(own, [r.val_loss for r in results], atol=1e-5)
+    probs, _, _ = ensemble.evaluate_members(ids, root, val, batch_size=8, combine="probs")
+    assert abs(probs[0] - losses[0]) < 1e-6 and abs(probs[2] - losses[2]) > 1e-6  # one model: the same; three: not
+
+    # chunks of the validation set that keep the logit sum small give the same losses
+    chunked = ensemble._evaluate_logits(ids, root, val, batch_size=8, budget_bytes=3 * 31 * 257 * 4)
+    assert ensemble.logit_chunk(val, 257, 3 * 31 * 257 * 4) == 3 < len(val)
+    assert np.allclose(chunked[0], losses, atol=1e-6) and np.allclose(chunked[1], own, atol=1e-6)
+
+
+def test_teacher_distributions_average_probabilities_or_logits(members):
+    trials, _ = members
+    teachers = [load_model(trials[0].results, t.trial_id) for t in trials]
+    x = torch.randint(0, 257, (2, 9))
+    with torch.no_grad():
+        z = [m(input_ids=x).logits.double() / 2.0 for m in teachers]
+    by_probs = torch.log(sum(torch.softmax(zm, -1) for zm in z) / 3)
+    by_logits = torch.log_softmax(sum(z) / 3, -1)
+    assert torch.allclose(distill.teacher_logprobs(teachers, x, 2.0, "probs").double(), by_probs, atol=1e-5)
+    assert torch.allclose(distill.teacher_logprobs(teachers, x, 2.0, "logits").double(), by_logits, atol=1e-5)
+
+    # the KV-cache sampler draws from the logit-averaged distribution too
+    sampled = distill.generate(teachers, sequences=3, seq_len=12, start_token=256, seed=3, batch_size=4, combine="logits")
+    generator, ids = torch.Generator().manual_seed(3), torch.full((3, 1), 256)
+    for _ in range(11):
+        logprobs = distill.teacher_logprobs(teachers, ids, combine="logits")[:, -1]
+        ids = torch.cat([ids, torch.multinomial(logprobs.exp(), 1, generator=generator)], dim=1)
+    assert (ids.numpy() == sampled).all()

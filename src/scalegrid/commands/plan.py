@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from scalegrid.orchestrator.plan import format_table, make_plan, totals_line
+import sys
+
+from scalegrid.commands.output import print_json, records, unreadable
+from scalegrid.orchestrator.plan import format_table, make_plan, totals, totals_line
 
 
 def register(subparsers) -> None:
     sub = subparsers.add_parser("plan", help="print the trials of a sweep spec and their status")
     sub.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
     sub.add_argument("--results", help="results directory (default: the spec's `results:`)")
+    sub.add_argument("--json", action="store_true", help="print one JSON document: trials, totals, ensembles and students")
     sub.set_defaults(func=run)
 
 
 def run(args) -> int:
     plan = make_plan(args.spec, results=args.results)
-    for path, reason in plan.snapshot.unreadable:
-        print(f"warning: {path} is unreadable ({reason}); skipped and kept")
     table = plan.table()
+    stage_rows = plan.dependants() if plan.graph.has_stages else None
+    if args.json:
+        print_json({
+            "sweep": plan.spec.name, "results": str(plan.results), "totals": totals(table),
+            "trials": records(table), "stages": records(stage_rows), "unreadable": unreadable(plan.snapshot.unreadable),
+        })
+        return 0
+    for path, reason in plan.snapshot.unreadable:
+        print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept", file=sys.stderr)
     print(format_table(table))
     print(totals_line(table))
-    if plan.graph.has_stages:
-        stage_rows = plan.dependants()
+    if stage_rows is not None:
         counts = stage_rows["state"].value_counts()
         print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
         print(format_table(stage_rows))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from scalegrid import store
+from scalegrid.commands.output import print_json, records, unreadable
 from scalegrid.orchestrator.graph import dependants
 from scalegrid.orchestrator.plan import format_table
 from scalegrid.storage import ResultsLayout, check_readable, layout
@@ -13,6 +16,7 @@ COLUMNS = ["trial_id", "sweep", "model", "unique_tokens", "epochs", "lr", "weigh
 def register(subparsers) -> None:
     sub = subparsers.add_parser("status", help="summarise the runs in a results directory")
     sub.add_argument("results", help="a results directory, e.g. results/quickstart")
+    sub.add_argument("--json", action="store_true", help="print one JSON document: counts, runs, ensembles and students")
     sub.set_defaults(func=run)
 
 
@@ -20,25 +24,32 @@ def run(args) -> int:
     results = layout(args.results)
     check_readable(results)
     snapshot = store.read(results)
-    snapshot.warn()
     runs = snapshot.runs
-    counts = runs["status"].value_counts()
+    counts = {str(status): int(n) for status, n in runs["status"].value_counts().items()}
+    shown = runs[COLUMNS].sort_values(["sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"]) if len(runs) else None
+    stage_rows = dependants_of(results, snapshot)
+    if args.json:
+        print_json({
+            "results": str(results), "trials": len(runs), "counts": counts, "runs": records(shown),
+            "stages": records(stage_rows), "unreadable": unreadable(snapshot.unreadable),
+        })
+        return 0
+    snapshot.warn()
     summary = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no runs yet"
     print(f"{args.results}: {len(runs)} trials ({summary}); {len(snapshot.unreadable)} unreadable files")
-    if len(runs):
-        shown = runs[COLUMNS].sort_values(["sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"])
+    if shown is not None:
         shown["error"] = shown["error"].fillna("").str.slice(0, 60)
         print(format_table(shown))
-    print_dependants(results, snapshot)
+    if stage_rows is not None:
+        states = stage_rows["state"].value_counts()
+        print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in states.items())}")
+        print(format_table(stage_rows))
     return 0
 
 
-def print_dependants(results: ResultsLayout, snapshot: store.Snapshot) -> None:
-    """Ensembles and students of the latest runs (RESULTS/stages/): done, pending or blocked."""
+def dependants_of(results: ResultsLayout, snapshot: store.Snapshot) -> pd.DataFrame | None:
+    """Ensembles and students of the latest runs (RESULTS/stages/): done, pending or blocked; None without any."""
     graph = store.read_stage_graphs(results)
     if not graph["ensembles"] and not graph["students"]:
-        return
-    table = dependants(graph, snapshot.status, snapshot.ensembles_done)
-    counts = table["state"].value_counts()
-    print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
-    print(format_table(table))
+        return None
+    return dependants(graph, snapshot.status, snapshot.ensembles_done)

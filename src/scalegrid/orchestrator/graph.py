@@ -51,13 +51,14 @@ class EnsembleJob:
 
     point: str  # the grid point, in words
     members: tuple[Trial, ...]
+    combine: str = "probs"  # spec.ensemble.combine: probabilities or logits averaged
 
     @property
     def member_ids(self) -> list[str]:
         return [m.trial_id for m in self.members]
 
     def row_id(self, k: int) -> str:
-        return grid.ensemble_id(self.member_ids[:k])
+        return grid.ensemble_id(self.member_ids[:k], self.combine)
 
     @property
     def row_ids(self) -> list[str]:
@@ -115,7 +116,7 @@ def build(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = N
         for m in members:
             trials.setdefault(m.trial_id, m)
         members_of[plain.trial_id] = members
-        graph.ensembles.append(EnsembleJob(point=_describe(point), members=members))
+        graph.ensembles.append(EnsembleJob(point=_describe(point), members=members, combine=_combine(spec, len(members))))
         graph.needs_weights.update(m.trial_id for m in members)
     for i, (d, (point, plain)) in enumerate(zip(spec.distill, teacher_points)):
         _add_student(graph, spec, data, results, i, d, point, members_of[plain.trial_id][: d.teacher_members])
@@ -184,13 +185,14 @@ def _add_student(
         student_point[axis] = _typed(spec, axis, value, f"distill[{i}].student.{axis}")
     config = grid.trial_config(spec, student_point, data)
     teacher_ids = tuple(t.trial_id for t in teacher)
+    combine = _combine(spec, len(teacher_ids))
     if d.method == "token":
-        distill = TokenDistill(teacher=teacher_ids, temperature=d.temperature, kl_weight=d.kl_weight)
+        distill = TokenDistill(teacher=teacher_ids, temperature=d.temperature, kl_weight=d.kl_weight, combine=combine)
     else:
-        corpus = _corpus_job(spec, d, config, teacher_ids)
+        corpus = _corpus_job(spec, d, config, teacher_ids, combine)
         if corpus.corpus_id not in {c.corpus_id for c in graph.corpora}:
             graph.corpora.append(corpus)
-        distill = SequenceDistill(teacher=teacher_ids, synthetic_weight=d.synthetic_weight, corpus=corpus.corpus_id)
+        distill = SequenceDistill(teacher=teacher_ids, synthetic_weight=d.synthetic_weight, corpus=corpus.corpus_id, combine=combine)
     config = config.model_copy(update={"distill": distill})
     tid = grid.trial_id(config)
     if tid in {s.trial_id for s in graph.students}:
@@ -201,7 +203,12 @@ def _add_student(
     ))
 
 
-def _corpus_job(spec: SweepSpec, d: DistillSpec, config: TrialConfig, teacher_ids: tuple[str, ...]) -> CorpusJob:
+def _combine(spec: SweepSpec, k: int) -> str:
+    """How k members are averaged: the spec's `ensemble.combine`; one model has nothing to average."""
+    return spec.ensemble.combine if spec.ensemble is not None and k > 1 else "probs"
+
+
+def _corpus_job(spec: SweepSpec, d: DistillSpec, config: TrialConfig, teacher_ids: tuple[str, ...], combine: str) -> CorpusJob:
     """The teacher corpus a sequence-level student needs: w / (1 - w) times its real sequences."""
     seq_len = spec.train.seq_len
     real = config.unique_tokens // seq_len
@@ -209,8 +216,9 @@ def _corpus_job(spec: SweepSpec, d: DistillSpec, config: TrialConfig, teacher_id
     sequences = max(needed, math.ceil((d.synthetic_tokens or 0) / seq_len))
     request = TeacherCorpusRequest(
         teacher=teacher_ids, sequences=sequences, seq_len=seq_len, temperature=d.sample_temperature, seed=d.sample_seed,
+        combine=combine,
     )
-    return CorpusJob(grid.content_hash({**request.model_dump(mode="json"), "version": CORPUS_VERSION}), request)
+    return CorpusJob(grid.content_hash({**grid.identity(request), "version": CORPUS_VERSION}), request)
 
 
 def _refuse_object_store(graph: StageGraph, results: ResultsLayout) -> None:

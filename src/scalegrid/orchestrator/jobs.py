@@ -121,14 +121,12 @@ def entrypoint(spec: str, results: str, *, max_concurrent: int | None, no_report
 
 def runtime_env(working_dir: Path, results_inside: str | None = None) -> dict:
     """The working directory (spec, data files) plus this scalegrid package, without results or caches."""
-    import scalegrid
-
     excludes = list(EXCLUDES)
     if results_inside:
         excludes.append(results_inside)
     return {
         "working_dir": str(working_dir),
-        "py_modules": [str(Path(scalegrid.__file__).parent)],
+        "py_modules": [str(Path(__file__).parents[1])],  # this scalegrid package
         "excludes": excludes,
         "env_vars": {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_AIR_NEW_OUTPUT": "0"},
     }

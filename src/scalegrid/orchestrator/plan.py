@@ -16,7 +16,7 @@ import pandas as pd
 from scalegrid import store
 from scalegrid.errors import UserError
 from scalegrid.orchestrator.graph import StageGraph, build, dependants
-from scalegrid.spec import SweepSpec, load_spec
+from scalegrid.spec import SweepSpec, load_spec, parse_spec
 from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
 from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
 
@@ -69,11 +69,12 @@ class SweepPlan:
         return pd.DataFrame(rows)
 
 
-def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan:
+def make_plan(spec_source: str | Path | dict, *, results: str | None = None) -> SweepPlan:
+    """The plan of a spec file, or of a spec as a dict (the Python API; its errors name `spec`)."""
     from scalegrid.trainers.data import TokenCache, describe  # reads recorded file hashes, never tokenizes
     from scalegrid.trainers.data_checks import check_files
 
-    spec = load_spec(spec_path)
+    spec = parse_spec(spec_source, source="spec") if isinstance(spec_source, dict) else load_spec(spec_source)
     _check_divisible(spec)
     root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
     check_writable(root)
@@ -110,13 +111,21 @@ def format_table(frame: pd.DataFrame) -> str:
     return shown.to_string(index=False)
 
 
-def totals_line(frame: pd.DataFrame) -> str:
+def totals(frame: pd.DataFrame) -> dict:
+    """The plan table's totals: trials, trials by status, tokens seen and FLOPs."""
     counts = frame["status"].value_counts()
-    parts = ", ".join(f"{counts[s]} {s}" for s in ("done", "diverged", "failed", "pending") if s in counts)
-    return (
-        f"{len(frame)} trials ({parts}); {frame['tokens_seen'].sum():,} tokens, "
-        f"{frame['flops'].sum():.3g} FLOPs in all"
-    )
+    return {
+        "trials": len(frame),
+        "by_status": {s: int(counts[s]) for s in ("done", "diverged", "failed", "pending") if s in counts},
+        "tokens_seen": int(frame["tokens_seen"].sum()),
+        "flops": float(frame["flops"].sum()),
+    }
+
+
+def totals_line(frame: pd.DataFrame) -> str:
+    t = totals(frame)
+    parts = ", ".join(f"{n} {s}" for s, n in t["by_status"].items())
+    return f"{t['trials']} trials ({parts}); {t['tokens_seen']:,} tokens, {t['flops']:.3g} FLOPs in all"
 
 
 ROW_BYTES = 256 * 1024  # per trial: its run and curve rows, lease history and Ray Tune's files, generously

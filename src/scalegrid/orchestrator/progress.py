@@ -1,83 +1,272 @@
-"""Live progress of a sweep: a Ray Tune callback that prints one line per change, with an ETA."""
+"""Live progress of a sweep: trials done / running / failed, the running trials' latest evaluation,
+tokens/s, and an ETA from the FLOPs done over the FLOPs planned.
+
+Every evaluation row reaches the driver as it happens (the worker reports each to Tune, with
+`flops_done`), so a long trial shows its step, val_loss and speed while it runs. The ETA weighs
+trials by their FLOPs, not their count: a grid scheduled longest-first finishes its first trials
+late and its last ones quickly, and a count-based ETA is off by the ratio of their sizes.
+
+`SweepProgress` is the state and the words (no Ray, no terminal); `Progress` is the Ray Tune
+callback that feeds it and shows it: a live table (rich) on a terminal, plain lines otherwise (a
+line per trial started or finished, the running trials every PLAIN_EVERY_S seconds).
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 
 from ray.tune import Callback
 
+PLAIN_EVERY_S = 30.0  # without a terminal: the running trials' lines at most this often
+WAIT_S = 15.0  # Tune trials pending this long while none runs: waiting for capacity, said in the line
+RUNNING_COLUMNS = ("trial", "step", "epoch", "val_loss", "tokens/s")  # the live table's
 
-def _duration(seconds: float) -> str:
+
+def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-WAIT_S = 15.0
+def rate(per_s: float) -> str:
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if per_s >= scale:
+            return f"{per_s / scale:.1f}{unit}"
+    return f"{per_s:.0f}"
 
 
-class Progress(Callback):
-    """Counts trials by outcome from each Tune trial's final report (`n_<STATUS>`: a Tune trial may
-    carry a pack of grid points), prints on every change."""
+@dataclass
+class Running:
+    """A running Tune trial (a trial, or a pack of them) and its latest evaluation."""
 
-    def __init__(self, total: int, already_done: int = 0, pack_sizes: dict[str, int] | None = None):
-        self.total, self.already_done = total, already_done
-        self.pack_sizes = pack_sizes or {}  # pack key -> grid points in it
-        self.outcomes: dict[str, dict[str, int]] = {}  # tune trial id -> status -> count
-        self.running: set[str] = set()
-        self.waiting = 0  # Tune trials pending for WAIT_S while none runs: waiting for capacity
-        self.start = self.idle_since = time.monotonic()
+    label: str
+    step: int | None = None
+    epoch: float | None = None
+    val_loss: float | None = None
+    tokens_per_s: float | None = None
+    last: tuple[float, float] | None = None  # (tokens_seen, wall_s) of the previous row
 
-    def on_step(self, iteration, trials, **info):
-        if self.running:
-            self.idle_since = time.monotonic()
-        stalled = time.monotonic() - self.idle_since > WAIT_S  # not merely Tune placing the first trials
-        waiting = sum(t.status == "PENDING" for t in trials) if stalled else 0
-        if waiting != self.waiting:  # said once when it changes, not at every step
-            self.waiting = waiting
-            if waiting:
-                self._print()
+    def line(self) -> str:
+        if self.step is None:
+            return f"  {self.label}: starting"
+        parts = [f"step {self.step}"]
+        if self.epoch is not None:
+            parts.append(f"epoch {self.epoch:.2f}")
+        if self.val_loss is not None:
+            parts.append(f"val_loss {self.val_loss:.4f}")
+        if self.tokens_per_s:
+            parts.append(f"{rate(self.tokens_per_s)} tokens/s")
+        return f"  {self.label}: {', '.join(parts)}"
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.running.add(trial.trial_id)
-        self._print()
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("warning"):  # a worker's warning (an unreadable checkpoint set aside): said here
-            print(f"scalegrid: warning: {result['warning']}", file=sys.stderr, flush=True)
-        if result.get("done"):
-            self.outcomes[trial.trial_id] = {k[2:]: v for k, v in result.items() if k.startswith("n_")}
+@dataclass
+class SweepProgress:
+    """What the driver knows of a Tune run, keyed by pack key (a trial_id, or a pack's key)."""
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-        self.outcomes.setdefault(trial.trial_id, {"FAILED": self._size(trial)})
-        self._print(last=trial.last_result)
+    total: int  # grid points to run
+    planned_flops: dict[str, float]  # pack key -> its trials' estimated FLOPs
+    pack_sizes: dict[str, int] = field(default_factory=dict)  # pack key -> grid points in it (default 1)
+    already_done: int = 0
+    start: float = field(default_factory=time.monotonic)
+    running: dict[str, Running] = field(default_factory=dict)
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # pack key -> status -> count, once finished
+    reported: dict[str, dict[str, int]] = field(default_factory=dict)  # the outcome a running Tune trial reported last
+    flops_done: dict[str, float] = field(default_factory=dict)
+    tokens_trained: dict[str, float] = field(default_factory=dict)  # in this run, from the rows' tokens_seen
+    waiting: int = 0  # Tune trials waiting for resources (no node has room for one now)
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-        self.outcomes[trial.trial_id] = {"LOST": self._size(trial)}  # out of retries, no row written
-        self._print()
+    def started(self, key: str, label: str) -> None:
+        self.running[key] = Running(label)
 
-    def _size(self, trial) -> int:
-        return self.pack_sizes.get(trial.config.get("pack"), 1)
+    def result(self, key: str, result: dict) -> None:
+        """One reported result: an evaluation row, a pack's count, or a trial's outcome (`n_<STATUS>`)."""
+        if "flops_done" in result:
+            self.flops_done[key] = float(result["flops_done"])
+        outcome = {k[2:]: int(v) for k, v in result.items() if k.startswith("n_")}
+        if outcome:
+            self.reported[key] = outcome
+        running = self.running.get(key)
+        if running is None or "step" not in result:
+            return
+        tokens, wall = float(result.get("tokens_seen", 0)), float(result.get("wall_s", 0))
+        if running.last is not None and wall > running.last[1]:
+            running.tokens_per_s = (tokens - running.last[0]) / (wall - running.last[1])
+            self.tokens_trained[key] = self.tokens_trained.get(key, 0.0) + tokens - running.last[0]
+        running.last = (tokens, wall)
+        running.step, running.epoch, running.val_loss = int(result["step"]), result.get("epoch"), result.get("val_loss")
+
+    def finished(self, key: str, lost: bool = False) -> Running | None:
+        """A Tune trial ended: its reported outcome, or FAILED (LOST: out of retries, no row) for all
+        its points. Returns what it showed last."""
+        last = self.running.pop(key, None)
+        reported = self.reported.pop(key, None)
+        self.outcomes[key] = {"LOST": self.pack_sizes.get(key, 1)} if lost else reported or {"FAILED": self.pack_sizes.get(key, 1)}
+        self.flops_done[key] = self.planned_flops.get(key, 0.0)
+        return last
 
     def count(self, status: str) -> int:
         return sum(o.get(status, 0) for o in self.outcomes.values())
 
-    def line(self) -> str:
+    @property
+    def fraction_done(self) -> float:
+        planned = sum(self.planned_flops.values())
+        return min(1.0, sum(self.flops_done.values()) / planned) if planned > 0 else 0.0
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds left at the FLOP rate so far; None before any FLOPs are done or once all are."""
+        fraction = self.fraction_done
+        if fraction <= 0 or fraction >= 1:
+            return None
+        return (now - self.start) * (1 - fraction) / fraction
+
+    def line(self, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        elapsed = now - self.start
         finished = sum(sum(o.values()) for o in self.outcomes.values())
         failed, diverged, elsewhere = self.count("FAILED") + self.count("LOST"), self.count("DIVERGED"), self.count("ELSEWHERE")
-        elapsed = time.monotonic() - self.start
-        remaining = self.total - finished
-        eta = f"ETA {_duration(elapsed / finished * remaining)}" if finished and remaining else ""
         done = self.already_done + finished - failed - elsewhere - self.count("DISK_FULL")
-        running_elsewhere = f", {elsewhere} running elsewhere" if elsewhere else ""
-        waiting = f", {self.waiting} waiting for resources (no node has room for one now)" if self.waiting else ""
-        return (
-            f"[{_duration(elapsed)}] {done}/{self.total + self.already_done} done, {len(self.running)} running, "
-            f"{failed} failed, {diverged} diverged{running_elsewhere}{waiting}  {eta}"
-        ).rstrip()
+        parts = [f"[{duration(elapsed)}] {done}/{self.total + self.already_done} done, {len(self.running)} running, {failed} failed, {diverged} diverged"]
+        if elsewhere:
+            parts[0] += f", {elsewhere} running elsewhere"
+        if self.waiting:
+            parts[0] += f", {self.waiting} waiting for resources (no node has room for one now)"
+        planned = sum(self.planned_flops.values())
+        if planned > 0:
+            parts.append(f"{100 * self.fraction_done:.0f}% of {planned:.3g} FLOPs")
+        tokens = sum(self.tokens_trained.values())
+        if tokens > 0 and elapsed > 0:
+            parts.append(f"{rate(tokens / elapsed)} tokens/s")
+        eta = self.eta_s(now)
+        if eta is not None:
+            parts.append(f"ETA {duration(eta)}")
+        return "; ".join(parts)
 
-    def _print(self, last: dict | None = None) -> None:
-        tail = f"  (last val_loss {last['val_loss']:.4f})" if last and "val_loss" in last else ""
-        print(self.line() + tail, file=sys.stderr, flush=True)  # looked up late: the callback is pickled
+    def running_lines(self) -> list[str]:
+        return [r.line() for r in self.running.values()]
+
+
+class Progress(Callback):
+    """The Tune callback: feeds `SweepProgress` from Tune's events and shows it on stderr."""
+
+    def __init__(self, state: SweepProgress, live: bool | None = None):
+        self.state = state
+        self.live = live  # None: a live table when stderr is a terminal
+        self._display: _Plain | _Live | None = None
+        self.idle_since = time.monotonic()  # when the last trial ran (or the run began)
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment; a terminal is not pickled
+        return {**self.__dict__, "_display": None}
+
+    @property
+    def display(self) -> _Plain | _Live:
+        if self._display is None:
+            live = self.live if self.live is not None else sys.stderr.isatty()
+            self._display = _Live(self.state) if live else _Plain(self.state)
+        return self._display
+
+    def on_step(self, iteration, trials, **info):
+        now = time.monotonic()
+        if self.state.running:
+            self.idle_since = now
+        stalled = now - self.idle_since > WAIT_S  # not merely Tune placing the first trials
+        waiting = sum(t.status == "PENDING" for t in trials) if stalled else 0
+        if waiting != self.state.waiting:  # said once when it changes, not at every step
+            self.state.waiting = waiting
+            if waiting:
+                self.display.event(self.state.line())
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        with self.display.lock:
+            self.state.started(trial.config["pack"], _label(trial.config))
+        self.display.event(self.state.line())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("warning"):  # a worker's warning (an unreadable checkpoint set aside): said here
+            self.display.event(f"scalegrid: warning: {result['warning']}")
+        with self.display.lock:
+            self.state.result(trial.config["pack"], result)
+        self.display.tick()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        with self.display.lock:
+            last = self.state.finished(trial.config["pack"])
+        shown = f"  ({last.label}: val_loss {last.val_loss:.4f})" if last is not None and last.val_loss is not None else ""
+        self.display.event(self.state.line() + shown)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        with self.display.lock:
+            self.state.finished(trial.config["pack"], lost=True)
+        self.display.event(self.state.line())
+
+    def on_experiment_end(self, trials, **info):
+        self.display.close()
+        self._display = None
+
+
+def _label(config: dict) -> str:
+    """A Tune trial in words: its trial_id (a pack: its key and size) and model."""
+    pack = config["pack"] + (f" ({config['pack_size']} trials)" if config.get("pack_size") else "")
+    return f"{pack} {config['model']}" if config.get("model") else pack
+
+
+class _Plain:
+    """No terminal (a log file, a pipe, a notebook): a line per change, the running trials now and then."""
+
+    def __init__(self, state: SweepProgress):
+        self.state, self.lock, self.shown = state, threading.Lock(), time.monotonic()
+
+    def event(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)  # looked up late: tests and notebooks swap stderr
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.shown < PLAIN_EVERY_S:
+            return
+        self.shown = now
+        with self.lock:
+            lines = [self.state.line(now), *self.state.running_lines()]
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class _Live:
+    """A terminal: the summary line and a table of the running trials, redrawn in place (rich);
+    each start and finish also printed above it, so the history stays on screen."""
+
+    def __init__(self, state: SweepProgress):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.state, self.lock = state, threading.Lock()
+        self.live = Live(console=Console(stderr=True), get_renderable=self.render, refresh_per_second=2, transient=True)
+        self.live.start()
+
+    def render(self):
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, header_style="bold")
+        for column in RUNNING_COLUMNS:
+            table.add_column(column, justify="left" if column == "trial" else "right")
+        with self.lock:
+            line = self.state.line()
+            for r in self.state.running.values():
+                table.add_row(
+                    r.label, "-" if r.step is None else str(r.step), "-" if r.epoch is None else f"{r.epoch:.2f}",
+                    "-" if r.val_loss is None else f"{r.val_loss:.4f}", rate(r.tokens_per_s) if r.tokens_per_s else "-",
+                )
+        return Group(Text(line), table)
+
+    def event(self, line: str) -> None:
+        self.live.console.print(line, highlight=False, markup=False)
+
+    def tick(self) -> None:
+        pass  # redrawn twice a second by rich's own thread
+
+    def close(self) -> None:
+        self.live.stop()

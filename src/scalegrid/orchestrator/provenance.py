@@ -9,10 +9,10 @@ import platform
 import subprocess
 from pathlib import Path
 
-import scalegrid
 from scalegrid.grid import content_hash
 from scalegrid.spec import SweepSpec
 from scalegrid.storage import ResultsLayout
+from scalegrid.version import __version__
 
 
 def git_commit() -> str | None:
@@ -32,7 +32,7 @@ def git_commit() -> str | None:
 
 
 def provenance() -> dict[str, str]:
-    return {"scalegrid_version": scalegrid.__version__, "git_commit": git_commit() or "unknown"}
+    return {"scalegrid_version": __version__, "git_commit": git_commit() or "unknown"}
 
 
 def write_sweep_record(results: ResultsLayout, spec: SweepSpec, spec_path: str, info: dict[str, str], *, data: dict) -> str:

@@ -10,6 +10,11 @@ Every worker takes its trial's lease first (`leases.py`): a trial another live d
 is skipped, and after Tune is done this driver waits for those; a trial whose lease lapses without
 a row (its driver was killed) is scheduled again here and resumes from its checkpoint.
 
+Each Tune trial's config is its trial's hyperparameters, flattened (`tracking.param_space`), and
+it is named by its trial_id; every evaluation row is reported to Tune as it happens. So Tune's
+callbacks see both: the live progress (`progress.py`) and the trackers of the spec's `tracking:`
+section (`tracking.py`: W&B, MLflow, TensorBoard), or any a user adds.
+
 Tune's own experiment state is kept under `RESULTS/tune/` for debugging only: whether a trial is
 done is read from the results store, so a re-run never depends on it.
 """
@@ -27,10 +32,11 @@ import time
 from ray.tune import Stopper
 
 from scalegrid import store
-from scalegrid.orchestrator import leases
+from scalegrid.orchestrator import leases, tracking
 from scalegrid.orchestrator.plan import SweepPlan, space_needed
-from scalegrid.orchestrator.progress import Progress
+from scalegrid.orchestrator.progress import Progress, SweepProgress
 from scalegrid.orchestrator.worker import tune_trainable
+from scalegrid.spec import SweepSpec
 from scalegrid.storage.space import full_error, is_full
 from scalegrid.trial import Trial
 
@@ -66,12 +72,17 @@ def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_
     # Ctrl-C must stop the run (exit 130 from the cli), not end Tune's loop quietly and let the run
     # go on to its summary: what was not finished is finished by the next run.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are `tracking.callbacks`'
     from ray import tune
 
-    packs = make_packs(pending, plan.spec.trainer in PACKED_TRAINERS, _slots(plan, max_concurrent))
+    spec = plan.spec
+    packs = make_packs(pending, _packed(spec), _slots(plan, max_concurrent))
     keys = list(packs)
-    progress = Progress(total=len(pending), already_done=len(plan.trials) - len(pending), pack_sizes={k: len(v) for k, v in packs.items()})
-    resources = plan.spec.resources
+    progress = Progress(SweepProgress(
+        total=len(pending), already_done=len(plan.trials) - len(pending),
+        planned_flops={k: sum(t.config.estimated_flops for t in v) for k, v in packs.items()},
+        pack_sizes={k: len(v) for k, v in packs.items()},
+    ))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     skipped = 0
     full = _StopWhenFull()
@@ -79,22 +90,23 @@ def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_
         chunk = {k: packs[k] for k in keys[first : first + CHUNK]}
         trainable = tune.with_resources(
             tune.with_parameters(tune_trainable, packs=chunk, provenance=provenance, owner=owner),
-            {"cpu": resources.cpus, "gpu": resources.gpus},
+            {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
         )
         tuner = tune.Tuner(
             trainable,
-            param_space={"pack": tune.grid_search(list(chunk))},
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_dirname_creator=_dirname),
+            param_space=tracking.param_space(chunk),  # each Tune trial's config: its hyperparameters, flat
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_name_creator=_name, trial_dirname_creator=_name),
             run_config=tune.RunConfig(
-                name=f"{plan.spec.name}-{stamp}-{owner[-6:]}" + (f"-{first // CHUNK}" if first else ""),
+                name=f"{spec.name}-{stamp}-{owner[-6:]}" + (f"-{first // CHUNK}" if first else ""),
                 storage_path=_tune_storage(plan),
                 verbose=0,
-                callbacks=[progress],
-                failure_config=tune.FailureConfig(max_failures=plan.spec.fault_tolerance.max_failures),
+                callbacks=[progress, *tracking.callbacks(spec, plan.results)],
+                failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
                 stop=full,
             ),
         )
-        with _logs_filtered(full):  # Tune's own writes into RESULTS/tune meet a full disk too
+        # Tune's own writes into RESULTS/tune meet a full disk too: its logs of it are filtered
+        with _logs_filtered(full), tracking.environment(spec):
             results = tuner.fit()
         skipped += sum((r.metrics or {}).get("n_ELSEWHERE", 0) for r in results)
         del tuner, trainable, results  # nothing of a finished chunk stays referenced
@@ -140,6 +152,17 @@ class _StopWhenFull(Stopper, logging.Filter):
             self.message = self.message or str(record.exc_info[1])
             return False
         return True
+
+
+def _packed(spec: SweepSpec) -> bool:
+    """Pack fast trainers' trials, unless they are tracked: a tracker's run is one Tune trial, and
+    each trial gets its own (named by its trial_id)."""
+    if spec.trainer not in PACKED_TRAINERS:
+        return False
+    if spec.tracking.enabled:
+        print(f"tracking: each {spec.trainer} trial is its own Tune trial (one tracked run each), not packed", file=sys.stderr)
+        return False
+    return True
 
 
 def make_packs(trials: list[Trial], pack: bool, slots: int) -> dict[str, list[Trial]]:
@@ -197,5 +220,7 @@ def _tune_storage(plan: SweepPlan) -> str:
     return plan.results.uri_of(*plan.results.tune_dir())
 
 
-def _dirname(tune_trial) -> str:
+def _name(tune_trial) -> str:
+    """A Tune trial's name and directory: its trial_id (a pack's: its first trial_id and +N), so a
+    tracker's run is named by it."""
     return tune_trial.config["pack"]

@@ -81,7 +81,7 @@ def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] =
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         _, val_seqs, _ = load_sequences(first, torch.device(device))
-        losses, _, per_member = evaluate_members(job.member_ids, first.results, val_seqs, first.config.train.batch_size)
+        losses, _, per_member = evaluate_members(job.member_ids, first.results, val_seqs, first.config.train.batch_size, job.combine)
     except Exception as err:  # noqa: BLE001 - a missing model or a bug fails this ensemble only
         error = traceback.format_exception_only(type(err), err)[-1].strip()[:2000]
     seconds = time.perf_counter() - start
@@ -89,7 +89,9 @@ def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] =
         if job.row_id(k) in done:  # a row is its members: written once, whatever K asked for it
             continue
         loss = losses[k - 1] if losses else float("nan")
-        row = store.ensemble_row(list(job.members[:k]), loss, wall_s=seconds, error=error, provenance=provenance, device=device)
+        row = store.ensemble_row(
+            list(job.members[:k]), loss, wall_s=seconds, error=error, provenance=provenance, device=device, combine=job.combine,
+        )
         store.write_ensemble(first.results, row)
     return {"point": job.point, "losses": losses, "seconds_per_member": per_member, "seconds": seconds, "error": error}
 

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Callable
 
 from scalegrid import store
 from scalegrid.errors import StorageFull
@@ -107,25 +107,54 @@ def _ray_node() -> str | None:
         return None
 
 
+PACK_REPORT_S = 1.0  # a pack reports its count at most this often: each report waits for the driver
+
+
+class TuneReports:
+    """What a Tune trial tells the driver as it runs: every evaluation row of a single trial (with
+    the FLOPs done so far), a pack's finished count; Tune's callbacks (progress, trackers) see each."""
+
+    def __init__(self, trials: list[Trial], send: Callable[[dict], None]):
+        self.trials, self.send = trials, send
+        self.flops_before = 0.0  # of the pack's trials already finished
+        self.finished, self.sent_at = 0, 0.0
+
+    def row(self, trial: Trial) -> Callable[[dict], None]:
+        """The trainer's `report` for `trial`."""
+
+        def report(row: dict) -> None:
+            if len(self.trials) > 1:
+                return  # a pack's rows are many trials' curves: its trials' count is reported instead
+            share = row.get("tokens_seen", 0) / max(1, trial.config.tokens_seen)
+            numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            self.send({**numbers, "flops_done": self.flops_before + share * trial.config.estimated_flops})
+
+        return report
+
+    def trial_done(self, trial: Trial) -> None:
+        self.flops_before += trial.config.estimated_flops
+        self.finished += 1
+        if len(self.trials) > 1 and time.monotonic() - self.sent_at >= PACK_REPORT_S:
+            self.sent_at = time.monotonic()
+            self.send({"trials_done": self.finished, "flops_done": self.flops_before})
+
+
 def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict[str, str], owner: str) -> None:
     """The Ray Tune function trainable: one pack of grid points (usually one), looked up by its key."""
     from ray import tune
 
     trials = packs[config["pack"]]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-    def report(row: dict) -> None:
-        if len(trials) == 1:  # a pack's rows are many trials' curves: only the totals are reported
-            tune.report({k: v for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+    reports = TuneReports(trials, tune.report)
 
     def warn(text: str) -> None:  # the driver's progress callback prints it
         tune.report({"warning": text})
 
     counts: dict[str, int] = {}
-    final: dict[str, Any] = {"done": True}
+    final: dict[str, Any] = {}
     for trial in trials:
         try:
-            outcome = run_leased(trial, report, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
+            outcome = run_leased(trial, reports.row(trial), provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
         except Exception as err:
             if not is_full(err):
                 raise
@@ -135,7 +164,6 @@ def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict
             break
         status = outcome if isinstance(outcome, str) else outcome.status
         counts[status] = counts.get(status, 0) + 1
-        val_loss = None if isinstance(outcome, str) else outcome.val_loss
-        if len(trials) == 1 and val_loss is not None and math.isfinite(val_loss):
-            final["val_loss"] = val_loss  # the progress line shows it
-    tune.report({**final, **{f"n_{status}": n for status, n in counts.items()}})
+        reports.trial_done(trial)
+    # The outcome, without losses: trackers' histories hold the evaluation rows only, once each.
+    tune.report({**final, "flops_done": reports.flops_before, **{f"n_{status}": n for status, n in counts.items()}})

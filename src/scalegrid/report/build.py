@@ -147,9 +147,9 @@ def _title_of(inputs) -> str:
 
 
 def _provenance(inputs) -> dict[str, str]:
-    import scalegrid
+    from scalegrid.version import __version__
 
-    info = {"scalegrid": scalegrid.__version__}
+    info = {"scalegrid": __version__}
     runs = inputs.runs
     if len(runs) and "git_commit" in runs:
         commits = sorted(runs["git_commit"].dropna().unique())

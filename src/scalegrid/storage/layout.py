@@ -15,7 +15,9 @@ Every path under RESULTS is named here, once:
     stages/<sweep>.json              the ensembles and students of a sweep's latest run
     <any file>.corrupt-<time>        an unreadable run file or checkpoint, set aside (never deleted)
     sweeps/<name>-<hash>.json        the resolved spec and provenance of each distinct run
-    tune/                            Ray Tune's own experiment state (debugging only)
+    tune/                            Ray Tune's own experiment state (debugging only); TensorBoard event files
+    wandb/                           W&B's local run files (`tracking: wandb`)
+    mlruns/                          MLflow's default file store (`tracking: mlflow`)
     report/                          the scaling report
 
 The root is a local directory or a URI on shared storage (`storage/uri.py`); all I/O goes through
@@ -128,6 +130,12 @@ class ResultsLayout:
 
     def tune_dir(self) -> Parts:
         return ("tune",)
+
+    def wandb_dir(self) -> Parts:
+        return ("wandb",)
+
+    def mlflow_dir(self) -> Parts:
+        return ("mlruns",)
 
     def report_dir(self) -> Parts:
         return ("report",)

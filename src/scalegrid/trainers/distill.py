@@ -4,7 +4,8 @@ A student's `TrialConfig.distill` names its teacher by the members' trial ids an
 
 - `token`: every batch's loss is (1 - kl_weight) CE(data) + kl_weight T^2 KL(q_T || p_T), where
   p_T is the student's next-token distribution at temperature T and q_T the teacher's: the
-  average of the members' softmax(logits / T) (Hinton et al.; T^2 keeps the gradient scale).
+  average of the members' softmax(logits / T), or with `combine: logits` the softmax of their
+  averaged logits / T (Hinton et al.; T^2 keeps the gradient scale).
 - `sequence`: the teacher generates a corpus (`generate`: sampling with a KV cache per member
   from the members' averaged distribution, seeded), cached under RESULTS/cache/teacher/<id>/ and
   made once by the orchestrator; the student trains on its real sequences plus
@@ -20,6 +21,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -50,7 +52,7 @@ def token_loss(trial: Trial, spec: TokenDistill) -> lm.BatchLoss:
     def batch_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         out = model(input_ids=x, labels=x)
         student = torch.log_softmax(out.logits[:, :-1].float() / temperature, dim=-1)
-        teacher = teacher_logprobs(teachers, x[:, :-1], temperature)
+        teacher = teacher_logprobs(teachers, x[:, :-1], temperature, spec.combine)
         kl = (teacher.exp() * (teacher - student)).sum(-1).mean()
         return (1 - weight) * out.loss + weight * temperature**2 * kl
 
@@ -67,14 +69,24 @@ def teacher_sequences(trial: Trial, spec: SequenceDistill) -> torch.Tensor:
     return torch.from_numpy(generated[:wanted].astype(np.int64))
 
 
+def averaged_logprobs(member_logits: Iterable[torch.Tensor], temperature: float = 1.0, combine: str = "probs") -> torch.Tensor:
+    """log of k members' averaged next-token distribution at `temperature`, from their logits one
+    member at a time: the mean of their probabilities (`probs`), or softmax of their mean logits (`logits`)."""
+    total, k = None, 0
+    for k, logits in enumerate(member_logits, start=1):
+        scaled = logits.float() / temperature
+        if combine == "probs":
+            logprobs = torch.log_softmax(scaled, dim=-1)
+            total = logprobs if total is None else torch.logaddexp(total, logprobs)
+        else:
+            total = scaled if total is None else total + scaled
+    return total - math.log(k) if combine == "probs" else torch.log_softmax(total / k, dim=-1)
+
+
 @torch.no_grad()
-def teacher_logprobs(teachers: list[torch.nn.Module], x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def teacher_logprobs(teachers: list[torch.nn.Module], x: torch.Tensor, temperature: float = 1.0, combine: str = "probs") -> torch.Tensor:
     """log of the members' averaged next-token distribution at `temperature`: [batch, len, vocab]."""
-    total = None
-    for model in teachers:
-        logprobs = torch.log_softmax(model(input_ids=x).logits.float() / temperature, dim=-1)
-        total = logprobs if total is None else torch.logaddexp(total, logprobs)
-    return total - math.log(len(teachers))
+    return averaged_logprobs((model(input_ids=x).logits for model in teachers), temperature, combine)
 
 
 @torch.no_grad()
@@ -87,10 +99,12 @@ def generate(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
+    combine: str = "probs",
 ) -> np.ndarray:
     """[sequences, seq_len] token ids: `start_token` then seq_len - 1 tokens sampled one at a time
-    from the members' averaged next-token distribution, each member with its own KV cache (one
-    new token per forward pass, not the whole prefix). Seeded: the same seed gives the same corpus."""
+    from the members' averaged next-token distribution (`averaged_logprobs`), each member with its
+    own KV cache (one new token per forward pass, not the whole prefix). Seeded: the same seed
+    gives the same corpus."""
     from transformers import DynamicCache
 
     device = next(teachers[0].parameters()).device
@@ -102,11 +116,10 @@ def generate(
         caches = [DynamicCache(config=model.config) for model in teachers]
         tokens = [ids]
         for _ in range(seq_len - 1):
-            total = None
-            for model, cache in zip(teachers, caches):
-                logits = model(input_ids=ids, cache=cache, use_cache=True).logits[:, -1].float()
-                logprobs = torch.log_softmax(logits / temperature, dim=-1)
-                total = logprobs if total is None else torch.logaddexp(total, logprobs)
+            total = averaged_logprobs(
+                (model(input_ids=ids, cache=cache, use_cache=True).logits[:, -1] for model, cache in zip(teachers, caches)),
+                temperature, combine,
+            )
             ids = torch.multinomial(torch.softmax(total, dim=-1), 1, generator=generator)
             tokens.append(ids)
         out[first : first + n] = torch.cat(tokens, dim=1).cpu().numpy()
@@ -137,7 +150,7 @@ def make_corpus(results: ResultsLayout, corpus_id: str, request: TeacherCorpusRe
     start = time.perf_counter()
     tokens = generate(
         teachers, sequences=request.sequences, seq_len=request.seq_len, start_token=eos_id,
-        temperature=request.temperature, seed=request.seed,
+        temperature=request.temperature, seed=request.seed, combine=request.combine,
     )
     seconds = time.perf_counter() - start
     meta = {

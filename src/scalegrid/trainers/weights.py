@@ -44,3 +44,10 @@ def load_model(results: ResultsLayout, trial_id: str, device: str | torch.device
     model = LlamaForCausalLM.from_pretrained(local_model_dir(results, trial_id), use_safetensors=True).to(device)
     model.eval().requires_grad_(False)
     return model
+
+
+def model_vocab_size(results: ResultsLayout, trial_id: str) -> int:
+    """The vocabulary of a saved model, from its config alone (no weights loaded)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig.from_pretrained(local_model_dir(results, trial_id)).vocab_size

@@ -151,7 +151,8 @@ def write_ensembles(ctx: Context, s: Section, numbers: EnsembleNumbers, figure_n
     s.paragraphs.append(
         "Ensembling K independently trained members is the paper's second lever: for each size, "
         "L(K) = A / K^B + C is fitted over K, and the ensemble asymptotes C(N) are then fitted against "
-        "parameters; the asymptote of that law is the joint (parameters x members) asymptote."
+        "parameters; the asymptote of that law is the joint (parameters x members) asymptote. "
+        + combine_sentence(ctx.inputs.stage("ensemble"))
     )
     if numbers.joint is not None:
         s.fits["joint_laws"] = records(numbers.joint)
@@ -175,3 +176,17 @@ def _joint_table(ctx: Context, joint: pd.DataFrame, single: pd.DataFrame | None)
         ["token budget", "joint asymptote", "single-model asymptote", "ensembles lower it by", "sizes"],
         rows, note=ci_note(ctx),
     )
+
+
+COMBINED_BY = {"probs": "averaging their next-token probabilities", "logits": "averaging their logits (softmax of the mean logits)"}
+
+
+def combine_sentence(ensembles: pd.DataFrame) -> str:
+    """How the ensembles' members were combined (`ensemble.combine`); rows from before the column, and k = 1, say nothing."""
+    ways = ensembles["combine"].dropna().value_counts() if "combine" in ensembles.columns else pd.Series(dtype=int)
+    if ways.empty:
+        ways = pd.Series({"probs": len(ensembles)})  # the only way before `combine` existed
+    if len(ways) == 1:
+        return f"Members are combined by {COMBINED_BY[ways.index[0]]} (`ensemble.combine: {ways.index[0]}`)."
+    counts = ", ".join(f"{COMBINED_BY[way]} ({n} row{'s' if n != 1 else ''})" for way, n in ways.items())
+    return f"The store holds ensembles combined both ways: {counts}; each K's point is the lowest loss of either."

@@ -1,0 +1,63 @@
+"""The Python API: plan and run a sweep from a notebook or a script, as `scalegrid plan` and `run` do.
+
+    import scalegrid
+    spec = {"name": "lin", "trainer": "linreg", "model": {"dims": 64},
+            "data": {"source": "gaussian", "unique_tokens": [128, 256]}, "epochs": [1, 2], "lr": 0.05}
+    scalegrid.plan(spec, results="results/lin")   # one row per trial: axes, size, FLOPs, status
+    runs = scalegrid.run(spec, results="results/lin")   # trains what is missing; its rows
+
+A spec is a YAML file or a dict of the same keys. Bad input raises `scalegrid.UserError` with the
+one-line message the command line prints, before anything is written. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from scalegrid.commands.run import run_sweep
+from scalegrid.orchestrator.plan import SweepPlan, make_plan
+
+Spec = str | Path | dict
+
+
+def plan(spec: Spec, results: str | Path | None = None) -> pd.DataFrame:
+    """Every trial of the spec (trial_id, axes, params, tokens seen, estimated FLOPs, status); starts no Ray."""
+    return make_plan(_spec(spec), results=_str(results)).table()
+
+
+def run(
+    spec: Spec,
+    results: str | Path | None = None,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    *,
+    report: bool = False,
+) -> pd.DataFrame:
+    """Train what the results store lacks (on an embedded local Ray, or the cluster at `address`;
+    a Ray already started in this process is used as it is) and return the sweep's rows: one per
+    trial, ensemble and student, as `scalegrid.load_runs` reads them. `report`: also write the
+    scaling report (RESULTS/report/)."""
+    done = run_sweep(_spec(spec), results=_str(results), address=address, max_concurrent=max_concurrent)
+    if report:
+        from scalegrid.commands.run import write_report_of
+
+        write_report_of(done)
+    return sweep_rows(done)
+
+
+def sweep_rows(plan: SweepPlan) -> pd.DataFrame:
+    """The store's rows of this sweep's trials, ensembles and students (other sweeps' rows left out)."""
+    graph = plan.graph
+    ids = {t.trial_id for t in graph.trials} | {s.trial_id for s in graph.students} | {r for e in graph.ensembles for r in e.row_ids}
+    rows = plan.snapshot.all_runs
+    return rows[rows["trial_id"].isin(ids)].drop_duplicates("trial_id", keep="last").reset_index(drop=True)
+
+
+def _spec(spec: Spec) -> str | Path | dict:
+    return spec if isinstance(spec, (dict, Path)) else str(spec)
+
+
+def _str(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)

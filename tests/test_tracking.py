@@ -1,0 +1,87 @@
+"""Tracking through Ray Tune's own callbacks, offline: W&B (offline mode), MLflow (a local file
+store, read back through mlflow's client) and TensorBoard (event files) each hold one run per
+trial, named by its trial_id, with its hyperparameters and its val_loss history."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sweep_fixtures import LINREG, TINY_LM
+from tracking_files import tensorboard_scalars, wandb_runs
+from scalegrid import load_curves, load_runs
+from scalegrid.cli import main
+
+TRACKED = {"wandb": {"project": "scalegrid-test", "mode": "offline"}, "mlflow": {}, "tensorboard": True}
+HYPERPARAMETERS = ["unique_tokens", "epochs", "lr", "weight_decay", "seed", "member"]
+
+
+def val_loss_histories(results) -> dict[str, list[float]]:
+    curves = load_curves(results).sort_values("step")
+    return {tid: list(rows["val_loss"]) for tid, rows in curves.groupby("trial_id")}
+
+
+def test_wandb_mlflow_and_tensorboard_hold_one_run_per_trial(ray_local, write_spec, tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    assert main(["run", str(write_spec({**LINREG, "tracking": TRACKED})), "--no-report"]) == 0
+    assert "not packed" in capsys.readouterr().err  # one Tune trial, so one tracked run, per linreg trial
+    runs = load_runs(results).set_index("trial_id")
+    histories = val_loss_histories(results)
+    assert len(runs) == 4 and all(len(h) == runs.loc[tid, "epochs"] for tid, h in histories.items())
+
+    tracked = {run.name: run for run in wandb_runs(results / "wandb")}
+    assert sorted(tracked) == sorted(runs.index)
+    for tid, run in tracked.items():
+        assert run.group == "lin" and run.config["trial_id"] == tid and run.config["params"] == 64
+        assert {k: run.config[k] for k in HYPERPARAMETERS} == {k: runs.loc[tid, k] for k in HYPERPARAMETERS}
+        assert [row["val_loss"] for row in run.history if "val_loss" in row] == histories[tid]
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only when asked to
+    from mlflow import MlflowClient
+
+    client = MlflowClient((results / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("lin")
+    found = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(found) == sorted(runs.index)
+    for tid, run in found.items():
+        assert run.data.params["trial_id"] == tid and float(run.data.params["lr"]) == runs.loc[tid, "lr"]
+        assert int(run.data.params["epochs"]) == runs.loc[tid, "epochs"]
+        logged = sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)
+        assert [m.value for m in logged] == histories[tid]
+
+    for tid, history in histories.items():
+        (events,) = results.glob(f"tune/*/{tid}/events.out.tfevents.*")
+        values = [v for _, v in tensorboard_scalars(events, "ray/tune/val_loss")]
+        assert len(values) == len(history) and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(values, history))
+
+
+def test_untracked_runs_write_no_tracker_files(ray_local, write_spec, tmp_path):
+    results = tmp_path / "results"
+    assert main(["run", str(write_spec(TINY_LM)), "--no-report"]) == 0
+    assert not (results / "wandb").exists() and not (results / "mlruns").exists()
+    assert not list(results.glob("tune/*/*/events.out.tfevents.*"))  # Tune's own TensorBoard logger is off too
+    (trial_dir,) = [p for p in results.glob("tune/*/*") if p.is_dir()]
+    assert trial_dir.name == load_runs(results)["trial_id"].item()  # a Tune trial is named by its trial_id
+
+
+@pytest.mark.parametrize("tracking, needle", [
+    ({"wandb": {"projet": "x"}}, "tracking.wandb.projet: unknown key (did you mean 'project'?)"),
+    ({"wandb": {"project": "x"}}, "tracking.wandb: no W&B credentials"),
+    ({"mlflow": {"tracking_uri": "sqlite:///mlflow.db"}}, "needs MLflow's full package"),
+    ({"tensorboard": "yes please"}, "tracking.tensorboard"),
+])
+def test_bad_tracking_is_one_line_before_anything_is_written(tracking, needle, write_spec, tmp_path, monkeypatch, capsys):
+    from test_bad_input import assert_one_line_error
+    from sweep_fixtures import tree_digest
+
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no `wandb login` netrc
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home" / "wandb"))
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "keep.txt").write_text("precious")
+    before = tree_digest(results)
+    assert_one_line_error(capsys, main(["run", str(write_spec({**LINREG, "tracking": tracking}))]), needle)
+    assert tree_digest(results) == before

@@ -1,0 +1,79 @@
+"""Readers of what trackers write offline, for the tests: W&B's run files and TensorBoard's event files.
+
+Both are record logs of protocol buffers, read here with the packages' own message types:
+- a W&B run file (`wandb/offline-run-*/run-*.wandb`) is a 7-byte header (":W&B", magic 0xBEE1,
+  version) and then LevelDB's log format: 32 KiB blocks of chunks, each a 7-byte header (CRC,
+  length, type: 1 full, 2 first, 3 middle, 4 last) and its bytes; a record is one or more chunks.
+- a TensorBoard event file is records of (length u64, CRC u32, an `Event`, CRC u32).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+W_AND_B_BLOCK = 32768
+
+
+@dataclass
+class WandbRun:
+    name: str
+    group: str
+    config: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+def _wandb_records(path: Path):
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    ident, _magic, _version = struct.unpack("<4sHB", data[:7])
+    assert ident == b":W&B", f"{path}: not a W&B run file"
+    pos, record = 7, b""
+    while pos + 7 <= len(data):
+        left = W_AND_B_BLOCK - pos % W_AND_B_BLOCK
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (length == 0 and kind == 0):  # the block's zero padding
+            pos += left
+            continue
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        record = chunk if kind in (1, 2) else record + chunk
+        if kind in (1, 4):
+            message = wandb_internal_pb2.Record()
+            message.ParseFromString(record)
+            yield message
+
+
+def wandb_runs(directory: Path) -> list[WandbRun]:
+    """Every offline run under `directory`: its name, group, config and logged history."""
+    runs = []
+    for path in sorted(directory.rglob("offline-run-*/run-*.wandb")):
+        run = WandbRun("", "")
+        for record in _wandb_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                run.name, run.group = record.run.display_name, record.run.run_group
+                run.config |= {i.key: json.loads(i.value_json) for i in record.run.config.update}
+            elif kind == "config":
+                run.config |= {i.key: json.loads(i.value_json) for i in record.config.update}
+            elif kind == "history":
+                run.history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+        runs.append(run)
+    return runs
+
+
+def tensorboard_scalars(path: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every scalar `tag` in one event file."""
+    from tensorboardX.proto import event_pb2
+
+    data, pos, out = path.read_bytes(), 0, []
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        event = event_pb2.Event()
+        event.ParseFromString(data[pos + 12 : pos + 12 + length])
+        pos += 12 + length + 4
+        out += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+    return out
