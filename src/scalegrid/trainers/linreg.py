@@ -88,9 +88,13 @@ def _ignore(row: dict) -> None:
     pass
 
 
+def _total_steps(cfg: TrialConfig) -> int:
+    return cfg.epochs * math.ceil(cfg.unique_tokens / min(cfg.train.batch_size, cfg.unique_tokens))
+
+
 def _lr_scale(cfg: TrialConfig) -> np.ndarray:
     """The schedule's factor at every step (lr_at is linear in the peak lr): shared by all lrs."""
-    steps = cfg.epochs * math.ceil(cfg.unique_tokens / min(cfg.train.batch_size, cfg.unique_tokens))
+    steps = _total_steps(cfg)
     if cfg.train.schedule == "constant" and cfg.train.warmup_fraction == 0:
         return np.ones(steps)
     return np.array([lr_at(step, steps, 1.0, cfg.train) for step in range(steps)])
@@ -179,7 +183,7 @@ def _result(run: _Run, cfg: TrialConfig) -> TrialResult:
         train_loss=math.nan if diverged else run.curves[-1]["train_loss"],
         error=run.error,
         curves=run.curves,
-        extra={"steps": cfg.epochs * math.ceil(cfg.unique_tokens / min(cfg.train.batch_size, cfg.unique_tokens))},
+        extra={"steps": _total_steps(cfg)},
     )
 
 
