@@ -179,3 +179,10 @@ def test_one_pass_fit_needs_three_sizes():
     with pytest.raises(FitInputError, match="one-pass rows"):
         fit_one_pass(pd.DataFrame({"unique_tokens": [1.0, 2.0], "epochs": [1, 1], "val_loss": [1.0, 0.5]}))
     assert power_law(4.0, 1.0, 0.5, 0.0) == pytest.approx(0.5)
+
+
+def test_rows_sharing_a_cell_count_by_their_lowest_loss():
+    rows = loss_table(saturating)
+    worse = rows.assign(val_loss=rows["val_loss"] * 1.5, model="small")  # another axis, not tuned here
+    table = reuse_analysis(pd.concat([rows.assign(model="large"), worse]), reference(), bootstrap=0).table
+    np.testing.assert_allclose(table["effective_reuse"], reuse_analysis(rows, reference(), bootstrap=0).table["effective_reuse"])

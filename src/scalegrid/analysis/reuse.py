@@ -252,10 +252,12 @@ class _Cube:
         else:
             settings = pd.DataFrame(index=[0])
         axes = [np.unique(frame[c].to_numpy()) for c in (samples, epochs, "_setting", "_seed")]
-        cube = np.full([a.size for a in axes], np.nan)
         index = tuple(np.searchsorted(a, frame[c].to_numpy()) for a, c in zip(axes, (samples, epochs, "_setting", "_seed")))
-        cube[index] = frame["_loss"].to_numpy()  # duplicates: the last row wins
-        return cls(axes[0], axes[1], settings, axes[3], cube)
+        cube = np.full([a.size for a in axes], np.inf)
+        np.minimum.at(cube, index, frame["_loss"].to_numpy())  # rows sharing a cell (an axis not tuned here): the lowest
+        measured = np.zeros(cube.shape, dtype=bool)
+        measured[index] = True
+        return cls(axes[0], axes[1], settings, axes[3], np.where(measured, cube, np.nan))
 
     def tuned(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The lowest seed-mean loss per (N, K) under each weighting of the seeds [1 + B, seeds]."""
