@@ -85,7 +85,7 @@ class GaussianDataSpec(_Strict):
     target_decay: float = Field(1.0, ge=0)  # w*_i ~ (i + offset)^-target_decay (source condition)
     noise: float = Field(0.1, ge=0)
     seed: int = 0
-    spectrum_offset: float = hashed_unless_default(0.0, ge=0)  # i + offset, i = 1..d: flattens the top of the spectrum
+    spectrum_offset: float = hashed_unless_default(0.0, ge=0, le=1e6)  # i + offset, i = 1..d: flattens the top of the spectrum
     spectrum_scale: Literal["top", "trace"] = hashed_unless_default("top")  # H scaled so its top eigenvalue, or its trace, is 1
     data_per_seed: bool = hashed_unless_default(False)  # each trial seed draws its own samples (else: only its own order)
 

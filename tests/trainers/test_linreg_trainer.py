@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from scalegrid.grid import canonical_json, identity, trial_id
+from scalegrid.grid import trial_id
 from scalegrid.spec import DataSpec, GaussianDataSpec, TrainSpec, parse_spec
 from scalegrid.trainers import get_trainer, linreg, vector_groups
 from scalegrid.storage import layout
@@ -223,13 +223,13 @@ def test_new_data_options_leave_existing_trial_ids_alone():
 
 
 def test_one_pass_problem_reads_the_runs_configs():
-    configs = [canonical_json(identity(make_trial(dims=64, lr=lr, seed=s, data=TESTBED, batch_size=1).config))
+    configs = [make_trial(dims=64, lr=lr, seed=s, data=TESTBED, batch_size=1).config.model_dump_json()
                for lr in (0.1, 0.2) for s in (0, 1)]
     found = linreg.one_pass_problem(configs)
     h, w_star = linreg.problem(64, GaussianDataSpec(**TESTBED))
     assert found.batch_size == 1 and found.noise == 0.1
     np.testing.assert_array_equal(found.h, h)
     np.testing.assert_array_equal(found.signal, w_star**2)
-    other = canonical_json(identity(make_trial(dims=64, data={**TESTBED, "noise": 0.2}).config))
+    other = make_trial(dims=64, data={**TESTBED, "noise": 0.2}).config.model_dump_json()
     assert linreg.one_pass_problem([*configs, other]) is None  # two problems: no single reference
     assert linreg.one_pass_problem(["{}"]) is None
