@@ -62,6 +62,12 @@ BAD_SPECS = [
     ("missing data file", {"data": {"source": "files", "files": ["nope/corpus.txt"], "unique_tokens": 4096}}, "data.files[0]"),
     ("unreadable tokenizer", {"data": {**TINY_LM["data"], "tokenizer": "no/such/tokenizer"}}, "data.tokenizer.path"),
     ("unique_tokens > corpus", {"data": {**TINY_LM["data"], "unique_tokens": 2**24}}, "is larger than the corpus"),
+    ("gaussian spectrum scale", {**LINREG, "data": {"source": "gaussian", "unique_tokens": 128, "gaussian": {"spectrum_scale": "area"}}},
+     "data.gaussian.spectrum_scale: Input should be 'top' or 'trace' (got 'area')"),
+    ("gaussian offset < 0", {**LINREG, "data": {"source": "gaussian", "unique_tokens": 128, "gaussian": {"spectrum_offset": -8}}},
+     "data.gaussian.spectrum_offset: Input should be greater than or equal to 0"),
+    ("gaussian key misspelt", {**LINREG, "data": {"source": "gaussian", "unique_tokens": 128, "gaussian": {"data_per_sed": True}}},
+     "data.gaussian.data_per_sed: unknown key (did you mean 'data_per_seed'?)"),
 ]
 
 

@@ -150,12 +150,19 @@ class SyntheticCorpusSpec(_Strict):
 
 
 class GaussianDataSpec(_Strict):
-    """Linear-regression data: x ~ N(0, diag(i^-spectrum_decay)), y = <w*, x> + noise."""
+    """Linear-regression data: x ~ N(0, H), H_ii ~ (i + spectrum_offset)^-spectrum_decay, y = <w*, x> + noise.
+
+    w*_i ~ (i + spectrum_offset)^-target_decay, scaled so the signal <w*, x> has unit variance.
+    The three fields after `seed` came later: at their defaults a trial keeps the id it had.
+    """
 
     spectrum_decay: float = Field(1.5, gt=0, le=100)
-    target_decay: float = Field(1.0, ge=0, le=100)  # w*_i ~ i^-target_decay (source condition)
+    target_decay: float = Field(1.0, ge=0, le=100)  # w*_i ~ (i + offset)^-target_decay (source condition)
     noise: float = Field(0.1, ge=0, le=1e6)
     seed: Seed = 0
+    spectrum_offset: float = hashed_unless_default(0.0, ge=0, le=1e6)  # i + offset, i = 1..d: flattens the top of the spectrum
+    spectrum_scale: Literal["top", "trace"] = hashed_unless_default("top")  # H scaled so its top eigenvalue, or its trace, is 1
+    data_per_seed: bool = hashed_unless_default(False)  # each trial seed draws its own samples (else: only its own order)
 
 
 class TokenizerSpec(_Strict):

@@ -104,19 +104,25 @@ def test_readable_table_without_json(tmp_path, capsys):
 
 
 def test_reuse_from_a_csv(tmp_path, capsys):
+    """No seeds, no lr, no curves: the one-pass curve is the power law of the K = 1 rows."""
     rows = []
     for log_n in range(8, 13):
         n = np.exp(log_n)
-        for k in range(1, 21):
+        for k in range(1, 41):
             rows.append({"samples": n, "K": k,
                          "excess": power_law(n * min(k, 3 * log_n - 20), 30.0, 0.5, 0.1)})
     path = tmp_path / "reuse.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     code, out, _ = run_fit(capsys, "reuse", path, "--samples", "samples", "--epochs", "K",
-                           "--loss", "excess", "--eps", "0.01", "--bootstrap", "20", "--json")
+                           "--loss", "excess", "--eps", "0.5", "--bootstrap", "20", "--json")
     assert code == 0
-    params = json.loads(out)["fits"][0]["params"]
-    assert params == pytest.approx({"A": 3.0, "B": -20.0}, abs=1e-6)
+    doc = json.loads(out)
+    assert doc["reference"][0]["kind"] == "fitted" and doc["settings"]["eps"] == [0.5]
+    log_law = next(f for f in doc["fits"] if f["law"] == "K* = A ln N + B")
+    assert log_law["params"] == pytest.approx({"A": 6.0, "B": -40.0}, rel=1e-2)  # K* / (1 - eps)
+    table = pd.DataFrame(doc["table"])
+    assert {"samples", "K", "effective_reuse", "effective_reuse_lo", "effective_reuse_hi"} <= set(table.columns)
+    assert table[table["K"] == 2]["effective_reuse"].to_numpy() == pytest.approx(2.0, rel=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +136,9 @@ def test_reuse_from_a_csv(tmp_path, capsys):
         (["power-law", "{tmp}/table.xlsx", "--x", "x"], "unknown file type"),
         (["power-law", "{tmp}/missing.csv", "--x", "x"], "no such file"),
         (["power-law", "{empty}", "--x", "x"], "no runs/*.parquet"),
+        (["reuse", "{csv}", "--eps", "0.1,2"], "--eps: each value must be in (0, 1)"),
+        (["reuse", "{csv}", "--eps", "half"], "--eps: 'half' is not a comma-separated list"),
+        (["reuse", "{csv}", "--samples", "x", "--epochs", "y", "--loss", "loss"], "one-pass rows (y == 1) at 3 or more"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):

@@ -1,4 +1,5 @@
-"""The linreg trainer: exact excess risk, closed-form checks, shared data, speed."""
+"""The linreg trainer: exact excess risk, closed-form checks, shared data, speed, and the
+vectorised pass against SGD one step at a time."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import time
 import numpy as np
 import pytest
 
-from scalegrid.spec import DataSpec, GaussianDataSpec, TrainSpec
-from scalegrid.trainers import linreg
+from scalegrid.grid import trial_id
+from scalegrid.spec import DataSpec, GaussianDataSpec, TrainSpec, parse_spec
+from scalegrid.trainers import get_trainer, linreg, vector_groups
 from scalegrid.storage import layout
-from scalegrid.trainers import get_trainer
-from scalegrid.trial import CURVE_COLUMNS, Trial, TrialConfig
 from scalegrid.trainers.data import describe
+from scalegrid.trainers.schedule import lr_at
+from scalegrid.trial import CURVE_COLUMNS, Trial, TrialConfig
+
+TESTBED = {"spectrum_decay": 2.0, "spectrum_offset": 8, "spectrum_scale": "trace", "target_decay": 0.5,
+           "noise": 0.1, "data_per_seed": True}  # sweeps/linreg-reuse.yaml's problem
 
 
 def make_trial(*, dims=256, n=1000, epochs=4, lr=0.1, weight_decay=0.0, seed=0, data=None, **train) -> Trial:
@@ -113,3 +118,118 @@ def test_gaussian_identity_has_no_vocabulary():
     identity = describe(DataSpec(source="gaussian", gaussian={"noise": 0.5}, unique_tokens=[10]))
     assert identity.vocab_size == 0 and identity.fields["noise"] == 0.5 and identity.fields["source"] == "gaussian"
     assert identity.key != describe(DataSpec(source="gaussian", unique_tokens=[10])).key
+
+
+def sgd_one_step_at_a_time(trial: Trial) -> list[float]:
+    """The trainer's definition, written plainly: the excess risk after each epoch."""
+    cfg, t = trial.config, trial.config.train
+    h, w_star = linreg.problem(cfg.model.dims, cfg.data)
+    x, y = linreg.samples(cfg.unique_tokens, cfg.model.dims, cfg.data, trial_seed=cfg.seed)
+    n, batch = len(y), min(t.batch_size, len(y))
+    total = cfg.epochs * math.ceil(n / batch)
+    w, step, risks = np.zeros(cfg.model.dims), 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        for i in range(0, n, batch):
+            xb, yb = x[order[i : i + batch]], y[order[i : i + batch]]
+            w -= lr_at(step, total, cfg.lr, t) * (xb.T @ (xb @ w - yb) / len(yb) + cfg.weight_decay * w)
+            step += 1
+        risks.append(float(h @ (w - w_star) ** 2))
+    return risks
+
+
+@pytest.mark.parametrize("train", [
+    {"batch_size": 1, "schedule": "constant", "warmup_fraction": 0.0},
+    {"batch_size": 3, "schedule": "cosine"},  # 100 samples: a short last step every epoch
+    {"batch_size": 1, "schedule": "linear", "warmup_fraction": 0.2},
+])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_one_vectorised_pass_is_sgd_one_step_at_a_time(train, weight_decay):
+    lrs = [0.6, 0.3, 0.1, 0.03]
+    trials = [make_trial(dims=48, n=100, epochs=3, lr=lr, seed=4, weight_decay=weight_decay, data=TESTBED, **train)
+              for lr in lrs]
+    rows: list[list[dict]] = [[] for _ in trials]
+    results = linreg.train_many(trials, [r.append for r in rows])
+    for trial, result, reported in zip(trials, results, rows):
+        want = sgd_one_step_at_a_time(trial)
+        assert result.status == "COMPLETED" and reported == result.curves
+        np.testing.assert_allclose([r["val_loss"] for r in result.curves], want, rtol=1e-9)
+        assert result.curves[-1]["lr"] == pytest.approx(lr_at(result.curves[-1]["step"] - 1,
+                                                                 result.extra["steps"], trial.config.lr, trial.config.train))
+
+
+def test_a_diverging_lr_leaves_the_pass_and_the_others_finish():
+    trials = [make_trial(dims=32, n=64, epochs=4, lr=lr, batch_size=1, schedule="constant",
+                         warmup_fraction=0.0, data=TESTBED) for lr in (0.2, 40.0, 0.05)]
+    results = linreg.train_many(trials)
+    assert [r.status for r in results] == ["COMPLETED", "DIVERGED", "COMPLETED"]
+    assert "at step 64" in results[1].error and results[1].curves == [] and results[1].tokens_seen == 64
+    for trial, result in zip(trials[::2], results[::2]):
+        np.testing.assert_allclose([r["val_loss"] for r in result.curves], sgd_one_step_at_a_time(trial), rtol=1e-9)
+
+
+def test_blocks_of_steps_are_single_steps_up_to_rounding(monkeypatch):
+    trials = [make_trial(dims=256, n=300, epochs=2, lr=lr, batch_size=1, schedule="constant",
+                         warmup_fraction=0.0, data=TESTBED) for lr in (0.7, 0.2, 0.05)]
+    blocked = [r.val_loss for r in linreg.train_many(trials)]
+    monkeypatch.setattr(linreg, "ROWS_PER_BLOCK", 1)
+    assert [r.val_loss for r in linreg.train_many(trials)] == pytest.approx(blocked, rel=1e-11)
+
+
+def test_vector_groups_are_the_lrs_of_one_grid_point():
+    trials = [make_trial(lr=lr, seed=seed, n=n) for n in (100, 200) for seed in (0, 1) for lr in (0.1, 0.2)]
+    trials = [t.model_copy(update={"trial_id": trial_id(t.config)}) for t in trials]
+    groups = vector_groups(trials)
+    assert [len(g) for g in groups] == [2, 2, 2, 2]
+    assert all({t.config.lr for t in g} == {0.1, 0.2} and len({(t.config.seed, t.config.unique_tokens) for t in g}) == 1
+               for g in groups)
+    with pytest.raises(ValueError, match="differ only in lr"):
+        linreg.train_many(trials[:3])
+
+
+def test_testbed_problem_is_the_issues():
+    """lambda_i ~ (i + 8)^-2 with trace 1; lambda_i w*_i^2 ~ (i + 8)^-3 with unit signal variance."""
+    h, w_star = linreg.problem(2048, GaussianDataSpec(**TESTBED))
+    i = np.arange(1, 2049) + 8.0
+    assert h.sum() == pytest.approx(1.0) and h[9] / h[0] == pytest.approx((18 / 9) ** -2)
+    signal = h * w_star**2
+    assert signal.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(signal / signal[0], (i / 9) ** -3, rtol=1e-12)
+
+
+def test_data_per_seed_draws_each_seeds_own_nested_samples():
+    data = GaussianDataSpec(**TESTBED)
+    a, _ = linreg.samples(1500, 16, data, trial_seed=0)
+    b, _ = linreg.samples(3000, 16, data, trial_seed=0)
+    c, _ = linreg.samples(1500, 16, data, trial_seed=1)
+    assert np.array_equal(a, b[:1500]) and not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="trial_seed"):
+        linreg.samples(10, 16, data)
+
+
+def test_new_data_options_leave_existing_trial_ids_alone():
+    """The shipped testbed's previous spec (spectrum_decay 1.5, no offset, top-scaled, shared data)
+    has the ids it had before spectrum_offset, spectrum_scale and data_per_seed existed."""
+    old = parse_spec({
+        "name": "linreg-reuse", "trainer": "linreg", "model": {"dims": 2048},
+        "data": {"source": "gaussian", "gaussian": {"spectrum_decay": 1.5, "target_decay": 1.0, "noise": 0.1, "seed": 0},
+                 "unique_tokens": 64},
+        "epochs": 1, "lr": 0.05, "weight_decay": 0.0, "seed": 0,
+        "train": {"batch_size": 1, "schedule": "constant", "warmup_fraction": 0.0},
+    })
+    from scalegrid.grid import expand
+
+    assert [t.trial_id for t in expand(old, describe(old.data))] == ["e11fc65483d21b80"]  # in the pins before this change
+
+
+def test_one_pass_problem_reads_the_runs_configs():
+    configs = [make_trial(dims=64, lr=lr, seed=s, data=TESTBED, batch_size=1).config.model_dump_json()
+               for lr in (0.1, 0.2) for s in (0, 1)]
+    found = linreg.one_pass_problem(configs)
+    h, w_star = linreg.problem(64, GaussianDataSpec(**TESTBED))
+    assert found.batch_size == 1 and found.noise == 0.1
+    np.testing.assert_array_equal(found.h, h)
+    np.testing.assert_array_equal(found.signal, w_star**2)
+    other = make_trial(dims=64, data={**TESTBED, "noise": 0.2}).config.model_dump_json()
+    assert linreg.one_pass_problem([*configs, other]) is None  # two problems: no single reference
+    assert linreg.one_pass_problem(["{}"]) is None

@@ -4,7 +4,8 @@
     laws              L(x) = A / x^B + C and its additive multi-variable forms; lines in log x
     chinchilla        L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann 2022, Besiroglu 2024)
     data_constrained  effective data and parameters, R*_D and R*_N (Muennighoff et al. 2023)
-    reuse             effective reuse E(K, N) and K*(N) = A log N + B (Lyu et al., seeds/003)
+    reuse             effective reuse E(K, N), K*(N) and its laws, R* per N (Lyu et al., seeds/003)
+    one_pass          the exact expected risk of one-pass SGD on Gaussian linear regression
     recipes           the recipes of "Pre-training under infinite compute" (seeds/002)
 
 Every fit returns a `FitResult`: parameters, percentile bootstrap intervals, the objective, the
@@ -36,22 +37,32 @@ from scalegrid.analysis.recipes import (
     optimal_hparam_scaling,
     param_scaling,
 )
+from scalegrid.analysis.one_pass import TunedOnePass, one_pass_risk, sample_grid, tuned_one_pass
 from scalegrid.analysis.reuse import (
-    effective_reuse,
+    EPS,
+    FittedOnePass,
+    KStarLaw,
+    ReuseAnalysis,
+    epoch_rows,
     fit_one_pass,
-    fit_reuse,
-    fit_reuse_law,
-    reuse_threshold,
+    muennighoff_reuse,
+    one_pass_reference,
+    reuse_analysis,
 )
 from scalegrid.analysis.tables import completed, drop_highest
 
 __all__ = [
     "BaseLaw",
+    "EPS",
     "FitInputError",
     "FitResult",
+    "FittedOnePass",
+    "KStarLaw",
     "MUENNIGHOFF2023_BASE",
     "MUENNIGHOFF2023_R_STAR",
     "Objective",
+    "ReuseAnalysis",
+    "TunedOnePass",
     "best_runs",
     "chinchilla_loss",
     "completed",
@@ -62,23 +73,26 @@ __all__ = [
     "distillation_retention",
     "drop_highest",
     "effective",
-    "effective_reuse",
     "ensemble_scaling",
+    "epoch_rows",
     "fit_chinchilla",
     "fit_data_constrained",
     "fit_log_linear",
     "fit_one_pass",
     "fit_power_law",
-    "fit_reuse",
-    "fit_reuse_law",
     "huber",
     "inverse_power_law",
     "joint_scaling",
     "local_optimality",
     "local_optimality_neighbours",
+    "muennighoff_reuse",
+    "one_pass_reference",
+    "one_pass_risk",
     "optimal_hparam_scaling",
     "param_scaling",
     "power_law",
-    "reuse_threshold",
+    "reuse_analysis",
+    "sample_grid",
     "tokens_from_flops",
+    "tuned_one_pass",
 ]

@@ -4,11 +4,12 @@
     scalegrid fit chinchilla chinchilla.csv --params "Model Size" --flops "Training FLOP" \\
         --loss loss --drop-highest-loss 5
     scalegrid fit data-constrained runs.csv --tokens tokens --base-law muennighoff2023
-    scalegrid fit reuse results/linreg --samples unique_tokens --epochs epochs --eps 0.05
+    scalegrid fit reuse results/linreg-reuse --eps 0.1,0.5
 
 Columns default to the runs table's (docs/results.md): params, tokens (else tokens_seen),
 unique_tokens, epochs, val_loss. Rows whose status is not COMPLETED are skipped, and so are rows
-of a stage other than `train` unless --stage says otherwise. The fitting itself is
+of a stage other than `train` unless --stage says otherwise (reuse also reads a results
+directory's curves and DIVERGED runs: see `fit_reuse`). The fitting itself is
 `scalegrid.analysis`; this module only reads the table, filters it and prints the result.
 """
 
@@ -32,10 +33,10 @@ from scalegrid.analysis import (
     fit_chinchilla,
     fit_data_constrained,
     fit_power_law,
-    fit_reuse,
 )
 from scalegrid.analysis.tables import per_group
 from scalegrid import store
+from scalegrid.commands import fit_reuse
 from scalegrid.errors import UserError
 from scalegrid.storage import layout
 from scalegrid.storage.layout import RUNS
@@ -77,8 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     how.add_argument("--base-law", choices=("muennighoff2023", "fit"), default="muennighoff2023",
                      help="data-constrained: freeze the paper's published base law, or fit it on "
                           "the single-epoch rows (default: muennighoff2023)")
-    how.add_argument("--eps", type=float, default=0.05,
-                     help="reuse: K* is the largest K with E(K, N) >= (1 - eps) K (default: 0.05)")
+    how.add_argument("--eps", default="0.1,0.2,0.3,0.5",
+                     help="reuse: K*(N) where E(K, N) / K falls below 1 - eps, at each of these "
+                          "(comma-separated; default: 0.1,0.2,0.3,0.5)")
     how.add_argument("--bootstrap", type=int, default=1000, metavar="B",
                      help="bootstrap resamples for the intervals, 0 for none (default: 1000)")
     how.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
@@ -96,6 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     table = read_table(args.file)
+    if args.kind == "reuse":
+        return _run_reuse(args, table)
     table = select_rows(table, args.stage)
     by = _names(args.by)
     try:
@@ -108,6 +112,22 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(to_document(args, fits), allow_nan=False, default=str))
     else:
         print(render(args, fits))
+    return 0
+
+
+def _run_reuse(args: argparse.Namespace, table: pd.DataFrame) -> int:
+    fit_reuse.parse_eps(args.eps)  # a bad --eps fails before any work
+    by = _names(args.by)
+    rows = fit_reuse.rows_of(args.file, table, args.stage)
+    try:
+        rows = drop_missing(rows, [*by, args.samples, args.epochs, args.loss])
+        analyses = fit_reuse.analyse(args, rows, by)
+    except FitInputError as err:
+        raise UserError(f"reuse: {err}") from err
+    if args.json:
+        print(json.dumps(_finite(fit_reuse.to_document(args, analyses)), allow_nan=False, default=str))
+    else:
+        print(fit_reuse.render(args, analyses))
     return 0
 
 
@@ -182,13 +202,6 @@ def build_fit(
     if args.kind == "power-law":
         xs, y = _names(args.x), args.y or args.loss
         return (lambda rows: fit_power_law(rows, xs, y, **common)), [*xs, y], y
-    if args.kind == "reuse":
-        return (
-            lambda rows: fit_reuse(rows, samples=args.samples, epochs=args.epochs, loss=args.loss,
-                                   eps=args.eps, **common),
-            [args.samples, args.epochs, args.loss],
-            args.loss,
-        )
     tokens = args.tokens
     if tokens is None and args.flops is None:
         has_tokens = "tokens" in table.columns or "tokens_seen" not in table.columns

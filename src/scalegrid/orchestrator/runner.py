@@ -1,8 +1,9 @@
 """Schedule a plan's pending trials on Ray Tune and report what the store holds afterwards.
 
 Tune trials are grid points, or for trainers too fast to be worth Tune's ~2 s per trial
-(`linreg`), packs of grid points: one Ray task trains a pack one point after another, each with
-its own lease, trial_id and rows. Tune is fed at most `CHUNK` trials per `Tuner.fit()`, so the
+(`linreg`), packs of grid points: one Ray task trains a pack, each point with its own lease,
+trial_id and rows; the points one vectorised pass trains together (`trainers.vector_groups`:
+linreg's lrs of one grid point) stay in one pack and are trained in that one pass. Tune is fed at most `CHUNK` trials per `Tuner.fit()`, so the
 driver's memory stays flat however large the grid (Tune's grows with every trial it knows). The
 `Trial` objects travel through the object store once per chunk, with `tune.with_parameters`.
 
@@ -38,6 +39,7 @@ from scalegrid.orchestrator.progress import Progress, SweepProgress
 from scalegrid.orchestrator.worker import tune_trainable
 from scalegrid.spec import SweepSpec
 from scalegrid.storage.space import full_error, is_full
+from scalegrid.trainers import vector_groups
 from scalegrid.trial import Trial
 
 CHUNK = 256  # Tune trials per Tuner.fit()
@@ -166,10 +168,17 @@ def _packed(spec: SweepSpec) -> bool:
 
 
 def make_packs(trials: list[Trial], pack: bool, slots: int) -> dict[str, list[Trial]]:
-    """Pack key -> trials. Packed: about 4 packs per slot (so the slots stay busy), at most MAX_PACK each."""
-    size = min(MAX_PACK, max(1, math.ceil(len(trials) / (4 * slots)))) if pack else 1
-    packs = [trials[i : i + size] for i in range(0, len(trials), size)]
-    return {p[0].trial_id + (f"+{len(p) - 1}" if len(p) > 1 else ""): p for p in packs}
+    """Pack key -> trials. Packed: about 4 packs per slot (so the slots stay busy), at most MAX_PACK
+    each unless one vectorised group is larger; a group is never split."""
+    if not pack:
+        return {t.trial_id: [t] for t in trials}
+    size = min(MAX_PACK, max(1, math.ceil(len(trials) / (4 * slots))))
+    packs: list[list[Trial]] = [[]]
+    for group in vector_groups(trials):
+        if packs[-1] and len(packs[-1]) + len(group) > size:
+            packs.append([])
+        packs[-1].extend(group)
+    return {p[0].trial_id + (f"+{len(p) - 1}" if len(p) > 1 else ""): p for p in packs if p}
 
 
 def _slots(plan: SweepPlan, max_concurrent: int | None) -> int:

@@ -10,23 +10,27 @@ attempt in the lease history, and while this driver has retries left (`max_failu
 trainer's exception propagate so that Ray Tune retries the trial, possibly on another node; the
 retry resumes from the trial's newest checkpoint. Only the last attempt's exception becomes the
 FAILED row. A Tune trial may carry several tiny trials (a pack); each keeps its own lease and rows
-and is retried in the worker itself.
+and is retried in the worker itself. The trials of a pack that one vectorised pass can train
+(`trainers.vector_groups`: linreg's lrs of one grid point) are trained by `run_leased_group`: every
+lease taken first, one `train_many` call for those held, then each trial's rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import time
 import traceback
-from typing import Callable
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from scalegrid import store
 from scalegrid.errors import StorageFull
 from scalegrid.orchestrator import leases
 from scalegrid.storage.space import full_error, is_full
-from scalegrid.trainers import checkpoint, trainer_of
+from scalegrid.trainers import checkpoint, many_trainer_of, trainer_of, vector_groups
 from scalegrid.trial import DONE_STATUSES, Trial, TrialResult
 
 ELSEWHERE, ALREADY_DONE = "ELSEWHERE", "ALREADY_DONE"  # outcomes of a trial this worker did not train
@@ -52,14 +56,37 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
     except Exception as err:  # a bug or a bad corpus fails this trial only
         if reraise or is_full(err):  # a full disk fails no trial: the run stops, the next one resumes
             raise
-        result = TrialResult.failed(trial.config, traceback.format_exception_only(type(err), err)[-1].strip()[:2000])
+        result = TrialResult.failed(trial.config, _error_text(err))
+    return _write(trial, result, time.perf_counter() - start, provenance)
+
+
+def _error_text(err: Exception) -> str:
+    return traceback.format_exception_only(type(err), err)[-1].strip()[:2000]
+
+
+def _write(trial: Trial, result: TrialResult, wall_s: float, provenance: dict[str, str]) -> store.RunRow:
+    """A trained trial's curves, then its run row (the row last: it marks the trial done)."""
     if result.curves:
         store.write_curves(trial.results, trial.trial_id, result.curves)
-    row = store.trial_row(trial, result, wall_s=time.perf_counter() - start, provenance=provenance, device=_device())
+    row = store.trial_row(trial, result, wall_s=wall_s, provenance=provenance, device=_device())
     store.write_run(trial.results, row)
     if row.status in DONE_STATUSES:
         checkpoint.remove(trial.checkpoint_dir)  # a finished trial is never resumed
     return row
+
+
+def execute_many(trials: Sequence[Trial], provenance: dict[str, str], *, reraise: bool = False) -> list[store.RunRow]:
+    """`execute` for trials one `train_many` pass trains together; each row's `wall_s` is the
+    trial's share of the pass (its wall time over the trials in it)."""
+    start = time.perf_counter()
+    try:
+        results = many_trainer_of(trials[0])(trials, None)
+    except Exception as err:  # noqa: BLE001 - the pass's trials fail, not the sweep
+        if reraise or is_full(err):  # a full disk fails no trial: the run stops, the next one resumes
+            raise
+        results = [TrialResult.failed(t.config, _error_text(err)) for t in trials]
+    share = (time.perf_counter() - start) / len(trials)
+    return [_write(t, r, share, provenance) for t, r in zip(trials, results)]
 
 
 def run_leased(
@@ -139,6 +166,46 @@ class TuneReports:
             self.send({"trials_done": self.finished, "flops_done": self.flops_before})
 
 
+def run_leased_group(
+    trials: list[Trial], report_of: Callable[[Trial], Callable[[dict], None]], provenance: dict[str, str], *,
+    owner: str, retry_here: bool, warn: Callable[[str], None] = lambda text: print(f"scalegrid: warning: {text}", file=sys.stderr),
+) -> list[store.RunRow | str]:
+    """`run_leased` for trials one `train_many` pass trains (a `vector_groups` group): each under
+    its own lease, one pass over those this worker holds and no driver finished, retried here.
+    Returns each trial's outcome, in order."""
+    if len(trials) == 1 or many_trainer_of(trials[0]) is None:
+        return [run_leased(t, report_of(t), provenance, owner=owner, retry_here=retry_here, warn=warn) for t in trials]
+    results, ft = trials[0].results, trials[0].fault_tolerance
+    if results.local_path is None:  # an object store: no leases (see run_leased)
+        return list(execute_many(trials, provenance))
+    outcomes: dict[str, store.RunRow | str] = {}
+    with contextlib.ExitStack() as held:
+        mine = []
+        for trial in trials:
+            lease, _ = leases.acquire(results, trial.trial_id, owner=owner, expiry_s=ft.lease_expiry_s)
+            if lease is None:
+                outcomes[trial.trial_id] = ELSEWHERE
+                continue
+            held.callback(lease.release)
+            held.enter_context(lease.heartbeating())
+            if store.run_status(results, trial.trial_id) in DONE_STATUSES:
+                outcomes[trial.trial_id] = ALREADY_DONE
+            else:
+                mine.append(trial)
+        while mine:
+            attempt = max(1 + sum(h.get("owner") == owner for h in leases.history(results, t.trial_id)) for t in mine)
+            for trial in mine:
+                leases.record_start(results, trial.trial_id, owner=owner, attempt=attempt, resumed_from_step=0, node=_ray_node())
+            try:
+                outcomes.update((row.trial_id, row) for row in execute_many(mine, provenance, reraise=attempt <= ft.max_failures))
+                break
+            except Exception as err:  # noqa: BLE001 - retried here while attempts remain
+                if is_full(err):
+                    raise
+                continue
+    return [outcomes[t.trial_id] for t in trials]
+
+
 def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict[str, str], owner: str) -> None:
     """The Ray Tune function trainable: one pack of grid points (usually one), looked up by its key."""
     from ray import tune
@@ -152,18 +219,19 @@ def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict
 
     counts: dict[str, int] = {}
     final: dict[str, Any] = {}
-    for trial in trials:
+    for group in vector_groups(trials):
         try:
-            outcome = run_leased(trial, reports.row(trial), provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
+            outcomes = run_leased_group(group, reports.row, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
         except Exception as err:
             if not is_full(err):
                 raise
             # No retry (there is no room for one) and no FAILED row: the driver stops and says so.
             counts[DISK_FULL] = counts.get(DISK_FULL, 0) + len(trials) - sum(counts.values())
-            final["disk_full"] = str(err if isinstance(err, StorageFull) else full_error(trial.results.shown()))
+            final["disk_full"] = str(err if isinstance(err, StorageFull) else full_error(group[0].results.shown()))
             break
-        status = outcome if isinstance(outcome, str) else outcome.status
-        counts[status] = counts.get(status, 0) + 1
-        reports.trial_done(trial)
+        for trial, outcome in zip(group, outcomes):
+            status = outcome if isinstance(outcome, str) else outcome.status
+            counts[status] = counts.get(status, 0) + 1
+            reports.trial_done(trial)
     # The outcome, without losses: trackers' histories hold the evaluation rows only, once each.
     tune.report({**final, "flops_done": reports.flops_before, **{f"n_{status}": n for status, n in counts.items()}})

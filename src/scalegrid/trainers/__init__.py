@@ -1,14 +1,20 @@
 """Trainers by name. Each module has `train(trial, report) -> TrialResult` (see `scalegrid/trial.py`).
 
+A trainer that can train several trials in one pass (`linreg`: every lr of one grid point) also
+has `vector_key(config) -> str` and `train_many(trials, reports) -> list[TrialResult]`; trials with
+equal keys may be handed to one `train_many` call (`vector_groups`).
+
 Modules are imported only when a trial runs, so `scalegrid plan` never imports torch.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from scalegrid.spec import TRAINER_NAMES
-from scalegrid.trial import Stage, Trial, TrainerFn
+from scalegrid.trial import Report, Stage, Trial, TrainerFn, TrialResult
 
 TRAINERS: dict[str, str] = {"lm": "scalegrid.trainers.lm", "linreg": "scalegrid.trainers.linreg"}
 STUDENT_TRAINER = "scalegrid.trainers.distill"  # students are lm trials with a teacher: not a spec trainer
@@ -21,4 +27,27 @@ def get_trainer(name: str) -> TrainerFn:
 
 
 def trainer_of(trial: Trial) -> TrainerFn:
-    return get_trainer("distill" if trial.stage == Stage.DISTILL else trial.config.trainer)
+    return _module(trial).train
+
+
+def _module(trial: Trial) -> ModuleType:
+    return importlib.import_module(STUDENT_TRAINER if trial.stage == Stage.DISTILL else TRAINERS[trial.config.trainer])
+
+
+ManyTrainerFn = Callable[[Sequence[Trial], Sequence[Report]], list[TrialResult]]
+
+
+def many_trainer_of(trial: Trial) -> ManyTrainerFn | None:
+    """The trainer's `train_many`, or None when it trains one trial at a time."""
+    return getattr(_module(trial), "train_many", None)
+
+
+def vector_groups(trials: Sequence[Trial]) -> list[list[Trial]]:
+    """`trials` split into groups one `train_many` call trains together, in first-seen order; a
+    trainer without one gives one group per trial."""
+    groups: dict[str, list[Trial]] = {}
+    for trial in trials:
+        module = _module(trial)
+        key = module.vector_key(trial.config) if hasattr(module, "vector_key") else trial.trial_id
+        groups.setdefault(f"{trial.stage}:{key}", []).append(trial)
+    return list(groups.values())

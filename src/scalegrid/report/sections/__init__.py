@@ -16,7 +16,7 @@ enough sizes) becomes a note, and the rest stays.
     6 data             data.py             param_scaling, joint_scaling, best_runs(stage="distill"),
                                            data_scaling, data_efficiency, power_law
     7 distillation     distillation.py     distillation
-    8 reuse            reuse.py            fit_one_pass, effective_reuse, reuse_threshold, fit_reuse_law
+    8 reuse            reuse.py            epoch_rows, one_pass_reference, reuse_analysis
     9 curves           curves.py           (none: the store's curves of trials chosen from the runs)
 
 Each section module is made of three parts, and its entry function (`section_<key>(ctx, s)`,

@@ -1,4 +1,4 @@
-"""Section 8: multi-epoch reuse, E(K, N) / K per dataset size and K*(N) = A ln N + B."""
+"""Section 8: multi-epoch reuse (seeds/003): E(K, N) against K per N, K*(N) and its two laws, R* per N."""
 
 from __future__ import annotations
 
@@ -7,22 +7,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scalegrid.analysis.fitting import FitResult
-from scalegrid.analysis.reuse import effective_reuse, fit_one_pass, fit_reuse_law, reuse_threshold
+from scalegrid.analysis import ReuseAnalysis, epoch_rows, one_pass_reference, reuse_analysis
 from scalegrid.report import figures as F
 from scalegrid.report.document import Section, Table, fmt, fmt_ci
-from scalegrid.report.sections.common import Context, NoRows, part, records, train_rows
+from scalegrid.report.sections.common import Context, NoRows, records
+from scalegrid.trainers.linreg import one_pass_problem
 
-THRESHOLD_EPS = 0.05  # reuse_threshold's default: K* is the last K with E >= (1 - eps) K
+LAW_STYLE = {"log": "--", "power": ":"}
 
 
 @dataclass(frozen=True)
 class ReuseNumbers:
-    one_pass: FitResult  # fit_one_pass: L(1, N) = A / N^B + C over the one-epoch rows
-    reuse: pd.DataFrame  # effective_reuse: E(K, N) per dataset size N and epochs K
-    thresholds: pd.DataFrame  # reuse_threshold: K* per dataset size, and whether it is censored
-    law: FitResult | None  # fit_reuse_law: K*(N) = A ln N + B; None: not fitted (see notes)
-    notes: tuple[str, ...]
+    analysis: ReuseAnalysis  # reuse_analysis: the E(K, N) table, K* per (N, eps), both laws, R* per N
+    reference: dict  # one_pass_reference: how R(1, N') was made (exact or fitted)
 
 
 def section_reuse(ctx: Context, s: Section) -> None:
@@ -32,120 +29,166 @@ def section_reuse(ctx: Context, s: Section) -> None:
 
 
 def reuse_numbers(ctx: Context) -> ReuseNumbers:
-    rows = train_rows(ctx)
+    runs = ctx.inputs.runs
+    if len(runs) and "stage" in runs.columns:
+        runs = runs[runs["stage"].fillna("train") == "train"]
+    rows = epoch_rows(runs, ctx.inputs.curves) if len(runs) else runs
     if rows.empty:
         raise NoRows("no COMPLETED training runs yet")
     if rows["epochs"].nunique() < 2:
-        raise NoRows("the grid has one epoch count; reuse compares several")
-    one_pass = fit_one_pass(rows)
-    reuse = effective_reuse(rows, one_pass=one_pass)
-    thresholds = reuse_threshold(reuse)
-    notes: list[str] = []
-    law = None
-    with part(notes, "K*(N) law"):
-        usable = thresholds[np.isfinite(thresholds["k_star"]) & ~thresholds["censored"]]
-        if len(usable) < 2:
-            raise NoRows(
-                f"K*(N) is pinned down (below the largest epoch count tried) at {len(usable)} dataset size(s); "
-                "the line in log N needs 2: add larger epoch counts"
-            )
-        law = fit_reuse_law(usable, **ctx.fit_kwargs)
-    return ReuseNumbers(one_pass=one_pass, reuse=reuse, thresholds=thresholds, law=law, notes=tuple(notes))
+        raise NoRows("the grid has one epoch count (and no per-epoch curves of a constant schedule); reuse compares several")
+    problem = one_pass_problem(rows["config_json"]) if "config_json" in rows.columns else None
+    reference, described = one_pass_reference(rows, problem)
+    analysis = reuse_analysis(rows, reference, bootstrap=ctx.bootstrap, rng_seed=ctx.seed)
+    return ReuseNumbers(analysis=analysis, reference=described)
 
 
 def draw_reuse(ctx: Context, s: Section, numbers: ReuseNumbers) -> None:
-    """Left: E(K, N) / K per dataset size, K* starred; right: K*(N) and its law."""
-    sizes = sorted(numbers.reuse["unique_tokens"].unique())
-    fig, (left, right) = F.new_figure(2, width=11.5, height=4.2)
-    _draw_reuse_rate(left, numbers.reuse, numbers.thresholds, sizes)
-    _draw_k_star(right, numbers.thresholds, numbers.law, sizes)
+    """Left: E(K, N) against K, one line per N, and the diagonal E = K. Right: K*(N) per eps with both laws."""
+    table, thresholds = numbers.analysis.table, numbers.analysis.thresholds
+    sizes = sorted(table["unique_tokens"].unique())
+    fig, (left, right) = F.new_figure(2, width=11.5, height=4.4)
+    _draw_reuse_rate(left, table, sizes)
+    _draw_k_star(right, thresholds, numbers.analysis.laws, sizes)
     s.figures.append(F.save(
         fig, ctx.out_dir, "reuse", "Multi-epoch reuse",
-        "Left: E(K, N) / K, the share of K epochs over N samples that counts as fresh data (E(K, N) = N' / N "
-        "from the one-pass law); K*(N), starred, is the last K above the threshold. Right: K*(N) against N "
-        "and the fit A ln N + B (dashed).",
+        "Left: the effective reuse rate E(K, N) = N' / N (N' fresh samples one pass needs to match K epochs over "
+        "N, each with its lr tuned), one line per N, with its bootstrap interval over seeds; on the dotted "
+        "diagonal E = K repeated data is worth fresh data. Right: K*(N), where E(K, N) / K falls below 1 - eps "
+        "(open markers: censored at the epoch range), with the laws K* = A ln N + B (dashed) and a N^b (dotted).",
     ))
 
 
-def _draw_reuse_rate(ax, reuse: pd.DataFrame, thresholds: pd.DataFrame, sizes: list) -> None:
+def _draw_reuse_rate(ax, table: pd.DataFrame, sizes: list) -> None:
     colors = dict(zip(sizes, F.colors(len(sizes), "viridis")))
-    ks = np.array(sorted(reuse["epochs"].unique()), dtype=float)
-    eps = THRESHOLD_EPS
-    ax.axhline(1.0, color="#888888", linestyle=":", linewidth=1.0, label="perfect reuse (E = K)")
-    ax.axhline(1.0 - eps, color="#bbbbbb", linestyle="-", linewidth=0.8, label=f"threshold E = {1 - eps:g} K")
-    for n, line in reuse.groupby("unique_tokens"):
-        ax.plot(line["epochs"], line["effective_reuse"] / line["epochs"], "o-", color=colors[n], markersize=3.5,
-                label=f"N = {F.human(n)}")
-    thr = thresholds.set_index("unique_tokens")
-    for n in sizes:
-        k = thr["k_star"].get(n, np.nan)
-        if np.isfinite(k):
-            e = reuse[(reuse["unique_tokens"] == n) & (reuse["epochs"] == k)]["effective_reuse"].to_numpy()[:1] / k
-            ax.plot([k], e, marker="*", markersize=11, color=colors[n], markeredgecolor="black",
-                    markeredgewidth=0.6, linestyle="none")
+    ks = np.array(sorted(table["epochs"].unique()), dtype=float)
+    ax.plot(ks, ks, color="#888888", linestyle=":", linewidth=1.0, label="E = K (fresh data)")
+    for n, line in table.groupby("unique_tokens"):
+        line = line.sort_values("epochs")
+        ax.plot(line["epochs"], line["effective_reuse"], "-", color=colors[n], marker="o" if len(line) <= 12 else None,
+                markersize=3, label=f"N = {F.human(n)}")
+        if line["effective_reuse_lo"].notna().any():
+            ax.fill_between(line["epochs"], line["effective_reuse_lo"], line["effective_reuse_hi"], color=colors[n],
+                            alpha=0.18, linewidth=0)
+    ax.set_yscale("log", base=2)
     F.log2_x_axis(ax, ks, "epochs K")
-    ratio = (reuse["effective_reuse"] / reuse["epochs"]).to_numpy(float)
-    ratio = ratio[np.isfinite(ratio)]
-    ax.set_ylim(max(0.0, min(ratio.min(), 1 - eps) - 0.05) if ratio.size else 0, 1.05)
-    ax.set_ylabel("reuse efficiency E(K, N) / K")
-    ax.set_title("Effective reuse per epoch (star: K*)")
-    ax.legend(loc="lower left", ncols=2, fontsize=7.5)
+    ax.yaxis.set_major_formatter(F.plain_formatter())
+    ax.set_ylabel("effective reuse E(K, N) = N' / N")
+    ax.set_title("Larger datasets can be repeated more")
+    ax.legend(loc="upper left", fontsize=7.5)
 
 
-def _draw_k_star(ax, thresholds: pd.DataFrame, law: FitResult | None, sizes: list) -> None:
-    finite = thresholds[np.isfinite(thresholds["k_star"])]
-    cens = finite[finite["censored"]]
-    unc = finite[~finite["censored"]]
-    ax.plot(unc["unique_tokens"], unc["k_star"], "o", color="#1f77b4", label="K*(N)")
-    if len(cens):
-        ax.plot(cens["unique_tokens"], cens["k_star"], "o", mfc="white", color="#1f77b4",
-                label="K*(N) ≥ (largest K tried)")
-    if law is not None:
-        xs = F.dense_log(min(sizes), max(sizes), extend=2.0)
-        a, b = law.params["A"], law.params["B"]
-        a = 0.0 if abs(a) < 1e-9 * max(1.0, abs(b)) else a  # a flat K*(N) fits a slope of float noise
-        F.fit_line(ax, xs, a * np.log(xs) + b, "#1f77b4",
-                   label=f"fit K* = {a:.3g} ln N {'+' if b >= 0 else '−'} {abs(b):.3g}")
+def _draw_k_star(ax, thresholds: pd.DataFrame, laws, sizes: list) -> None:
+    levels = sorted(thresholds["eps"].unique())
+    colors = dict(zip(levels, F.colors(len(levels), "plasma")))
+    for eps, rows in thresholds.groupby("eps"):
+        bracketed = rows["censored"] == ""
+        err = np.vstack([rows["k_star"] - rows["k_star_lo"], rows["k_star_hi"] - rows["k_star"]]).clip(min=0)
+        if np.isfinite(err).all():
+            ax.errorbar(rows["unique_tokens"], rows["k_star"], yerr=err, fmt="none", ecolor=colors[eps], alpha=0.5)
+        ax.plot(rows["unique_tokens"][bracketed], rows["k_star"][bracketed], "o", color=colors[eps], label=f"eps = {eps:g}")
+        ax.plot(rows["unique_tokens"][~bracketed], rows["k_star"][~bracketed], "o", mfc="white", color=colors[eps])
+    xs = F.dense_log(min(sizes), max(sizes))
+    for law in laws:
+        p = law.params
+        ys = p["A"] * np.log(xs) + p["B"] if law.law == "log" else p["a"] * xs ** p["b"]
+        ax.plot(xs, ys, color=colors[law.eps], linestyle=LAW_STYLE[law.law], linewidth=1.1)
+    for law, style in LAW_STYLE.items():
+        ax.plot([], [], color="#555555", linestyle=style, label="K* = A ln N + B" if law == "log" else "K* = a N^b")
     F.log_x_axis(ax, sizes, "unique samples N")
     ax.set_ylabel("K*(N) (epochs)")
-    ax.set_title("Larger datasets can be repeated more")
-    ax.legend(loc="upper left")
+    ax.set_title("End of effective reuse: E(K, N) < (1 - eps) K")
+    ax.legend(loc="upper left", fontsize=7.5)
 
 
 def write_reuse(s: Section, numbers: ReuseNumbers) -> None:
-    one_pass, thresholds, law = numbers.one_pass, numbers.thresholds, numbers.law
-    s.fits["one_pass"] = {"law": one_pass.law, **one_pass.to_dict()}
-    s.fits["effective_reuse"] = records(numbers.reuse)
-    s.fits["k_star"] = records(thresholds)
-    if law is not None:
-        s.fits["reuse_law"] = {"law": law.law, **law.to_dict()}
-    s.notes.extend(numbers.notes)
-    s.tables.append(Table(
-        "Effective-reuse threshold per dataset size",
-        ["unique samples N", "K*", "largest K tried", "censored"],
-        [[F.human(r["unique_tokens"]), fmt(r["k_star"]), fmt(r["max_epochs"]), fmt(bool(r["censored"]))]
-         for _, r in thresholds.iterrows()],
-        note="Censored: the largest K tried still reuses effectively, so K* may be larger (left out of the fit).",
-    ))
-    p = one_pass.params
+    analysis = numbers.analysis
+    s.fits["one_pass"] = numbers.reference
+    s.fits["effective_reuse"] = records(analysis.table)
+    s.fits["k_star"] = records(analysis.thresholds)
+    s.fits["k_star_laws"] = [law.to_dict() for law in analysis.laws]
+    s.fits["r_star"] = records(analysis.r_star)
+    s.notes.extend(analysis.notes)
+    s.tables += [_reuse_table(analysis), _k_star_table(analysis), _laws_table(analysis), _r_star_table(analysis)]
+    how = ("computed exactly for one-pass SGD on fresh samples, its lr tuned per sample count on the same ladder"
+           if numbers.reference["kind"] == "exact" else "the power law fitted to the one-epoch rows, extrapolated")
     s.paragraphs.append(
-        f"The one-pass curve L(1, N) = {fmt(p['A'], 3)} / N^{fmt(p['B'], 3)} + {fmt(p['C'], 3)} (fitted to the "
-        "one-epoch rows) turns each loss after K epochs over N samples into the number of fresh samples N' "
-        "it is worth; E(K, N) = N' / N (Yan et al.; Muennighoff et al.'s effective data)."
+        f"E(K, N) = N' / N: the fresh samples N' that one pass needs to reach the loss of K epochs over N samples, "
+        f"each with the lr of lowest seed-mean loss (Lyu's slides, seeds/003). The one-pass curve is {how}. "
+        "Muennighoff et al.'s E = 1 + R* (1 - exp(-(K - 1) / R*)) has one R* for every N; fitted per N below, it "
+        "is not one number."
     )
-    headline = _reuse_headline(thresholds, law)
+    headline = _headline(analysis)
     if headline:
         s.headline.append(headline)
 
 
-def _reuse_headline(thresholds: pd.DataFrame, law: FitResult | None) -> str | None:
-    k_values = thresholds["k_star"].dropna().unique()
-    if len(thresholds) and thresholds["censored"].all():
-        return (f"Reuse: K* ≥ {fmt(thresholds['k_star'].max())} epochs at every dataset size: the largest epoch "
-                "count tried still reuses the data effectively")
-    if len(k_values) == 1 and len(thresholds) > 1:
-        return f"Reuse: K* = {fmt(k_values[0])} epoch(s) at every dataset size tried"
-    if law is None:
+def _reuse_table(analysis: ReuseAnalysis) -> Table:
+    table = analysis.table
+    ks = [k for k in sorted(table["epochs"].unique()) if np.log2(k).is_integer()] or sorted(table["epochs"].unique())
+    cells = table.set_index(["unique_tokens", "epochs"])
+    rows = []
+    for n in sorted(table["unique_tokens"].unique()):
+        rows.append([F.human(n)] + [
+            fmt_ci(cells.loc[(n, k), "effective_reuse"], _ci(cells.loc[(n, k)]), 3) if (n, k) in cells.index else "–"
+            for k in ks])
+    return Table("Effective reuse E(K, N) [interval over seeds]", ["N"] + [f"K = {k:g}" for k in ks], rows,
+                 note="Every K up to the largest is in fits.json (effective_reuse), with the lr chosen per cell.")
+
+
+def _ci(row) -> tuple[float, float] | None:
+    lo, hi = row["effective_reuse_lo"], row["effective_reuse_hi"]
+    return None if not (np.isfinite(lo) and np.isfinite(hi)) else (lo, hi)
+
+
+def _k_star_table(analysis: ReuseAnalysis) -> Table:
+    th = analysis.thresholds
+    levels = sorted(th["eps"].unique())
+    cells = th.set_index(["unique_tokens", "eps"])
+    rows = []
+    for n in sorted(th["unique_tokens"].unique()):
+        row = [F.human(n)]
+        for eps in levels:
+            r = cells.loc[(n, eps)]
+            mark = {"above": "≥ ", "below": "≤ "}.get(r["censored"], "")
+            row.append(mark + fmt_ci(r["k_star"], (r["k_star_lo"], r["k_star_hi"]) if np.isfinite(r["k_star_lo"]) else None, 3))
+        rows.append(row)
+    return Table("K*(N): where E(K, N) / K falls below 1 − eps", ["N"] + [f"eps = {e:g}" for e in levels], rows,
+                 note="Interpolated in log K between the epoch counts around the crossing; ≥: not reached by the "
+                      "largest K, ≤: already below at the smallest.")
+
+
+def _laws_table(analysis: ReuseAnalysis) -> Table:
+    rows = []
+    for law in analysis.laws:
+        params = ", ".join(f"{k} = {fmt_ci(v, law.ci.get(k), 3)}" for k, v in law.params.items())
+        rms = float(np.sqrt(np.mean(np.square(law.residuals))))
+        rows.append([fmt(law.eps), law.to_dict()["law"], params, fmt(rms, 3), str(len(law.samples))])
+    return Table("K*(N) laws", ["eps", "law", "parameters", "RMS residual (epochs)", "points"], rows,
+                 note="Both laws are fitted to the same points; on a few N they may fit equally well: neither is assumed.")
+
+
+def _r_star_table(analysis: ReuseAnalysis) -> Table:
+    rows = [[F.human(r["unique_tokens"]), fmt_ci(r["r_star"], (r["r_star_lo"], r["r_star_hi"]) if np.isfinite(r["r_star_lo"]) else None, 3)
+             + (" (at the search bound: no saturation seen)" if r["at_bound"] else "")]
+            for _, r in analysis.r_star.iterrows()]
+    return Table("Muennighoff et al.'s R* fitted per N", ["N", "R*"], rows,
+                 note="Least squares on log E over every K; their law takes one R* for all N.")
+
+
+def _headline(analysis: ReuseAnalysis) -> str | None:
+    table = analysis.table
+    k = table.groupby("unique_tokens")["epochs"].max().min()
+    at_k = table[table["epochs"] == k].sort_values("unique_tokens")
+    if len(at_k) < 2:
         return None
-    slope = f"Reuse: K*(N) = {fmt_ci(law.params['A'], law.ci.get('A'), 3)} ln N + {fmt(law.params['B'], 3)}"
-    return slope + " (larger datasets can be repeated more)" if law.params["A"] > 0 else slope
+    first, last = at_k.iloc[0], at_k.iloc[-1]
+    text = (f"Reuse: E({k:g}, N) = {fmt(first['effective_reuse'], 3)} at N = {F.human(first['unique_tokens'])}, "
+            f"{fmt(last['effective_reuse'], 3)} at N = {F.human(last['unique_tokens'])}")
+    logs = [law for law in analysis.laws if law.law == "log"]
+    if logs:
+        law = max(logs, key=lambda item: item.eps)
+        b = law.params["B"]
+        text += (f"; K*(N) at eps {law.eps:g} = {fmt_ci(law.params['A'], law.ci.get('A'), 3)} ln N "
+                 f"{'+' if b >= 0 else '−'} {fmt(abs(b), 3)}")
+    return text
