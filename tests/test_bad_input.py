@@ -60,6 +60,14 @@ BAD_SPECS = [
     ("missing data file", {"data": {"source": "files", "files": ["nope/corpus.txt"], "unique_tokens": 4096}}, "data.files[0]"),
     ("unreadable tokenizer", {"data": {**TINY_LM["data"], "tokenizer": "no/such/tokenizer"}}, "data.tokenizer.path"),
     ("unique_tokens > corpus", {"data": {**TINY_LM["data"], "unique_tokens": 2**24}}, "is larger than the corpus"),
+    ("micro-batch > batch", {"train": {**TINY_LM["train"], "micro_batch_size": 9}}, "micro_batch_size 9 is larger than batch_size 8"),
+    ("micro-batch not a count", {"train": {**TINY_LM["train"], "micro_batch_size": "half"}}, "train.micro_batch_size: must be a positive integer or auto"),
+    ("loss chunk < 1", {"train": {**TINY_LM["train"], "loss_chunk_tokens": 0}}, "train.loss_chunk_tokens"),
+    ("gpu memory <= 0", {"resources": {"gpus": 1, "gpu_memory_gb": 0}}, "resources.gpu_memory_gb"),
+    ("does not fit the GPU", {"model": "llama-1.4b", "resources": {"gpus": 1, "gpu_memory_gb": 8}}, ("model llama-1.4b", "not supported yet")),
+    ("micro-batch too large for the GPU", {"model": "llama-300m", "train": {**TINY_LM["train"], "seq_len": 1024, "micro_batch_size": 8},
+     "data": {**TINY_LM["data"], "unique_tokens": 8192}, "resources": {"gpus": 1, "gpu_memory_gb": 6}},
+     ("train.micro_batch_size 8 needs", "use 4 or auto")),
 ]
 
 
@@ -67,7 +75,7 @@ BAD_SPECS = [
 def test_bad_spec(case, change, needle, write_spec, results, capsys):
     before = tree_digest(results)
     spec = write_spec({**TINY_LM, **change, "results": str(results)})
-    assert_one_line_error(capsys, run_cli(spec), needle)
+    assert_one_line_error(capsys, run_cli(spec), *([needle] if isinstance(needle, str) else needle))
     assert tree_digest(results) == before
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scalegrid.orchestrator.plan import format_table, make_plan, totals_line
+from scalegrid.orchestrator.plan import format_table, make_plan, memory_table, totals_line
 
 
 def register(subparsers) -> None:
@@ -19,9 +19,22 @@ def run(args) -> int:
     table = plan.table()
     print(format_table(table))
     print(totals_line(table))
+    print_memory(plan)
     if plan.graph.has_stages:
         stage_rows = plan.dependants()
         counts = stage_rows["state"].value_counts()
         print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
         print(format_table(stage_rows))
     return 0
+
+
+def print_memory(plan) -> None:
+    """Where each model's GPU memory goes, or how to get it checked before anything runs."""
+    resources = plan.spec.resources
+    if plan.memory:
+        print(f"\nestimated peak GPU memory per trial in GiB (of a {resources.gpu_memory_gb:g} GB GPU; "
+              f"activations_ckpt: with train.activation_checkpointing):")
+        print(format_table(memory_table(plan)))
+    elif plan.spec.trainer == "lm" and resources.gpus:
+        print("\nGPU memory: set resources.gpu_memory_gb to see each trial's micro-batch and peak memory here and have "
+              "a trial that cannot fit refused before anything runs (`run --address` detects it from the cluster)")

@@ -18,7 +18,7 @@ from scalegrid import store
 from scalegrid.commands.args import positive_int
 from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, prepare_data
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
-from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
+from scalegrid.orchestrator.session import check_address, check_shared_results, cluster_gpu_memory_gb, ray_session
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
 
@@ -47,11 +47,21 @@ def run(args) -> int:
         if args.address:  # the last check: a node-local results path on a multi-node cluster
             cluster.enter_context(ray_session(args.address))
             check_shared_results(plan.results, cpus=plan.spec.resources.cpus, gpus=plan.spec.resources.gpus)
+            plan = _check_gpu_memory(plan)
         plan = _run_checked(args, plan, save_tokens)
     code = summarize(plan, time.perf_counter() - start)
     if not args.no_report:
         write_report_of(plan)
     return code
+
+
+def _check_gpu_memory(plan: SweepPlan) -> SweepPlan:
+    """Without `resources.gpu_memory_gb`, plan every trial's memory on the cluster's smallest GPU
+    (refusing one that cannot fit) when its nodes say which GPUs they have."""
+    if plan.spec.resources.gpu_memory_gb or not plan.spec.resources.gpus:
+        return plan
+    detected = cluster_gpu_memory_gb()
+    return plan.with_gpu_memory(detected) if detected else plan
 
 
 def _run_checked(args, plan: SweepPlan, save_tokens) -> SweepPlan:
