@@ -8,12 +8,11 @@ import shutil
 import pytest
 import torch
 
-from scalegrid.spec import FaultToleranceSpec
+from scalegrid.spec import FaultToleranceSpec, TrainSpec
 from scalegrid.storage import layout
 from scalegrid.trainers import checkpoint, get_trainer
 from scalegrid.trainers.model import build_model
 from scalegrid.trainers.parallelize import compile_enabled
-from scalegrid.spec import TrainSpec
 from scalegrid.trial import Status
 
 # 20 sequences in batches of 8: every epoch ends with a batch of 4; evaluations every 2 steps.

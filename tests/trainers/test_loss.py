@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -68,13 +63,7 @@ def test_no_fused_kernel_on_a_cpu_machine():
     assert fused_linear_cross_entropy() is None or torch.cuda.is_available()
 
 
-def peak_bytes(**job) -> int:
-    script = Path(__file__).with_name("peak_memory.py")
-    out = subprocess.run([sys.executable, str(script), json.dumps(job)], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
-
-
-def test_chunked_loss_needs_a_third_of_the_memory_at_the_papers_vocabulary():
+def test_chunked_loss_needs_a_third_of_the_memory_at_the_papers_vocabulary(peak_bytes):
     """Batch 4 x 512 at vocab 128,256: the plain path holds 2,044 x 128,256 logits and their
     gradients (~3 GiB); the chunked path one chunk of the default size at a time."""
     vocab = 128_256

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from scalegrid.memory import DoesNotFit, loss_chunk_tokens, plan_micro_batch, step_memory, usable_bytes
@@ -21,18 +16,12 @@ MEASURED = [
 ]
 
 
-def measured_peak(**job) -> int:
-    script = Path(__file__).with_name("peak_memory.py")
-    out = subprocess.run([sys.executable, str(script), json.dumps(job)], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.parametrize("sizes, vocab, batch, seq, micro", MEASURED)
-def test_estimate_is_within_a_quarter_of_the_measured_peak(sizes, vocab, batch, seq, micro):
+def test_estimate_is_within_a_quarter_of_the_measured_peak(sizes, vocab, batch, seq, micro, peak_bytes):
     """Two AdamW steps of real float32 training on a CPU: weights, gradients, AdamW moments,
     activations and the loss chunk, against the process's peak resident memory."""
     chunk = loss_chunk_tokens(TrainSpec(batch_size=batch, seq_len=seq), vocab, "cpu")
-    measured = measured_peak(kind="step", shape=sizes, vocab=vocab, batch=batch, seq=seq, micro=micro, chunk=chunk, checkpointing=False)
+    measured = peak_bytes(kind="step", shape=sizes, vocab=vocab, batch=batch, seq=seq, micro=micro, chunk=chunk, checkpointing=False)
     estimate = step_memory(LlamaShape(**sizes), vocab, seq, micro, activation_checkpointing=False,
                            loss_chunk_tokens=chunk, dtype="float32")
     assert abs(estimate.total - measured) <= 0.25 * measured, (estimate, measured / 2**20)
