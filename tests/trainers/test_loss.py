@@ -8,7 +8,7 @@ import torch
 from scalegrid.memory import loss_chunk_tokens
 from scalegrid.shapes import LlamaShape
 from scalegrid.spec import TrainSpec
-from scalegrid.trainers.loss import fused_linear_cross_entropy, lm_loss, predicted_tokens
+from scalegrid.trainers.loss import fused_linear_cross_entropy, lm_loss, next_token_logprobs, predicted_tokens
 from scalegrid.trainers.model import build_model
 
 SHAPE = LlamaShape(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=160, num_kv_heads=2)
@@ -74,3 +74,11 @@ def test_chunked_loss_needs_a_third_of_the_memory_at_the_papers_vocabulary(peak_
     chunked = peak_bytes(**job, chunk=chunk)
     assert plain > 2.5 * 2**30  # the logits alone are 1 GiB
     assert chunked <= plain / 3, (chunked / 2**20, plain / 2**20)
+
+
+def test_ensemble_log_probabilities_in_chunks_equal_the_whole_logits():
+    model = build_model(SHAPE, 1000, 48, seed=0).double().eval()
+    x = torch.randint(1000, (3, 48), generator=torch.Generator().manual_seed(2))
+    whole = next_token_logprobs(model, x, chunk_tokens=10**6)
+    assert whole.shape == (3 * 47,)
+    assert torch.allclose(next_token_logprobs(model, x, chunk_tokens=37), whole, rtol=0, atol=1e-12)

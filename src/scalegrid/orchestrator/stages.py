@@ -74,14 +74,16 @@ def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] =
     first = job.members[0]
     losses, per_member, error, device = [], [], None, "cpu"
     try:
+        from scalegrid.memory import loss_chunk_tokens
         from scalegrid.trainers.devices import trial_device
         from scalegrid.trainers.ensemble import evaluate_members
         from scalegrid.trainers.sequences import load_sequences
 
         on = trial_device()
         device = on.type
-        _, val_seqs, _ = load_sequences(first, on)
-        losses, _, per_member = evaluate_members(job.member_ids, first.results, val_seqs, first.config.train.batch_size)
+        _, val_seqs, vocab_size = load_sequences(first, on)
+        chunk = loss_chunk_tokens(first.config.train, vocab_size, device)
+        losses, _, per_member = evaluate_members(job.member_ids, first.results, val_seqs, first.config.train.batch_size, chunk)
     except Exception as err:  # noqa: BLE001 - a missing model or a bug fails this ensemble only
         error = traceback.format_exception_only(type(err), err)[-1].strip()[:2000]
     seconds = time.perf_counter() - start

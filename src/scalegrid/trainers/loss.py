@@ -69,6 +69,21 @@ def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor
         return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels, reduction="sum")
 
 
+@torch.no_grad()
+def next_token_logprobs(model: torch.nn.Module, x: torch.Tensor, chunk_tokens: int) -> torch.Tensor:
+    """log p(x[t+1] | x[:t+1]) of every predicted token of `x` [b, s], flattened [b (s - 1)], fp32;
+    the lm head and log-softmax over `chunk_tokens` positions at a time (ensemble evaluation)."""
+    if predicted_tokens(x) <= chunk_tokens:  # one chunk: the whole logits, as ensemble evaluation always did
+        logits = model(input_ids=x).logits[:, :-1].float()
+        return torch.log_softmax(logits, dim=-1).gather(-1, x[:, 1:, None]).squeeze(-1).flatten()
+    hidden = model.model(input_ids=x).last_hidden_state[:, :-1].reshape(-1, model.config.hidden_size)
+    weight, labels = model.get_output_embeddings().weight, x[:, 1:].reshape(-1)
+    return torch.cat([
+        torch.log_softmax(F.linear(h, weight).float(), dim=-1).gather(-1, y[:, None]).squeeze(-1)
+        for h, y in zip(hidden.split(chunk_tokens), labels.split(chunk_tokens))
+    ])
+
+
 @functools.cache
 def fused_linear_cross_entropy():
     """liger-kernel's fused linear cross-entropy (summed) when it is installed, else None."""
