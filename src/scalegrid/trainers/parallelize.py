@@ -11,6 +11,8 @@ compiled model saves and loads like an eager one.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from scalegrid.spec import TrainSpec
@@ -62,5 +64,7 @@ def _batch_dimension_is_dynamic(module: torch.nn.Module, args, output: torch.Ten
 
 
 def evaluation_stance():
-    """Evaluate eagerly: a no-grad graph would be a second compilation for a small share of the work."""
-    return torch.compiler.set_stance("force_eager")
+    """Evaluate eagerly: a no-grad graph would be a second compilation for a small share of the work.
+    (torch < 2.6 has no stances: there evaluation compiles its own graph once.)"""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance else contextlib.nullcontext()
