@@ -15,8 +15,8 @@ fused on a GPU, clipping at 1.0, bf16 autocast on a GPU) on random tokens of the
   micro-batches (`train.micro_batch_size: auto`: on a GPU the largest divisor of the batch that
   the memory plan fits), the memory-light loss (liger-kernel's fused kernel when installed, the
   chunked loss otherwise), torch.compile per layer on a GPU, the loss window and its evaluations
-  (the validation set is one micro-batch). Timed from its first report (after `--warmup-steps`,
-  which include compilation) to its last.
+  (of one validation sequence). Timed from its first report (after `--warmup-steps`, which include
+  compilation) to its last.
 - **plain loop**: what one writes by hand: `model(input_ids=x, labels=x).loss`, backward, clip,
   step, with gradient accumulation over the same micro-batches (a whole batch of 64 x 4,096 at
   vocab 128,256 would need 125 GiB for its logits alone), eager. Timed over the same steps.
@@ -124,7 +124,7 @@ def trial_for(args, model: str, results: str):
         compile={"auto": None, "on": True, "off": False}[args.compile], loss_chunk_tokens=args.loss_chunk_tokens,
     )
     tokens = (args.warmup_steps + args.steps) * args.batch_size * args.seq_len
-    val_tokens = min(args.batch_size, 8) * args.seq_len
+    val_tokens = args.seq_len  # one validation sequence: the trainer's evaluations cost next to nothing
     data = SyntheticData(  # random tokens: the identity only names them
         generator="bench-random", synthetic=SyntheticCorpusSpec(), recipe="bench", vocab_size=args.vocab_size,
         tokenizer={"kind": "byte", "vocab_size": args.vocab_size}, validation=ValidationSpec(max_tokens=max(64, val_tokens)),

@@ -61,3 +61,19 @@ def test_a_24_gb_gpu_refuses_the_1_4b_model_naming_the_fix(paper_spec, capsys, t
     assert "on a 24 GB GPU" in err and "several GPUs is not supported yet" in err
     before = tree_digest(tmp_path / "results")
     assert main(["run", str(spec)]) == 2 and tree_digest(tmp_path / "results") == before
+
+
+def test_the_clusters_smallest_gpu_type_bounds_the_plan_when_the_spec_does_not():
+    """`run --address` reads Ray's `accelerator_type:` node resources (here declared on a real local Ray)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import ray; from scalegrid.orchestrator.session import cluster_gpu_memory_gb; "
+        "ray.init(num_cpus=1, resources={'accelerator_type:H100': 1, 'accelerator_type:A10G': 1}, include_dashboard=False); "
+        "print(cluster_gpu_memory_gb())"
+    )
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "24"
