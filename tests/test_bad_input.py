@@ -65,9 +65,17 @@ BAD_SPECS = [
     ("gaussian spectrum scale", {**LINREG, "data": {"source": "gaussian", "unique_tokens": 128, "gaussian": {"spectrum_scale": "area"}}},
      "data.gaussian.spectrum_scale: Input should be 'top' or 'trace' (got 'area')"),
     ("gaussian offset < 0", {**LINREG, "data": {"source": "gaussian", "unique_tokens": 128, "gaussian": {"spectrum_offset": -8}}},
-     "data.gaussian.spectrum_offset: Input should be greater than or equal to 0"),
+     "data.gaussian.spectrum_offset: must be between 0 and 1e+06 (got -8)"),
     ("gaussian key misspelt", {**LINREG, "data": {"source": "gaussian", "unique_tokens": 128, "gaussian": {"data_per_sed": True}}},
      "data.gaussian.data_per_sed: unknown key (did you mean 'data_per_seed'?)"),
+    ("micro-batch > batch", {"train": {**TINY_LM["train"], "micro_batch_size": 9}}, "micro_batch_size 9 is larger than batch_size 8"),
+    ("micro-batch not a count", {"train": {**TINY_LM["train"], "micro_batch_size": "half"}}, "train.micro_batch_size: must be an integer between 1 and 1048576 or auto (got 'half')"),
+    ("loss chunk < 1", {"train": {**TINY_LM["train"], "loss_chunk_tokens": 0}}, "train.loss_chunk_tokens"),
+    ("gpu memory <= 0", {"resources": {"gpus": 1, "gpu_memory_gb": 0}}, "resources.gpu_memory_gb"),
+    ("does not fit the GPU", {"model": "llama-1.4b", "resources": {"gpus": 1, "gpu_memory_gb": 8}}, ("model llama-1.4b", "not supported yet")),
+    ("micro-batch too large for the GPU", {"model": "llama-300m", "train": {**TINY_LM["train"], "seq_len": 1024, "micro_batch_size": 8},
+     "data": {**TINY_LM["data"], "unique_tokens": 8192}, "resources": {"gpus": 1, "gpu_memory_gb": 6}},
+     ("train.micro_batch_size 8 needs", "use 4 or auto")),
 ]
 
 
@@ -75,7 +83,7 @@ BAD_SPECS = [
 def test_bad_spec(case, change, needle, write_spec, results, capsys):
     before = tree_digest(results)
     spec = write_spec({**TINY_LM, **change, "results": str(results)})
-    assert_one_line_error(capsys, run_cli(spec), needle)
+    assert_one_line_error(capsys, run_cli(spec), *([needle] if isinstance(needle, str) else needle))
     assert tree_digest(results) == before
 
 

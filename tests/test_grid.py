@@ -105,3 +105,14 @@ def test_identity_leaves_out_run_only_fields_and_new_fields_at_their_default():
     assert grid.identity(Config()) == {"lr": 0.1, "inner": {"size": 1}}
     assert grid.identity(Config(inner=Inner(threads=64))) == grid.identity(Config())
     assert grid.identity(Config(added_later="new")) == {"lr": 0.1, "inner": {"size": 1}, "added_later": "new"}
+
+
+def test_how_a_trial_runs_is_not_in_its_id_but_the_papers_decay_mask_is():
+    """Micro-batches, checkpointing, compilation and loss chunks change how a trial runs, never
+    its result; the embedding's weight decay changes the result (and is hashed only when set)."""
+    base = trials_of(TINY_LM)
+    how = {"micro_batch_size": 2, "activation_checkpointing": True, "compile": True, "loss_chunk_tokens": 64}
+    assert [t.trial_id for t in trials_of({**TINY_LM, "train": {**TINY_LM["train"], **how}})] == [t.trial_id for t in base]
+    recipe = trials_of({**TINY_LM, "train": {**TINY_LM["train"], "decay_embeddings": False}})
+    assert recipe[0].trial_id != base[0].trial_id
+    assert trials_of({**TINY_LM, "train": {**TINY_LM["train"], "decay_embeddings": True}})[0].trial_id == base[0].trial_id

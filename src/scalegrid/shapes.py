@@ -3,8 +3,8 @@
 A shape is plain numbers (no torch): `scalegrid plan` counts parameters and FLOPs from it without
 building a model. `trainers/model.py` turns an `LlamaShape` into a real `transformers` Llama.
 
-The paper-sized shapes follow the Llama shapes of "Pre-training under infinite compute"
-(Marin's llama_150m / 300m / 600m / 1.4b); the small ones exist so that a CPU can train them.
+The paper-sized shapes are those of "Pre-training under infinite compute" (its code's llama_150m /
+300m / 600m / 1.4b); the small ones exist so that a CPU can train them.
 """
 
 from __future__ import annotations
@@ -120,24 +120,34 @@ def llama_10m() -> LlamaShape:
     return LlamaShape(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024)
 
 
+# The paper's shapes ("Pre-training under infinite compute", Kim et al. 2025; its public code's
+# experiments/llama.py): untied embeddings, RoPE theta 10,000, RMSNorm eps 1e-5, SiLU, seq 4,096.
+# At the Llama-3 tokenizer's vocab of 128,256 they have 154.1M / 299.6M / 602.5M / 1.431B
+# parameters (tests/trainers/test_model_params.py pins them).
+
+
 @register_preset("llama-150m")
 def llama_150m() -> LlamaShape:
-    return LlamaShape(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2688)
+    return LlamaShape(hidden_size=512, num_layers=6, num_heads=8, intermediate_size=1792)
 
 
 @register_preset("llama-300m")
 def llama_300m() -> LlamaShape:
-    return LlamaShape(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=2688)
+    return LlamaShape(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2688)
 
 
 @register_preset("llama-600m")
 def llama_600m() -> LlamaShape:
-    return LlamaShape(hidden_size=1536, num_layers=24, num_heads=24, intermediate_size=4096)
+    return LlamaShape(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=3584, num_kv_heads=8)
 
 
 @register_preset("llama-1.4b")
 def llama_1_4b() -> LlamaShape:
-    return LlamaShape(hidden_size=2048, num_layers=24, num_heads=16, intermediate_size=8192)
+    return LlamaShape(hidden_size=2048, num_layers=16, num_heads=16, intermediate_size=7168, num_kv_heads=8)
+
+
+PAPER_PRESETS = ("llama-150m", "llama-300m", "llama-600m", "llama-1.4b")
+PAPER_VOCAB_SIZE = 128_256  # the Llama-3 tokenizer
 
 
 def preset(name: str) -> ModelShape:

@@ -276,11 +276,36 @@ class TrainSpec(_Strict):
     eps: float = Field(1e-8, gt=0, le=1)
     eval_every: Steps = 100  # optimizer steps between validation evals (and one at the end)
     log_every: Steps = 10  # steps between train-loss reads (each is a device sync)
+    # Weight decay on the input embedding: the paper's recipe (Levanter's default mask) leaves it
+    # out; scalegrid decayed it before this field existed (`trainers/model.param_groups`).
+    decay_embeddings: bool = hashed_unless_default(True)
+    # How a trial runs, never what it computes (float noise aside): in no trial id.
+    micro_batch_size: Annotated[int, Field(ge=1, le=1 << 20)] | Literal["auto"] = not_hashed("auto")  # sequences per forward/backward; auto: the largest that fits
+    activation_checkpointing: bool = not_hashed(False)  # recompute each decoder layer in backward: less memory, ~1/3 more compute
+    compile: bool | None = not_hashed(None)  # torch.compile each decoder layer; None: on a GPU, off on a CPU
+    loss_chunk_tokens: int | None = not_hashed(None, ge=1, le=1 << 30)  # positions per lm-head + loss chunk; None: by vocab (memory.py)
+
+    @field_validator("micro_batch_size", mode="before")
+    @classmethod
+    def _micro_batch(cls, value: Any):
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 20):
+            raise ValueError(f"must be an integer between 1 and {1 << 20} or auto (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _micro_batch_within_batch(self):
+        if self.micro_batch_size != "auto" and self.micro_batch_size > self.batch_size:
+            raise ValueError(
+                f"micro_batch_size {self.micro_batch_size} is larger than batch_size {self.batch_size} "
+                f"(the sequences of one optimizer step); use at most {self.batch_size}, or auto"
+            )
+        return self
 
 
 class ResourcesSpec(_Strict):
     cpus: float = Field(1.0, gt=0, le=4096)
     gpus: float = Field(0.0, ge=0, le=1024)
+    gpu_memory_gb: float | None = Field(None, gt=0, le=100_000)  # memory of one GPU: `plan` checks every trial fits (default: detected)
 
 
 class FaultToleranceSpec(_Strict):

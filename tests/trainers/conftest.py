@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from scalegrid.spec import DataSpec, TrainSpec
@@ -51,3 +56,15 @@ def lm_trial(tiny_tokens):
         )
 
     return make
+
+
+@pytest.fixture
+def peak_bytes():
+    """Measure a job of `peak_memory.py` in a fresh process: the growth of its peak resident memory."""
+
+    def measure(**job) -> int:
+        script = Path(__file__).with_name("peak_memory.py")
+        out = subprocess.run([sys.executable, str(script), json.dumps(job)], capture_output=True, text=True, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+
+    return measure

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from scalegrid.commands.output import print_json, records, unreadable
-from scalegrid.orchestrator.plan import format_table, make_plan, totals, totals_line
+from scalegrid.orchestrator.plan import format_table, make_plan, memory_table, totals, totals_line
 
 
 def register(subparsers) -> None:
@@ -23,15 +23,29 @@ def run(args) -> int:
     if args.json:
         print_json({
             "sweep": plan.spec.name, "results": str(plan.results), "totals": totals(table),
-            "trials": records(table), "stages": records(stage_rows), "unreadable": unreadable(plan.snapshot.unreadable),
+            "trials": records(table), "stages": records(stage_rows),
+            "memory": records(memory_table(plan)) if plan.memory else None, "unreadable": unreadable(plan.snapshot.unreadable),
         })
         return 0
     for path, reason in plan.snapshot.unreadable:
         print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept", file=sys.stderr)
     print(format_table(table))
     print(totals_line(table))
+    print_memory(plan)
     if stage_rows is not None:
         counts = stage_rows["state"].value_counts()
         print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
         print(format_table(stage_rows))
     return 0
+
+
+def print_memory(plan) -> None:
+    """Where each model's GPU memory goes, or how to get it checked before anything runs."""
+    resources = plan.spec.resources
+    if plan.memory:
+        print(f"\nestimated peak GPU memory per trial in GiB (of a {resources.gpu_memory_gb:g} GB GPU; "
+              f"activations_ckpt: with train.activation_checkpointing):")
+        print(format_table(memory_table(plan)))
+    elif plan.spec.trainer == "lm" and resources.gpus:
+        print("\nGPU memory: set resources.gpu_memory_gb to see each trial's micro-batch and peak memory here and have "
+              "a trial that cannot fit refused before anything runs (`run --address` detects it from the cluster)")

@@ -22,7 +22,7 @@ from scalegrid.commands.output import print_json, records
 from scalegrid.orchestrator.tracking import check as check_tracking
 from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, space_needed
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
-from scalegrid.orchestrator.session import check_address, check_feasible, check_shared_results, ray_session
+from scalegrid.orchestrator.session import check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session
 from scalegrid.orchestrator.tokens import prepare_tokens
 from scalegrid.storage.space import check_space
 
@@ -75,6 +75,7 @@ def run_sweep(spec: str | Path | dict, *, results: str | None = None, address: s
             cluster.enter_context(ray_session(address))
             check_feasible(cpus=resources.cpus, gpus=resources.gpus, embedded=False)
             check_shared_results(plan.results, cpus=resources.cpus, gpus=resources.gpus)  # a node-local path
+            plan = _check_gpu_memory(plan)  # the cluster's smallest GPU bounds each trial's memory
         elif _has_work(plan):
             check_feasible(cpus=resources.cpus, gpus=resources.gpus, embedded=not _ray_running())
         if plan.results.local_path is not None and _has_work(plan):
@@ -83,6 +84,15 @@ def run_sweep(spec: str | Path | dict, *, results: str | None = None, address: s
             prepare_tokens(plan, on_cluster=bool(address))
         spec_path = str(spec) if isinstance(spec, (str, Path)) else "(a spec given as a dict)"
         return _run_checked(plan, spec_path, address, max_concurrent)
+
+
+def _check_gpu_memory(plan: SweepPlan) -> SweepPlan:
+    """Without `resources.gpu_memory_gb`, plan every trial's memory on the cluster's smallest GPU
+    (refusing one that cannot fit) when its nodes say which GPUs they have."""
+    if plan.spec.resources.gpu_memory_gb or not plan.spec.resources.gpus:
+        return plan
+    detected = cluster_gpu_memory_gb()
+    return plan.with_gpu_memory(detected) if detected else plan
 
 
 def _slots(max_concurrent: int | None, cpus_per_trial: float) -> int:

@@ -7,7 +7,7 @@ have passed, so a bad input leaves the results directory as it was. A plan reads
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import pandas as pd
 
 from scalegrid import store
 from scalegrid.errors import UserError
+from scalegrid.memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, usable_bytes
 from scalegrid.orchestrator.graph import StageGraph, build, dependants
 from scalegrid.spec import SweepSpec, load_spec, parse_spec
 from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
@@ -28,6 +29,7 @@ class SweepPlan:
     data: DataIdentity
     graph: StageGraph  # the train stage's trials, ensembles, teacher corpora, students
     snapshot: store.Snapshot  # the whole store as read when planned (other sweeps' rows too)
+    memory: dict[str, MemoryEstimate] = field(default_factory=dict)  # model label -> its trials' GPU plan
 
     @property
     def trials(self) -> list[Trial]:
@@ -64,9 +66,19 @@ class SweepPlan:
                 "trial_id": t.trial_id, "model": t.model_label, "unique_tokens": c.unique_tokens, "epochs": c.epochs,
                 "lr": c.lr, "weight_decay": c.weight_decay, "seed": c.seed, "member": c.member,
                 "params": c.num_params, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
-                "status": self.status(t.trial_id),
+                **self._memory_columns(t.model_label), "status": self.status(t.trial_id),
             })
         return pd.DataFrame(rows)
+
+    def _memory_columns(self, label: str) -> dict:
+        estimate = self.memory.get(label)
+        return {} if estimate is None else {"micro_batch": estimate.micro_batch, "gpu_gib": round(estimate.total / GIB, 1)}
+
+    def with_gpu_memory(self, gpu_memory_gb: float) -> SweepPlan:
+        """The plan with every lm trial's micro-batch and peak memory on GPUs of `gpu_memory_gb`
+        (raises UserError, naming the fix, for a trial that does not fit)."""
+        trials = [*self.graph.trials, *self.graph.students]
+        return replace(self, memory=plan_memory(self.spec, trials, self.data.vocab_size, gpu_memory_gb))
 
 
 def make_plan(spec_source: str | Path | dict, *, results: str | None = None) -> SweepPlan:
@@ -82,7 +94,40 @@ def make_plan(spec_source: str | Path | dict, *, results: str | None = None) -> 
     if spec.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
         check_files(spec.data)  # it opens, has the text field and a document with text
     graph = build(spec, identity, root)
-    return SweepPlan(spec, root, identity, graph, store.read(root))
+    plan = SweepPlan(spec, root, identity, graph, store.read(root))
+    return plan.with_gpu_memory(spec.resources.gpu_memory_gb) if spec.resources.gpu_memory_gb else plan
+
+
+def plan_memory(spec: SweepSpec, trials: list[Trial], vocab_size: int, gpu_memory_gb: float) -> dict[str, MemoryEstimate]:
+    """Model label -> the micro-batch and estimated peak of its trials on a GPU of `gpu_memory_gb`,
+    for lm sweeps that ask for GPUs (`memory.py`); the first model that cannot fit is refused."""
+    if spec.trainer != "lm" or not spec.resources.gpus:
+        return {}
+    budget = usable_bytes(gpu_memory_gb, spec.resources.gpus)
+    plans = {}
+    for label, shape in {t.model_label: t.config.model for t in trials}.items():
+        try:
+            plans[label] = plan_micro_batch(shape, vocab_size, spec.train, budget)
+        except DoesNotFit as err:
+            where = f"batch {spec.train.batch_size} x {spec.train.seq_len}, vocab {vocab_size:,}"
+            raise UserError(f"model {label} ({where}) on a {gpu_memory_gb:g} GB GPU: {err}") from None
+    return plans
+
+
+def memory_table(plan: SweepPlan) -> pd.DataFrame:
+    """Per model: where the estimated peak GPU memory of a training step goes, in GiB."""
+    rows = []
+    for label, m in plan.memory.items():
+        rows.append({
+            "model": label, "micro_batch": m.micro_batch, "weights": m.weights, "gradients": m.gradients,
+            "adamw": m.optimizer, "bf16_copies": m.weight_copies,
+            "activations": m.activations_if_not_checkpointed, "activations_ckpt": m.activations_if_checkpointed,
+            "loss_chunk": m.loss_chunk, "peak": m.total,
+        })
+    frame = pd.DataFrame(rows)
+    numeric = frame.columns.drop(["model", "micro_batch"])
+    frame[numeric] = frame[numeric].map(lambda v: f"{v / GIB:.1f}")
+    return frame
 
 
 def _check_divisible(spec: SweepSpec) -> None:

@@ -21,6 +21,7 @@ import sys
 from urllib.parse import urlparse
 
 from scalegrid.errors import UserError
+from scalegrid.memory import GPU_MEMORY_GB
 from scalegrid.storage import ResultsLayout
 
 CONNECT_TIMEOUT_S = 10
@@ -164,6 +165,16 @@ def check_shared_results(results: ResultsLayout, *, cpus: float, gpus: float) ->
         f"results: {results} is a path on one node, but {where} and trials write their results where they run; "
         "give shared storage: s3://BUCKET/dir, gs://BUCKET/dir or file:///shared/mount/dir"
     )
+
+
+def cluster_gpu_memory_gb() -> float | None:
+    """Memory of the smallest GPU type the joined cluster's nodes report (Ray's `accelerator_type:`
+    resources), or None when no node with a known GPU is up (e.g. GPU workers that autoscale from zero)."""
+    import ray
+
+    kinds = {key.split(":", 1)[1] for key in ray.cluster_resources() if key.startswith("accelerator_type:")}
+    known = [GPU_MEMORY_GB[kind] for kind in kinds if kind in GPU_MEMORY_GB]
+    return min(known) if known else None
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ def _evaluate_ensembles(ready: list[EnsembleJob], plan: SweepPlan, provenance: d
         return
     import ray
 
-    task = ray.remote(num_cpus=plan.spec.resources.cpus)(evaluate_ensemble)
+    task = ray.remote(num_cpus=plan.spec.resources.cpus, num_gpus=plan.spec.resources.gpus)(evaluate_ensemble)
     for out in ray.get([task.remote(e, provenance, frozenset(done)) for e in ready]):
         if out["error"]:
             print(f"ensemble at {out['point']}: FAILED ({out['error']})", file=sys.stderr)
@@ -74,14 +74,18 @@ def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] =
     first = job.members[0]
     losses, per_member, error, device = [], [], None, "cpu"
     try:
-        import torch
-
+        from scalegrid.memory import loss_chunk_tokens
+        from scalegrid.trainers.devices import trial_device
         from scalegrid.trainers.ensemble import evaluate_members
         from scalegrid.trainers.sequences import load_sequences
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        _, val_seqs, _ = load_sequences(first, torch.device(device))
-        losses, _, per_member = evaluate_members(job.member_ids, first.results, val_seqs, first.config.train.batch_size, job.combine)
+        on = trial_device()
+        device = on.type
+        _, val_seqs, vocab_size = load_sequences(first, on)
+        chunk = loss_chunk_tokens(first.config.train, vocab_size, device)
+        losses, _, per_member = evaluate_members(
+            job.member_ids, first.results, val_seqs, first.config.train.batch_size, job.combine, chunk
+        )
     except Exception as err:  # noqa: BLE001 - a missing model or a bug fails this ensemble only
         error = traceback.format_exception_only(type(err), err)[-1].strip()[:2000]
     seconds = time.perf_counter() - start
@@ -102,7 +106,7 @@ def _make_corpora(corpora: list[CorpusJob], plan: SweepPlan) -> None:
         return
     import ray
 
-    task = ray.remote(num_cpus=plan.spec.resources.cpus)(_make_corpus)
+    task = ray.remote(num_cpus=plan.spec.resources.cpus, num_gpus=plan.spec.resources.gpus)(_make_corpus)
     for meta in ray.get([task.remote(plan.results, c.corpus_id, c.request, plan.data.key) for c in missing]):
         print(
             f"teacher corpus {meta['id']}: {meta['tokens']:,} tokens from k={len(meta['teacher'])} in "

@@ -38,9 +38,13 @@ DISK_FULL = "DISK_FULL"  # the results filled up: no row written, the driver sto
 
 
 def _device() -> str:
-    torch = sys.modules.get("torch")  # only a trainer that used torch can have used a GPU
+    """The device the trial computed on: the GPU Ray gave it, by name, or "cpu"."""
+    if "torch" not in sys.modules:  # only a trainer that used torch can have used a GPU
+        return "cpu"
+    from scalegrid.trainers.devices import device_name, trial_device
+
     try:
-        return torch.cuda.get_device_name() if torch is not None and torch.cuda.is_available() else "cpu"
+        return device_name(trial_device())
     except Exception:  # noqa: BLE001 - a broken driver: the row still gets written
         return "unknown"
 

@@ -29,6 +29,8 @@ import torch
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, node_cache_dir
 from scalegrid.trainers import lm
 from scalegrid.trainers.corpus.cache import TokenCache
+from scalegrid.trainers.devices import trial_device
+from scalegrid.trainers.loss import predicted_tokens
 from scalegrid.trainers.weights import load_model
 from scalegrid.trial import CORPUS_VERSION, Report, SequenceDistill, TeacherCorpusRequest, TokenDistill, Trial, TrialResult
 
@@ -45,15 +47,17 @@ def train(trial: Trial, report: Report) -> TrialResult:
 
 def token_loss(trial: Trial, spec: TokenDistill) -> lm.BatchLoss:
     """The batch loss of a token-level student: CE on the data mixed with KL to the teacher."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = trial_device()
     teachers = [load_model(trial.results, tid, device) for tid in spec.teacher]
     temperature, weight = spec.temperature, spec.kl_weight
 
-    def batch_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        out = model(input_ids=x, labels=x)
+    def batch_loss(model: torch.nn.Module, x: torch.Tensor, num_tokens: int) -> torch.Tensor:
+        out = model(input_ids=x, labels=x, num_items_in_batch=num_tokens)
         student = torch.log_softmax(out.logits[:, :-1].float() / temperature, dim=-1)
         teacher = teacher_logprobs(teachers, x[:, :-1], temperature, spec.combine)
-        kl = (teacher.exp() * (teacher - student)).sum(-1).mean()
+        # The mean KL over x's positions, weighted by x's share of the batch's predicted tokens
+        # (exactly 1 for a whole batch, so an unsplit batch computes what it always did).
+        kl = (teacher.exp() * (teacher - student)).sum(-1).mean() * (predicted_tokens(x) / num_tokens)
         return (1 - weight) * out.loss + weight * temperature**2 * kl
 
     return batch_loss
@@ -145,7 +149,7 @@ def make_corpus(results: ResultsLayout, corpus_id: str, request: TeacherCorpusRe
     eos_id = TokenCache(results).open(data_key)[2]["eos_id"]
     if eos_id is None:  # token arrays made elsewhere say their EOS only if the spec did
         raise ValueError("a sequence-level teacher samples from the end-of-document token: set data.eos_id for source tokens")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = trial_device()
     teachers = [load_model(results, tid, device) for tid in request.teacher]
     start = time.perf_counter()
     tokens = generate(

@@ -30,20 +30,18 @@ from typing import Iterable
 import torch
 
 from scalegrid.storage import ResultsLayout
+from scalegrid.trainers.loss import next_token_logprobs
 from scalegrid.trainers.weights import load_model, model_vocab_size
 
 LOGIT_SUM_BYTES = 2**30  # combine logits: one chunk's running sum of logits (peak memory about 4x: a member's logits, the mean, its log-softmax)
 
 
 @torch.no_grad()
-def token_logprobs(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """log p(x[t+1] | x[:t+1]) for every predicted validation token, float32, flattened [N * (L - 1)]."""
-    out = []
-    for i in range(0, len(sequences), batch_size):
-        x = sequences[i : i + batch_size]
-        logits = model(input_ids=x).logits[:, :-1].float()
-        out.append(torch.log_softmax(logits, dim=-1).gather(-1, x[:, 1:, None]).squeeze(-1).flatten())
-    return torch.cat(out)
+def token_logprobs(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int, chunk_tokens: int | None = None) -> torch.Tensor:
+    """log p(x[t+1] | x[:t+1]) for every predicted validation token, float32, flattened [N * (L - 1)];
+    the logits of at most `chunk_tokens` positions at a time (None: a batch's at once)."""
+    chunk = chunk_tokens or sequences.numel()
+    return torch.cat([next_token_logprobs(model, x, chunk) for x in sequences.split(batch_size)])
 
 
 @torch.no_grad()
@@ -72,12 +70,14 @@ def cumulative_logit_nll(member_logits: Iterable[torch.Tensor], targets: torch.T
 
 
 def evaluate_members(
-    member_ids: list[str], results: ResultsLayout, sequences: torch.Tensor, batch_size: int, combine: str = "probs"
+    member_ids: list[str], results: ResultsLayout, sequences: torch.Tensor, batch_size: int, combine: str = "probs",
+    chunk_tokens: int | None = None,
 ) -> tuple[list[float], list[float], list[float]]:
     """(ensemble loss of the first k members for k = 1..K, each member's own loss, seconds per member).
 
     Members are loaded and evaluated one at a time: one model in memory, one pass each (per chunk
-    of validation tokens, for `logits`)."""
+    of validation tokens, for `logits`). With `probs`, the lm head and log-softmax see at most
+    `chunk_tokens` positions at a time (None: a batch's at once)."""
     if combine == "logits":
         return _evaluate_logits(member_ids, results, sequences, batch_size)
     if combine != "probs":
@@ -87,7 +87,7 @@ def evaluate_members(
     def passes():
         for tid in member_ids:
             start = time.perf_counter()
-            logprobs = token_logprobs(load_model(results, tid, sequences.device), sequences, batch_size)
+            logprobs = token_logprobs(load_model(results, tid, sequences.device), sequences, batch_size, chunk_tokens)
             own.append(-logprobs.double().mean().item())
             seconds.append(time.perf_counter() - start)
             yield logprobs

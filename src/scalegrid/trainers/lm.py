@@ -8,15 +8,23 @@ One optimizer step is `batch_size` sequences (the last step of an epoch may have
 so a trial takes `epochs * ceil(U / seq_len / batch_size)` steps and sees exactly `epochs * U`
 tokens.
 
-Recipe: AdamW with decoupled weight decay on every matrix (`model.param_groups` says why the
-embeddings too), linear warmup then cosine / linear / constant decay (`schedule.lr_at`),
-gradient-norm clipping, and on a GPU bf16 autocast, fused AdamW and SDPA attention.
+Recipe: AdamW with decoupled weight decay on every matrix (the input embedding too unless
+`train.decay_embeddings: false`; `model.param_groups` says why), linear warmup then cosine / linear
+/ constant decay (`schedule.lr_at`), gradient-norm clipping, and on a GPU bf16 autocast, fused
+AdamW, SDPA attention and torch.compile per decoder layer (`parallelize.py`).
 
     train(trial, report)                  the loop, top to bottom
-      Run.build                           everything fixed for the trial: model, data, optimizer
+      Run.build                           everything fixed for the trial: device, model, data, optimizer
       TrainState                          everything a checkpoint restores
       at_step_start                       the hooks: evaluation every `eval_every` steps, checkpoints
-      train_step                          one optimizer step
+      train_step                          one optimizer step: forward_backward_step, clip, AdamW
+        forward_backward_step             the batch in micro-batches, gradients accumulated
+
+A trial computes on the GPU Ray gave it, or the CPU (`devices.py`). An optimizer step's batch
+runs as micro-batches of `micro_batch_size` sequences (`auto`: the largest divisor of the batch
+that `memory.plan_micro_batch` fits in the GPU; the whole batch on a CPU), each micro-batch's loss
+being its summed token cross-entropy over the whole batch's predicted tokens (`loss.py`, which
+never materialises more than one chunk of logits), so the accumulated gradient is the batch's.
 
 Every `eval_every` steps and at the end the validation loss (the first `validation.max_tokens`
 held-out tokens, in `seq_len` sequences) is computed and reported as one curve row. Train losses
@@ -37,6 +45,7 @@ interval of work.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -44,17 +53,22 @@ from typing import Any, Callable
 
 import torch
 
+from scalegrid.memory import loss_chunk_tokens, plan_micro_batch, usable_bytes
 from scalegrid.spec import TrainSpec
 from scalegrid.storage.layout import CheckpointDir
-from scalegrid.trainers import checkpoint
+from scalegrid.trainers import checkpoint, devices
+from scalegrid.trainers.loss import lm_loss, predicted_tokens
 from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import build_model, count_params, param_groups
+from scalegrid.trainers.parallelize import evaluation_stance, parallelize
 from scalegrid.trainers.schedule import lr_at
 from scalegrid.trainers.sequences import epoch_orders, load_sequences, next_batch
 from scalegrid.trainers.weights import save_model
 from scalegrid.trial import Report, Status, Trial, TrialResult
 
-BatchLoss = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+# (model, micro-batch [b, s], predicted tokens of the whole optimizer batch) -> the micro-batch's
+# summed token loss divided by that count: micro-batches' losses add up to the batch's mean.
+BatchLoss = Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]
 
 
 def train(
@@ -95,14 +109,16 @@ class Run:
     val_seqs: torch.Tensor
     vocab_size: int
     order: torch.Tensor  # [epochs, sequences]: each epoch's visiting order
-    batch_loss: BatchLoss | None
+    loss: BatchLoss
+    micro_batch: int  # sequences per forward/backward
+    chunk_tokens: int  # positions per chunk of the lm head and cross-entropy
     start: float = field(default_factory=time.perf_counter)
 
     @classmethod
     def build(cls, trial: Trial, extra_sequences: torch.Tensor | None, batch_loss: BatchLoss | None) -> Run:
         start = time.perf_counter()
         cfg, t = trial.config, trial.config.train
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = devices.trial_device()
         if device.type == "cuda":
             torch.set_float32_matmul_precision("high")
         train_seqs, val_seqs, vocab_size = load_sequences(trial, device)
@@ -111,8 +127,12 @@ class Run:
         model = build_model(cfg.model, vocab_size, t.seq_len, seed=cfg.member_seed, device=device)
         model.train()
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, t, device)
+        parallelize(model, t, device)
         order = epoch_orders(len(train_seqs), cfg.epochs, cfg.member_seed, device)
-        return cls(trial, device, model, optimizer, train_seqs, val_seqs, vocab_size, order, batch_loss, start)
+        chunk_tokens = loss_chunk_tokens(t, vocab_size, device.type)
+        loss = batch_loss or functools.partial(lm_loss, chunk_tokens=chunk_tokens)
+        micro_batch = micro_batch_size(trial, vocab_size, device)
+        return cls(trial, device, model, optimizer, train_seqs, val_seqs, vocab_size, order, loss, micro_batch, chunk_tokens, start)
 
     @property
     def t(self) -> TrainSpec:
@@ -204,9 +224,7 @@ def at_step_start(run: Run, state: TrainState, step: int, report: Report, direct
 def train_step(run: Run, state: TrainState, step: int) -> str | None:
     """One optimizer step on batch `step` of the epoch orders; the divergence, if the window says so."""
     x = next_batch(run.train_seqs, run.order, step, run.steps_per_epoch, run.t.batch_size)
-    with run.autocast():
-        loss = run.model(input_ids=x, labels=x).loss if run.batch_loss is None else run.batch_loss(run.model, x)
-    loss.backward()
+    loss = forward_backward_step(run, x)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.t.clip or math.inf)  # inf: measure only
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -215,6 +233,19 @@ def train_step(run: Run, state: TrainState, step: int) -> str | None:
     if state.losses.count == run.t.log_every:  # note: a device sync
         return state.read_losses()
     return None
+
+
+def forward_backward_step(run: Run, batch: torch.Tensor) -> torch.Tensor:
+    """Forward and backward of `batch` in micro-batches, their gradients accumulated in the
+    parameters' `.grad`; returns the batch's mean token loss (detached, on the device)."""
+    num_tokens = predicted_tokens(batch)
+    total = None
+    for micro in batch.split(run.micro_batch):
+        with run.autocast():
+            loss = run.loss(run.model, micro, num_tokens)
+        loss.backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    return total
 
 
 def wall_s(run: Run, state: TrainState) -> float:
@@ -228,7 +259,7 @@ def evaluate_into(run: Run, state: TrainState, step: int, report: Report) -> flo
         "epoch": step / run.steps_per_epoch,
         "tokens_seen": state.tokens_seen,
         "train_loss": state.train_loss,
-        "val_loss": evaluate(run.model, run.val_seqs, run.t.batch_size, run.autocast()),
+        "val_loss": evaluate(run, run.val_seqs),
         "lr": state.lr,
         "wall_s": wall_s(run, state),
     }
@@ -261,9 +292,23 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
     )
 
 
+def micro_batch_size(trial: Trial, vocab_size: int, device: torch.device) -> int:
+    """Sequences per forward/backward: `train.micro_batch_size`, or under `auto` the whole batch on
+    a CPU and on a GPU the largest divisor of the batch whose estimated peak fits this trial's
+    share of the GPU's memory (`memory.py`; raises naming the fix when none does)."""
+    t = trial.config.train
+    if t.micro_batch_size != "auto":
+        return t.micro_batch_size
+    if device.type != "cuda":
+        return t.batch_size
+    memory_gb = torch.cuda.get_device_properties(device).total_memory / 1024**3
+    budget = usable_bytes(memory_gb, devices.gpu_share())
+    return plan_micro_batch(trial.config.model, vocab_size, t, budget).micro_batch
+
+
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, t: TrainSpec, device: torch.device):
     return torch.optim.AdamW(
-        param_groups(model, weight_decay),
+        param_groups(model, weight_decay, decay_embeddings=t.decay_embeddings),
         lr=lr,
         betas=(t.beta1, t.beta2),
         eps=t.eps,
@@ -272,13 +317,14 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, t: T
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, sequences: torch.Tensor, batch_size: int, autocast) -> float:
-    """Mean next-token loss over the validation sequences."""
-    model.eval()
+def evaluate(run: Run, sequences: torch.Tensor) -> float:
+    """Mean next-token loss over the validation sequences (all of one length), a micro-batch at a
+    time, eager (`parallelize.evaluation_stance`)."""
+    run.model.eval()
     total = torch.zeros((), device=sequences.device)
-    for i in range(0, len(sequences), batch_size):
-        x = sequences[i : i + batch_size]
-        with autocast:
-            total += model(input_ids=x, labels=x).loss.float() * len(x)
-    model.train()
+    with evaluation_stance():
+        for x in sequences.split(run.micro_batch):
+            with run.autocast():
+                total += lm_loss(run.model, x, predicted_tokens(x), chunk_tokens=run.chunk_tokens).float() * len(x)
+    run.model.train()
     return (total / len(sequences)).item()  # note: a device sync

@@ -64,14 +64,20 @@ def count_params(model: torch.nn.Module) -> tuple[int, int]:
     return total, total - embeddings
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: every matrix decays (embedding and output head included), vectors do not.
+def param_groups(model: torch.nn.Module, weight_decay: float, *, decay_embeddings: bool = True) -> list[dict]:
+    """AdamW groups: every matrix decays (the output head included), vectors do not, and the input
+    embedding does unless `decay_embeddings` is False.
 
-    The embeddings decay because the Levanter/Marin AdamW that "Pre-training under infinite
-    compute" tunes (weight decay up to ~30x the default) masks only norms and biases, as does
-    nanoGPT; excluding them would change what a given `weight_decay` means. RMSNorm gains (1-D)
-    do not decay: shrinking a gain toward 0 is not a simpler function, only a rescaled one.
+    "Pre-training under infinite compute" trains with Levanter's default mask, which leaves out
+    norms, biases and embedding modules (its lm head is a Linear and decays): that is
+    `decay_embeddings=False` (`train.decay_embeddings: false`). scalegrid decayed the embedding
+    before that knob existed, as nanoGPT does, and keeps doing so by default so that existing
+    results keep their meaning. RMSNorm gains (1-D) never decay: shrinking a gain toward 0 is not
+    a simpler function, only a rescaled one.
     """
-    matrices = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    embedding = model.get_input_embeddings().weight
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    matrices = [p for p in trainable if p.dim() >= 2 and (decay_embeddings or p is not embedding)]
+    decayed = {id(p) for p in matrices}
+    rest = [p for p in trainable if id(p) not in decayed]
+    return [{"params": matrices, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
