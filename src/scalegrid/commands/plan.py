@@ -1,8 +1,12 @@
-"""`scalegrid plan SPEC`: the grid as a table with sizes, tokens, FLOPs and status; starts no Ray."""
+"""`scalegrid plan SPEC`: the grid as a table with sizes, tokens, FLOPs and status; starts no Ray.
+
+A searched spec's table holds every trial its walks looked at so far (the pending ones are what
+`run` trains next), then each cell's state: searching, certified, at an edge, or waiting."""
 
 from __future__ import annotations
 
-from scalegrid.orchestrator.plan import format_table, make_plan, totals_line
+from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, totals_line
+from scalegrid.orchestrator.search import cells_table, losses, states_line
 
 
 def register(subparsers) -> None:
@@ -19,9 +23,19 @@ def run(args) -> int:
     table = plan.table()
     print(format_table(table))
     print(totals_line(table))
+    if plan.searches is not None:
+        print_search(plan)
     if plan.graph.has_stages:
         stage_rows = plan.dependants()
         counts = stage_rows["state"].value_counts()
         print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
         print(format_table(stage_rows))
     return 0
+
+
+def print_search(plan: SweepPlan) -> None:
+    """Each cell's walk as the store has it; ensembles and students wait for every cell's optimum."""
+    print(f"\nsearch over {', '.join(plan.spec.search.axes)}: {states_line(plan.searches)}")
+    print(format_table(cells_table(plan.searches, losses(plan.snapshot, failed_count=False).get)))
+    if (plan.spec.ensemble or plan.spec.distill) and not plan.graph.has_stages:
+        print("ensembles and students: after the search, at each cell's optimum")

@@ -18,6 +18,8 @@ from scalegrid import store
 from scalegrid.commands.args import positive_int
 from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, prepare_data
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
+from scalegrid.orchestrator.search import cells_table, states_line
+from scalegrid.orchestrator.search import losses as search_losses
 from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
@@ -63,18 +65,22 @@ def _run_checked(args, plan: SweepPlan, save_tokens) -> SweepPlan:
     write_sweep_record(plan.results, plan.spec, args.spec, info)
     for path, reason in plan.snapshot.unreadable:
         print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
-    pending = plan.pending
-    print(f"{plan.spec.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
-    stages_left = int((plan.dependants()["state"] != "done").sum()) if plan.graph.has_stages else 0
-    if stages_left:
-        print(f"{plan.spec.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
-    store.write_stage_graph(plan.results, plan.spec.name, plan.graph.to_json() if plan.graph.has_stages else None)
-    if not pending and not stages_left:
+    searching = _searching(plan)
+    if searching:
+        print(f"{plan.spec.name}: search over {', '.join(plan.spec.search.axes)}: {states_line(plan.searches)}", file=sys.stderr)
+    pending, stages_left = _to_do(plan)
+    if not pending and not stages_left and not searching:
         return plan
     from scalegrid.orchestrator.runner import schedule
     from scalegrid.orchestrator.stages import run_stages
 
     with ray_session(args.address):
+        if searching:  # the walks first: their optima are the grid points of the ensembles and students
+            from scalegrid.orchestrator.searcher import run_search
+
+            run_search(plan, info, max_concurrent=args.max_concurrent)
+            plan = plan.refresh()
+            pending, stages_left = _to_do(plan)
         if pending:
             schedule(plan, info, max_concurrent=args.max_concurrent)
             plan = plan.refresh()
@@ -82,6 +88,22 @@ def _run_checked(args, plan: SweepPlan, save_tokens) -> SweepPlan:
             run_stages(plan, plan.snapshot, info, max_concurrent=args.max_concurrent)
             plan = plan.refresh()
     return plan
+
+
+def _searching(plan: SweepPlan) -> bool:
+    return plan.searches is not None and not all(s.finished for s in plan.searches.values())
+
+
+def _to_do(plan: SweepPlan):
+    """(the trials to train, the ensembles and students left), said on stderr; the stage graph recorded."""
+    pending = plan.pending
+    if not _searching(plan):  # a search's trials are counted by its own lines
+        print(f"{plan.spec.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
+    stages_left = int((plan.dependants()["state"] != "done").sum()) if plan.graph.has_stages else 0
+    if stages_left:
+        print(f"{plan.spec.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
+    store.write_stage_graph(plan.results, plan.spec.name, plan.graph.to_json() if plan.graph.has_stages else None)
+    return pending, stages_left
 
 
 def write_report_of(plan: SweepPlan) -> None:
@@ -109,6 +131,9 @@ def summarize(plan: SweepPlan, elapsed_s: float) -> int:
         singles = table[table["member"] == 0]  # a lucky member seed is not a better recipe
         pivot = singles.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min")
         print(pivot.map(lambda v: f"{v:.4f}" if pd.notna(v) else "-").to_string())
+    if plan.searches is not None:
+        print(f"\nsearch: {states_line(plan.searches)}")
+        print(format_table(cells_table(plan.searches, search_losses(plan.snapshot, failed_count=True).get)))
     stage_rows = plan.dependants() if plan.graph.has_stages else None
     if stage_rows is not None:
         losses = plan.snapshot.all_runs.drop_duplicates("trial_id", keep="last").set_index("trial_id")["val_loss"]

@@ -1,4 +1,5 @@
-"""`scalegrid status RESULTS`: trials by status and the table of runs in a results directory."""
+"""`scalegrid status RESULTS`: trials by status, the table of runs, each searched cell's state, and the
+ensembles and students of a results directory."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from scalegrid import store
 from scalegrid.orchestrator.graph import dependants
 from scalegrid.orchestrator.plan import format_table
 from scalegrid.storage import ResultsLayout, check_readable, layout
+from scalegrid.storage.layout import SEARCH
 
 COLUMNS = ["trial_id", "sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "status", "val_loss", "wall_s", "error"]
 
@@ -29,8 +31,23 @@ def run(args) -> int:
         shown = runs[COLUMNS].sort_values(["sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"])
         shown["error"] = shown["error"].fillna("").str.slice(0, 60)
         print(format_table(shown))
+    print_searches(results)
     print_dependants(results, snapshot)
     return 0
+
+
+def print_searches(results: ResultsLayout) -> None:
+    """Each searched cell's latest step (RESULTS/search/): searching, certified or at an edge."""
+    steps = store.scan(results, SEARCH).frame
+    if not len(steps):
+        return
+    last = steps.sort_values("step").groupby("cell_id", sort=False).tail(1)
+    last = last.assign(state=[f"at edge ({', '.join(e)})" if o == "edge" else o for o, e in zip(last["outcome"], last["edge_axes"])])
+    counts = last["outcome"].value_counts()
+    words = {"edge": "at edge"}
+    print(f"\nsearches: {len(last)} cells ({', '.join(f'{n} {words.get(state, state)}' for state, n in counts.items())})")
+    shown = last.rename(columns={"loss": "val_loss", "step": "steps"}).assign(steps=last["step"] + 1)
+    print(format_table(shown.sort_values(["sweep", "unique_tokens", "params"])[["sweep", "cell", "state", "centre", "val_loss", "steps"]]))
 
 
 def print_dependants(results: ResultsLayout, snapshot: store.Snapshot) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from scalegrid import store
 from scalegrid.errors import UserError
 from scalegrid.orchestrator.graph import StageGraph, build, dependants
+from scalegrid.orchestrator.search import searched_graph
 from scalegrid.spec import SweepSpec, load_spec
 from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
 from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
@@ -27,14 +29,19 @@ class SweepPlan:
     data: DataIdentity
     graph: StageGraph  # the train stage's trials, ensembles, teacher corpora, students
     snapshot: store.Snapshot  # the whole store as read when planned (other sweeps' rows too)
+    searches: dict[str, Any] | None = None  # a searched spec: cell_id -> its walk (`search.CellSearch`)
 
     @property
     def trials(self) -> list[Trial]:
         return self.graph.trials
 
     def refresh(self) -> SweepPlan:
-        """The same plan with the store read again (after a stage)."""
-        return replace(self, snapshot=store.read(self.results))
+        """The same plan with the store read again (after a stage; a search walks again)."""
+        snapshot = store.read(self.results)
+        if self.spec.search is None:
+            return replace(self, snapshot=snapshot)
+        graph, searches = searched_graph(self.spec, self.data, self.results, snapshot)
+        return replace(self, snapshot=snapshot, graph=graph, searches=searches)
 
     def status(self, trial_id: str) -> str:
         """done | diverged | failed | pending."""
@@ -76,8 +83,11 @@ def make_plan(spec_path: str | Path, *, results: str | None = None) -> SweepPlan
     root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
     check_writable(root)
     identity = describe(spec.data)
-    graph = build(spec, identity, root)
-    return SweepPlan(spec, root, identity, graph, store.read(root))
+    snapshot = store.read(root)
+    if spec.search is not None:
+        graph, searches = searched_graph(spec, identity, root, snapshot)
+        return SweepPlan(spec, root, identity, graph, snapshot, searches)
+    return SweepPlan(spec, root, identity, build(spec, identity, root), snapshot)
 
 
 def _check_divisible(spec: SweepSpec) -> None:

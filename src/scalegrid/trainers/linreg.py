@@ -8,7 +8,8 @@ N samples of a trial are the same for every trial with that data seed and d, and
 holds the smaller one's samples as its prefix.
 
 Training: w starts at 0; K epochs of minibatch SGD on 0.5 * (x.w - y)^2 with `batch_size` samples
-per step, the sample order reshuffled every epoch from (trial seed, epoch), step size from the
+per step, the sample order reshuffled every epoch from (trial seed, epoch) (with `data_order:
+sequential`, the samples' own order), step size from the
 shared schedule (`schedule.lr_at`), and decoupled weight decay (w <- w - lr * (grad + wd * w)).
 
 Metrics, exact rather than sampled: `val_loss` is the excess risk (w - w*)^T H (w - w*),
@@ -48,10 +49,11 @@ def train(trial: Trial, report: Report) -> TrialResult:
     w = np.zeros(shape.dims)
     curves: list[dict] = []
     step, lr, error = 0, cfg.lr, None
+    shuffled = cfg.data_order == "shuffled"  # else `sequential`: the samples' own order every epoch
 
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run overflows: checked below
         for epoch in range(1, cfg.epochs + 1):
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(n) if shuffled else np.arange(n)
             for i in range(0, n, batch):
                 lr = lr_at(step, total_steps, cfg.lr, t)
                 xb, yb = x[order[i : i + batch]], y[order[i : i + batch]]
