@@ -47,9 +47,6 @@ class SearchSpec(BaseModel):
     def _ladders(cls, value: dict[str, list]):
         if not value:
             raise ValueError("name at least one axis to search, e.g. {weight_decay: [0.1, 0.4, 1.6]}")
-        for axis, ladder in value.items():
-            if not isinstance(ladder, list) or len(ladder) < 2:
-                raise ValueError(f"{axis}: a ladder is a list of at least 2 values (got {ladder!r})")
         return value
 
     @property
@@ -62,8 +59,10 @@ class SearchSpec(BaseModel):
 
 
 def monotone(where: str, ladder: list) -> list:
-    """A numeric ladder rises (or falls) at every step; it is returned rising. Other values (an
-    order, a schedule) keep the order given."""
+    """A ladder has 2 values or more; a numeric one rises (or falls) at every step and is returned
+    rising. Other values (an order, a schedule) keep the order given."""
+    if len(ladder) < 2:
+        raise ValueError(f"{where}: a ladder is a list of at least 2 values (got {ladder}); a single value is a grid value")
     if len({str(v) for v in ladder}) < len(ladder):
         raise ValueError(f"{where}: a value appears twice in {ladder}; list each value once")
     if not all(_number(v) for v in ladder):
