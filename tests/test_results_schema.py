@@ -11,8 +11,9 @@ import pyarrow as pa
 from scalegrid import store
 
 DOC = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
-TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
-         "timestamp (UTC)": pa.timestamp("us", tz="UTC"), "list<string>": pa.list_(pa.string())}
+TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
+         "timestamp (UTC)": pa.timestamp("us", tz="UTC"), "list<string>": pa.list_(pa.string()),
+         "list<float64>": pa.list_(pa.float64())}
 
 
 def documented(heading: str) -> list[tuple[str, pa.DataType]]:
@@ -27,3 +28,7 @@ def test_run_and_ensemble_columns_are_documented_in_order():
 
 def test_curve_columns_are_documented_in_order():
     assert documented("`curves/`") == [(f.name, f.type) for f in store.CURVE_SCHEMA]
+
+
+def test_search_columns_are_documented_in_order():
+    assert documented("`search/`") == [(f.name, f.type) for f in store.SEARCH_SCHEMA]

@@ -215,3 +215,29 @@ def test_train_fields_and_data_order_are_axes_and_single_values_keep_ids():
     small = [t for t in trials if t.config.train.batch_size == 8 and t.config.model.dims == 32 and t.config.unique_tokens == 64]
     by_order = {t.config.data_order: loss_of_run(t) for t in small}
     assert by_order["shuffled"] != by_order["sequential"]  # the order of minibatches changes the result
+
+
+def test_lm_search_then_its_ensemble_and_student_at_the_optimum_and_the_report(ray_local, write_spec, tmp_path):
+    from sweep_fixtures import TINY_LM
+
+    results = tmp_path / "results"
+    spec = write_spec({
+        **TINY_LM, "search": {"axes": {"weight_decay": [0.01, 0.3, 10.0]}},
+        "ensemble": {"members": [1, 2]}, "distill": [{"teacher": {"model": "llama-50k", "members": 2}, "method": "token"}],
+    })
+    assert main(["run", str(spec)]) == 0
+    steps = store.load_search(results)
+    last = steps.sort_values("step").iloc[-1]
+    assert last["outcome"] in (CERTIFIED, EDGE)
+    runs = load_runs(results)
+    optimum = last["centre_trial_id"]
+    ensembles = runs[runs["stage"] == "ensemble"]
+    assert len(ensembles) == 2 and all(list(ids)[0] == optimum for ids in ensembles["member_trial_ids"])
+    student = runs[runs["stage"] == "distill"].iloc[0]
+    assert optimum in list(student["teacher_trial_ids"])
+    trained = runs[runs["stage"] == "train"]
+    assert len(trained) == len(set(steps["centre_trial_id"]) | {t for ids in steps["neighbour_trial_ids"] for t in ids if t}) + 1  # + member 1
+    report = (results / "report" / "report.md").read_text()
+    assert "Locally-optimal hyper-parameters, searched" in report and "Each cell's search" in report
+    assert (results / "report" / "figures" / "search_paths.png").is_file() is False  # one searched axis: no plane to draw
+    assert "fewer than two of epochs, weight decay and learning rate" in report

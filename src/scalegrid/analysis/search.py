@@ -237,3 +237,38 @@ def _extended(
 def _beyond_low(ladder: tuple, original: tuple) -> int:
     """How many values a ladder has below its original first one."""
     return ladder.index(original[0]) if original[0] in ladder else 0
+
+
+# --- a search's record (RESULTS/search/ rows, store.SearchRow columns) as tables ----------------------
+
+PLANE_AXES = ("epochs", "weight_decay", "lr")  # the axes every search row carries as columns
+
+
+def search_outcomes(steps: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: its last step (outcome, centre and its loss, `edge_axes`), the cell's
+    columns, `steps` taken and `trials`, the distinct trials the walk looked at (run or to run)."""
+    if steps.empty:
+        return steps.assign(steps=[], trials=[])
+    ordered = steps.sort_values(["cell_id", "step"])
+    last = ordered.groupby("cell_id", sort=True).tail(1).set_index("cell_id")
+    looked = ordered.groupby("cell_id", sort=True).apply(
+        lambda g: len(set(g["centre_trial_id"]) | {t for ids in g["neighbour_trial_ids"] for t in ids if t}),
+        include_groups=False,
+    )
+    return last.assign(steps=ordered.groupby("cell_id", sort=True).size(), trials=looked).reset_index()
+
+
+def search_points(steps: pd.DataFrame) -> pd.DataFrame:
+    """Every point a walk looked at, with its `epochs`, `weight_decay` and `lr` (a neighbour on
+    another axis is left out: it does not lie on those axes' planes) and `loss` (NaN: not run;
+    inf: DIVERGED or FAILED): cell_id, step, role (centre | neighbour), the three axes, loss."""
+    records = []
+    for row in steps.itertuples():
+        centre = {a: getattr(row, a) for a in PLANE_AXES}
+        records.append({"cell_id": row.cell_id, "step": row.step, "role": "centre", **centre, "loss": row.loss})
+        for words, loss in zip(row.neighbours, row.neighbour_losses):
+            axis, _, value = words.partition("=")
+            if axis in PLANE_AXES and value:
+                records.append({"cell_id": row.cell_id, "step": row.step, "role": "neighbour",
+                                **centre, axis: float(value), "loss": loss})
+    return pd.DataFrame(records, columns=["cell_id", "step", "role", *PLANE_AXES, "loss"])

@@ -4,6 +4,7 @@ ensembles and students of a results directory."""
 from __future__ import annotations
 
 from scalegrid import store
+from scalegrid.analysis.search import search_outcomes
 from scalegrid.orchestrator.graph import dependants
 from scalegrid.orchestrator.plan import format_table
 from scalegrid.storage import ResultsLayout, check_readable, layout
@@ -38,16 +39,14 @@ def run(args) -> int:
 
 def print_searches(results: ResultsLayout) -> None:
     """Each searched cell's latest step (RESULTS/search/): searching, certified or at an edge."""
-    steps = store.scan(results, SEARCH).frame
-    if not len(steps):
+    cells = search_outcomes(store.scan(results, SEARCH).frame)
+    if not len(cells):
         return
-    last = steps.sort_values("step").groupby("cell_id", sort=False).tail(1)
-    last = last.assign(state=[f"at edge ({', '.join(e)})" if o == "edge" else o for o, e in zip(last["outcome"], last["edge_axes"])])
-    counts = last["outcome"].value_counts()
-    words = {"edge": "at edge"}
-    print(f"\nsearches: {len(last)} cells ({', '.join(f'{n} {words.get(state, state)}' for state, n in counts.items())})")
-    shown = last.rename(columns={"loss": "val_loss", "step": "steps"}).assign(steps=last["step"] + 1)
-    print(format_table(shown.sort_values(["sweep", "unique_tokens", "params"])[["sweep", "cell", "state", "centre", "val_loss", "steps"]]))
+    cells["state"] = [f"at edge ({', '.join(e)})" if o == "edge" else o for o, e in zip(cells["outcome"], cells["edge_axes"])]
+    counts = cells["outcome"].replace({"edge": "at edge"}).value_counts()
+    print(f"\nsearches: {len(cells)} cells ({', '.join(f'{n} {state}' for state, n in counts.items())})")
+    shown = cells.rename(columns={"loss": "val_loss"}).sort_values(["sweep", "unique_tokens", "params"])
+    print(format_table(shown[["sweep", "cell", "state", "centre", "val_loss", "steps", "trials"]]))
 
 
 def print_dependants(results: ResultsLayout, snapshot: store.Snapshot) -> None:
