@@ -241,3 +241,12 @@ def test_lm_search_then_its_ensemble_and_student_at_the_optimum_and_the_report(r
     assert "Locally-optimal hyper-parameters, searched" in report and "Each cell's search" in report
     assert (results / "report" / "figures" / "search_paths.png").is_file() is False  # one searched axis: no plane to draw
     assert "fewer than two of epochs, weight decay and learning rate" in report
+
+
+def test_plan_shows_each_cells_state_without_ray(write_spec, capsys):
+    spec = write_spec({**SEARCH, "search": {"axes": LADDERS, "start": "from_smaller"}})
+    assert main(["plan", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "search over epochs, lr, weight_decay: 4 cells (2 searching, 2 waiting)" in out
+    assert "waiting for the smaller model" in out
+    assert "14 trials (14 pending)" in out  # the smallest model's two walks: centre and 6 neighbours each

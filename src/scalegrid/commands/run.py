@@ -80,6 +80,8 @@ def _run_checked(args, plan: SweepPlan, save_tokens) -> SweepPlan:
 
             run_search(plan, info, max_concurrent=args.max_concurrent)
             plan = plan.refresh()
+            if _searching(plan):  # interrupted: a re-run goes on from the store
+                return plan
             pending, stages_left = _to_do(plan)
         if pending:
             schedule(plan, info, max_concurrent=args.max_concurrent)

@@ -40,13 +40,20 @@ class LocalSearcher(Searcher):
         super().__init__()
         self.driver, self.slots, self.pack = driver, slots, pack
         self.running: dict[str, list[Trial]] = {}  # Tune trial id -> the trials it trains
-        self.started = time.monotonic()
+        self.started = self.last_event = time.monotonic()
+        self.busy_s = 0.0  # slot-seconds with a Tune trial running: how well the slots were kept busy
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the search space is the spec's ladders, given already
 
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.busy_s += (now - self.last_event) * min(len(self.running), self.slots)
+        self.last_event = now
+
     def suggest(self, trial_id: str) -> dict | str | None:
         self.driver.poll()
+        self._tick()
         free = self.slots - len(self.running)
         if free <= 0:
             return None
@@ -56,7 +63,12 @@ class LocalSearcher(Searcher):
             size = min(MAX_PACK, max(1, math.ceil(len(needed or maybe) / free)))
         trials = self.driver.take(size)
         if not trials:
-            return Searcher.FINISHED if self.driver.finished else None
+            if not self.driver.finished:
+                return None
+            wall = time.monotonic() - self.started
+            print(f"search: {self.driver.trained} trials trained in {_duration(wall)}; the {self.slots} slots were busy "
+                  f"{self.busy_s / max(wall * self.slots, 1e-9):.0%} of the time", file=sys.stderr, flush=True)
+            return Searcher.FINISHED
         self.running[trial_id] = trials
         searched = list(self.driver.spec.search.axes)
         return {
@@ -65,6 +77,7 @@ class LocalSearcher(Searcher):
         }
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._tick()
         trials = self.running.pop(trial_id, [])
         self.driver.landed(trials)
         last = (result or {}).get("val_loss")

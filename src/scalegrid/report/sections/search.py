@@ -147,25 +147,30 @@ def _draw_trends(s: Section, ctx: Context, numbers: SearchNumbers) -> None:
     colors = budget_colors(cells["unique_tokens"])
     fig, axes = F.new_figure(len(shown), width=4.6 * len(shown) + 1.6, height=3.6)
     xs = F.dense_log(cells["params"].min(), cells["params"].max())
+    budgets = sorted(colors)
     for ax, h in zip(axes, shown):
         for d, rows in cells.groupby("unique_tokens"):
             done = rows["outcome"] == "certified"
-            ax.plot(rows.loc[done, "params"], rows.loc[done, h], "o", color=colors[d], label=budget_label(d))
-            ax.plot(rows.loc[~done, "params"], rows.loc[~done, h], "o", color=colors[d], markerfacecolor="none")
+            nudge = 1 + 0.04 * (budgets.index(d) - (len(budgets) - 1) / 2)  # budgets that agree stay visible
+            ax.plot(rows.loc[done, "params"], rows.loc[done, h] * nudge, "o", color=colors[d], label=budget_label(d))
+            ax.plot(rows.loc[~done, "params"], rows.loc[~done, h] * nudge, "o", color=colors[d], markerfacecolor="none")
             law = numbers.laws.get(h)
             if law is not None and d in law.index:
                 r = law.loc[d]  # h* = k N^gamma: A / N^B + C with A = k, B = -gamma, C = 0
                 F.fit_line(ax, xs, power_law(xs, float(r["coefficient"]), -float(r["exponent"]), 0.0), colors[d])
         F.log_x_axis(ax, cells["params"], "parameters N")
         ax.set_yscale("log", base=2 if h == "epochs" else 10)
+        ax.set_yticks(sorted(v for v in cells[h].unique() if v > 0))
         ax.yaxis.set_major_formatter(F.plain_formatter())
+        ax.yaxis.set_minor_formatter(F.NullFormatter())
         ax.set_ylabel(TRENDS[h])
         ax.set_title(f"{TRENDS[h].capitalize()} against parameters")
     F.legend_outside(fig, axes[:1], extra=F.style_keys(fit=r"fit $k N^{\gamma}$ (certified cells)", asymptote=None))
     s.figures.append(F.save(
         fig, ctx.out_dir, "search_optimal_hyperparameters", "Optimal weight decay and epochs found by the search",
         "Each cell's centre where its search ended: filled when certified, hollow when at a ladder's end or "
-        "still searching; dashed: k N^γ fitted over the certified cells of a token budget.",
+        "still searching (points nudged apart vertically where budgets agree); dashed: k N^γ fitted over the "
+        "certified cells of a token budget.",
     ))
 
 
