@@ -38,7 +38,7 @@ LINREG_LADDERS = {
     "lr": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
     "weight_decay": [0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
 }
-LM_LADDERS = {"epochs": [1, 2, 4, 8, 16], "weight_decay": [0.1, 0.3, 1.0, 3.0]}
+LM_LADDERS = {"epochs": [2, 4, 8, 16, 32], "weight_decay": [0.1, 0.3, 1.0, 3.0]}
 
 
 def linreg_spec(batch_size: int) -> dict:
@@ -117,14 +117,14 @@ def main() -> None:
     import ray
 
     print(f"load: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
             if args.only in (None, "linreg"):
                 compare("linreg", linreg_spec(args.batch_size), LINREG_LADDERS,
                         {"epochs": 4, "lr": 0.1, "weight_decay": 0.01}, Path(tmp))
             if args.only in (None, "lm"):
-                compare("lm", lm_spec(), LM_LADDERS, {"epochs": 4, "weight_decay": 0.3}, Path(tmp))
+                compare("lm", lm_spec(), LM_LADDERS, {"epochs": 8, "weight_decay": 0.3}, Path(tmp))
     finally:
         ray.shutdown()
     print(f"load: {os.getloadavg()[0]:.2f} (1 min)")

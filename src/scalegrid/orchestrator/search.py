@@ -33,7 +33,7 @@ from scalegrid import grid, store
 from scalegrid.analysis.search import CERTIFIED, DIVERGED, EDGE, FINAL, SearchPath, Step, local_search
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.graph import SAVE_ALWAYS_PARAMS, StageGraph, build
-from scalegrid.spec import AXES, SweepSpec, model_label, typed_axis
+from scalegrid.spec import SweepSpec, model_label, typed_axis
 from scalegrid.storage import ResultsLayout
 from scalegrid.trial import DataIdentity, Status, Trial
 
@@ -106,7 +106,7 @@ class CellSearch:
 def search_cells(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = None) -> list[Cell]:
     """The spec's cells in spec order, each with its trial at the search's start."""
     searched = sorted(spec.search.axes)
-    shown = [a for a in grid.cell_points(spec)[0] if a in AXES or len(spec.values(a)) > 1]
+    shown = [a for a in grid.cell_points(spec)[0] if a in ("model", "unique_tokens", "seed") or len(spec.values(a)) > 1]
     cells = []
     for point, trial in grid.point_trials(spec, data, results):
         keep = not trial.results.object_store and trial.config.num_params <= SAVE_ALWAYS_PARAMS
@@ -301,14 +301,18 @@ class SearchDriver:
         return not self.in_flight and not self.elsewhere and all(s.finished for s in self.searches.values())
 
     def wanted(self) -> tuple[list[tuple[str, Trial]], list[tuple[str, Trial]]]:
-        """(needed now, speculative): trials not run, not in flight, not elsewhere; longest first."""
+        """(needed now, speculative): trials not run, not in flight, not elsewhere; those of a cell
+        another cell waits for (`from_smaller`) first, then the longest first."""
         busy = self.in_flight.keys() | self.elsewhere.keys()
+        blocking = {s.cell.smaller for s in self.searches.values() if s.path is None}
         needed: dict[str, tuple[str, Trial]] = {}
         maybe: dict[str, tuple[str, Trial]] = {}
         for cell_id, s in self.searches.items():
             needed.update({t.trial_id: (cell_id, t) for t in s.missing() if t.trial_id not in busy})
             maybe.update({t.trial_id: (cell_id, t) for t in s.speculative() if t.trial_id not in busy})
-        order = lambda pair: -pair[1].config.estimated_flops  # noqa: E731 - the longest first: no long trial started last
+        def order(pair: tuple[str, Trial]) -> tuple:  # no long trial started last; no waiting cell kept waiting
+            return (pair[0] not in blocking, -pair[1].config.estimated_flops)
+
         return sorted(needed.values(), key=order), sorted((v for k, v in maybe.items() if k not in needed), key=order)
 
     def take(self, n: int, *, speculate: bool = True) -> list[Trial]:
