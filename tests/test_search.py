@@ -250,3 +250,13 @@ def test_plan_shows_each_cells_state_without_ray(write_spec, capsys):
     assert "search over epochs, lr, weight_decay: 4 cells (2 searching, 2 waiting)" in out
     assert "waiting for the smaller model" in out
     assert "14 trials (14 pending)" in out  # the smallest model's two walks: centre and 6 neighbours each
+
+
+def test_a_ladder_grows_by_the_ratio_of_its_last_step():
+    from scalegrid.ladders import extended_value
+
+    assert extended_value([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4], +1) == 12.8
+    assert extended_value([1e-4, 3e-4, 1e-3, 3e-3, 1e-2], +1) == 0.0333  # 1e-2 x (1e-2 / 3e-3), 3 digits
+    assert extended_value([1, 2, 4, 8], -1) is None  # 0.5 epochs: an integer ladder rounds to 0 or 1, not below 1
+    assert extended_value([2, 4, 8], -1) == 1
+    assert extended_value([0, 0.1, 0.2], -1) is None and extended_value(["shuffled", "sequential"], +1) is None

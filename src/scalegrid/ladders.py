@@ -94,7 +94,8 @@ def extended_value(ladder: tuple | list, side: int) -> Any | None:
         return None
     value = end * (end / inner)
     value = int(round(value)) if all(isinstance(v, int) for v in ladder) else float(f"{value:.3g}")
-    return value if math.isfinite(value) and (value > end if side > 0 else value < end) else None
+    beyond = value > end if side > 0 else value < end
+    return value if math.isfinite(value) and value != 0 and beyond else None  # 0: rounded away (0.5 epochs)
 
 
 def _number(value: Any) -> bool:

@@ -468,7 +468,10 @@ def typed_axis(spec: SweepSpec, axis: str, values: list, where: str) -> list:
     raw |= {"epochs": raw["epochs"] or [1], "lr": raw["lr"] or [1.0], "weight_decay": raw["weight_decay"] or [0.0]}
     raw = raw_with(raw, axis, values)
     try:
-        return SweepSpec.model_validate(raw).values(axis)
+        typed = SweepSpec.model_validate(raw)
+        for value in typed.values(axis) if axis in TRAIN_AXES else ():  # with the other train fields, too
+            TrainSpec.model_validate(typed.base_train.model_dump() | {axis: value})
+        return typed.values(axis)
     except ValidationError as err:
         loc, _, message = _format_error(err.errors()[0]).partition(": ")
         index = loc[loc.index("["):] if "[" in loc else ""
