@@ -301,19 +301,30 @@ class SearchDriver:
         return not self.in_flight and not self.elsewhere and all(s.finished for s in self.searches.values())
 
     def wanted(self) -> tuple[list[tuple[str, Trial]], list[tuple[str, Trial]]]:
-        """(needed now, speculative): trials not run, not in flight, not elsewhere; those of a cell
-        another cell waits for (`from_smaller`) first, then the longest first."""
+        """(needed now, speculative): trials not run, not in flight, not elsewhere; those of the cell
+        the most cells wait for (`from_smaller`) first, then the longest first."""
         busy = self.in_flight.keys() | self.elsewhere.keys()
-        blocking = {s.cell.smaller for s in self.searches.values() if s.path is None}
+        waiting_on = self._waiting_on()
         needed: dict[str, tuple[str, Trial]] = {}
         maybe: dict[str, tuple[str, Trial]] = {}
         for cell_id, s in self.searches.items():
             needed.update({t.trial_id: (cell_id, t) for t in s.missing() if t.trial_id not in busy})
             maybe.update({t.trial_id: (cell_id, t) for t in s.speculative() if t.trial_id not in busy})
-        def order(pair: tuple[str, Trial]) -> tuple:  # no long trial started last; no waiting cell kept waiting
-            return (pair[0] not in blocking, -pair[1].config.estimated_flops)
+        def order(pair: tuple[str, Trial]) -> tuple:  # no waiting cell kept waiting; no long trial started last
+            return (-waiting_on.get(pair[0], 0), -pair[1].config.estimated_flops)
 
         return sorted(needed.values(), key=order), sorted((v for k, v in maybe.items() if k not in needed), key=order)
+
+    def _waiting_on(self) -> dict[str, int]:
+        """cell_id -> how many cells wait for its search to end (directly or down a from_smaller chain)."""
+        counts: dict[str, int] = {}
+        for s in self.searches.values():
+            if s.path is None:
+                smaller = s.cell.smaller
+                while smaller is not None:
+                    counts[smaller] = counts.get(smaller, 0) + 1
+                    smaller = self.searches[smaller].cell.smaller
+        return counts
 
     def take(self, n: int, *, speculate: bool = True) -> list[Trial]:
         """Up to n trials to train now (speculative ones only when nothing is needed), marked in flight."""
