@@ -21,6 +21,8 @@ this machine: give the load (`uptime`) with them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import os
 import tempfile
@@ -68,7 +70,8 @@ def run(spec: dict, results: Path) -> float:
     path = results.with_suffix(".yaml")
     path.write_text(yaml.safe_dump({**spec, "results": str(results)}, sort_keys=False))
     start = time.perf_counter()
-    code = cli(["run", str(path), "--no-report"])
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's summary table: thousands of rows
+        code = cli(["run", str(path), "--no-report"])
     if code != 0:
         raise SystemExit(f"scalegrid run {path} exited {code}")
     return time.perf_counter() - start
@@ -85,8 +88,7 @@ def compare(name: str, base: dict, ladders: dict, start: dict, tmp: Path) -> dic
     grid_s = run({**base, **ladders}, tmp / f"{name}-grid")
     search_s = run({**base, "search": {"axes": ladders, "start": start}}, tmp / f"{name}-search")
     grid = load_runs(tmp / f"{name}-grid")
-    grid = grid[grid["status"] == "COMPLETED"]
-    best = grid.groupby(["model", "unique_tokens"])["val_loss"].min()
+    best = grid[grid["status"] == "COMPLETED"].groupby(["model", "unique_tokens"])["val_loss"].min()
     cells = search_outcomes(load_search(tmp / f"{name}-search"))
     searched = load_runs(tmp / f"{name}-search")
     rows = []

@@ -116,7 +116,7 @@ def _draw_paths(s: Section, ctx: Context, numbers: SearchNumbers) -> None:
 def _verdict(cell) -> str:
     """The certificate in words: 'certified: 6 neighbours run, none better', 'at edge (epochs+)'."""
     if cell.outcome == "certified":
-        return f"certified: {len(cell.neighbour_status)} neighbours run, none better"
+        return f"certified ({len(cell.neighbour_status)} neighbours, none better)"
     if cell.outcome == "edge":
         return f"at edge ({', '.join(cell.edge_axes)})"
     return cell.outcome
