@@ -76,6 +76,22 @@ BAD_SPECS = [
     ("micro-batch too large for the GPU", {"model": "llama-300m", "train": {**TINY_LM["train"], "seq_len": 1024, "micro_batch_size": 8},
      "data": {**TINY_LM["data"], "unique_tokens": 8192}, "resources": {"gpus": 1, "gpu_memory_gb": 6}},
      ("train.micro_batch_size 8 needs", "use 4 or auto")),
+    ("searched axis also a grid list", {"epochs": [1, 2], "search": {"axes": {"epochs": [1, 2, 4]}}},
+     "epochs: searched by search.axes.epochs; remove `epochs:` here"),
+    ("searched train field also a list", {"train": {**TINY_LM["train"], "batch_size": [4, 8]}, "search": {"axes": {"batch_size": [4, 8, 16]}}},
+     "train.batch_size: a grid list and a ladder in search.axes.batch_size; keep one of them"),
+    ("start not on its ladder", {"search": {"axes": {"weight_decay": [0.1, 0.2, 0.4]}, "start": {"weight_decay": 0.3}}},
+     "search.start.weight_decay: 0.3 is not on its ladder [0.1, 0.2, 0.4]; start at one of its values"),
+    ("ladder not monotone", {"search": {"axes": {"weight_decay": [0.1, 0.4, 0.2]}}},
+     "search.axes.weight_decay: not monotone at [2] (0.2 after 0.4)"),
+    ("unknown search axis", {"search": {"axes": {"weight_decay": [0.1, 0.2], "weight_decy": [1, 2]}}},
+     "search.axes.weight_decy: not a searchable axis (did you mean 'weight_decay'?)"),
+    ("cell axis searched", {"search": {"axes": {"model": ["llama-50k", "llama-200k"]}}}, "search.axes.model: not a searchable axis (it makes the cells"),
+    ("ladder of one value", {"search": {"axes": {"weight_decay": [0.1]}}}, "search.axes.weight_decay: a ladder is a list of at least 2 values"),
+    ("bad ladder value", {"search": {"axes": {"weight_decay": [0.1, -0.2]}}}, "search.axes.weight_decay[1]: must be between 0 and 100 (got -0.2)"),
+    ("start of an axis not searched", {"search": {"axes": {"weight_decay": [0.1, 0.2]}, "start": {"lr": 0.1}}},
+     "search.start.lr: not a searched axis"),
+    ("bad data.order", {"data": {**TINY_LM["data"], "order": ["shuffled", "random"]}}, "data.order[1]: Input should be 'shuffled' or 'sequential'"),
 ]
 
 

@@ -11,8 +11,9 @@ import pyarrow as pa
 from scalegrid import store
 
 DOC = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
-TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
-         "timestamp (UTC)": pa.timestamp("us", tz="UTC"), "list<string>": pa.list_(pa.string())}
+TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
+         "timestamp (UTC)": pa.timestamp("us", tz="UTC"), "list<string>": pa.list_(pa.string()),
+         "list<float64>": pa.list_(pa.float64())}
 
 
 def documented(heading: str) -> list[tuple[str, pa.DataType]]:
@@ -87,3 +88,7 @@ def test_duckdb_and_polars_globs_see_every_column_of_every_stage(tmp_path):
     logits = frame.filter((pl.col("stage") == "ensemble") & (pl.col("combine") == "logits"))["trial_id"].to_list()
     assert sorted(logits) == sorted(ids["ensemble"][1:])  # k = 2, 3; the probs rows of k = 2, 3 have other ids
     assert frame.filter(pl.col("stage") == "ensemble")["trial_id"].n_unique() == 5  # k = 1 is one row either way
+
+
+def test_search_columns_are_documented_in_order():
+    assert documented("`search/`") == [(f.name, f.type) for f in store.SEARCH_SCHEMA]

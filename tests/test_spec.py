@@ -59,7 +59,7 @@ def test_tokenizer_shorthand():
         ({"weight_decay": -0.1}, "weight_decay[0]: must be between 0 and 100 (got -0.1)"),
         ({"model": "llama-5k"}, "unknown model preset 'llama-5k' (did you mean 'llama-50k'?)"),
         ({"trainer": "lmm"}, "unknown trainer 'lmm' (did you mean 'lm'?)"),
-        ({"train": {"batch_size": "x"}}, "train.batch_size: Input should be a valid integer"),
+        ({"train": {"batch_size": "x"}}, "train.batch_size[0]: Input should be a valid integer"),  # an axis: its values are indexed
         ({"data": {}}, "data.unique_tokens: required field is missing"),
         ({"include": [{"epoch": 2}]}, "include[0]: 'epoch' is not an axis (did you mean 'epochs'?)"),
         ({"model": {"hidden_size": 30, "num_layers": 1, "num_heads": 4, "intermediate_size": 8}}, "not divisible by num_heads"),

@@ -1,6 +1,8 @@
 """The trial ids of the shipped sweeps are pinned: a refactor that changes them would orphan every
 result users already have. A change that means to change them (new presets, a new data recipe)
-updates `tests/data/sweep_trial_ids.json` in the same commit, and says why."""
+updates `tests/data/sweep_trial_ids.json` in the same commit, and says why. A searched sweep
+(`search:`, the quickstart) is pinned at its cells' start points: the first trials its walks run,
+and the ensembles and students the stage graph would hold there."""
 
 from __future__ import annotations
 

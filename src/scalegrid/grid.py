@@ -1,12 +1,15 @@
 """Grid expansion and trial identity: spec -> list of `Trial`, each named by a hash of its config.
 
-The grid is the product of the axes (model x unique_tokens x epochs x lr x weight_decay x seed),
-plus every `include:` sub-grid (an include point's omitted axes take all of the axis' values),
+The grid is the product of the axes (model x unique_tokens x epochs x lr x weight_decay x seed, and
+any `train` field or `data.order` given as a list), plus every `include:` sub-grid (an include point's omitted axes take all of the axis' values),
 minus every point that matches all keys of an `exclude:` entry. Each point becomes a
 `TrialConfig` holding only what changes the result — resolved model sizes, the data's content
 identity, the axis values, the training knobs — and its canonical JSON (sorted keys, floats in
 shortest repr, so `0.1` and `1e-1` agree) is hashed into `trial_id`. Resources, paths and the
 sweep's name are not part of it: two sweeps that ask for the same experiment share the result.
+
+A spec with `search:` has *cells* instead: the product of the axes not searched (`cell_points`);
+its grid points are the cells at the search's start, and `orchestrator/search.py` moves them.
 
     >>> trials = expand(spec, identity)          # a pure function: no I/O, no Ray
     >>> trials[0].trial_id
@@ -26,7 +29,7 @@ from pydantic import ValidationError
 
 from scalegrid.errors import UserError
 from scalegrid.shapes import LlamaShape
-from scalegrid.spec import AXES, SweepSpec, describe_error, hashed_fields, model_label, model_shape
+from scalegrid.spec import EXTRA_AXES, POINT_AXES, TRAIN_AXES, SweepSpec, TrainSpec, describe_error, hashed_fields, model_label, model_shape, raw_with
 from scalegrid.storage import ResultsLayout, absolute, layout
 from scalegrid.trial import DataIdentity, Trial, TrialConfig
 
@@ -64,9 +67,8 @@ def typed_points(spec: SweepSpec, points: list[dict[str, Any]], field: str) -> l
     typed_points = []
     for i, point in enumerate(points):
         raw = spec.model_dump(mode="json") | {"include": [], "exclude": [], "ensemble": None, "distill": []}
-        raw |= {axis: value for axis, value in point.items() if axis != "unique_tokens"}
-        if "unique_tokens" in point:
-            raw["data"] = raw["data"] | {"unique_tokens": point["unique_tokens"]}
+        for axis, value in point.items():
+            raw = raw_with(raw, axis, value)
         try:
             typed = SweepSpec.model_validate(raw)
         except ValidationError as err:
@@ -76,7 +78,7 @@ def typed_points(spec: SweepSpec, points: list[dict[str, Any]], field: str) -> l
 
 
 def axis_values(spec: SweepSpec, axis: str) -> list:
-    return spec.data.unique_tokens if axis == "unique_tokens" else getattr(spec, axis)
+    return spec.values(axis)
 
 
 def axis_key(axis: str, value: Any) -> Any:
@@ -101,15 +103,28 @@ def _number_in(value: Any, values: list) -> bool:
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The grid's points as axis -> value dicts, in spec order, without duplicates."""
-    full = {axis: axis_values(spec, axis) for axis in AXES}
+    """The grid's points as axis -> value dicts, in spec order, without duplicates (a searched
+    spec's: its cells at the search's start)."""
+    cells = cell_points(spec)
+    if spec.search is None:
+        return cells
+    start = spec.search.start_values()
+    return [cell | start for cell in cells]
+
+
+def cell_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The product of the axes not searched (all of them without `search:`), plus `include:`,
+    minus `exclude:`; in spec order, without duplicates."""
+    searched = spec.search.axes if spec.search else {}
+    axes = [a for a in POINT_AXES if a not in searched]
+    full = {axis: axis_values(spec, axis) for axis in axes}
     subgrids = [full] + [full | point for point in typed_points(spec, spec.include, "include")]
     excludes = typed_points(spec, spec.exclude, "exclude")
     points, seen, used = [], set(), set()
     for grid in subgrids:
-        for values in itertools.product(*(grid[axis] for axis in AXES)):
-            point = dict(zip(AXES, values))
-            key = tuple(axis_key(a, point[a]) for a in AXES)
+        for values in itertools.product(*(grid[axis] for axis in axes)):
+            point = dict(zip(axes, values))
+            key = tuple(axis_key(a, point[a]) for a in axes)
             hits = {i for i, ex in enumerate(excludes) if all(axis_key(a, point[a]) in {axis_key(a, v) for v in ex[a]} for a in ex)}
             used |= hits
             if key not in seen and not hits:
@@ -135,7 +150,7 @@ def resolved_shape(model: str | dict[str, Any]):
 
 
 def trial_config(spec: SweepSpec, point: dict[str, Any], data: DataIdentity) -> TrialConfig:
-    return TrialConfig(
+    config = TrialConfig(
         trainer=spec.trainer,
         model=resolved_shape(point["model"]),
         data=data.config,
@@ -144,8 +159,28 @@ def trial_config(spec: SweepSpec, point: dict[str, Any], data: DataIdentity) -> 
         lr=point["lr"],
         weight_decay=point["weight_decay"],
         seed=point["seed"],
-        train=spec.train,
+        train=spec.base_train,
     )
+    return with_axes(config, {axis: point[axis] for axis in EXTRA_AXES if axis in point})
+
+
+def values_of(config: TrialConfig, axes) -> dict[str, Any]:
+    """The config's values on `axes` (epochs, lr, weight_decay, data_order, train fields)."""
+    return {axis: getattr(config.train if axis in TRAIN_AXES else config, axis) for axis in axes}
+
+
+def with_axes(config: TrialConfig, values: dict[str, Any]) -> TrialConfig:
+    """`config` with axis values set: epochs, lr, weight_decay, data_order or a train field. A
+    train field at the value it has leaves the config (and so the trial id) as it was."""
+    train = {axis: v for axis, v in values.items() if axis in TRAIN_AXES and getattr(config.train, axis) != v}
+    update = {axis: v for axis, v in values.items() if axis not in TRAIN_AXES}
+    if train:
+        try:
+            update["train"] = TrainSpec.model_validate(config.train.model_dump() | train)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise UserError(f"train: {train} does not go with the other train fields: {first['msg'].removeprefix('Value error, ')}") from None
+    return config.model_copy(update=update) if update else config
 
 
 def point_trials(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = None) -> list[tuple[dict[str, Any], Trial]]:

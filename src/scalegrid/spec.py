@@ -13,7 +13,7 @@
     seed: 0
     include: [{model: llama-1m, unique_tokens: 32768}]   # extra sub-grids (omitted axes: all values)
     exclude: [{epochs: 16, weight_decay: 0.1}]            # remove every point matching all keys
-    train: {batch_size: 16, seq_len: 64}
+    train: {batch_size: [8, 16], seq_len: 64}   # result-changing train fields are axes too
     resources: {cpus: 1, gpus: 0}
     fault_tolerance: {checkpoint_every: 200, keep_checkpoints: 2, max_failures: 2, lease_expiry_s: 60}
     results: results/quickstart
@@ -21,6 +21,9 @@
     ensemble: {members: [1, 2, 4], where: [{model: llama-50k}], combine: probs}   # K members per matching point
     distill:                          # students of a teacher: a grid point's ensemble of k, or one model
       - {teacher: {model: llama-50k, members: 4}, student: {model: llama-50k}, method: token}
+    search:                           # instead of grid lists: locally-optimal values per cell
+      axes: {epochs: [1, 2, 4, 8, 16], weight_decay: [0, 0.1, 0.2, 0.4, 0.8, 1.6]}
+      start: {epochs: 4, weight_decay: 0.1}   # or `from_smaller`: the next smaller model's optimum
 
 Paths in a spec are relative to the current directory. Every error is raised as a one-line
 `UserError` naming the field (`data.unique_tokens[1]`) and how to fix it.
@@ -44,9 +47,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from scalegrid.errors import UserError
+from scalegrid.ladders import SearchSpec, monotone, on_ladder
 from scalegrid.shapes import PRESETS, LinregShape, LlamaShape, ModelShape
 
 AXES = ("model", "unique_tokens", "epochs", "lr", "weight_decay", "seed")
@@ -214,6 +218,9 @@ class DataSpec(_Strict):
     tokenizer: TokenizerSpec = TokenizerSpec()
     unique_tokens: list[Annotated[int, Field(ge=1, le=MAX_TOKENS)]]
     validation: ValidationSpec = ValidationSpec()
+    # The order an epoch visits the training sequences in: reshuffled every epoch, or the corpus'
+    # own order. An axis (the trial's `data_order`); not part of the corpus' identity.
+    order: list[Literal["shuffled", "sequential"]] = ["shuffled"]
 
     @model_validator(mode="before")
     @classmethod
@@ -230,7 +237,7 @@ class DataSpec(_Strict):
             return {"kind": value} if value in ("byte", "bpe") else {"kind": "hf", "path": value}
         return value
 
-    @field_validator("unique_tokens", mode="before")
+    @field_validator("unique_tokens", "order", mode="before")
     @classmethod
     def _axis(cls, value: Any):
         return _as_axis(value)
@@ -288,9 +295,7 @@ class TrainSpec(_Strict):
     @field_validator("micro_batch_size", mode="before")
     @classmethod
     def _micro_batch(cls, value: Any):
-        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 20):
-            raise ValueError(f"must be an integer between 1 and {1 << 20} or auto (got {value!r})")
-        return value
+        return _micro_batch_count(value)
 
     @model_validator(mode="after")
     def _micro_batch_within_batch(self):
@@ -300,6 +305,65 @@ class TrainSpec(_Strict):
                 f"(the sequences of one optimizer step); use at most {self.batch_size}, or auto"
             )
         return self
+
+
+def _train_axes() -> tuple[str, ...]:
+    """The `train` fields that may be axes: every result-changing one but `seq_len` (the unit the
+    corpus is cut into, which `unique_tokens` must be a multiple of)."""
+    return tuple(
+        name for name, info in TrainSpec.model_fields.items()
+        if name != "seq_len" and (info.json_schema_extra or {}).get("identity") != "never"
+    )
+
+
+def _micro_batch_count(value: Any) -> Any:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 20):
+        raise ValueError(f"must be an integer between 1 and {1 << 20} or auto (got {value!r})")
+    return value
+
+
+class _ListedTrain(_Strict):
+    @field_validator("*", mode="before")
+    @classmethod
+    def _listed(cls, value: Any, info: ValidationInfo):
+        if info.field_name not in TRAIN_AXES:
+            if isinstance(value, list):
+                raise ValueError("one value only (it is not an axis)" + (
+                    ": the corpus is cut into sequences of it; use one spec per value" if info.field_name == "seq_len" else ""))
+            return _micro_batch_count(value) if info.field_name == "micro_batch_size" else value
+        return _as_axis(value)
+
+    @model_validator(mode="after")
+    def _each_value_a_train_spec(self):
+        """Every value of every train axis, the other fields at their first values, passes
+        TrainSpec's checks across fields (a micro-batch no larger than the batch)."""
+        first = {name: value[0] if name in TRAIN_AXES else value for name, value in self}
+        for variant in [first] + [first | {axis: v} for axis in TRAIN_AXES for v in getattr(self, axis)[1:]]:
+            try:
+                TrainSpec.model_validate(variant)
+            except ValidationError as err:
+                raise ValueError(_format_error(err.errors()[0])) from None
+        return self
+
+
+def _train_grid() -> type[BaseModel]:
+    """`train:` of a spec: TrainSpec's fields, each result-changing one a value or a list (an
+    axis), checked element by element with TrainSpec's own constraints."""
+    fields: dict[str, Any] = {}
+    for name, info in TrainSpec.model_fields.items():
+        if name in TRAIN_AXES:
+            element = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+            fields[name] = (list[element], [info.default])
+        else:
+            fields[name] = (info.annotation, info)
+    return create_model("TrainGrid", __base__=_ListedTrain, __doc__="The spec's `train:` (lists are axes).", **fields)
+
+
+TRAIN_AXES = _train_axes()
+TrainGrid = _train_grid()
+EXTRA_AXES = (*TRAIN_AXES, "data_order")  # axes beyond AXES: in a grid point only where they vary or are searched
+POINT_AXES = (*AXES, *EXTRA_AXES)  # what a grid point holds, and selectors (include, exclude, where, teacher) may name
+SEARCHABLE = ("epochs", "lr", "weight_decay", *EXTRA_AXES)  # what `search.axes` may name; the rest make the cells
 
 
 class ResourcesSpec(_Strict):
@@ -414,8 +478,8 @@ class DistillSpec(_Strict):
     @classmethod
     def _teacher(cls, value: dict):
         for key in value:
-            if key not in (*AXES, "members"):
-                raise ValueError(f"{key!r} is not an axis or `members`{_closest(key, (*AXES, 'members'))}")
+            if key not in (*POINT_AXES, "members"):
+                raise ValueError(f"{key!r} is not an axis or `members`{_closest(key, (*POINT_AXES, 'members'))}")
         members = value.get("members", 1)
         if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= 1024:
             raise ValueError(f"members must be an integer between 1 and 1024 (got {members!r})")
@@ -440,19 +504,20 @@ class SweepSpec(_Strict):
     trainer: str
     model: list[str | dict[str, Any]]
     data: DataSpec
-    epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]]
-    lr: list[Annotated[float, Field(gt=0, le=1e6)]]  # past any sane one: divergence tests use 1e4
-    weight_decay: list[Annotated[float, Field(ge=0, le=100)]] = [0.0]
+    epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] | None = None  # required unless searched
+    lr: list[Annotated[float, Field(gt=0, le=1e6)]] | None = None  # required unless searched; past any sane one: divergence tests use 1e4
+    weight_decay: list[Annotated[float, Field(ge=0, le=100)]] | None = None  # [0.0] unless searched
     seed: list[Seed] = [0]
     include: list[dict[str, Any]] = []
     exclude: list[dict[str, Any]] = []
-    train: TrainSpec = TrainSpec()
+    train: TrainGrid = TrainGrid()
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     results: str | None = None  # default: results/<name>
     tracking: TrackingSpec = TrackingSpec()
     ensemble: EnsembleSpec | None = None
     distill: list[DistillSpec] = []
+    search: SearchSpec | None = None
 
     @field_validator("distill", mode="before")
     @classmethod
@@ -462,7 +527,7 @@ class SweepSpec(_Strict):
     @field_validator("model", "epochs", "lr", "weight_decay", "seed", mode="before")
     @classmethod
     def _axis(cls, value: Any):
-        return _as_axis(value)
+        return None if value is None else _as_axis(value)
 
     @field_validator("trainer")
     @classmethod
@@ -506,9 +571,90 @@ class SweepSpec(_Strict):
             raise ValueError(f"ensemble: and distill: need trainer lm (models to average), not {self.trainer}")
         return self
 
+    @model_validator(mode="after")
+    def _search_fits(self):
+        searched = set(self.search.axes) if self.search else set()
+        for axis in searched - set(SEARCHABLE):
+            cells = " (it makes the cells: give it as a grid value or list)" if axis in AXES else ""
+            raise ValueError(f"search.axes.{axis}: not a searchable axis{_closest(axis, SEARCHABLE)}{cells}; searchable: {', '.join(SEARCHABLE)}")
+        for axis, default in (("epochs", None), ("lr", None), ("weight_decay", [0.0])):
+            if axis in searched and getattr(self, axis) is not None:
+                raise ValueError(f"{axis}: searched by search.axes.{axis}; remove `{axis}:` here (the ladder gives its values)")
+            if axis not in searched and getattr(self, axis) is None:
+                if default is None:
+                    raise ValueError(f"{axis}: required field is missing (or search it: search.axes.{axis})")
+                object.__setattr__(self, axis, default)  # frozen: the default, set once while validating
+        for axis in searched & set(EXTRA_AXES):
+            if len(self.values(axis)) > 1:
+                where = "data.order" if axis == "data_order" else f"train.{axis}"
+                raise ValueError(f"{where}: a grid list and a ladder in search.axes.{axis}; keep one of them")
+        for i, point in enumerate(self.include + self.exclude):
+            for axis in searched & set(point):
+                which = f"include[{i}]" if i < len(self.include) else f"exclude[{i - len(self.include)}]"
+                raise ValueError(f"{which}.{axis}: searched by search.axes.{axis}; select cells by the other axes")
+        if self.search:
+            object.__setattr__(self, "search", _typed_search(self, self.search))
+        return self
+
+    def values(self, axis: str) -> list:
+        """The grid's values on an axis (one value for an axis that does not vary)."""
+        if axis == "unique_tokens":
+            return self.data.unique_tokens
+        if axis == "data_order":
+            return self.data.order
+        if axis in TRAIN_AXES:
+            return getattr(self.train, axis)
+        return getattr(self, axis)
+
+    @property
+    def base_train(self) -> TrainSpec:
+        """The trial's `train` at the first value of every train axis."""
+        return TrainSpec(**{name: (value[0] if name in TRAIN_AXES else value) for name, value in self.train})
+
     @property
     def results_dir(self) -> str:
         return self.results or f"results/{self.name}"
+
+
+def _typed_search(spec: SweepSpec, search: SearchSpec) -> SearchSpec:
+    """The ladders typed by the axes' own checks and sorted (checked monotone); the start on them."""
+    ladders = {axis: monotone(f"search.axes.{axis}", typed_axis(spec, axis, ladder, f"search.axes.{axis}")) for axis, ladder in search.axes.items()}
+    start: dict[str, Any] = {}
+    for axis, value in search.start.items():
+        if axis != "from_smaller" and axis not in ladders:
+            raise ValueError(f"search.start.{axis}: not a searched axis; start values are for {', '.join(ladders)}")
+        start[axis] = bool(value) if axis == "from_smaller" else on_ladder(ladders[axis], typed_axis(spec, axis, [value], f"search.start.{axis}")[0])
+        if start[axis] is None:
+            shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in ladders[axis])
+            raise ValueError(f"search.start.{axis}: {value} is not on its ladder [{shown}]; start at one of its values")
+    return search.model_copy(update={"axes": ladders, "start": start})
+
+
+def typed_axis(spec: SweepSpec, axis: str, values: list, where: str) -> list:
+    """`values` validated and typed as values of `axis` by the spec's own validators."""
+    raw = spec.model_dump(mode="json", exclude={"search", "include", "exclude", "ensemble", "distill"})
+    raw |= {"epochs": raw["epochs"] or [1], "lr": raw["lr"] or [1.0], "weight_decay": raw["weight_decay"] or [0.0]}
+    raw = raw_with(raw, axis, values)
+    try:
+        typed = SweepSpec.model_validate(raw)
+        for value in typed.values(axis) if axis in TRAIN_AXES else ():  # with the other train fields, too
+            TrainSpec.model_validate(typed.base_train.model_dump() | {axis: value})
+        return typed.values(axis)
+    except ValidationError as err:
+        loc, _, message = _format_error(err.errors()[0], _schema_of(SweepSpec)).partition(": ")
+        index = loc[loc.index("["):] if "[" in loc else ""
+        raise ValueError(f"{where}{index}: {message}") from None
+
+
+def raw_with(raw: dict[str, Any], axis: str, values: Any) -> dict[str, Any]:
+    """A raw (dumped) spec with `axis` set to `values` where the axis lives: top level, `data:` or `train:`."""
+    if axis == "unique_tokens":
+        return raw | {"data": raw["data"] | {"unique_tokens": values}}
+    if axis == "data_order":
+        return raw | {"data": raw["data"] | {"order": values}}
+    if axis in TRAIN_AXES:
+        return raw | {"train": raw["train"] | {axis: values}}
+    return raw | {axis: values}
 
 
 def _as_axis(value: Any) -> list:
@@ -521,8 +667,8 @@ def _as_axis(value: Any) -> list:
 def _check_points(value: list[dict]) -> list[dict]:
     for i, point in enumerate(value):
         for key in point:
-            if key not in AXES:
-                raise ValueError(f"[{i}]: {key!r} is not an axis{_closest(key, AXES)}; axes: {', '.join(AXES)}")
+            if key not in POINT_AXES:
+                raise ValueError(f"[{i}]: {key!r} is not an axis{_closest(key, POINT_AXES)}; axes: {', '.join(AXES)}, the train fields, data_order")
     return value
 
 

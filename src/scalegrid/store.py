@@ -3,6 +3,7 @@
     RESULTS/runs/<trial_id>.parquet      one `RunRow` per trial (train and distill stages)
     RESULTS/curves/<trial_id>.parquet    one `CurveRow` per evaluation
     RESULTS/ensembles/<row_id>.parquet   one `RunRow` per (grid point, k): an ensemble of the first k members
+    RESULTS/search/<cell_id>.parquet     one `SearchRow` per step of a cell's search, rewritten as it advances
 
 Every file is written with the whole declared schema (columns a row does not use are null), so
 pandas, polars and DuckDB globs see the same columns in every file. The schemas are derived from
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scalegrid.storage import ResultsLayout, check_readable, layout
-from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS
+from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH
 from scalegrid.grid import canonical_json, ensemble_id, identity
 from scalegrid.trial import DONE_STATUSES, Stage, Status, Trial, TrialResult
 
@@ -88,6 +89,38 @@ class CurveRow:
     val_loss: float
     lr: float
     wall_s: float
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    """One row of `search/`: one step of a cell's search (`orchestrator/search.py`)."""
+
+    cell_id: str
+    sweep: str
+    cell: str  # the cell's axes in words: "model=llama-50k, unique_tokens=8192, seed=0"
+    model: str
+    params: int
+    unique_tokens: int
+    seed: int
+    step: int  # 0, 1, ...: the step's place in the walk
+    outcome: str  # moved | extended | searching | certified | edge | diverged | waiting
+    centre: str  # every searched axis of the centre: "epochs=8, weight_decay=0.4"
+    centre_trial_id: str
+    epochs: int
+    lr: float
+    weight_decay: float
+    loss: float  # the centre's val_loss; inf when DIVERGED or FAILED, NaN when not run yet
+    neighbours: list[str]  # "epochs=4", "epochs=16", "weight_decay- (edge)"
+    neighbour_trial_ids: list[str]  # "" beyond a ladder's end
+    neighbour_losses: list[float]
+    neighbour_status: list[str]  # no_worse | better | missing | edge | run
+    moved_to: str | None  # the next centre, "epochs=16, weight_decay=0.4"; null unless moved
+    moved_to_trial_id: str | None
+    certified: bool
+    edge: bool
+    edge_axes: list[str]  # the ladder ends the centre sits at: "weight_decay+"
+    ladders_json: str  # the ladders of this step (grown ones after an extension), JSON
+    finished_at: dt.datetime
 
 
 def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: dict[str, str], device: str) -> RunRow:
@@ -151,7 +184,8 @@ def _teacher_columns(config) -> dict:
 
 
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
-                dt.datetime: pa.timestamp("us", tz="UTC"), list[str]: pa.list_(pa.string())}
+                dt.datetime: pa.timestamp("us", tz="UTC"), list[str]: pa.list_(pa.string()),
+                list[float]: pa.list_(pa.float64())}
 
 
 def schema_of(row_type: type) -> pa.Schema:
@@ -169,8 +203,9 @@ def schema_of(row_type: type) -> pa.Schema:
 
 RUN_SCHEMA = schema_of(RunRow)
 CURVE_SCHEMA = schema_of(CurveRow)
+SEARCH_SCHEMA = schema_of(SearchRow)
 RUN_COLUMNS = tuple(RUN_SCHEMA.names)
-SCHEMAS = {RUNS: RUN_SCHEMA, ENSEMBLES: RUN_SCHEMA, CURVES: CURVE_SCHEMA}
+SCHEMAS = {RUNS: RUN_SCHEMA, ENSEMBLES: RUN_SCHEMA, CURVES: CURVE_SCHEMA, SEARCH: SEARCH_SCHEMA}
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -189,6 +224,18 @@ def write_ensemble(results: ResultsLayout, row: RunRow) -> str:
 def write_curves(results: ResultsLayout, trial_id: str, rows: list[dict]) -> str:
     """The trial's evaluation rows (dicts with the CurveRow fields; others are dropped)."""
     return _write(results, CURVES, trial_id, [{**r, "trial_id": trial_id} for r in rows])
+
+
+def write_search(results: ResultsLayout, cell_id: str, rows: list[SearchRow]) -> str:
+    """A cell's search so far, every step, replacing the file written at its previous step."""
+    return _write(results, SEARCH, cell_id, [dataclasses.asdict(r) for r in rows])
+
+
+def load_search(results) -> pd.DataFrame:
+    """Every step of every cell's search (RESULTS/search/), one row per step."""
+    found = scan(_readable_root(results), SEARCH)
+    found.warn()
+    return found.frame
 
 
 def _write(results: ResultsLayout, table: str, row_id: str, rows: list[dict]) -> str:
@@ -227,7 +274,7 @@ class Scan:
 
 
 def scan(results: ResultsLayout, table: str) -> Scan:
-    """Every file of `runs`, `curves` or `ensembles` in one multi-threaded read with the declared
+    """Every file of `runs`, `curves`, `ensembles` or `search` in one multi-threaded read with the declared
     schema (older files' missing columns read as null); if some file does not read, one file at
     a time, so the unreadable ones are named and skipped."""
     import pyarrow.dataset as ds
@@ -366,6 +413,15 @@ def read_stage_graphs(results: ResultsLayout) -> dict:
         for key in merged:
             merged[key] += graph.get(key, [])
     return merged
+
+
+def run_outcome(results: ResultsLayout, trial_id: str) -> tuple[str, float] | None:
+    """(status, val_loss) of a trial's run row, or None when there is none or it cannot be read."""
+    try:
+        data = pq.read_table(results.path(*results.row_file(RUNS, trial_id)), columns=["status", "val_loss"], filesystem=results.fs)
+        return data.column("status")[0].as_py(), data.column("val_loss")[0].as_py()
+    except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: not done
+        return None
 
 
 def run_status(results: ResultsLayout, trial_id: str) -> str | None:

@@ -227,6 +227,9 @@ class TrialConfig(_Frozen):
     # trial, and adding ensembles or students leaves every existing id as it was.
     member: int = hashed_unless_default(0)  # ensemble member index: its seed draws the initialisation and data order
     distill: DistillConfig | None = hashed_unless_default(None)  # a student's teacher and method (`trainers/distill.py`)
+    # The order each epoch visits the training data in: `shuffled` (drawn from the seed and the
+    # epoch; what every trial did before this field existed) or `sequential` (the corpus' order).
+    data_order: Literal["shuffled", "sequential"] = hashed_unless_default("shuffled")
 
     @property
     def member_seed(self) -> int:

@@ -131,8 +131,10 @@ def write_paper_grid(
     noise: float = 0.001,
     seed: int = 0,
     sweep: str = "paper",
+    search: bool = False,
 ) -> Written:
-    """Write the grid's runs (and a few learning curves) under `results`."""
+    """Write the grid's runs (and a few learning curves) under `results`; with `search`, also each
+    (size, budget)'s locally-optimal search over the written losses (the real walk, from a poor start)."""
     rng = np.random.default_rng(seed)
     out = Written(law=law)
     train_ids = []
@@ -223,8 +225,45 @@ def write_paper_grid(
                 for s, f, v, t in zip(steps, frac, val, train)
             ])
             out.curve_ids.append(tid)
+    if search:
+        losses = {(n, d, k, wd, lr): (tid, loss) for tid, loss, k, d, n, wd, lr in train_ids}
+        write_paper_search(results, losses, {"epochs": epochs, "weight_decay": weight_decays, "lr": lrs}, sweep)
     out.n_rows = len(out.trial_ids) + len(out.failed_ids)
     return out
+
+
+def write_paper_search(results: Path, losses: dict, ladders: dict, sweep: str) -> None:
+    """Each (size, budget)'s walk (`analysis.search.local_search`) over the grid's losses, from its
+    ladders' low ends, written as `search/` rows."""
+    from scalegrid.analysis.search import CERTIFIED, local_search
+
+    ladders = {a: tuple(v) for a, v in ladders.items() if len(v) > 1}
+    sizes_budgets = sorted({(n, d) for n, d, *_ in losses})
+    for n, d in sizes_budgets:
+        def at(p, n=n, d=d):
+            return losses[(n, d, p.get("epochs"), p.get("weight_decay"), p.get("lr"))]
+
+        path = local_search(ladders, {a: v[0] for a, v in ladders.items()}, lambda p: at(p)[1],
+                            cost=lambda p: p["epochs"])
+        rows = []
+        for i, step in enumerate(path.steps):
+            points = [step.neighbour_point(nb) for nb in step.neighbours]
+            rows.append(store.SearchRow(
+                cell_id=_tid(sweep, "cell", n, d), sweep=sweep, cell=f"model={_model_name(n)}, unique_tokens={int(d)}",
+                model=_model_name(n), params=int(n), unique_tokens=int(d), seed=0, step=i, outcome=step.outcome,
+                centre=", ".join(f"{a}={v:g}" for a, v in step.centre.items()), centre_trial_id=at(step.centre)[0],
+                epochs=step.centre["epochs"], lr=step.centre["lr"], weight_decay=step.centre["weight_decay"], loss=step.loss,
+                neighbours=[f"{nb.axis}{'-' if nb.side < 0 else '+'} (edge)" if p is None else f"{nb.axis}={nb.value:g}"
+                            for nb, p in zip(step.neighbours, points)],
+                neighbour_trial_ids=["" if p is None else at(p)[0] for p in points],
+                neighbour_losses=[nb.loss for nb in step.neighbours], neighbour_status=[nb.status for nb in step.neighbours],
+                moved_to=None if step.moved_to is None else str(step.moved_to),
+                moved_to_trial_id=None if step.moved_to is None else at(step.moved_to)[0],
+                certified=step.outcome == CERTIFIED, edge=bool(step.edge), edge_axes=list(step.edge),
+                ladders_json=json.dumps({a: list(v) for a, v in step.ladders.items()}),
+                finished_at=dt.datetime(2025, 9, 30, 12, 0, tzinfo=dt.timezone.utc),
+            ))
+        store.write_search(layout(results), rows[0].cell_id, rows)
 
 
 @dataclass(frozen=True)

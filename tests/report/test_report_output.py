@@ -19,10 +19,10 @@ from scalegrid.cli import main
 from scalegrid.errors import UserError
 from scalegrid.report import write_report
 from scalegrid.storage import layout
-from synthetic_results import SIZES, PaperLaw, write_paper_grid, write_reuse_grid
+from synthetic_results import SIZES, WEIGHT_DECAYS, PaperLaw, write_paper_grid, write_reuse_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["summary", "params", "epochs", "hyperparameters", "ensembles", "data", "distillation", "reuse", "curves"]
+SECTIONS = ["summary", "params", "epochs", "hyperparameters", "search", "ensembles", "data", "distillation", "reuse", "curves"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,6 +67,23 @@ def test_partial_results_are_marked(paper_report):
     assert by_status["ensemble"] == {"COMPLETED": 64} and by_status["distill"] == {"COMPLETED": 4}
 
 
+def test_the_search_certifies_the_laws_optima_and_their_trend_in_size(paper_report):
+    """The walks over the paper grid (from its low corner) end where the law puts each optimum:
+    weight decay growing and epochs falling with size; the section fits their trend."""
+    law: PaperLaw = paper_report.written.law
+    section = paper_report.fits["sections"]["search"]
+    cells = section["fits"]["search_cells"]
+    assert len(cells) == 16
+    for c in cells:
+        assert (c["epochs"], c["weight_decay"], c["lr"]) == (law.epochs_opt(c["params"]), law.wd_opt(c["params"]), law.lr_opt)
+        at_top = law.wd_opt(c["params"]) == max(WEIGHT_DECAYS)  # 1.4B: its optimum is the ladder's last value
+        assert (c["outcome"], c["edge_axes"]) == (("edge", ["weight_decay+"]) if at_top else ("certified", []))
+        assert c["trials"] < 5 * 5 * 3  # fewer than the grid's points per cell
+    assert all(r["exponent"] > 0 for r in section["fits"]["search_optimal_weight_decay_scaling"])
+    assert all(r["exponent"] < 0 for r in section["fits"]["search_optimal_epochs_scaling"])
+    assert "Search: 12 of 16 cells certified, 4 at a ladder's end" in paper_report.markdown
+
+
 def test_fitted_asymptotes_recover_the_synthetic_laws(paper_report):
     law: PaperLaw = paper_report.written.law
     sections = paper_report.fits["sections"]
@@ -107,7 +124,7 @@ def test_markdown_links_figures_and_states_numbers(paper_report):
     md, out = paper_report.markdown, paper_report.out
     for title in ("Summary", "Loss against parameters per token budget", "Ensembles", "Distillation",
                   "Multi-epoch reuse", "Learning curves", "Data scaling and data efficiency"):
-        assert re.search(rf"^## \d\. {re.escape(title)}", md, re.M), title
+        assert re.search(rf"^## \d+\. {re.escape(title)}", md, re.M), title
     links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
     assert len(links) >= 10 and all((out / link).is_file() for link in links)
     c = paper_report.fits["sections"]["params"]["fits"]["power_laws"][0]
@@ -183,7 +200,8 @@ def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
     # the sweep's grid has 12 points, the store 4 of them: the report says so
     assert fits["partial_reasons"] == ["sweep quickstart: 8 trials of its grid have no result yet"]
     md = (out / "report.md").read_text()
-    assert md.count("*Skipped: ") == 6
+    assert reasons["search"].startswith("no search in this results directory")
+    assert md.count("*Skipped: ") == 7
     assert "sweep quickstart: 8 trials of its grid have no result yet" in md
 
 

@@ -55,6 +55,14 @@ def test_every_epoch_reshuffles_all_sequences():
     assert not torch.equal(orders[0], lm.epoch_orders(64, 1, seed=1, device=torch.device("cpu"))[0])
 
 
+def test_sequential_order_visits_the_corpus_in_order_every_epoch_and_changes_the_result(lm_trial):
+    orders = lm.epoch_orders(64, 3, seed=0, device=torch.device("cpu"), shuffled=False)
+    assert all(o.tolist() == list(range(64)) for o in orders)
+    shuffled, _ = run(lm_trial(epochs=2))
+    sequential, _ = run(lm_trial(epochs=2, data_order="sequential"))
+    assert shuffled.status == sequential.status == "COMPLETED" and shuffled.val_loss != sequential.val_loss
+
+
 def test_partial_last_batch_still_sees_exactly_the_budget(lm_trial):
     trial = lm_trial(unique_tokens=32 * 20, epochs=2, train={"batch_size": 8, "eval_every": 100})  # 20 = 8 + 8 + 4
     result, rows = run(trial)

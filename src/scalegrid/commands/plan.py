@@ -1,11 +1,15 @@
-"""`scalegrid plan SPEC`: the grid as a table with sizes, tokens, FLOPs and status; starts no Ray."""
+"""`scalegrid plan SPEC`: the grid as a table with sizes, tokens, FLOPs and status; starts no Ray.
+
+A searched spec's table holds every trial its walks looked at so far (the pending ones are what
+`run` trains next), then each cell's state: searching, certified, at an edge, or waiting."""
 
 from __future__ import annotations
 
 import sys
 
 from scalegrid.commands.output import print_json, records, unreadable
-from scalegrid.orchestrator.plan import format_table, make_plan, memory_table, totals, totals_line
+from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, memory_table, totals, totals_line
+from scalegrid.orchestrator.search import cells_table, losses, states_line
 
 
 def register(subparsers) -> None:
@@ -24,7 +28,9 @@ def run(args) -> int:
         print_json({
             "sweep": plan.spec.name, "results": str(plan.results), "totals": totals(table),
             "trials": records(table), "stages": records(stage_rows),
-            "memory": records(memory_table(plan)) if plan.memory else None, "unreadable": unreadable(plan.snapshot.unreadable),
+            "memory": records(memory_table(plan)) if plan.memory else None,
+            "searches": records(cells_table(plan.searches, losses(plan.snapshot, failed_count=False).get)) if plan.searches else None,
+            "unreadable": unreadable(plan.snapshot.unreadable),
         })
         return 0
     for path, reason in plan.snapshot.unreadable:
@@ -32,6 +38,8 @@ def run(args) -> int:
     print(format_table(table))
     print(totals_line(table))
     print_memory(plan)
+    if plan.searches is not None:
+        print_search(plan)
     if stage_rows is not None:
         counts = stage_rows["state"].value_counts()
         print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
@@ -49,3 +57,11 @@ def print_memory(plan) -> None:
     elif plan.spec.trainer == "lm" and resources.gpus:
         print("\nGPU memory: set resources.gpu_memory_gb to see each trial's micro-batch and peak memory here and have "
               "a trial that cannot fit refused before anything runs (`run --address` detects it from the cluster)")
+
+
+def print_search(plan: SweepPlan) -> None:
+    """Each cell's walk as the store has it; ensembles and students wait for every cell's optimum."""
+    print(f"\nsearch over {', '.join(plan.spec.search.axes)}: {states_line(plan.searches)}")
+    print(format_table(cells_table(plan.searches, losses(plan.snapshot, failed_count=False).get)))
+    if (plan.spec.ensemble or plan.spec.distill) and not plan.graph.has_stages:
+        print("ensembles and students: after the search, at each cell's optimum")

@@ -22,6 +22,8 @@ from scalegrid.commands.output import print_json, records
 from scalegrid.orchestrator.tracking import check as check_tracking
 from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, space_needed
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
+from scalegrid.orchestrator.search import cells_table, states_line
+from scalegrid.orchestrator.search import losses as search_losses
 from scalegrid.orchestrator.session import check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session
 from scalegrid.orchestrator.tokens import prepare_tokens
 from scalegrid.storage.space import check_space
@@ -80,7 +82,7 @@ def run_sweep(spec: str | Path | dict, *, results: str | None = None, address: s
             check_feasible(cpus=resources.cpus, gpus=resources.gpus, embedded=not _ray_running())
         if plan.results.local_path is not None and _has_work(plan):
             check_space(plan.results.local_path, space_needed(plan, slots=_slots(max_concurrent, resources.cpus)))
-        if plan.pending:  # tokens for every budget, or a one-line error with nothing published
+        if plan.pending or _searching(plan):  # tokens for every budget, or a one-line error with nothing published
             prepare_tokens(plan, on_cluster=bool(address))
         spec_path = str(spec) if isinstance(spec, (str, Path)) else "(a spec given as a dict)"
         return _run_checked(plan, spec_path, address, max_concurrent)
@@ -112,7 +114,7 @@ def _ray_running() -> bool:
 
 def _has_work(plan: SweepPlan) -> bool:
     """Trials to train, or ensembles and students not done: Ray is needed."""
-    return bool(plan.pending) or (plan.graph.has_stages and bool((plan.dependants()["state"] != "done").any()))
+    return bool(plan.pending) or _searching(plan) or (plan.graph.has_stages and bool((plan.dependants()["state"] != "done").any()))
 
 
 def _run_checked(plan: SweepPlan, spec_path: str, address: str | None, max_concurrent: int | None) -> SweepPlan:
@@ -123,18 +125,24 @@ def _run_checked(plan: SweepPlan, spec_path: str, address: str | None, max_concu
     write_sweep_record(plan.results, plan.spec, spec_path, info, data=plan.data.fields)
     for path, reason in plan.snapshot.unreadable:
         print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
-    pending = plan.pending
-    print(f"{plan.spec.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
-    stages_left = int((plan.dependants()["state"] != "done").sum()) if plan.graph.has_stages else 0
-    if stages_left:
-        print(f"{plan.spec.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
-    store.write_stage_graph(plan.results, plan.spec.name, plan.graph.to_json() if plan.graph.has_stages else None)
-    if not pending and not stages_left:
+    searching = _searching(plan)
+    if searching:
+        print(f"{plan.spec.name}: search over {', '.join(plan.spec.search.axes)}: {states_line(plan.searches)}", file=sys.stderr)
+    pending, stages_left = _to_do(plan)
+    if not pending and not stages_left and not searching:
         return plan
     from scalegrid.orchestrator.runner import schedule
     from scalegrid.orchestrator.stages import run_stages
 
     with ray_session(address):
+        if searching:  # the walks first: their optima are the grid points of the ensembles and students
+            from scalegrid.orchestrator.searcher import run_search
+
+            run_search(plan, info, max_concurrent=max_concurrent)
+            plan = plan.refresh()
+            if _searching(plan):  # interrupted: a re-run goes on from the store
+                return plan
+            pending, stages_left = _to_do(plan)
         if pending:
             schedule(plan, info, max_concurrent=max_concurrent)
             plan = plan.refresh()
@@ -142,6 +150,22 @@ def _run_checked(plan: SweepPlan, spec_path: str, address: str | None, max_concu
             run_stages(plan, plan.snapshot, info, max_concurrent=max_concurrent)
             plan = plan.refresh()
     return plan
+
+
+def _searching(plan: SweepPlan) -> bool:
+    return plan.searches is not None and not all(s.finished for s in plan.searches.values())
+
+
+def _to_do(plan: SweepPlan):
+    """(the trials to train, the ensembles and students left), said on stderr; the stage graph recorded."""
+    pending = plan.pending
+    if not _searching(plan):  # a search's trials are counted by its own lines
+        print(f"{plan.spec.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
+    stages_left = int((plan.dependants()["state"] != "done").sum()) if plan.graph.has_stages else 0
+    if stages_left:
+        print(f"{plan.spec.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
+    store.write_stage_graph(plan.results, plan.spec.name, plan.graph.to_json() if plan.graph.has_stages else None)
+    return pending, stages_left
 
 
 def write_report_of(plan: SweepPlan, *, quiet: bool = False) -> str | None:
@@ -193,6 +217,7 @@ class Summary:
         return {
             "sweep": plan.spec.name, "results": str(plan.results), "elapsed_s": round(self.elapsed_s, 3),
             "exit_code": self.exit_code, "counts": self.counts, "trials": records(self.table), "stages": records(self.stages),
+            "searches": records(cells_table(plan.searches, search_losses(plan.snapshot, failed_count=True).get)) if plan.searches else None,
         }
 
     def print(self, plan: SweepPlan) -> None:
@@ -204,6 +229,9 @@ class Summary:
             singles = table[table["member"] == 0]  # a lucky member seed is not a better recipe
             pivot = singles.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min")
             print(pivot.map(lambda v: f"{v:.4f}" if pd.notna(v) else "-").to_string())
+        if plan.searches is not None:
+            print(f"\nsearch: {states_line(plan.searches)}")
+            print(format_table(cells_table(plan.searches, search_losses(plan.snapshot, failed_count=True).get)))
         if self.stages is not None:
             print("\nensembles and students:")
             print(format_table(self.stages))

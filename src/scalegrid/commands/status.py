@@ -1,14 +1,17 @@
-"""`scalegrid status RESULTS`: trials by status and the table of runs in a results directory."""
+"""`scalegrid status RESULTS`: trials by status, the table of runs, each searched cell's state, and the
+ensembles and students of a results directory."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from scalegrid import store
+from scalegrid.analysis.search import search_outcomes
 from scalegrid.commands.output import print_json, records, unreadable
 from scalegrid.orchestrator.graph import dependants
 from scalegrid.orchestrator.plan import format_table
 from scalegrid.storage import ResultsLayout, check_readable, layout
+from scalegrid.storage.layout import SEARCH
 
 COLUMNS = ["trial_id", "sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "status", "val_loss", "wall_s", "error"]
 
@@ -28,10 +31,12 @@ def run(args) -> int:
     counts = {str(status): int(n) for status, n in runs["status"].value_counts().items()}
     shown = runs[COLUMNS].sort_values(["sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"]) if len(runs) else None
     stage_rows = dependants_of(results, snapshot)
+    cells = search_cells(results)
     if args.json:
         print_json({
             "results": str(results), "trials": len(runs), "counts": counts, "runs": records(shown),
-            "stages": records(stage_rows), "unreadable": unreadable(snapshot.unreadable),
+            "stages": records(stage_rows), "searches": records(cells.drop(columns=["edge_axes"], errors="ignore") if cells is not None else None),
+            "unreadable": unreadable(snapshot.unreadable),
         })
         return 0
     snapshot.warn()
@@ -40,11 +45,24 @@ def run(args) -> int:
     if shown is not None:
         shown["error"] = shown["error"].fillna("").str.slice(0, 60)
         print(format_table(shown))
+    if cells is not None:
+        counts = cells["outcome"].replace({"edge": "at edge"}).value_counts()
+        print(f"\nsearches: {len(cells)} cells ({', '.join(f'{n} {state}' for state, n in counts.items())})")
+        print(format_table(cells[["sweep", "cell", "state", "centre", "val_loss", "steps", "trials"]]))
     if stage_rows is not None:
         states = stage_rows["state"].value_counts()
         print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in states.items())}")
         print(format_table(stage_rows))
     return 0
+
+
+def search_cells(results: ResultsLayout) -> pd.DataFrame | None:
+    """Each searched cell's latest step (RESULTS/search/): searching, certified or at an edge; None without any."""
+    cells = search_outcomes(store.scan(results, SEARCH).frame)
+    if not len(cells):
+        return None
+    cells["state"] = [f"at edge ({', '.join(e)})" if o == "edge" else o for o, e in zip(cells["outcome"], cells["edge_axes"])]
+    return cells.rename(columns={"loss": "val_loss"}).sort_values(["sweep", "unique_tokens", "params"])
 
 
 def dependants_of(results: ResultsLayout, snapshot: store.Snapshot) -> pd.DataFrame | None:

@@ -100,8 +100,11 @@ class StageGraph:
         }
 
 
-def build(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = None) -> StageGraph:
-    points = grid.point_trials(spec, data, results)
+def build(
+    spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = None, *, points: list[tuple[Point, Trial]] | None = None,
+) -> StageGraph:
+    """The graph over the grid's points (`points`: other ones, e.g. the optima a search found)."""
+    points = points if points is not None else grid.point_trials(spec, data, results)
     results = points[0][1].results
     trials = {t.trial_id: t for _, t in points}
     in_ensemble = _ensemble_points(spec, points)

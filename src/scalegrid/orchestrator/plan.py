@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from scalegrid import store
 from scalegrid.errors import UserError
 from scalegrid.memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, usable_bytes
 from scalegrid.orchestrator.graph import StageGraph, build, dependants
+from scalegrid.orchestrator.search import searched_graph
 from scalegrid.spec import SweepSpec, load_spec, parse_spec
 from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
 from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
@@ -29,6 +31,7 @@ class SweepPlan:
     data: DataIdentity
     graph: StageGraph  # the train stage's trials, ensembles, teacher corpora, students
     snapshot: store.Snapshot  # the whole store as read when planned (other sweeps' rows too)
+    searches: dict[str, Any] | None = None  # a searched spec: cell_id -> its walk (`search.CellSearch`)
     memory: dict[str, MemoryEstimate] = field(default_factory=dict)  # model label -> its trials' GPU plan
 
     @property
@@ -36,8 +39,12 @@ class SweepPlan:
         return self.graph.trials
 
     def refresh(self) -> SweepPlan:
-        """The same plan with the store read again (after a stage)."""
-        return replace(self, snapshot=store.read(self.results))
+        """The same plan with the store read again (after a stage; a search walks again)."""
+        snapshot = store.read(self.results)
+        if self.spec.search is None:
+            return replace(self, snapshot=snapshot)
+        graph, searches = searched_graph(self.spec, self.data, self.results, snapshot)
+        return replace(self, snapshot=snapshot, graph=graph, searches=searches)
 
     def status(self, trial_id: str) -> str:
         """done | diverged | failed | pending."""
@@ -93,8 +100,12 @@ def make_plan(spec_source: str | Path | dict, *, results: str | None = None) -> 
     identity = describe(spec.data, root)
     if spec.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
         check_files(spec.data)  # it opens, has the text field and a document with text
-    graph = build(spec, identity, root)
-    plan = SweepPlan(spec, root, identity, graph, store.read(root))
+    snapshot = store.read(root)
+    if spec.search is not None:
+        graph, searches = searched_graph(spec, identity, root, snapshot)
+        plan = SweepPlan(spec, root, identity, graph, snapshot, searches)
+    else:
+        plan = SweepPlan(spec, root, identity, build(spec, identity, root), snapshot)
     return plan.with_gpu_memory(spec.resources.gpu_memory_gb) if spec.resources.gpu_memory_gb else plan
 
 
@@ -105,11 +116,15 @@ def plan_memory(spec: SweepSpec, trials: list[Trial], vocab_size: int, gpu_memor
         return {}
     budget = usable_bytes(gpu_memory_gb, spec.resources.gpus)
     plans = {}
-    for label, shape in {t.model_label: t.config.model for t in trials}.items():
+    largest = {}  # model label -> its trial with the largest batch (train fields may be axes)
+    for t in sorted(trials, key=lambda t: t.config.train.batch_size):
+        largest[t.model_label] = t
+    for label, trial in largest.items():
+        train = trial.config.train
         try:
-            plans[label] = plan_micro_batch(shape, vocab_size, spec.train, budget)
+            plans[label] = plan_micro_batch(trial.config.model, vocab_size, train, budget)
         except DoesNotFit as err:
-            where = f"batch {spec.train.batch_size} x {spec.train.seq_len}, vocab {vocab_size:,}"
+            where = f"batch {train.batch_size} x {train.seq_len}, vocab {vocab_size:,}"
             raise UserError(f"model {label} ({where}) on a {gpu_memory_gb:g} GB GPU: {err}") from None
     return plans
 

@@ -190,9 +190,10 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
         except (ConnectionError, RuntimeError) as err:
             raise UserError(f"--address {address}: cannot join a Ray cluster there ({' '.join(str(err).split())[:200]})") from None
     else:
-        # Keep the embedded Ray on 127.0.0.1: nothing listens on a public interface.
+        # Keep the embedded Ray on 127.0.0.1: nothing listens on a public interface. `local`: a Ray of
+        # its own, even where another `ray start` runs on this machine (ray.init() would join that one).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         node = ray.nodes()[0]
         print(f"embedded Ray on {node['NodeManagerAddress']} ({int(node['Resources'].get('CPU', 0))} CPUs, no dashboard)", file=sys.stderr)
     try:

@@ -35,6 +35,7 @@ from scalegrid.report.sections import (
     section_hyperparameters,
     section_params,
     section_reuse,
+    section_search,
     section_summary,
     start_ensemble_fits,
 )
@@ -43,6 +44,7 @@ SECTIONS = (
     ("params", "Loss against parameters per token budget", section_params),
     ("epochs", "Loss against epochs: where repetition stops helping", section_epochs),
     ("hyperparameters", "Weight decay and learning rate", section_hyperparameters),
+    ("search", "Locally-optimal hyper-parameters, searched", section_search),
     ("ensembles", "Ensembles", section_ensembles),
     ("data", "Data scaling and data efficiency", section_data),
     ("distillation", "Distillation", section_distillation),
@@ -128,7 +130,7 @@ def _build(key: str, title: str, fn, ctx: Context) -> Section:
 
 FIGURE_NAMES = (
     "params_scaling", "epochs", "loss_vs_weight_decay", "loss_vs_lr", "optimal_hyperparameters", "ensembles",
-    "joint_scaling", "data_scaling", "distillation", "reuse", "curves",
+    "joint_scaling", "data_scaling", "distillation", "reuse", "curves", "search_paths", "search_optimal_hyperparameters",
 )
 
 

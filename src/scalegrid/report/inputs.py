@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from scalegrid import store
+from scalegrid.analysis.search import search_outcomes
 from scalegrid.errors import UserError
 from scalegrid.grid import grid_points
 from scalegrid.spec import parse_spec
 from scalegrid.storage import ResultsLayout, layout
-from scalegrid.storage.layout import CURVES
+from scalegrid.storage.layout import CURVES, SEARCH
 from scalegrid.trial import Status
 
 FAILED, DIVERGED, COMPLETED = Status.FAILED.value, Status.DIVERGED.value, Status.COMPLETED.value
@@ -32,6 +33,7 @@ class Inputs:
     curves: pd.DataFrame
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
     expected: dict[str, int] = field(default_factory=dict)  # sweep name -> grid size of its latest spec
+    search: pd.DataFrame = field(default_factory=pd.DataFrame)  # RESULTS/search/: one row per step of a cell's search
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -69,6 +71,9 @@ class Inputs:
             reasons.append(f"{counts[FAILED]} trials FAILED (a re-run of the sweep retries them)")
         for sweep, missing in self.pending.items():
             reasons.append(f"sweep {sweep}: {missing} trials of its grid have no result yet")
+        searching = int((search_outcomes(self.search)["outcome"] == "searching").sum()) if len(self.search) else 0
+        if searching:
+            reasons.append(f"{searching} searched cells have not finished their search (a re-run of the sweep goes on)")
         if self.unreadable:
             names = ", ".join(Path(str(p)).name for p, _ in self.unreadable[:3]) + (", ..." if len(self.unreadable) > 3 else "")
             reasons.append(f"{len(self.unreadable)} result files are unreadable and were skipped ({names})")
@@ -87,6 +92,7 @@ def load_inputs(results_dir: str | Path, snapshot: store.Snapshot | None = None)
     try:
         snapshot = snapshot if snapshot is not None else store.read(results)
         curves = store.scan(results, CURVES)
+        search = store.scan(results, SEARCH)
     except OSError as err:
         raise UserError(f"{path}: cannot read the results ({err.strerror or err}); check its permissions") from None
     runs = snapshot.all_runs
@@ -99,8 +105,9 @@ def load_inputs(results_dir: str | Path, snapshot: store.Snapshot | None = None)
         results_dir=path,
         runs=runs,
         curves=curves.frame,
-        unreadable=snapshot.unreadable + curves.unreadable,
+        unreadable=snapshot.unreadable + curves.unreadable + search.unreadable,
         expected=expected_trials(results),
+        search=search.frame,
     )
 
 
@@ -120,6 +127,8 @@ def expected_trials(results: ResultsLayout) -> dict[str, int]:
         try:
             record = json.loads(results.read_bytes(*results.sweep_records(), name))
             spec = parse_spec(record["spec"], source=results.shown(*results.sweep_records(), name))
+            if spec.search is not None:
+                continue  # a search's trials are not known in advance: its cells' states say how far it is
             created = str(record.get("created_at", ""))
             if spec.name not in latest or created >= latest[spec.name][0]:
                 latest[spec.name] = (created, len(grid_points(spec)))

@@ -5,6 +5,7 @@ Every path under RESULTS is named here, once:
     runs/<trial_id>.parquet          one row per trial (store.py)
     curves/<trial_id>.parquet        one row per evaluation
     ensembles/<row_id>.parquet       one row per (grid point, k)
+    search/<cell_id>.parquet         one row per step of a cell's search (orchestrator/search.py)
     models/<trial_id>/               final weights, `save_pretrained` (config.json written last)
     checkpoints/<trial_id>/          a running trial's checkpoints (trainers/checkpoint.py)
     leases/<trial_id>/               who trains a trial now, and its attempts (orchestrator/leases.py)
@@ -45,7 +46,7 @@ from scalegrid.storage.uri import OBJECT_STORES, parse, redacted
 
 Parts = tuple[str, ...]
 
-RUNS, CURVES, ENSEMBLES = "runs", "curves", "ensembles"
+RUNS, CURVES, ENSEMBLES, SEARCH = "runs", "curves", "ensembles", "search"
 MODEL_MARKER = "config.json"  # written last by save_pretrained's caller: a model directory is complete
 CACHE_MARKER = "meta.json"  # written last into a token cache or a teacher corpus
 CORRUPT_SUFFIX = ".corrupt-"  # an unreadable run file or checkpoint, set aside (`set_aside`)

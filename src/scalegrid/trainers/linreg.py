@@ -10,7 +10,8 @@ every trial with that data seed and d (and trial seed), and a larger N holds the
 samples as its prefix.
 
 Training: w starts at 0; K epochs of minibatch SGD on 0.5 * (x.w - y)^2 with `batch_size` samples
-per step, the sample order reshuffled every epoch from (trial seed, epoch), step size from the
+per step, the sample order reshuffled every epoch from (trial seed, epoch) (with `data_order:
+sequential`, the samples' own order), step size from the
 shared schedule (`schedule.lr_at`), and decoupled weight decay (w <- w - lr * (grad + wd * w)).
 
 Metrics, exact rather than sampled: `val_loss` is the excess risk (w - w*)^T H (w - w*),
@@ -107,11 +108,12 @@ def _train_runs(runs: list[_Run], x: np.ndarray, y: np.ndarray, h: np.ndarray, w
     start, lr_scale = time.perf_counter(), _lr_scale(cfg)
     n, batch = len(y), min(cfg.train.batch_size, len(y))
     steps_per_epoch = math.ceil(n / batch)
+    shuffled = cfg.data_order == "shuffled"  # else `sequential`: the samples' own order every epoch
     active = list(runs)
     w = np.zeros((len(active), len(w_star)))
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run overflows: checked below
         for epoch in range(1, cfg.epochs + 1):
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(n) if shuffled else np.arange(n)
             steps = slice((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch)
             lrs = np.array([run.lr for run in active])[:, None] * lr_scale[steps][None, :]
             sgd_epoch(w, x, y, order, batch, lrs, cfg.weight_decay)

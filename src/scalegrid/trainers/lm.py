@@ -2,7 +2,8 @@
 
 The U tokens are the first `unique_tokens` of the cached train stream (`data.TokenCache`), cut
 into `U / seq_len` sequences that live on the device for the whole run. Each epoch visits every
-sequence once in an order drawn from `(seed, epoch)`; the model's initial weights are drawn from
+sequence once in an order drawn from `(seed, epoch)` (`data_order: sequential`: in the corpus'
+order, so a batch holds neighbouring text); the model's initial weights are drawn from
 `seed` (the same seed gives the same result on a CPU; CUDA kernels may differ in the last bits).
 One optimizer step is `batch_size` sequences (the last step of an epoch may have fewer),
 so a trial takes `epochs * ceil(U / seq_len / batch_size)` steps and sees exactly `epochs * U`
@@ -128,7 +129,7 @@ class Run:
         model.train()
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, t, device)
         parallelize(model, t, device)
-        order = epoch_orders(len(train_seqs), cfg.epochs, cfg.member_seed, device)
+        order = epoch_orders(len(train_seqs), cfg.epochs, cfg.member_seed, device, shuffled=cfg.data_order == "shuffled")
         chunk_tokens = loss_chunk_tokens(t, vocab_size, device.type)
         loss = batch_loss or functools.partial(lm_loss, chunk_tokens=chunk_tokens)
         micro_batch = micro_batch_size(trial, vocab_size, device)

@@ -29,8 +29,11 @@ def load_sequences(trial: Trial, device: torch.device) -> tuple[torch.Tensor, to
     return sequences(train[: cfg.unique_tokens]), sequences(val[:val_tokens]), int(meta["vocab_size"])
 
 
-def epoch_orders(num_sequences: int, epochs: int, seed: int, device: torch.device) -> torch.Tensor:
-    """[epochs, num_sequences]: each epoch's visiting order, from a generator seeded by (seed, epoch)."""
+def epoch_orders(num_sequences: int, epochs: int, seed: int, device: torch.device, *, shuffled: bool = True) -> torch.Tensor:
+    """[epochs, num_sequences]: each epoch's visiting order, from a generator seeded by (seed, epoch);
+    not `shuffled` (`data_order: sequential`): the corpus' own order every epoch."""
+    if not shuffled:
+        return torch.arange(num_sequences, device=device).expand(epochs, num_sequences)
     orders = []
     for epoch in range(epochs):
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))

@@ -12,6 +12,8 @@ enough sizes) becomes a note, and the rest stays.
     3 epochs           epochs.py           best_runs, optimal_hparam_scaling(hparam="epochs")
     4 hyperparameters  hyperparameters.py  best_runs, local_optimality, local_optimality_neighbours,
                                            optimal_hparam_scaling(hparam="weight_decay"), power_law
+    4b search          search.py           search_outcomes, search_points (RESULTS/search/),
+                                           optimal_hparam_scaling over the certified cells, power_law
     5 ensembles        ensembles.py        ensemble_scaling, joint_scaling, param_scaling, power_law
     6 data             data.py             param_scaling, joint_scaling, best_runs(stage="distill"),
                                            data_scaling, data_efficiency, power_law
@@ -47,6 +49,7 @@ from scalegrid.report.sections.epochs import section_epochs
 from scalegrid.report.sections.hyperparameters import section_hyperparameters
 from scalegrid.report.sections.params import section_params
 from scalegrid.report.sections.reuse import section_reuse
+from scalegrid.report.sections.search import section_search
 from scalegrid.report.sections.shared_fits import start_ensemble_fits
 from scalegrid.report.sections.summary import section_summary
 
@@ -61,6 +64,7 @@ __all__ = [
     "section_hyperparameters",
     "section_params",
     "section_reuse",
+    "section_search",
     "section_summary",
     "start_ensemble_fits",
     "warn",

@@ -1,0 +1,102 @@
+"""Ladders: the ordered values a search walks (a spec's `search:` section), and their arithmetic.
+
+    search:
+      kind: local
+      axes: {epochs: [1, 2, 4, 8, 16, 32, 64], weight_decay: [0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]}
+      start: {epochs: 4, weight_decay: 0.1}     # or `from_smaller`
+      extend_edges: true                        # grow a ladder at an end where the optimum sits
+      max_extensions: 4                         # values beyond each end, at most
+
+A ladder is an ordered list of an axis' values; a point's neighbours on it are one index up and
+one down. A cell (one combination of the axes not searched) starts at `start` (an axis it does
+not name: its ladder's middle value), or with `from_smaller` at the optimum the next smaller model
+of the same other axes found (the smallest starts at `start`). Which axes may be searched, and the
+typing of their values by the axes' own checks, is `spec.py`'s; the walk is `analysis/search.py`'s.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class SearchSpec(BaseModel):
+    """Locally-optimal hyper-parameters per cell: coordinate descent over ladders, with a certificate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # as every spec model: `true` is no count
+
+    kind: Literal["local"] = "local"
+    axes: dict[str, list[Any]]
+    start: dict[str, Any] = {}
+    extend_edges: bool = False
+    max_extensions: int = Field(4, ge=0, le=1000)
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _from_smaller(cls, value: Any):
+        if value == "from_smaller":
+            return {"from_smaller": True}
+        if isinstance(value, str):
+            raise ValueError(f"{value!r}: give `from_smaller` or axis values such as {{epochs: 4, lr: 3e-3}}")
+        return value
+
+    @field_validator("axes")
+    @classmethod
+    def _ladders(cls, value: dict[str, list]):
+        if not value:
+            raise ValueError("name at least one axis to search, e.g. {weight_decay: [0.1, 0.4, 1.6]}")
+        return value
+
+    @property
+    def from_smaller(self) -> bool:
+        return bool(self.start.get("from_smaller", False))
+
+    def start_values(self) -> dict[str, Any]:
+        """Where every cell's search starts (a `from_smaller` cell: where the smallest starts)."""
+        return {axis: self.start.get(axis, ladder[(len(ladder) - 1) // 2]) for axis, ladder in self.axes.items()}
+
+
+def monotone(where: str, ladder: list) -> list:
+    """A ladder has 2 values or more; a numeric one rises (or falls) at every step and is returned
+    rising. Other values (an order, a schedule) keep the order given."""
+    if len(ladder) < 2:
+        raise ValueError(f"{where}: a ladder is a list of at least 2 values (got {ladder}); a single value is a grid value")
+    if len({str(v) for v in ladder}) < len(ladder):
+        raise ValueError(f"{where}: a value appears twice in {ladder}; list each value once")
+    if not all(_number(v) for v in ladder):
+        return ladder
+    rising = ladder[1] > ladder[0]
+    for i in range(1, len(ladder)):
+        if (ladder[i] > ladder[i - 1]) != rising:
+            raise ValueError(
+                f"{where}: not monotone at [{i}] ({ladder[i]:g} after {ladder[i - 1]:g}); "
+                "list a ladder's values in increasing (or decreasing) order"
+            )
+    return sorted(ladder)
+
+
+def on_ladder(ladder: list, value: Any) -> Any | None:
+    """The ladder's own value equal to `value` (numbers: to 1e-9), or None."""
+    for v in ladder:
+        if v == value or (_number(v) and _number(value) and math.isclose(v, value, rel_tol=1e-9)):
+            return v
+    return None
+
+
+def extended_value(ladder: tuple | list, side: int) -> Any | None:
+    """The next value beyond a ladder's end (side +1: above, -1: below) at the ratio of its last
+    step there (12.8 after 3.2, 6.4; 0.0333 below 0.1, 0.3), to 3 significant digits, an integer
+    for an integer ladder; None without a ratio (a zero, a non-number) or when rounding goes nowhere."""
+    inner, end = (ladder[-2], ladder[-1]) if side > 0 else (ladder[1], ladder[0])
+    if not all(_number(v) for v in ladder) or inner == 0 or end == 0:
+        return None
+    value = end * (end / inner)
+    value = int(round(value)) if all(isinstance(v, int) for v in ladder) else float(f"{value:.3g}")
+    beyond = value > end if side > 0 else value < end
+    return value if math.isfinite(value) and value != 0 and beyond else None  # 0: rounded away (0.5 epochs)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
