@@ -44,7 +44,7 @@ def content_hash(value: Any, chars: int = TRIAL_ID_CHARS) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:chars]
 
 
-identity = hashed_fields  # the rule lives beside `not_hashed` / `hashed_unless_default` (spec.py)
+identity = hashed_fields  # the rule lives beside `not_hashed` / `hashed_unless_default` (strict.py)
 
 
 def trial_id(config: TrialConfig) -> str:

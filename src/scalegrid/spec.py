@@ -28,28 +28,24 @@
 Paths in a spec are relative to the current directory. Every error is raised as a one-line
 `UserError` naming the field (`data.unique_tokens[1]`) and how to fix it.
 
-Types are strict and every number has a range (`tests/test_spec_properties.py` holds both, for
-every field of the schema): a boolean is never a number, an integer field takes integers only
-(`2.0` and `"2"` are refused: integers here count things, and a float there is a slip worth
-naming), a float field takes integers, floats and numbers written as text (`1e-3` is a string to
-YAML 1.1), never NaN or infinity. A range names its ends in the error (`epochs[0]: must be between
-1 and 100000 (got 0)`).
+Every section is a `strict.Strict` model: strict types and a range for every number (`strict.py`);
+the `data:` section lives in `data_spec.py`. Names of both are re-exported here.
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
-import math
-import re
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
+from scalegrid.data_spec import SHUFFLE_SEED, DataSpec, GaussianDataSpec, SyntheticCorpusSpec, TokenizerSpec, ValidationSpec  # noqa: F401 - re-exported
 from scalegrid.errors import UserError
+from scalegrid.strict import (  # noqa: F401 - hashed_fields and describe_error re-exported
+    MAX_EPOCHS, MAX_NAME, MAX_TOKENS, Fraction, Seed, Steps, Strict, as_axis, closest, describe_error, format_error,
+    hashed_fields, hashed_unless_default, not_hashed, schema_of,
+)
 from scalegrid.ladders import SearchSpec, monotone, on_ladder
 from scalegrid.shapes import PRESETS, LinregShape, LlamaShape, ModelShape
 
@@ -57,221 +53,7 @@ AXES = ("model", "unique_tokens", "epochs", "lr", "weight_decay", "seed")
 TRAINER_NAMES = ("lm", "linreg")  # `trainers/__init__.py` maps each to its module
 
 
-# Ranges: generous, but finite: a value past them is a slip (10**30 epochs trains forever; a seed
-# past int64 cannot be written to its row), and every product of them fits int64.
-SEED_MAX = 2**32 - 1  # every generator seeded from a spec (numpy, torch, Python) takes it
-MAX_EPOCHS = 100_000
-MAX_TOKENS = 10**13  # unique tokens, and any token count; x MAX_EPOCHS still fits int64
-MAX_STEPS = 10**9  # step intervals (eval_every, checkpoint_every, ...)
-MAX_NAME = 100  # a sweep's name is part of file names under RESULTS (255 bytes at most)
-
-Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
-Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
-
-_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-class _Strict(BaseModel):
-    """Every spec model: unknown keys refused, strict types (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _floats_written_as_text(cls, data: Any):
-        """YAML 1.1 reads `1e-3` as a string: a float field (alone or in a list) takes it as a number."""
-        if not isinstance(data, dict):
-            return data
-        floats = _float_fields(cls)
-        return {key: _float_of_text(value) if key in floats else value for key, value in data.items()}
-
-
-@functools.cache
-def _float_fields(model: type[BaseModel]) -> frozenset[str]:
-    return frozenset(name for name, info in model.model_fields.items() if _holds_float(info.annotation))
-
-
-def _holds_float(annotation: Any) -> bool:
-    """float, float | None, list[float], Annotated[float, ...], ... (not inside a dict or a model)."""
-    if annotation is float:
-        return True
-    if typing.get_origin(annotation) is Annotated:
-        return _holds_float(typing.get_args(annotation)[0])
-    if typing.get_origin(annotation) is dict:
-        return False
-    return any(_holds_float(arg) for arg in typing.get_args(annotation))
-
-
-def _float_of_text(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_float_of_text(v) for v in value]
-    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-        return float(value)
-    return value
-
-
-# What a trial id covers (`grid.identity`): every field of the trial's config, except those
-# declared with one of these. Declare every new field with the right one, or trial ids change.
-def not_hashed(default: Any, **kwargs: Any) -> Any:
-    """A field that changes how a trial runs, never its result (micro-batches, compilation):
-    left out of every trial id."""
-    return Field(default, json_schema_extra={"identity": "never"}, **kwargs)
-
-
-def hashed_unless_default(default: Any, **kwargs: Any) -> Any:
-    """A result-changing field added after trial ids existed: in the id only when it differs from
-    its default, so every existing trial keeps its id."""
-    return Field(default, json_schema_extra={"identity": "unless_default"}, **kwargs)
-
-
-def hashed_fields(config: BaseModel) -> dict[str, Any]:
-    """The fields of a config that an identity hashes, nested models included: all but those
-    declared `not_hashed`, and those declared `hashed_unless_default` only when set."""
-    dumped = config.model_dump(mode="json")
-    fields = {}
-    for name, info in type(config).model_fields.items():
-        rule = (info.json_schema_extra or {}).get("identity")
-        value = getattr(config, name)
-        if rule == "never" or (rule == "unless_default" and value == info.default):
-            continue
-        fields[name] = hashed_fields(value) if isinstance(value, BaseModel) else dumped[name]
-    return fields
-
-
-class SyntheticCorpusSpec(_Strict):
-    """The synthetic corpus of `trainers/synthetic.py`: entity-attribute facts in templated sentences."""
-
-    documents: int = Field(4000, ge=10, le=10_000_000)
-    entities: int = Field(400, ge=1, le=1_000_000)
-    attributes: int = Field(6, ge=1, le=1000)
-    values_per_attribute: int = Field(50, ge=2, le=100_000)
-    filler_words: int = Field(1000, ge=10, le=1_000_000)
-    zipf_exponent: float = Field(1.1, gt=0, le=10)
-    facts_per_document: int = Field(6, ge=1, le=1000)
-    redundancy: Fraction = 0.0  # fraction of documents that repeat/paraphrase another
-    seed: Seed = 0
-
-
-class GaussianDataSpec(_Strict):
-    """Linear-regression data: x ~ N(0, H), H_ii ~ (i + spectrum_offset)^-spectrum_decay, y = <w*, x> + noise.
-
-    w*_i ~ (i + spectrum_offset)^-target_decay, scaled so the signal <w*, x> has unit variance.
-    The three fields after `seed` came later: at their defaults a trial keeps the id it had.
-    """
-
-    spectrum_decay: float = Field(1.5, gt=0, le=100)
-    target_decay: float = Field(1.0, ge=0, le=100)  # w*_i ~ (i + offset)^-target_decay (source condition)
-    noise: float = Field(0.1, ge=0, le=1e6)
-    seed: Seed = 0
-    spectrum_offset: float = hashed_unless_default(0.0, ge=0, le=1e6)  # i + offset, i = 1..d: flattens the top of the spectrum
-    spectrum_scale: Literal["top", "trace"] = hashed_unless_default("top")  # H scaled so its top eigenvalue, or its trace, is 1
-    data_per_seed: bool = hashed_unless_default(False)  # each trial seed draws its own samples (else: only its own order)
-
-
-class TokenizerSpec(_Strict):
-    kind: Literal["byte", "bpe", "hf"] = "byte"
-    vocab_size: int | None = Field(None, ge=257, le=1 << 20)  # bpe only: 256 bytes + EOS at least
-    path: str | None = None  # hf only: a local directory or a hub id
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.kind == "hf" and not self.path:
-            raise ValueError("a tokenizer of kind hf needs `path` (a local directory or hub id)")
-        if self.kind != "hf" and self.path:
-            raise ValueError(f"`path` is only for kind hf, not {self.kind}")
-        if self.kind != "bpe" and self.vocab_size is not None:
-            raise ValueError(f"`vocab_size` is only for kind bpe, not {self.kind}")
-        return self
-
-
-class ValidationSpec(_Strict):
-    fraction: float = Field(0.05, gt=0, lt=1)  # of documents held out, chosen by a seeded hash
-    max_tokens: int = Field(32768, ge=64, le=MAX_TOKENS)  # validation tokens used for val_loss
-
-
-SHUFFLE_SEED = 0x5CA1E7  # the default order of a finite corpus' training documents (trainers/corpus)
-
-
-class DataSpec(_Strict):
-    """The corpus: documents (`synthetic`, `files`, `hub`) tokenized by `tokenizer`, token arrays
-    (`tokens`), or generated regression data (`gaussian`). Read by `trainers/corpus/`."""
-
-    source: Literal["synthetic", "files", "hub", "tokens", "gaussian"] = "synthetic"
-    files: list[str] = []  # files and tokens: paths and globs
-    format: Literal["auto", "text", "json", "parquet", "npy", "bin", "arrow"] = "auto"
-    text_field: str = "text"
-    hub: str | None = None
-    hub_config: str | None = None
-    hub_split: str = "train"
-    hub_files: list[str] = []  # data files inside the hub repository (globs): stream a subset of it
-    revision: str | None = None  # hub: a branch, tag or commit; resolved to its commit when planned
-    # The training documents' order: a seed shuffles the whole corpus (every document is read
-    # once); null keeps the stream's order and reads only as far as the largest budget needs.
-    # Default: SHUFFLE_SEED for synthetic and files, null for hub (see the before-validator).
-    shuffle_seed: Seed | None = None
-    tokenize_cpus: int | None = Field(None, ge=1, le=1024)  # tokenizer processes; on a cluster, the CPUs of its Ray task
-    vocab_size: int | None = Field(None, ge=2, le=2**32)  # tokens: the vocabulary the ids come from (uint32 ids)
-    eos_id: int | None = Field(None, ge=0, le=2**32 - 1)  # tokens: the end-of-document id (teacher samples start from it)
-    synthetic: SyntheticCorpusSpec = SyntheticCorpusSpec()
-    gaussian: GaussianDataSpec = GaussianDataSpec()
-    tokenizer: TokenizerSpec = TokenizerSpec()
-    unique_tokens: list[Annotated[int, Field(ge=1, le=MAX_TOKENS)]]
-    validation: ValidationSpec = ValidationSpec()
-    # The order an epoch visits the training sequences in: reshuffled every epoch, or the corpus'
-    # own order. An axis (the trial's `data_order`); not part of the corpus' identity.
-    order: list[Literal["shuffled", "sequential"]] = ["shuffled"]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_order(cls, value: Any):
-        if isinstance(value, dict) and "shuffle_seed" not in value:
-            finite = value.get("source", "synthetic") in ("synthetic", "files")
-            value = {**value, "shuffle_seed": SHUFFLE_SEED if finite else None}
-        return value
-
-    @field_validator("tokenizer", mode="before")
-    @classmethod
-    def _tokenizer_shorthand(cls, value: Any):
-        if isinstance(value, str):  # `tokenizer: byte` / `bpe` / a path
-            return {"kind": value} if value in ("byte", "bpe") else {"kind": "hf", "path": value}
-        return value
-
-    @field_validator("unique_tokens", "order", mode="before")
-    @classmethod
-    def _axis(cls, value: Any):
-        return _as_axis(value)
-
-    @model_validator(mode="after")
-    def _check_source(self):
-        if self.source in ("files", "tokens") and not self.files:
-            raise ValueError(f"source `{self.source}` needs `files: [path, ...]`")
-        if self.source == "hub" and not self.hub:
-            raise ValueError("source `hub` needs `hub: <dataset id>`")
-        if self.source in ("gaussian", "tokens") and self.tokenizer != TokenizerSpec():
-            raise ValueError(f"source `{self.source}` takes no tokenizer" + (" (its ids are already tokens)" if self.source == "tokens" else ""))
-        if (self.source == "tokens") != (self.vocab_size is not None):
-            raise ValueError("source `tokens` needs `vocab_size` (of the tokenizer that made the ids)"
-                             if self.source == "tokens" else "`vocab_size` is for source tokens; a tokenizer's goes under `tokenizer:`")
-        if self.eos_id is not None and (self.source != "tokens" or self.eos_id >= self.vocab_size):
-            raise ValueError("`eos_id` is for source tokens, below its vocab_size")
-        if self.source == "tokens" and self.shuffle_seed is not None:
-            raise ValueError("source `tokens` is read in its order: leave out `shuffle_seed`")
-        if self.shuffle_seed is None and self.tokenizer.kind == "bpe":
-            raise ValueError(
-                "a bpe tokenizer is trained on the whole training corpus, which shuffle_seed: null does not read; "
-                "set shuffle_seed or use an hf tokenizer"
-            )
-        if self.hub_files and self.source != "hub":
-            raise ValueError("`hub_files` is for source hub; local files go under `files:`")
-        return self
-
-    @property
-    def max_unique_tokens(self) -> int:
-        return max(self.unique_tokens)
-
-
-class TrainSpec(_Strict):
+class TrainSpec(Strict):
     batch_size: int = Field(16, ge=1, le=1 << 20)  # sequences per optimizer step (samples for linreg)
     seq_len: int = Field(64, ge=2, le=1 << 20)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)  # of all optimizer steps
@@ -322,7 +104,7 @@ def _micro_batch_count(value: Any) -> Any:
     return value
 
 
-class _ListedTrain(_Strict):
+class _ListedTrain(Strict):
     @field_validator("*", mode="before")
     @classmethod
     def _listed(cls, value: Any, info: ValidationInfo):
@@ -331,7 +113,7 @@ class _ListedTrain(_Strict):
                 raise ValueError("one value only (it is not an axis)" + (
                     ": the corpus is cut into sequences of it; use one spec per value" if info.field_name == "seq_len" else ""))
             return _micro_batch_count(value) if info.field_name == "micro_batch_size" else value
-        return _as_axis(value)
+        return as_axis(value)
 
     @model_validator(mode="after")
     def _each_value_a_train_spec(self):
@@ -342,7 +124,7 @@ class _ListedTrain(_Strict):
             try:
                 TrainSpec.model_validate(variant)
             except ValidationError as err:
-                raise ValueError(_format_error(err.errors()[0])) from None
+                raise ValueError(format_error(err.errors()[0])) from None
         return self
 
 
@@ -366,13 +148,13 @@ POINT_AXES = (*AXES, *EXTRA_AXES)  # what a grid point holds, and selectors (inc
 SEARCHABLE = ("epochs", "lr", "weight_decay", *EXTRA_AXES)  # what `search.axes` may name; the rest make the cells
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(Strict):
     cpus: float = Field(1.0, gt=0, le=4096)
     gpus: float = Field(0.0, ge=0, le=1024)
     gpu_memory_gb: float | None = Field(None, gt=0, le=100_000)  # memory of one GPU: `plan` checks every trial fits (default: detected)
 
 
-class FaultToleranceSpec(_Strict):
+class FaultToleranceSpec(Strict):
     """How a trial survives faults. Not part of any trial's identity: none of it changes a result."""
 
     checkpoint_every: Steps = 200  # lm optimizer steps between checkpoints
@@ -381,7 +163,7 @@ class FaultToleranceSpec(_Strict):
     lease_expiry_s: float = Field(60.0, gt=0, le=7 * 86400)  # a lease without a heartbeat this long is taken over
 
 
-class WandbSpec(_Strict):
+class WandbSpec(Strict):
     """Weights & Biases, through Ray's `WandbLoggerCallback`: one W&B run per trial (run name = trial_id,
     group = the sweep's name)."""
 
@@ -391,14 +173,14 @@ class WandbSpec(_Strict):
     dir: str | None = None  # W&B's local files; default: RESULTS/wandb (a results directory on this machine)
 
 
-class MlflowSpec(_Strict):
+class MlflowSpec(Strict):
     """MLflow, through Ray's `MLflowLoggerCallback`: one MLflow run per trial in one experiment."""
 
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else the file store RESULTS/mlruns
     experiment: str | None = None  # default: the sweep's name
 
 
-class TrackingSpec(_Strict):
+class TrackingSpec(Strict):
     """Where every trial's hyperparameters and evaluation rows are sent as they happen (Ray Tune's
     logger callbacks). None of it is in a trial id: tracking never changes a result."""
 
@@ -418,7 +200,7 @@ class TrackingSpec(_Strict):
         return bool(self.wandb or self.mlflow or self.tensorboard)
 
 
-class EnsembleSpec(_Strict):
+class EnsembleSpec(Strict):
     """Ensembles of independently trained members ("Pre-training under infinite compute", seeds/002).
 
     Every grid point matching `where` (all points when empty) trains max(members) members that
@@ -440,7 +222,7 @@ class EnsembleSpec(_Strict):
     @field_validator("members", mode="before")
     @classmethod
     def _axis(cls, value: Any):
-        return _as_axis(value)
+        return as_axis(value)
 
     @field_validator("where")
     @classmethod
@@ -452,7 +234,7 @@ class EnsembleSpec(_Strict):
         return max(self.members)
 
 
-class DistillSpec(_Strict):
+class DistillSpec(Strict):
     """One distilled student: a teacher named by its grid point, a student config and a method.
 
     `teacher` holds axis values picking one grid point (an axis with a single value may be left
@@ -479,7 +261,7 @@ class DistillSpec(_Strict):
     def _teacher(cls, value: dict):
         for key in value:
             if key not in (*POINT_AXES, "members"):
-                raise ValueError(f"{key!r} is not an axis or `members`{_closest(key, (*POINT_AXES, 'members'))}")
+                raise ValueError(f"{key!r} is not an axis or `members`{closest(key, (*POINT_AXES, 'members'))}")
         members = value.get("members", 1)
         if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= 1024:
             raise ValueError(f"members must be an integer between 1 and 1024 (got {members!r})")
@@ -499,7 +281,7 @@ class DistillSpec(_Strict):
         return int(self.teacher.get("members", 1))
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME)
     trainer: str
     model: list[str | dict[str, Any]]
@@ -527,13 +309,13 @@ class SweepSpec(_Strict):
     @field_validator("model", "epochs", "lr", "weight_decay", "seed", mode="before")
     @classmethod
     def _axis(cls, value: Any):
-        return None if value is None else _as_axis(value)
+        return None if value is None else as_axis(value)
 
     @field_validator("trainer")
     @classmethod
     def _trainer(cls, value: str):
         if value not in TRAINER_NAMES:
-            raise ValueError(f"unknown trainer {value!r}{_closest(value, TRAINER_NAMES)}; choose one of {', '.join(TRAINER_NAMES)}")
+            raise ValueError(f"unknown trainer {value!r}{closest(value, TRAINER_NAMES)}; choose one of {', '.join(TRAINER_NAMES)}")
         return value
 
     @field_validator("model")
@@ -541,7 +323,7 @@ class SweepSpec(_Strict):
     def _models(cls, value: list):
         for i, m in enumerate(value):
             if isinstance(m, str) and m not in PRESETS:
-                raise ValueError(f"unknown model preset {m!r}{_closest(m, PRESETS)}; presets: {', '.join(PRESETS)}")
+                raise ValueError(f"unknown model preset {m!r}{closest(m, PRESETS)}; presets: {', '.join(PRESETS)}")
             if isinstance(m, dict):
                 try:
                     shape_from_dict(m)
@@ -576,7 +358,7 @@ class SweepSpec(_Strict):
         searched = set(self.search.axes) if self.search else set()
         for axis in searched - set(SEARCHABLE):
             cells = " (it makes the cells: give it as a grid value or list)" if axis in AXES else ""
-            raise ValueError(f"search.axes.{axis}: not a searchable axis{_closest(axis, SEARCHABLE)}{cells}; searchable: {', '.join(SEARCHABLE)}")
+            raise ValueError(f"search.axes.{axis}: not a searchable axis{closest(axis, SEARCHABLE)}{cells}; searchable: {', '.join(SEARCHABLE)}")
         for axis, default in (("epochs", None), ("lr", None), ("weight_decay", [0.0])):
             if axis in searched and getattr(self, axis) is not None:
                 raise ValueError(f"{axis}: searched by search.axes.{axis}; remove `{axis}:` here (the ladder gives its values)")
@@ -641,7 +423,7 @@ def typed_axis(spec: SweepSpec, axis: str, values: list, where: str) -> list:
             TrainSpec.model_validate(typed.base_train.model_dump() | {axis: value})
         return typed.values(axis)
     except ValidationError as err:
-        loc, _, message = _format_error(err.errors()[0], _schema_of(SweepSpec)).partition(": ")
+        loc, _, message = format_error(err.errors()[0], schema_of(SweepSpec)).partition(": ")
         index = loc[loc.index("["):] if "[" in loc else ""
         raise ValueError(f"{where}{index}: {message}") from None
 
@@ -657,24 +439,12 @@ def raw_with(raw: dict[str, Any], axis: str, values: Any) -> dict[str, Any]:
     return raw | {axis: values}
 
 
-def _as_axis(value: Any) -> list:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise ValueError("empty axis: give one value or a non-empty list")
-    return values
-
-
 def _check_points(value: list[dict]) -> list[dict]:
     for i, point in enumerate(value):
         for key in point:
             if key not in POINT_AXES:
-                raise ValueError(f"[{i}]: {key!r} is not an axis{_closest(key, POINT_AXES)}; axes: {', '.join(AXES)}, the train fields, data_order")
+                raise ValueError(f"[{i}]: {key!r} is not an axis{closest(key, POINT_AXES)}; axes: {', '.join(AXES)}, the train fields, data_order")
     return value
-
-
-def _closest(name: str, choices) -> str:
-    match = difflib.get_close_matches(str(name), list(choices), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def shape_from_dict(sizes: dict[str, Any]) -> ModelShape:
@@ -683,12 +453,12 @@ def shape_from_dict(sizes: dict[str, Any]) -> ModelShape:
     known = set(LlamaShape.__dataclass_fields__) | set(LinregShape.__dataclass_fields__)
     for key in sizes:
         if key not in known:
-            raise ValueError(f"unknown model size {key!r}{_closest(key, known)}")
+            raise ValueError(f"unknown model size {key!r}{closest(key, known)}")
     kind = LinregShape if "dims" in sizes else LlamaShape
     try:
         return kind(**sizes)
     except ValidationError as err:
-        message = _format_error(err.errors()[0], _schema_of(kind))
+        message = format_error(err.errors()[0], schema_of(kind))
         raise ValueError(f".{message}" if err.errors()[0]["loc"] else message) from None
 
 def model_shape(model: str | dict[str, Any]) -> ModelShape:
@@ -700,102 +470,6 @@ def model_label(model: str | dict[str, Any]) -> str:
     if isinstance(model, str):
         return model
     return ",".join(f"{k}={v}" for k, v in sorted(model.items()))
-
-
-_UNION_TAGS = ("str", "int", "float", "bool")  # pydantic's names of a union's members in an error's loc
-_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
-
-
-def _format_error(err: dict, schema: dict | None = None) -> str:
-    """One pydantic error as `field.path: what is wrong (got value)`; a range error names both
-    ends of the range, read from `schema` (the model's JSON schema)."""
-    loc = ""
-    for part in err["loc"]:
-        if isinstance(part, int):
-            loc += f"[{part}]"
-        elif part not in _UNION_TAGS and not str(part).startswith(("function-", "dict[", "list[")):
-            loc += f".{part}" if loc else str(part)
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        parent_fields = err.get("ctx", {}).get("fields", ())
-        return f"{loc}: unknown key{_closest(err['loc'][-1], parent_fields)}"
-    if err["type"] == "missing":
-        return f"{loc}: required field is missing"
-    got = err.get("input")
-    shown = "" if got is None or isinstance(got, (dict, list)) or "got" in message or repr(got) in message else f" (got {_short(got)})"
-    if err["type"] in _RANGE_ERRORS and schema is not None:
-        message, shown = f"must be {_range_text(_schema_at(schema, err['loc']))}", f" (got {_short(got)})"
-    separator = "" if message.startswith("[") else ": "
-    return f"{loc}{separator}{message}{shown}" if loc else message
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
-
-
-@functools.cache
-def _schema_of(model: type) -> dict:
-    return TypeAdapter(model).json_schema()
-
-
-def _schema_at(schema: dict, loc: tuple) -> dict:
-    """The JSON schema node of the field at `loc` (list indices go to `items`)."""
-    node = _resolved(schema, schema)
-    for part in loc:
-        if isinstance(part, int) and "items" in node:
-            node = _resolved(node["items"], schema)
-        elif isinstance(part, str) and part in node.get("properties", {}):
-            node = _resolved(node["properties"][part], schema)
-    return node
-
-
-def _resolved(node: dict, schema: dict) -> dict:
-    """Follow `$ref`s and pick the non-null branch of an `anyOf` (an optional field)."""
-    for _ in range(10):
-        if "$ref" in node:
-            node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
-        elif "anyOf" in node:
-            node = next((n for n in node["anyOf"] if n.get("type") != "null"), node["anyOf"][0])
-        else:
-            break
-    return node
-
-
-def _range_text(node: dict) -> str:
-    """`between 1 and 100000`, `> 0 and <= 100`, ... from a schema node's bounds."""
-    def number(v):
-        return str(v) if isinstance(v, int) else f"{v:g}"
-
-    low = (">=", node["minimum"]) if "minimum" in node else (">", node["exclusiveMinimum"]) if "exclusiveMinimum" in node else None
-    high = ("<=", node["maximum"]) if "maximum" in node else ("<", node["exclusiveMaximum"]) if "exclusiveMaximum" in node else None
-    if low and high and low[0] == ">=" and high[0] == "<=":
-        return f"between {number(low[1])} and {number(high[1])}"
-    return " and ".join(f"{op} {number(v)}" for op, v in (bound for bound in (low, high) if bound))
-
-
-def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The valid keys at `loc`'s parent, for the closest-name hint of an unknown key."""
-    fields = model.model_fields
-    for part in loc[:-1]:
-        if isinstance(part, int) or part not in fields:
-            return list(fields)
-        annotation = fields[part].annotation
-        models = [a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not models:  # `X | None` counts as X
-            return list(fields)
-        fields = models[0].model_fields
-    return list(fields)
-
-
-def describe_error(err: ValidationError, model: type[BaseModel]) -> str:
-    """A pydantic error of `model` as one line: `field.path: what is wrong (got value)`. An unknown
-    key comes first: a misspelt required key is also reported as missing."""
-    errors = err.errors()
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    if first["type"] == "extra_forbidden":
-        first = {**first, "ctx": {"fields": _known_fields(model, first["loc"])}}
-    return _format_error(first, _schema_of(model))
 
 
 def parse_spec(raw: Any, *, source: str = "spec") -> SweepSpec:

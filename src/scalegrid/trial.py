@@ -158,7 +158,7 @@ class DataIdentity:
 
     @staticmethod
     def fields_of(config) -> dict[str, Any]:
-        """What `key` hashes: the hashed fields (`spec.hashed_fields`), without the vocabulary size
+        """What `key` hashes: the hashed fields (`strict.hashed_fields`), without the vocabulary size
         where it follows from the tokenizer (token arrays name theirs)."""
         fields = hashed_fields(config)
         if not isinstance(config, TokensData):
