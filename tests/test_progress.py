@@ -62,7 +62,9 @@ def test_each_evaluation_reaches_the_driver_as_it_happens(ray_local, write_spec,
 def test_a_terminal_gets_a_live_table(write_spec, tmp_path):
     """Under a pseudo-terminal `run` draws the running trials' table (rich); the log keeps each
     start and finish."""
-    spec = write_spec({**TINY_LM, "train": {**TINY_LM["train"], "eval_every": 2}})
+    # Twelve epochs: the trial runs for several of the table's redraws (twice a second), with a
+    # loss in each, however fast the machine (one epoch took 0.3 s on CI and was never drawn).
+    spec = write_spec({**TINY_LM, "epochs": 12, "train": {**TINY_LM["train"], "eval_every": 2}})
     env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
     command = f"{sys.executable} -m scalegrid.cli run {spec} --no-report"
     out = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, env=env, timeout=300)
