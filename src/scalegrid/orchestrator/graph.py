@@ -41,7 +41,6 @@ from scalegrid.trial import (
     TrialConfig,
 )
 
-SAVE_ALWAYS_PARAMS = 20_000_000  # the final weights of smaller lm trials are always kept: an ensemble added later reuses them
 Point = dict[str, Any]
 
 
@@ -122,7 +121,7 @@ def build(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = N
         _add_student(graph, spec, data, results, i, d, point, members_of[plain.trial_id][: d.teacher_members])
     _refuse_object_store(graph, results)
     for tid, t in trials.items():
-        keep = not results.object_store and (tid in graph.needs_weights or t.config.num_params <= SAVE_ALWAYS_PARAMS)
+        keep = tid in graph.needs_weights or (spec.trainer == "lm" and spec.keep_weights)
         graph.trials.append(t.model_copy(update={"save_model": keep}) if keep != t.save_model else t)
     return graph
 
@@ -200,6 +199,7 @@ def _add_student(
     graph.students.append(Trial(
         trial_id=tid, sweep=spec.name, model_label=model_label(student_point["model"]), config=config,
         results=results, data_key=teacher[0].data_key, stage=Stage.DISTILL, fault_tolerance=spec.fault_tolerance,
+        resources=spec.resources,
     ))
 
 

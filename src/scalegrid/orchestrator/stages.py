@@ -14,6 +14,7 @@ import time
 import traceback
 
 from scalegrid import store
+from scalegrid.orchestrator import resources
 from scalegrid.orchestrator.graph import CorpusJob, EnsembleJob, blocker
 from scalegrid.orchestrator.plan import SweepPlan
 from scalegrid.orchestrator.runner import schedule
@@ -52,7 +53,7 @@ def _evaluate_ensembles(ready: list[EnsembleJob], plan: SweepPlan, provenance: d
         return
     import ray
 
-    task = ray.remote(num_cpus=plan.spec.resources.cpus, num_gpus=plan.spec.resources.gpus)(evaluate_ensemble)
+    task = ray.remote(**resources.stage_task(plan.spec))(evaluate_ensemble)
     for out in ray.get([task.remote(e, provenance, frozenset(done)) for e in ready]):
         if out["error"]:
             print(f"ensemble at {out['point']}: FAILED ({out['error']})", file=sys.stderr)
@@ -106,7 +107,7 @@ def _make_corpora(corpora: list[CorpusJob], plan: SweepPlan) -> None:
         return
     import ray
 
-    task = ray.remote(num_cpus=plan.spec.resources.cpus, num_gpus=plan.spec.resources.gpus)(_make_corpus)
+    task = ray.remote(**resources.stage_task(plan.spec))(_make_corpus)
     for meta in ray.get([task.remote(plan.results, c.corpus_id, c.request, plan.data.key) for c in missing]):
         print(
             f"teacher corpus {meta['id']}: {meta['tokens']:,} tokens from k={len(meta['teacher'])} in "

@@ -131,6 +131,10 @@ class ResultsLayout:
     def tune_dir(self) -> Parts:
         return ("tune",)
 
+    def train_runs_dir(self) -> Parts:
+        """Ray Train's own state of multi-worker trials, a run per trial_id (debugging only, like tune/)."""
+        return ("tune", "train")
+
     def wandb_dir(self) -> Parts:
         return ("wandb",)
 

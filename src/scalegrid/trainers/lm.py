@@ -60,7 +60,7 @@ from scalegrid.trainers import checkpoint, devices
 from scalegrid.trainers.loss import lm_loss, predicted_tokens
 from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import build_model, count_params, param_groups
-from scalegrid.trainers.parallelize import evaluation_stance, parallelize
+from scalegrid.trainers.parallelize import Ranks, evaluation_stance, gradient_sync, parallelize
 from scalegrid.trainers.schedule import lr_at
 from scalegrid.trainers.sequences import epoch_orders, load_sequences, next_batch
 from scalegrid.trainers.weights import save_model
@@ -112,6 +112,8 @@ class Run:
     loss: BatchLoss
     micro_batch: int  # sequences per forward/backward
     chunk_tokens: int  # positions per chunk of the lm head and cross-entropy
+    ranks: Ranks  # this process among the trial's (`parallelize.py`): one, or Ray Train's W workers
+    step: torch.nn.Module  # what a training step calls: the model and its loss, under DDP when W > 1
     start: float = field(default_factory=time.perf_counter)
 
     @classmethod
@@ -127,12 +129,15 @@ class Run:
         model = build_model(cfg.model, vocab_size, t.seq_len, seed=cfg.member_seed, device=device)
         model.train()
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, t, device)
-        parallelize(model, t, device)
         order = epoch_orders(len(train_seqs), cfg.epochs, cfg.member_seed, device)
         chunk_tokens = loss_chunk_tokens(t, vocab_size, device.type)
         loss = batch_loss or functools.partial(lm_loss, chunk_tokens=chunk_tokens)
+        ranks = Ranks.current()
+        step = parallelize(model, t, device, loss, ranks)
         micro_batch = micro_batch_size(trial, vocab_size, device)
-        return cls(trial, device, model, optimizer, train_seqs, val_seqs, vocab_size, order, loss, micro_batch, chunk_tokens, start)
+        return cls(
+            trial, device, model, optimizer, train_seqs, val_seqs, vocab_size, order, loss, micro_batch, chunk_tokens, ranks, step, start
+        )
 
     @property
     def t(self) -> TrainSpec:
@@ -216,7 +221,7 @@ def at_step_start(run: Run, state: TrainState, step: int, report: Report, direct
         if not math.isfinite(val_loss):
             return f"non-finite validation loss at step {step}"
     ft = run.trial.fault_tolerance
-    if step % ft.checkpoint_every == 0:
+    if step % ft.checkpoint_every == 0 and run.ranks.is_main:  # every process holds the same state
         checkpoint.save(directory, step, state.state_dict(wall_s(run, state)), keep=ft.keep_checkpoints)
     return None
 
@@ -236,16 +241,19 @@ def train_step(run: Run, state: TrainState, step: int) -> str | None:
 
 
 def forward_backward_step(run: Run, batch: torch.Tensor) -> torch.Tensor:
-    """Forward and backward of `batch` in micro-batches, their gradients accumulated in the
-    parameters' `.grad`; returns the batch's mean token loss (detached, on the device)."""
+    """Forward and backward of this process's share of `batch` in micro-batches, their gradients
+    accumulated in the parameters' `.grad` (across processes on the last one); returns the
+    batch's mean token loss (detached, on the device)."""
     num_tokens = predicted_tokens(batch)
-    total = None
-    for micro in batch.split(run.micro_batch):
-        with run.autocast():
-            loss = run.loss(run.model, micro, num_tokens)
-        loss.backward()
-        total = loss.detach() if total is None else total + loss.detach()
-    return total
+    micros = run.ranks.micro_batches(batch, run.micro_batch)
+    total = torch.zeros((), device=batch.device)
+    for i, (micro, weight) in enumerate(micros):
+        with gradient_sync(run.step, enabled=i == len(micros) - 1):
+            with run.autocast():
+                loss = run.step(micro, num_tokens)
+            (loss * weight if weight != 1.0 else loss).backward()
+        total += loss.detach() * (weight / run.ranks.world_size)
+    return run.ranks.sum(total)
 
 
 def wall_s(run: Run, state: TrainState) -> float:
@@ -274,7 +282,7 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
     if not error and not math.isfinite(curves[-1]["val_loss"]):
         error = f"non-finite validation loss at step {curves[-1]['step']}"
     diverged = error is not None
-    if run.trial.save_model and not diverged:
+    if run.trial.save_model and not diverged and run.ranks.is_main:
         save_model(run.model, run.trial)
     params, params_nonembed = count_params(run.model)
     return TrialResult(
@@ -288,7 +296,7 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         train_loss=math.nan if diverged else state.train_loss,
         error=error,
         curves=curves,
-        extra={"steps": run.total_steps, "resumed_from_step": resumed_from},
+        extra={"steps": run.total_steps, "resumed_from_step": resumed_from, "world_size": run.ranks.world_size},
     )
 
 

@@ -1,29 +1,114 @@
 """What is applied to a built model before training, one small function each (torchtitan's order:
-activation checkpointing, then compilation; sharding over GPUs will come after them).
+activation checkpointing, then compilation, then data parallelism over the trial's processes).
 
-Both act on the decoder layers in place, so the model's parameter names never change: checkpoints
-and saved models carry neither a `_checkpoint_wrapped_module.` nor an `_orig_mod.` prefix, and a
-compiled model saves and loads like an eager one.
+Checkpointing and compilation act on the decoder layers in place, so the model's parameter names
+never change: checkpoints and saved models carry neither a `_checkpoint_wrapped_module.` nor an
+`_orig_mod.` prefix, and a compiled model saves and loads like an eager one.
+
+A trial of W > 1 processes (Ray Train workers, `resources.workers`) trains one model: every
+process builds the same model from the same seed and walks the same batches, each taking its
+share of every batch (`Ranks.micro_batches`); the gradients are averaged by DDP or, when the model
+is sharded, by FSDP2. Both wrap the `TrainingStep` (the model and its loss as one module), not the
+model: their hooks run on a module's forward, and the chunked loss calls the model's parts
+(`loss.py`). The loop is the same for one process and for W.
 
     apply_activation_checkpointing(model)   each layer's activations recomputed in backward
     apply_compile(model)                    torch.compile per decoder layer
+    apply_ddp(step)                         gradients all-reduced once per optimizer step
+    apply_fsdp(step)                        FSDP2: parameters, gradients and AdamW moments sharded
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from scalegrid.spec import TrainSpec
 
 
-def parallelize(model: torch.nn.Module, train: TrainSpec, device: torch.device) -> torch.nn.Module:
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes that train one trial (one alone: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def current(cls) -> Ranks:
+        """From torch.distributed's process group (Ray Train sets it up before the loop starts)."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes: checkpoints, the saved model."""
+        return self.rank == 0
+
+    def micro_batches(self, batch: torch.Tensor, micro_batch: int) -> list[tuple[torch.Tensor, float]]:
+        """This process's share of an optimizer batch in micro-batches, each with its loss's weight.
+
+        The weight W undoes the gradient averaging over the W processes (each loss is already
+        divided by the whole batch's tokens), so the summed gradient is the batch's. Every process
+        runs the same number of micro-batches (the collectives of DDP and FSDP2 pair up by count):
+        one whose share is shorter (the short last batch of an epoch) pads with a weight-0 one.
+        """
+        if self.world_size == 1:
+            return [(micro, 1.0) for micro in batch.split(micro_batch)]
+        mine = batch.tensor_split(self.world_size)[self.rank]
+        count = math.ceil(math.ceil(len(batch) / self.world_size) / micro_batch)
+        micros = [(micro, float(self.world_size)) for micro in mine.split(micro_batch)] if len(mine) else []
+        return micros + [(batch[:1], 0.0)] * (count - len(micros))
+
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        """`value` summed over the processes (in place; itself with one process)."""
+        if self.world_size > 1:
+            torch.distributed.all_reduce(value)
+        return value
+
+
+class TrainingStep(torch.nn.Module):
+    """The model and its loss as one module: `step(x, num_tokens)` is `loss(model, x, num_tokens)`.
+    What DDP and FSDP2 wrap; its parameters are the model's (`model.` prefixed)."""
+
+    def __init__(self, model: torch.nn.Module, loss: Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]):
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, x: torch.Tensor, num_tokens: int) -> torch.Tensor:
+        return self.loss(self.model, x, num_tokens)
+
+
+def parallelize(model: torch.nn.Module, train: TrainSpec, device: torch.device, loss, ranks: Ranks) -> torch.nn.Module:
+    """Apply what `train` asks to `model` in place; returns the module a training step calls."""
     if train.activation_checkpointing:
         apply_activation_checkpointing(model)
     if compile_enabled(train, device):
         apply_compile(model)
-    return model
+    step = TrainingStep(model, loss)
+    if ranks.world_size > 1:
+        return apply_ddp(step, device)
+    return step
+
+
+def apply_ddp(step: TrainingStep, device: torch.device) -> torch.nn.Module:
+    """DDP over the trial's processes (the same initial weights everywhere: built from one seed)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def gradient_sync(step: torch.nn.Module, enabled: bool):
+    """A micro-batch's forward and backward with the gradient all-reduce on (the last of a batch)
+    or off (all before it: their gradients accumulate locally, DDP's `no_sync`)."""
+    if enabled or not hasattr(step, "no_sync"):
+        return contextlib.nullcontext()
+    return step.no_sync()
 
 
 def compile_enabled(train: TrainSpec, device: torch.device) -> bool:
