@@ -14,7 +14,7 @@
     include: [{model: llama-1m, unique_tokens: 32768}]   # extra sub-grids (omitted axes: all values)
     exclude: [{epochs: 16, weight_decay: 0.1}]            # remove every point matching all keys
     train: {batch_size: 16, seq_len: 64}
-    resources: {cpus: 1, gpus: 0}
+    resources: {cpus: 1, gpus: 0}     # or {workers: 8, gpus_per_worker: 1, cpus_per_worker: 8}: Ray Train workers
     fault_tolerance: {checkpoint_every: 200, keep_checkpoints: 2, max_failures: 2, lease_expiry_s: 60}
     results: results/quickstart
     tracking: {wandb: {project: my-project}, mlflow: {}, tensorboard: true}   # not in trial ids

@@ -91,7 +91,7 @@ def run_sweep(spec: str | Path | dict, *, results: str | None = None, address: s
 def _check_gpu_memory(plan: SweepPlan) -> SweepPlan:
     """Without `resources.gpu_memory_gb`, plan every trial's memory on the cluster's smallest GPU
     (refusing one that cannot fit) when its nodes say which GPUs they have."""
-    if plan.spec.resources.gpu_memory_gb or not plan.spec.resources.gpus:
+    if plan.spec.resources.gpu_memory_gb or not plan.spec.resources.worker["GPU"]:
         return plan
     detected = cluster_gpu_memory_gb()
     return plan.with_gpu_memory(detected) if detected else plan

@@ -15,7 +15,7 @@ import pandas as pd
 
 from scalegrid import store
 from scalegrid.errors import UserError
-from scalegrid.memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, usable_bytes
+from scalegrid.memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
 from scalegrid.orchestrator.graph import StageGraph, build, dependants
 from scalegrid.spec import SweepSpec, load_spec, parse_spec
 from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
@@ -101,13 +101,15 @@ def make_plan(spec_source: str | Path | dict, *, results: str | None = None) -> 
 def plan_memory(spec: SweepSpec, trials: list[Trial], vocab_size: int, gpu_memory_gb: float) -> dict[str, MemoryEstimate]:
     """Model label -> the micro-batch and estimated peak of its trials on a GPU of `gpu_memory_gb`,
     for lm sweeps that ask for GPUs (`memory.py`); the first model that cannot fit is refused."""
-    if spec.trainer != "lm" or not spec.resources.gpus:
+    r = spec.resources
+    if spec.trainer != "lm" or not r.worker["GPU"]:
         return {}
-    budget = usable_bytes(gpu_memory_gb, spec.resources.gpus)
+    budget = usable_bytes(gpu_memory_gb, r.worker["GPU"])  # one worker's GPU
     plans = {}
     for label, shape in {t.model_label: t.config.model for t in trials}.items():
+        shards = r.workers if sharded(shape, vocab_size, spec.train, budget, r.workers) else 1  # FSDP2 over the workers
         try:
-            plans[label] = plan_micro_batch(shape, vocab_size, spec.train, budget)
+            plans[label] = plan_micro_batch(shape, vocab_size, spec.train, budget, shards=shards)
         except DoesNotFit as err:
             where = f"batch {spec.train.batch_size} x {spec.train.seq_len}, vocab {vocab_size:,}"
             raise UserError(f"model {label} ({where}) on a {gpu_memory_gb:g} GB GPU: {err}") from None

@@ -103,7 +103,7 @@ def check_feasible(r: ResourcesSpec, *, embedded: bool) -> None:
         print(f"no node holds a trial ({resources.shown(r)}) now: trials wait for the autoscaler to add one", file=sys.stderr)
         return
     largest = max(nodes + node_types, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
-    where = "this machine (the embedded Ray's one node)" if embedded else "the nodes of this cluster"
+    where = "this machine (the embedded Ray's one node)" if embedded else "any node of this cluster" if r.workers == 1 else "the nodes of this cluster"
     biggest = "it" if embedded else f"the largest {'node type' if node_types else 'node'}"
     fix = "resources.workers / cpus_per_worker / gpus_per_worker" if r.workers > 1 else "resources.cpus / resources.gpus"
     raise UserError(

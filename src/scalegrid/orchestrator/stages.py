@@ -76,7 +76,7 @@ def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] =
     losses, per_member, error, device = [], [], None, "cpu"
     try:
         from scalegrid.memory import loss_chunk_tokens
-        from scalegrid.trainers.devices import trial_device
+        from scalegrid.trainers.devices import autocast, trial_device
         from scalegrid.trainers.ensemble import evaluate_members
         from scalegrid.trainers.sequences import load_sequences
 
@@ -84,9 +84,10 @@ def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] =
         device = on.type
         _, val_seqs, vocab_size = load_sequences(first, on)
         chunk = loss_chunk_tokens(first.config.train, vocab_size, device)
-        losses, _, per_member = evaluate_members(
-            job.member_ids, first.results, val_seqs, first.config.train.batch_size, job.combine, chunk
-        )
+        with autocast(on):  # bf16 on a GPU; the log-probabilities are fp32 either way
+            losses, _, per_member = evaluate_members(
+                job.member_ids, first.results, val_seqs, first.config.train.batch_size, job.combine, chunk
+            )
     except Exception as err:  # noqa: BLE001 - a missing model or a bug fails this ensemble only
         error = traceback.format_exception_only(type(err), err)[-1].strip()[:2000]
     seconds = time.perf_counter() - start

@@ -73,27 +73,29 @@ class Ranks:
 
 
 class TrainingStep(torch.nn.Module):
-    """The model and its loss as one module: `step(x, num_tokens)` is `loss(model, x, num_tokens)`.
+    """The model with a loss as one module: `step(x, num_tokens, loss)` is `loss(model, x, num_tokens)`.
     What DDP and FSDP2 wrap; its parameters are the model's (`model.` prefixed)."""
 
-    def __init__(self, model: torch.nn.Module, loss: Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]):
+    def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.model, self.loss = model, loss
+        self.model = model
 
-    def forward(self, x: torch.Tensor, num_tokens: int) -> torch.Tensor:
-        return self.loss(self.model, x, num_tokens)
+    def forward(self, x: torch.Tensor, num_tokens: int, loss: Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+        return loss(self.model, x, num_tokens)
 
 
-def parallelize(model: torch.nn.Module, train: TrainSpec, device: torch.device, loss, ranks: Ranks) -> torch.nn.Module:
-    """Apply what `train` asks to `model` in place; returns the module a training step calls."""
+def parallelize(model: torch.nn.Module, train: TrainSpec, device: torch.device, ranks: Ranks, *, shard: bool = False) -> torch.nn.Module:
+    """Apply what `train` asks to `model` in place; returns the module a training step calls:
+    under FSDP2 (`shard`) or DDP over several processes. Build the optimizer after: FSDP2
+    replaces the parameters by sharded ones."""
     if train.activation_checkpointing:
         apply_activation_checkpointing(model)
     if compile_enabled(train, device):
         apply_compile(model)
-    step = TrainingStep(model, loss)
-    if ranks.world_size > 1:
-        return apply_ddp(step, device)
-    return step
+    step = TrainingStep(model)
+    if ranks.world_size == 1:
+        return step
+    return apply_fsdp(step, device, ranks) if shard else apply_ddp(step, device)
 
 
 def apply_ddp(step: TrainingStep, device: torch.device) -> torch.nn.Module:
@@ -103,12 +105,70 @@ def apply_ddp(step: TrainingStep, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def apply_fsdp(step: TrainingStep, device: torch.device, ranks: Ranks) -> torch.nn.Module:
+    """FSDP2 (`fully_shard`): each decoder layer one unit (its parameters gathered for its forward
+    and backward only), the rest (embeddings, final norm, lm head) the root's. Parameters become
+    DTensors sharded over the processes; gradients are reduce-scattered (averaged)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (ranks.world_size,))
+    for layer in step.model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(step, mesh=mesh)
+    return step
+
+
+def evaluation_module(step: torch.nn.Module) -> torch.nn.Module:
+    """What evaluation calls: the step itself (FSDP2 gathers the parameters in its forward), or
+    DDP's inner module (no gradients, nothing to synchronise)."""
+    return getattr(step, "module", step)
+
+
+def is_sharded(step: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(step, FSDPModule)
+
+
 def gradient_sync(step: torch.nn.Module, enabled: bool):
-    """A micro-batch's forward and backward with the gradient all-reduce on (the last of a batch)
-    or off (all before it: their gradients accumulate locally, DDP's `no_sync`)."""
+    """A micro-batch's forward and backward with the gradient reduction on (the last of a batch) or
+    off (all before it: their gradients accumulate locally; DDP's `no_sync`, FSDP2's
+    `set_requires_gradient_sync`)."""
+    if is_sharded(step):
+        step.set_requires_gradient_sync(enabled)
+        return contextlib.nullcontext()
     if enabled or not hasattr(step, "no_sync"):
         return contextlib.nullcontext()
     return step.no_sync()
+
+
+def full_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A sharded DTensor's whole value (a gradient norm under FSDP2), a plain tensor as it is."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
+def full_state_dicts(step: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(model, optimizer) state dicts of a sharded step, whole, on CPU, on rank 0 (empty elsewhere).
+    A collective: every process calls it. Keys are the model's own (no `model.` prefix)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    model_state, optim_state = get_state_dict(step, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return _unprefixed(model_state), optim_state
+
+
+def load_full_state_dicts(step: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict) -> None:
+    """Load what `full_state_dicts` saved into a sharded step (each process reads the whole)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(
+        step, optimizer, model_state_dict={f"model.{k}": v for k, v in model_state.items()}, optim_state_dict=optim_state,
+        options=StateDictOptions(full_state_dict=True),
+    )
+
+
+def _unprefixed(state: dict) -> dict:
+    return {k.removeprefix("model."): v for k, v in state.items()}
 
 
 def compile_enabled(train: TrainSpec, device: torch.device) -> bool:
