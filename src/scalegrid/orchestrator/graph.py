@@ -119,7 +119,6 @@ def build(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = N
         graph.needs_weights.update(m.trial_id for m in members)
     for i, (d, (point, plain)) in enumerate(zip(spec.distill, teacher_points)):
         _add_student(graph, spec, data, results, i, d, point, members_of[plain.trial_id][: d.teacher_members])
-    _refuse_object_store(graph, results)
     for tid, t in trials.items():
         keep = tid in graph.needs_weights or (spec.trainer == "lm" and spec.keep_weights)
         graph.trials.append(t.model_copy(update={"save_model": keep}) if keep != t.save_model else t)
@@ -219,14 +218,6 @@ def _corpus_job(spec: SweepSpec, d: DistillSpec, config: TrialConfig, teacher_id
         combine=combine,
     )
     return CorpusJob(grid.content_hash({**grid.identity(request), "version": CORPUS_VERSION}), request)
-
-
-def _refuse_object_store(graph: StageGraph, results: ResultsLayout) -> None:
-    if results.object_store and graph.has_stages:
-        raise UserError(
-            f"results: {results}: ensemble: and distill: need a results directory on this machine "
-            "or a shared mount (a path or file://) for now: members' weights and teacher corpora are local files"
-        )
 
 
 def _describe(point: Point) -> str:

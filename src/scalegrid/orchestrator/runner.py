@@ -205,7 +205,7 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
     """
     others = [
         t for t in trials
-        if t.results.local_path is not None and store.run_status(t.results, t.trial_id) is None and not _started_by(t, owner)
+        if leases.supported(t.results) and store.run_status(t.results, t.trial_id) is None and not _started_by(t, owner)
     ]
     if not others:
         return []
