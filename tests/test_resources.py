@@ -56,3 +56,10 @@ def test_stages_reserve_ensemble_resources_or_one_worker():
 def test_longest_first_counts_devices():
     one_gpu, eight = ResourcesSpec(gpus=1), ResourcesSpec(workers=8, gpus_per_worker=1)
     assert resources.longest_first_key(8e18, eight) == resources.longest_first_key(1e18, one_gpu)
+
+
+def test_ensemble_resources_are_one_process():
+    from scalegrid.errors import UserError
+
+    with pytest.raises(UserError, match=r"ensemble.resources: .*an ensemble evaluation is one process \(got 2\)"):
+        parse_spec({**TINY_LM, "ensemble": {"members": 2, "resources": {"workers": 2}}}, source="s.yaml")
