@@ -231,18 +231,19 @@ def test_leases_on_s3_take_hold_release_and_one_winner(s3_endpoint):
     assert [h["resumed_from_step"] for h in leases.history(results, "t1")] == [0, 200]
 
 
-def test_two_drivers_on_an_s3_grid_train_every_trial_once(s3_endpoint, write_spec):
+def test_two_drivers_on_an_s3_grid_train_every_trial_once(ray_local, s3_endpoint, write_spec):
+    """Two driver processes joined to the session's Ray (no Ray start of their own), one grid on S3."""
     import os
     import subprocess
     import sys
 
     from scalegrid.orchestrator import leases
 
-    uri = s3_endpoint("sweeps/two-drivers")
+    uri, address = s3_endpoint("sweeps/two-drivers"), ray_local.get_runtime_context().gcs_address
     spec = write_spec({**LINREG, "seed": [0, 1, 2], "results": uri})  # 12 trials
     procs = [
-        subprocess.Popen([sys.executable, "-m", "scalegrid.cli", "run", str(spec), "--no-report"], env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen([sys.executable, "-m", "scalegrid.cli", "run", str(spec), "--no-report", "--address", address],
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=400)[0] for p in procs]
