@@ -72,7 +72,7 @@ BAD_SPECS = [
     ("micro-batch not a count", {"train": {**TINY_LM["train"], "micro_batch_size": "half"}}, "train.micro_batch_size: must be an integer between 1 and 1048576 or auto (got 'half')"),
     ("loss chunk < 1", {"train": {**TINY_LM["train"], "loss_chunk_tokens": 0}}, "train.loss_chunk_tokens"),
     ("gpu memory <= 0", {"resources": {"gpus": 1, "gpu_memory_gb": 0}}, "resources.gpu_memory_gb"),
-    ("does not fit the GPU", {"model": "llama-1.4b", "resources": {"gpus": 1, "gpu_memory_gb": 8}}, ("model llama-1.4b", "not supported yet")),
+    ("does not fit the GPU", {"model": "llama-1.4b", "resources": {"gpus": 1, "gpu_memory_gb": 8}}, ("model llama-1.4b", "shard it over several: resources.workers")),
     ("micro-batch too large for the GPU", {"model": "llama-300m", "train": {**TINY_LM["train"], "seq_len": 1024, "micro_batch_size": 8},
      "data": {**TINY_LM["data"], "unique_tokens": 8192}, "resources": {"gpus": 1, "gpu_memory_gb": 6}},
      ("train.micro_batch_size 8 needs", "use 4 or auto")),
@@ -259,4 +259,7 @@ def test_a_trial_no_cluster_node_can_hold_is_refused_up_front(ray_local, write_s
     address = ray_local.get_runtime_context().gcs_address
     code = run_cli(write_spec({**LINREG, "resources": {"cpus": 1, "gpus": 2}, "results": str(results)}), "--address", address)
     assert_one_line_error(capsys, code, "resources: a trial needs 1 CPU, 2 GPU, more than any node of this cluster")
+    # Workers spread over nodes, but these have 2 CPUs in all
+    code = run_cli(write_spec({**LINREG, "resources": {"workers": 3, "cpus_per_worker": 1}, "results": str(results)}), "--address", address)
+    assert_one_line_error(capsys, code, "a trial needs 3 workers x (1 CPU) and 0.01 CPU for its driver, more than the nodes of this cluster")
     assert tree_digest(results) == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,8 @@ from ray_head import RayHead
 from sweep_fixtures import LINREG
 from scalegrid import load_runs
 from scalegrid.cli import main
+from scalegrid.orchestrator import resources
+from scalegrid.spec import ResourcesSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,6 +176,8 @@ def test_cluster_yaml_passes_rays_validation():
     validate_config(prepare_config(config))
     workers = [t for name, t in config["available_node_types"].items() if name != config["head_node_type"]]
     assert any(t["resources"].get("GPU", 0) >= 1 and t["max_workers"] > t["min_workers"] for t in workers)
+    eight = ResourcesSpec(workers=8, gpus_per_worker=1, cpus_per_worker=16)  # a multi-GPU trial fits one node type
+    assert any(resources.placeable([t["resources"]], eight) for t in workers)
     setup = "\n".join(config["setup_commands"])
     assert "constraints.txt" in setup and "pip install" in setup and "~/scalegrid" in setup
     assert "~/scalegrid" in config["file_mounts"]
@@ -188,3 +193,22 @@ def test_submit_refuses_data_outside_the_working_dir(tmp_path, monkeypatch, caps
     code = main(["submit", "sweeps/lin.yaml", "--address", "http://127.0.0.1:1"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "data.files[0]" in err and "outside the working directory" in err and err.count("\n") == 0, err
+
+
+def test_slurm_script_uses_rays_own_commands():
+    """Every `ray` command of the sbatch script (symmetric-run and the per-node `ray start`s) uses
+    only options that this Ray's CLI lists in its --help; the script parses as bash."""
+    script = REPO / "scripts" / "slurm-sweep.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    commands = [line.split(" ray ", 1)[1] for line in script.read_text().splitlines() if line.strip().startswith("srun") and " ray " in line]
+    subcommands = sorted({c.split()[0] for c in commands})
+    assert subcommands == ["start", "symmetric-run"], subcommands
+    helps = {sub: subprocess.run([ray_cli, sub, "--help"], capture_output=True, text=True, timeout=120).stdout for sub in subcommands}
+    helps["symmetric-run"] += helps["start"]  # symmetric-run passes ray start's options on
+    for command in commands:
+        sub, *words = command.split(" -- ")[0].split()
+        for option in (w for w in words if w.startswith("--")):
+            assert re.search(rf"(^|\s){re.escape(option)}[\s,=]", helps[sub]), f"ray {sub}: no option {option}"
+    symmetric = next(c for c in commands if c.startswith("symmetric-run"))
+    assert " -- scalegrid run " in symmetric and "--min-nodes" in symmetric

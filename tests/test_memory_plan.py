@@ -58,7 +58,7 @@ def test_a_24_gb_gpu_refuses_the_1_4b_model_naming_the_fix(paper_spec, capsys, t
     assert main(["plan", str(spec)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("scalegrid: error: model llama-1.4b (batch 64 x 4096, vocab 128,256)")
-    assert "on a 24 GB GPU" in err and "several GPUs is not supported yet" in err
+    assert "on a 24 GB GPU" in err and "shard it over several: resources.workers" in err
     before = tree_digest(tmp_path / "results")
     assert main(["run", str(spec)]) == 2 and tree_digest(tmp_path / "results") == before
 

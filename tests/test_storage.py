@@ -147,9 +147,15 @@ def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spe
 
     uri = s3_endpoint("sweeps/tiny")
     monkeypatch.setenv("SCALEGRID_CACHE", str(tmp_path / "driver-node"))
-    assert main(["run", str(write_spec({**TINY_LM, "results": uri})), "--no-report"]) == 0
-    assert load_runs(uri)["status"].tolist() == ["COMPLETED"]
+    # Stages on the object store too: an ensemble of 2 (its members' weights read through the
+    # store) and a token-level student of it.
+    distill = {"teacher": {"model": "llama-50k", "members": 2}, "student": {"model": "llama-50k"}, "method": "token"}
+    assert main(["run", str(write_spec({**TINY_LM, "results": uri, "ensemble": {"members": 2}, "distill": distill})), "--no-report"]) == 0
+    runs = load_runs(uri)
+    assert set(runs["status"]) == {"COMPLETED"} and sorted(runs["stage"]) == ["distill", "ensemble", "ensemble", "train", "train"]
+    assert sorted(runs[runs["stage"] == "ensemble"]["members"]) == [1, 2]
     loc = storage.layout(uri)
+    assert all(loc.has_model(t) for t in runs[runs["stage"] == "train"]["trial_id"])
     (key,) = [info.base_name for info in loc.fs.get_file_info(FileSelector(loc.path("cache", "tokens")))]
     assert loc.is_file("cache", "tokens", key, "meta.json")
     # Another node: an empty cache, filled from the store's copy on first use.
@@ -188,3 +194,62 @@ def test_a_full_device_is_one_line_naming_the_path(tmp_path):
     with pytest.raises(StorageFull, match=r"needs about .* \(checkpoints 8192.0 TiB\); free space"):
         check_space(tmp_path, {"token cache": 0, "checkpoints": 2**53})
     check_space(tmp_path, {"rows": 1024})  # fits: nothing said
+
+
+# --- leases on S3: conditional writes (moto's server honours `If-None-Match: *`) -------------------
+
+
+def test_leases_on_s3_take_hold_release_and_one_winner(s3_endpoint):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scalegrid.orchestrator import leases
+    from scalegrid.storage import conditional
+
+    results = storage.layout(s3_endpoint("sweeps/leases"))
+    assert leases.supported(results) and not leases.supported(storage.layout("gs://bucket/x"))
+    with ThreadPoolExecutor(8) as pool:  # the primitive: one of eight creators of one name
+        created = list(pool.map(lambda i: conditional.create_if_absent(results, ("race", "x"), str(i).encode()), range(8)))
+    assert sum(created) == 1 and results.read_bytes("race", "x") == str(created.index(True)).encode()
+
+    lease, held = leases.acquire(results, "t1", owner="a", expiry_s=60)
+    assert lease is not None and held is None
+    other, held = leases.acquire(results, "t1", owner="b", expiry_s=60)
+    assert other is None and held["owner"] == "a" and leases.holder(results, "t1", 60)["owner"] == "a"
+    with lease.heartbeating():
+        assert lease.beat()
+    lease.release()
+    assert leases.holder(results, "t1", 60) is None
+
+    stale, _ = leases.acquire(results, "t2", owner="dead", expiry_s=2)  # its driver dies: no heartbeat
+    time.sleep(2.2)
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: leases.acquire(results, "t2", owner=f"p{i}", expiry_s=2)[0] is not None, range(8)))
+    assert sum(won) == 1 and not stale.beat() and stale.lost
+
+    leases.record_start(results, "t1", owner="a", attempt=1, resumed_from_step=0)
+    leases.record_start(results, "t1", owner="a", attempt=2, resumed_from_step=200)
+    assert [h["resumed_from_step"] for h in leases.history(results, "t1")] == [0, 200]
+
+
+def test_two_drivers_on_an_s3_grid_train_every_trial_once(ray_local, s3_endpoint, write_spec):
+    """Two driver processes joined to the session's Ray (no Ray start of their own), one grid on S3."""
+    import os
+    import subprocess
+    import sys
+
+    from scalegrid.orchestrator import leases
+
+    uri, address = s3_endpoint("sweeps/two-drivers"), ray_local.get_runtime_context().gcs_address
+    spec = write_spec({**LINREG, "seed": [0, 1, 2], "results": uri})  # 12 trials
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "scalegrid.cli", "run", str(spec), "--no-report", "--address", address],
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    runs = load_runs(uri)
+    assert len(runs) == 12 and set(runs["status"]) == {"COMPLETED"}
+    results = storage.layout(uri)
+    histories = {t: leases.history(results, t) for t in runs["trial_id"]}
+    assert all(len(h) == 1 for h in histories.values()), histories  # trained exactly once between them

@@ -195,7 +195,7 @@ def point_trials(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | N
         tid = trial_id(config)
         trial = trials.setdefault(tid, Trial(
             trial_id=tid, sweep=spec.name, model_label=model_label(point["model"]), config=config,
-            results=results, data_key=data_key, fault_tolerance=spec.fault_tolerance,
+            results=results, data_key=data_key, fault_tolerance=spec.fault_tolerance, resources=spec.resources,
         ))
         out.append((point, trial))
     return out

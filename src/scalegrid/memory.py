@@ -103,10 +103,13 @@ def step_memory(
     activation_checkpointing: bool,
     loss_chunk_tokens: int,
     dtype: str = "bfloat16",
+    shards: int = 1,
 ) -> MemoryEstimate:
     """The peak of one optimizer step at `micro_batch` sequences per forward/backward.
 
     `dtype` is what the matmuls compute in: "bfloat16" (autocast on a GPU) or "float32" (CPU).
+    `shards`: the processes FSDP2 shards weights, gradients and AdamW state over (the bf16 weight
+    copies are counted whole: a conservative bound on the layers gathered at once).
     """
     n = shape.num_params(vocab_size)
     norms = (2 * shape.num_layers + 1) * shape.hidden_size
@@ -121,9 +124,9 @@ def step_memory(
     chunk = min(loss_chunk_tokens, micro_batch * (seq_len - 1))
     return MemoryEstimate(
         micro_batch=micro_batch,
-        weights=4 * n,
-        gradients=4 * n,
-        optimizer=8 * n,
+        weights=4 * n // shards,
+        gradients=4 * n // shards,
+        optimizer=8 * n // shards,
         weight_copies=2 * matmul if dtype == "bfloat16" else 0,
         activations=checkpointed if activation_checkpointing else not_checkpointed,
         activations_if_checkpointed=checkpointed,
@@ -153,12 +156,26 @@ class DoesNotFit(ValueError):
     """The trial does not fit at any micro-batch; the message names the fix (one line)."""
 
 
-def plan_micro_batch(shape: LlamaShape, vocab_size: int, train: TrainSpec, budget_bytes: int) -> MemoryEstimate:
+def sharded(shape: LlamaShape, vocab_size: int, train: TrainSpec, budget_bytes: int, workers: int) -> bool:
+    """FSDP2 rather than DDP for a trial of `workers` processes: `train.parallelism`, or under
+    `auto` when one GPU's `budget_bytes` cannot hold the step unsharded at any micro-batch."""
+    if workers == 1:
+        return False
+    if train.parallelism != "auto":
+        return train.parallelism == "fsdp"
+    try:
+        plan_micro_batch(shape, vocab_size, train, budget_bytes)
+    except DoesNotFit:
+        return True
+    return False
+
+
+def plan_micro_batch(shape: LlamaShape, vocab_size: int, train: TrainSpec, budget_bytes: int, shards: int = 1) -> MemoryEstimate:
     """The micro-batch a trial uses within `budget_bytes` and its peak: `micro_batch_size` as set,
     or under `auto` the largest divisor of the batch that fits. Raises `DoesNotFit` naming the fix."""
     def at(m: int, checkpointing: bool = train.activation_checkpointing) -> MemoryEstimate:
         return step_memory(shape, vocab_size, train.seq_len, m, activation_checkpointing=checkpointing,
-                           loss_chunk_tokens=loss_chunk_tokens(train, vocab_size, "cuda"))
+                           loss_chunk_tokens=loss_chunk_tokens(train, vocab_size, "cuda"), shards=shards)
 
     if train.micro_batch_size != "auto":
         chosen = at(train.micro_batch_size)
@@ -184,8 +201,8 @@ def plan_micro_batch(shape: LlamaShape, vocab_size: int, train: TrainSpec, budge
         )
     raise DoesNotFit(
         f"needs {gb(one.total)} at micro-batch 1 (weights, gradients and AdamW state alone {gb(one.states)}), "
-        f"more than the {gb(budget_bytes)} usable of one GPU; a trial sharded over several GPUs is not supported yet: "
-        "use a GPU with more memory or a smaller model"
+        f"more than the {gb(budget_bytes)} usable of one GPU; shard it over several: resources.workers: N with "
+        "gpus_per_worker: 1 (FSDP2), or use a GPU with more memory or a smaller model"
     )
 
 

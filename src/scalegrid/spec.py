@@ -14,7 +14,7 @@
     include: [{model: llama-1m, unique_tokens: 32768}]   # extra sub-grids (omitted axes: all values)
     exclude: [{epochs: 16, weight_decay: 0.1}]            # remove every point matching all keys
     train: {batch_size: [8, 16], seq_len: 64}   # result-changing train fields are axes too
-    resources: {cpus: 1, gpus: 0}
+    resources: {cpus: 1, gpus: 0}     # or {workers: 8, gpus_per_worker: 1, cpus_per_worker: 8}: Ray Train workers
     fault_tolerance: {checkpoint_every: 200, keep_checkpoints: 2, max_failures: 2, lease_expiry_s: 60}
     results: results/quickstart
     tracking: {wandb: {project: my-project}, mlflow: {}, tensorboard: true}   # not in trial ids
@@ -73,6 +73,7 @@ class TrainSpec(Strict):
     activation_checkpointing: bool = not_hashed(False)  # recompute each decoder layer in backward: less memory, ~1/3 more compute
     compile: bool | None = not_hashed(None)  # torch.compile each decoder layer; None: on a GPU, off on a CPU
     loss_chunk_tokens: int | None = not_hashed(None, ge=1, le=1 << 30)  # positions per lm-head + loss chunk; None: by vocab (memory.py)
+    parallelism: Literal["auto", "ddp", "fsdp"] = not_hashed("auto")  # with resources.workers > 1; auto: FSDP2 when the memory plan says one GPU cannot hold the model, else DDP
 
     @field_validator("micro_batch_size", mode="before")
     @classmethod
@@ -152,6 +153,23 @@ class ResourcesSpec(Strict):
     cpus: float = Field(1.0, gt=0, le=4096)
     gpus: float = Field(0.0, ge=0, le=1024)
     gpu_memory_gb: float | None = Field(None, gt=0, le=100_000)  # memory of one GPU: `plan` checks every trial fits (default: detected)
+    # A trial on several processes: Ray Train workers (`orchestrator/train_launch.py`); `cpus`/`gpus` are the one-worker form.
+    workers: int = Field(1, ge=1, le=4096)  # > 1: the trial is a TorchTrainer of this many workers (DDP, or FSDP2)
+    gpus_per_worker: float | None = Field(None, ge=0, le=1024)  # default: `gpus`
+    cpus_per_worker: float | None = Field(None, gt=0, le=4096)  # default: `cpus`
+
+    @model_validator(mode="after")
+    def _one_way_to_say_it(self):
+        for per_worker, one in (("gpus_per_worker", "gpus"), ("cpus_per_worker", "cpus")):
+            if getattr(self, per_worker) is not None and one in self.model_fields_set and getattr(self, one) != getattr(self, per_worker):
+                raise ValueError(f"{one} and {per_worker} disagree; give one of them ({per_worker}: what each of the {self.workers} workers holds)")
+        return self
+
+    @property
+    def worker(self) -> dict[str, float]:
+        """What one worker (the whole trial when workers is 1) reserves: {"CPU": c, "GPU": g}."""
+        gpus = self.gpus if self.gpus_per_worker is None else self.gpus_per_worker
+        return {"CPU": self.cpus if self.cpus_per_worker is None else self.cpus_per_worker, "GPU": gpus}
 
 
 class FaultToleranceSpec(Strict):
@@ -218,11 +236,19 @@ class EnsembleSpec(Strict):
     epochs_scale: float = Field(1.0, gt=0, le=1000)
     weight_decay_scale: float = Field(1.0, ge=0, le=1000)
     combine: Literal["probs", "logits"] = "probs"
+    resources: ResourcesSpec | None = None  # of an ensemble evaluation, a teacher's sampling (one process); default: one trial worker's
 
     @field_validator("members", mode="before")
     @classmethod
     def _axis(cls, value: Any):
         return as_axis(value)
+
+    @field_validator("resources")
+    @classmethod
+    def _one_process(cls, value: ResourcesSpec | None):
+        if value is not None and value.workers != 1:
+            raise ValueError(f"workers: an ensemble evaluation is one process (got {value.workers}); give its cpus and gpus")
+        return value
 
     @field_validator("where")
     @classmethod
@@ -296,6 +322,7 @@ class SweepSpec(Strict):
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     results: str | None = None  # default: results/<name>
+    keep_weights: bool = True  # every lm trial's final model in Hugging Face format under RESULTS/models/ (members and teachers always)
     tracking: TrackingSpec = TrackingSpec()
     ensemble: EnsembleSpec | None = None
     distill: list[DistillSpec] = []

@@ -75,6 +75,7 @@ class RunRow:
     teacher_trial_ids: list[str] | None = None  # distill: the teacher's members
     distill_method: str | None = None  # distill: token | sequence
     combine: str | None = None  # k > 1 members averaged (an ensemble, a student's teacher): probs | logits
+    world_size: int = 1  # processes that trained the trial: Ray Train's workers (`resources.workers`); 1 otherwise
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: d
         members=len(config.distill.teacher) if config.distill else 1,  # a student's: its teacher's k
         member=config.member, val_loss=result.val_loss, best_val_loss=result.best_val_loss,
         train_loss=result.train_loss, flops=result.flops, wall_s=wall_s, error=result.error,
-        config_json=canonical_json(identity(config)), device=device, **_teacher_columns(config),
+        config_json=canonical_json(identity(config)), device=device, world_size=result.extra.get("world_size", 1),
+        **_teacher_columns(config),
     )
 
 

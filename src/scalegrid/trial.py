@@ -25,6 +25,7 @@ from scalegrid.spec import (
     SHUFFLE_SEED,
     FaultToleranceSpec,
     GaussianDataSpec,
+    ResourcesSpec,
     SyntheticCorpusSpec,
     TrainSpec,
     ValidationSpec,
@@ -273,6 +274,7 @@ class Trial(BaseModel):
     results: ResultsLayout  # the results store, parsed once
     data_key: str | None = None  # the token cache of this trial's corpus (lm); None for generated data
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()  # checkpoints, retries, leases
+    resources: ResourcesSpec = ResourcesSpec()  # what it reserves: one process, or `workers` Ray Train workers
     save_model: bool = False  # keep the final weights in RESULTS/models/<trial_id>/
     stage: Stage = Stage.TRAIN
 

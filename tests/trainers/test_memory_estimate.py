@@ -50,7 +50,7 @@ def test_what_does_not_fit_names_the_fix():
     train = TrainSpec(batch_size=64, seq_len=4096)
     with pytest.raises(DoesNotFit, match="set train.activation_checkpointing: true"):
         plan_micro_batch(preset("llama-1.4b"), 128_256, train, usable_bytes(32))
-    with pytest.raises(DoesNotFit, match="sharded over several GPUs is not supported yet"):
+    with pytest.raises(DoesNotFit, match="shard it over several: resources.workers: N"):
         plan_micro_batch(preset("llama-1.4b"), 128_256, train, usable_bytes(24))
     with pytest.raises(DoesNotFit, match="use 4 or auto"):
         plan_micro_batch(preset("llama-300m"), 128_256, train.model_copy(update={"micro_batch_size": 64}), usable_bytes(24))

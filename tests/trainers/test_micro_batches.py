@@ -52,3 +52,17 @@ def test_a_plain_mean_of_micro_batch_means_is_not_the_batch_mean(lm_trial):
         return model(input_ids=x, labels=x).loss / micro_batches
 
     assert relative_difference(parameters_after_steps(trial(4), 10, loss=mean_of_means), whole) > 1e-3
+
+
+def test_each_process_takes_its_share_in_as_many_micro_batches():
+    """W processes split a batch; every one runs the same number of micro-batches (DDP's and
+    FSDP2's collectives pair up by count), a short share padded with a weight-0 micro-batch."""
+    from scalegrid.trainers.parallelize import Ranks
+
+    batch = torch.arange(5)[:, None].repeat(1, 3)  # 5 sequences: shares of 3 and 2
+    first, second = Ranks(0, 2).micro_batches(batch, 2), Ranks(1, 2).micro_batches(batch, 2)
+    assert [m[:, 0].tolist() for m, _ in first] == [[0, 1], [2]] and [w for _, w in first] == [2.0, 2.0]
+    assert [m[:, 0].tolist() for m, _ in second] == [[3, 4], [0]] and [w for _, w in second] == [2.0, 0.0]
+    last = Ranks(1, 2).micro_batches(batch[:1], 2)  # one sequence: the second share is empty
+    assert [w for _, w in last] == [0.0]
+    assert [(m[:, 0].tolist(), w) for m, w in Ranks().micro_batches(batch, 2)] == [([0, 1], 1.0), ([2, 3], 1.0), ([4], 1.0)]

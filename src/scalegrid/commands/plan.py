@@ -54,7 +54,7 @@ def print_memory(plan) -> None:
         print(f"\nestimated peak GPU memory per trial in GiB (of a {resources.gpu_memory_gb:g} GB GPU; "
               f"activations_ckpt: with train.activation_checkpointing):")
         print(format_table(memory_table(plan)))
-    elif plan.spec.trainer == "lm" and resources.gpus:
+    elif plan.spec.trainer == "lm" and resources.worker["GPU"]:
         print("\nGPU memory: set resources.gpu_memory_gb to see each trial's micro-batch and peak memory here and have "
               "a trial that cannot fit refused before anything runs (`run --address` detects it from the cluster)")
 

@@ -35,7 +35,7 @@ def run(args) -> int:
     with contextlib.ExitStack() as cluster:
         if args.address:
             cluster.enter_context(ray_session(args.address))
-            check_shared_results(plan.results, cpus=plan.spec.resources.cpus, gpus=plan.spec.resources.gpus)
+            check_shared_results(plan.results, plan.spec.resources)
         meta = prepare_tokens(plan, on_cluster=bool(args.address))
     read = "the whole corpus" if meta["complete"] else "as far as the largest budget needs"
     print(

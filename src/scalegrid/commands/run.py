@@ -22,10 +22,12 @@ from scalegrid.commands.output import print_json, records
 from scalegrid.orchestrator.tracking import check as check_tracking
 from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, space_needed
 from scalegrid.orchestrator.provenance import provenance, write_sweep_record
+from scalegrid.orchestrator.resources import slots
 from scalegrid.orchestrator.search import cells_table, states_line
 from scalegrid.orchestrator.search import losses as search_losses
 from scalegrid.orchestrator.session import check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session
 from scalegrid.orchestrator.tokens import prepare_tokens
+from scalegrid.spec import ResourcesSpec
 from scalegrid.storage.space import check_space
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
@@ -75,13 +77,13 @@ def run_sweep(spec: str | Path | dict, *, results: str | None = None, address: s
     with contextlib.ExitStack() as cluster:
         if address:  # the last checks need the cluster: joined before anything is written
             cluster.enter_context(ray_session(address))
-            check_feasible(cpus=resources.cpus, gpus=resources.gpus, embedded=False)
-            check_shared_results(plan.results, cpus=resources.cpus, gpus=resources.gpus)  # a node-local path
+            check_feasible(resources, embedded=False)
+            check_shared_results(plan.results, resources)  # a node-local path
             plan = _check_gpu_memory(plan)  # the cluster's smallest GPU bounds each trial's memory
         elif _has_work(plan):
-            check_feasible(cpus=resources.cpus, gpus=resources.gpus, embedded=not _ray_running())
+            check_feasible(resources, embedded=not _ray_running())
         if plan.results.local_path is not None and _has_work(plan):
-            check_space(plan.results.local_path, space_needed(plan, slots=_slots(max_concurrent, resources.cpus)))
+            check_space(plan.results.local_path, space_needed(plan, slots=_slots(max_concurrent, resources)))
         if plan.pending or _searching(plan):  # tokens for every budget, or a one-line error with nothing published
             prepare_tokens(plan, on_cluster=bool(address))
         spec_path = str(spec) if isinstance(spec, (str, Path)) else "(a spec given as a dict)"
@@ -91,19 +93,20 @@ def run_sweep(spec: str | Path | dict, *, results: str | None = None, address: s
 def _check_gpu_memory(plan: SweepPlan) -> SweepPlan:
     """Without `resources.gpu_memory_gb`, plan every trial's memory on the cluster's smallest GPU
     (refusing one that cannot fit) when its nodes say which GPUs they have."""
-    if plan.spec.resources.gpu_memory_gb or not plan.spec.resources.gpus:
+    if plan.spec.resources.gpu_memory_gb or not plan.spec.resources.worker["GPU"]:
         return plan
     detected = cluster_gpu_memory_gb()
     return plan.with_gpu_memory(detected) if detected else plan
 
 
-def _slots(max_concurrent: int | None, cpus_per_trial: float) -> int:
-    """Trials that may run at once: --max-concurrent, else what the CPUs of Ray (or this machine) allow."""
+def _slots(max_concurrent: int | None, resources: ResourcesSpec) -> int:
+    """Trials that may run at once: --max-concurrent, else what the CPUs and GPUs of Ray (or this
+    machine's CPUs) allow."""
     if max_concurrent:
         return max_concurrent
     ray = sys.modules.get("ray")
-    total = ray.cluster_resources().get("CPU", 1) if ray is not None and ray.is_initialized() else os.cpu_count() or 1
-    return max(1, int(total // cpus_per_trial))
+    available = ray.cluster_resources() if ray is not None and ray.is_initialized() else {"CPU": os.cpu_count() or 1}
+    return slots(available, resources)
 
 
 def _ray_running() -> bool:

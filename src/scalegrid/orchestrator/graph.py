@@ -41,7 +41,6 @@ from scalegrid.trial import (
     TrialConfig,
 )
 
-SAVE_ALWAYS_PARAMS = 20_000_000  # the final weights of smaller lm trials are always kept: an ensemble added later reuses them
 Point = dict[str, Any]
 
 
@@ -123,9 +122,8 @@ def build(
         graph.needs_weights.update(m.trial_id for m in members)
     for i, (d, (point, plain)) in enumerate(zip(spec.distill, teacher_points)):
         _add_student(graph, spec, data, results, i, d, point, members_of[plain.trial_id][: d.teacher_members])
-    _refuse_object_store(graph, results)
     for tid, t in trials.items():
-        keep = not results.object_store and (tid in graph.needs_weights or t.config.num_params <= SAVE_ALWAYS_PARAMS)
+        keep = tid in graph.needs_weights or (spec.trainer == "lm" and spec.keep_weights)
         graph.trials.append(t.model_copy(update={"save_model": keep}) if keep != t.save_model else t)
     return graph
 
@@ -203,6 +201,7 @@ def _add_student(
     graph.students.append(Trial(
         trial_id=tid, sweep=spec.name, model_label=model_label(student_point["model"]), config=config,
         results=results, data_key=teacher[0].data_key, stage=Stage.DISTILL, fault_tolerance=spec.fault_tolerance,
+        resources=spec.resources,
     ))
 
 
@@ -222,14 +221,6 @@ def _corpus_job(spec: SweepSpec, d: DistillSpec, config: TrialConfig, teacher_id
         combine=combine,
     )
     return CorpusJob(grid.content_hash({**grid.identity(request), "version": CORPUS_VERSION}), request)
-
-
-def _refuse_object_store(graph: StageGraph, results: ResultsLayout) -> None:
-    if results.object_store and graph.has_stages:
-        raise UserError(
-            f"results: {results}: ensemble: and distill: need a results directory on this machine "
-            "or a shared mount (a path or file://) for now: members' weights and teacher corpora are local files"
-        )
 
 
 def _describe(point: Point) -> str:

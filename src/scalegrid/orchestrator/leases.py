@@ -18,6 +18,14 @@ one lease holder, and `history.jsonl` shows every start (owner, attempt, resumed
     >>> lease, holder = acquire(results, trial_id, owner="host-123-ab12", expiry_s=60)
     >>> if lease is None: ...   # `holder` (a dict) is training it elsewhere
     >>> with lease.heartbeating(): ...train...; lease.release()
+
+On S3 results the same generations are objects: taking generation N + 1 is a conditional PUT
+(`If-None-Match: *`, `storage/conditional.py`: one taker wins), the heartbeat rewrites the
+object (its LastModified is the heartbeat: the store's clock against the driver's, so keep
+`lease_expiry_s` well above any clock skew), and each attempt's start is one object under
+`history/`. A lease there lapses by expiry only (no process check: the holder's host is
+elsewhere). `gs://` results have no leases yet (`supported`): a trial there gets one attempt per
+run and two drivers are not kept apart.
 """
 
 from __future__ import annotations
@@ -35,9 +43,15 @@ from pathlib import Path
 from typing import Any
 
 from scalegrid.storage import ResultsLayout
+from scalegrid.storage import conditional
 from scalegrid.storage.space import full_is_one_line
 
 _GEN = re.compile(r"^gen-(\d+)$")
+
+
+def supported(results: ResultsLayout) -> bool:
+    """Leases work on a mounted filesystem (a path or file://) and on S3 (conditional writes)."""
+    return not results.object_store or conditional.supported(results)
 
 
 def lease_dir(results: ResultsLayout, trial_id: str) -> Path:
@@ -60,8 +74,32 @@ def _path(directory: Path, gen: int) -> Path:
     return directory / f"gen-{gen:06d}"
 
 
+class _Heartbeat:
+    """A lease's heartbeat thread: `beat()` every `expiry_s / 4` until stopped or lost."""
+
+    expiry_s: float
+    _stop: threading.Event
+
+    def beat(self) -> bool:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def heartbeating(self):
+        thread = threading.Thread(target=self._beat_until_stopped, name="lease-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+    def _beat_until_stopped(self) -> None:
+        while not self._stop.wait(self.expiry_s / 4) and self.beat():
+            pass
+
+
 @dataclass
-class Lease:
+class Lease(_Heartbeat):
     path: Path
     owner: str
     expiry_s: float
@@ -81,27 +119,90 @@ class Lease:
             return False
         return True
 
-    @contextlib.contextmanager
-    def heartbeating(self):
-        thread = threading.Thread(target=self._beat_until_stopped, name=f"lease-{self.path.parent.name}", daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            thread.join()
-
-    def _beat_until_stopped(self) -> None:
-        while not self._stop.wait(self.expiry_s / 4) and self.beat():
-            pass
-
     def release(self) -> None:
         if self.beat():  # never remove a lease that another driver holds now
             self.path.unlink(missing_ok=True)
 
 
+@dataclass
+class ObjectLease(_Heartbeat):
+    """A lease on S3: generation `gen` of the trial's lease objects."""
+
+    results: ResultsLayout
+    trial_id: str
+    gen: int
+    record: dict[str, Any]
+    expiry_s: float
+    lost: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return _object_parts(self.results, self.trial_id, self.gen)
+
+    def beat(self) -> bool:
+        """Rewrite the lease object (a new LastModified); False when a newer generation exists."""
+        gens = _object_generations(self.results, self.trial_id)
+        if not gens or gens[-1] != self.gen:
+            self.lost = True
+            return False
+        self.results.write_bytes(self.parts, json.dumps(self.record).encode())
+        return True
+
+    def release(self) -> None:
+        if self.beat():
+            self.results.delete(self.parts)
+
+
+def _object_generations(results: ResultsLayout, trial_id: str) -> list[int]:
+    return sorted(int(m.group(1)) for name in results.list(*results.lease_dir(trial_id)) if (m := _GEN.match(name)))
+
+
+def _object_parts(results: ResultsLayout, trial_id: str, gen: int) -> tuple[str, ...]:
+    return (*results.lease_dir(trial_id), f"gen-{gen:06d}")
+
+
+def _object_record(results: ResultsLayout, trial_id: str, gen: int) -> tuple[dict[str, Any], float] | None:
+    """(the record, its age in seconds) of a lease object; None when it is gone."""
+    from pyarrow.fs import FileType
+
+    parts = _object_parts(results, trial_id, gen)
+    info = results.info(*parts)
+    if info.type != FileType.File:
+        return None
+    try:
+        return json.loads(results.read_bytes(*parts)), time.time() - info.mtime.timestamp()
+    except (FileNotFoundError, ValueError):  # released while we looked
+        return None
+
+
+def _acquire_object(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: float) -> tuple[ObjectLease | None, dict | None]:
+    """`acquire` on S3: generation N + 1 created with a conditional PUT."""
+    record = {"owner": owner, "host": platform.node(), "pid": os.getpid(), "acquired_at": time.time()}
+    for _ in range(20):  # each retry follows someone else's successful create
+        gens = _object_generations(results, trial_id)
+        if gens:
+            top = _object_record(results, trial_id, gens[-1])
+            if top is None:
+                continue
+            current, age = top
+            if current.get("owner") != owner and age < expiry_s:
+                return None, {**current, "age_s": age}
+        gen = (gens[-1] if gens else 0) + 1
+        if not conditional.create_if_absent(results, _object_parts(results, trial_id, gen), json.dumps(record).encode()):
+            continue
+        for old in gens:  # the expired or our own earlier generations
+            results.delete(_object_parts(results, trial_id, old))
+        return ObjectLease(results, trial_id, gen, record, expiry_s), None
+    raise RuntimeError(f"could not take the lease of trial {trial_id} in {results.shown(*results.lease_dir(trial_id))}: too much contention")
+
+
 def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> dict[str, Any] | None:
     """The live lease on a trial (its record plus `age_s`), or None when nobody holds one."""
+    if results.object_store:
+        gens = _object_generations(results, trial_id)
+        top = _object_record(results, trial_id, gens[-1]) if gens else None
+        return {**top[0], "age_s": top[1]} if top is not None and top[1] < expiry_s else None
     directory = lease_dir(results, trial_id)
     gens = _generations(directory)
     if not gens:
@@ -139,6 +240,8 @@ def _process_alive(pid: int) -> bool:
 
 def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: float) -> tuple[Lease | None, dict | None]:
     """(our lease, None), or (None, the live lease of another owner)."""
+    if results.object_store:
+        return _acquire_object(results, trial_id, owner=owner, expiry_s=expiry_s)
     directory = lease_dir(results, trial_id)
     with full_is_one_line(directory):
         directory.mkdir(parents=True, exist_ok=True)
@@ -171,6 +274,9 @@ def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: floa
 
 
 def history(results: ResultsLayout, trial_id: str) -> list[dict[str, Any]]:
+    if results.object_store:  # one object per start, named by time
+        parts = (*results.lease_dir(trial_id), "history")
+        return [r for name in results.list(*parts, suffix=".json") if (r := _record(results.read_bytes(*parts, name).decode())) is not None]
     path = lease_dir(results, trial_id) / "history.jsonl"
     if not path.is_file():
         return []
@@ -188,9 +294,12 @@ def _record(line: str) -> dict[str, Any] | None:
 
 def record_start(results: ResultsLayout, trial_id: str, **fields: Any) -> None:
     """Append one attempt's start; only the lease holder writes, so lines never interleave."""
+    line = json.dumps({"time": time.time(), "host": platform.node(), "pid": os.getpid(), **fields}) + "\n"
+    if results.object_store:
+        results.write_bytes((*results.lease_dir(trial_id), "history", f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"), line.encode())
+        return
     path = lease_dir(results, trial_id) / "history.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"time": time.time(), "host": platform.node(), "pid": os.getpid(), **fields}) + "\n"
     with full_is_one_line(path.parent), open(path, "a") as f:
         f.write("\n" + line if _torn(path) else line)  # a torn last line never swallows this one
 

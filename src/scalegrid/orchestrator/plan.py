@@ -16,7 +16,7 @@ import pandas as pd
 
 from scalegrid import store
 from scalegrid.errors import UserError
-from scalegrid.memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, usable_bytes
+from scalegrid.memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
 from scalegrid.orchestrator.graph import StageGraph, build, dependants
 from scalegrid.orchestrator.search import searched_graph
 from scalegrid.spec import SweepSpec, load_spec, parse_spec
@@ -112,17 +112,19 @@ def make_plan(spec_source: str | Path | dict, *, results: str | None = None) -> 
 def plan_memory(spec: SweepSpec, trials: list[Trial], vocab_size: int, gpu_memory_gb: float) -> dict[str, MemoryEstimate]:
     """Model label -> the micro-batch and estimated peak of its trials on a GPU of `gpu_memory_gb`,
     for lm sweeps that ask for GPUs (`memory.py`); the first model that cannot fit is refused."""
-    if spec.trainer != "lm" or not spec.resources.gpus:
+    r = spec.resources
+    if spec.trainer != "lm" or not r.worker["GPU"]:
         return {}
-    budget = usable_bytes(gpu_memory_gb, spec.resources.gpus)
+    budget = usable_bytes(gpu_memory_gb, r.worker["GPU"])  # one worker's GPU
     plans = {}
     largest = {}  # model label -> its trial with the largest batch (train fields may be axes)
     for t in sorted(trials, key=lambda t: t.config.train.batch_size):
         largest[t.model_label] = t
     for label, trial in largest.items():
-        train = trial.config.train
+        shape, train = trial.config.model, trial.config.train
+        shards = r.workers if sharded(shape, vocab_size, train, budget, r.workers) else 1  # FSDP2 over the workers
         try:
-            plans[label] = plan_micro_batch(trial.config.model, vocab_size, train, budget)
+            plans[label] = plan_micro_batch(shape, vocab_size, train, budget, shards=shards)
         except DoesNotFit as err:
             where = f"batch {train.batch_size} x {train.seq_len}, vocab {vocab_size:,}"
             raise UserError(f"model {label} ({where}) on a {gpu_memory_gb:g} GB GPU: {err}") from None

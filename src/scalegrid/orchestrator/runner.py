@@ -33,7 +33,7 @@ import time
 from ray.tune import Stopper
 
 from scalegrid import store
-from scalegrid.orchestrator import leases, tracking
+from scalegrid.orchestrator import leases, resources, tracking
 from scalegrid.orchestrator.plan import SweepPlan, space_needed
 from scalegrid.orchestrator.progress import Progress, SweepProgress
 from scalegrid.orchestrator.worker import tune_trainable
@@ -60,7 +60,8 @@ def schedule(
     """Train `trials` (default: the plan's pending train-stage trials; `stages` passes the students)."""
     owner = owner or leases.new_owner()
     # Longest first: the grid's makespan is not left to one long trial started last.
-    todo = sorted(plan.pending if trials is None else trials, key=lambda t: t.config.estimated_flops, reverse=True)
+    todo = plan.pending if trials is None else trials
+    todo = sorted(todo, key=lambda t: resources.longest_first_key(t.config.estimated_flops, t.resources), reverse=True)
     for _ in range(MAX_ROUNDS):
         if not todo:
             break
@@ -92,12 +93,12 @@ def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_
         chunk = {k: packs[k] for k in keys[first : first + CHUNK]}
         trainable = tune.with_resources(
             tune.with_parameters(tune_trainable, packs=chunk, provenance=provenance, owner=owner),
-            {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
+            resources.tune_resources(spec.resources),  # a multi-worker trial's workers reserve the rest
         )
         tuner = tune.Tuner(
             trainable,
             param_space=tracking.param_space(chunk),  # each Tune trial's config: its hyperparameters, flat
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_name_creator=_name, trial_dirname_creator=_name),
+            tune_config=tune.TuneConfig(max_concurrent_trials=_concurrent(plan, max_concurrent), trial_name_creator=_name, trial_dirname_creator=_name),
             run_config=tune.RunConfig(
                 name=f"{spec.name}-{stamp}-{owner[-6:]}" + (f"-{first // CHUNK}" if first else ""),
                 storage_path=_tune_storage(plan),
@@ -181,11 +182,18 @@ def make_packs(trials: list[Trial], pack: bool, slots: int) -> dict[str, list[Tr
     return {p[0].trial_id + (f"+{len(p) - 1}" if len(p) > 1 else ""): p for p in packs if p}
 
 
+def _concurrent(plan: SweepPlan, max_concurrent: int | None) -> int | None:
+    """Tune's bound on trials at once. Its own accounting bounds one-process trials (each reserves
+    what it trains on); a multi-worker trial's Tune trial reserves next to nothing, so without a
+    bound Tune would start drivers whose workers wait for resources until Train's start timeout."""
+    return _slots(plan, max_concurrent) if plan.spec.resources.workers > 1 else max_concurrent
+
+
 def _slots(plan: SweepPlan, max_concurrent: int | None) -> int:
+    """Trials at once: what the cluster's CPUs and GPUs hold (`resources.slots`), at most --max-concurrent."""
     import ray
 
-    cpus = ray.cluster_resources().get("CPU", 1)
-    slots = max(1, int(cpus // plan.spec.resources.cpus))
+    slots = resources.slots(ray.cluster_resources(), plan.spec.resources)
     return min(slots, max_concurrent) if max_concurrent else slots
 
 
@@ -197,7 +205,7 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
     """
     others = [
         t for t in trials
-        if t.results.local_path is not None and store.run_status(t.results, t.trial_id) is None and not _started_by(t, owner)
+        if leases.supported(t.results) and store.run_status(t.results, t.trial_id) is None and not _started_by(t, owner)
     ]
     if not others:
         return []

@@ -32,7 +32,7 @@ import pandas as pd
 from scalegrid import grid, store
 from scalegrid.analysis.search import CERTIFIED, DIVERGED, EDGE, FINAL, SearchPath, Step, local_search
 from scalegrid.orchestrator import leases
-from scalegrid.orchestrator.graph import SAVE_ALWAYS_PARAMS, StageGraph, build
+from scalegrid.orchestrator.graph import StageGraph, build
 from scalegrid.spec import SweepSpec, model_label, typed_axis
 from scalegrid.storage import ResultsLayout
 from scalegrid.trial import DataIdentity, Status, Trial
@@ -109,7 +109,7 @@ def search_cells(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | N
     shown = [a for a in grid.cell_points(spec)[0] if a in ("model", "unique_tokens", "seed") or len(spec.values(a)) > 1]
     cells = []
     for point, trial in grid.point_trials(spec, data, results):
-        keep = not trial.results.object_store and trial.config.num_params <= SAVE_ALWAYS_PARAMS
+        keep = spec.trainer == "lm" and spec.keep_weights  # as a grid's trials (`graph.build`); a cell's optimum may become an ensemble member
         cell_point = {a: v for a, v in point.items() if a not in searched}
         cells.append(Cell(
             cell_id=grid.content_hash({"searched": searched, "cell": _cell_identity(trial, searched)}),

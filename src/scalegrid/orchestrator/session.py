@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 
 from scalegrid.errors import UserError
 from scalegrid.memory import GPU_MEMORY_GB
+from scalegrid.orchestrator import resources
+from scalegrid.spec import ResourcesSpec
 from scalegrid.storage import ResultsLayout
 
 CONNECT_TIMEOUT_S = 10
@@ -87,29 +89,28 @@ def handshake_fails(address: str, host_port: str) -> str | None:
     return f"something listens, but not Ray: {last[:160]}"
 
 
-def _demand(cpus: float, gpus: float) -> dict[str, float]:
-    return {name: amount for name, amount in (("CPU", cpus), ("GPU", gpus)) if amount}
-
-
-def check_feasible(*, cpus: float, gpus: float, embedded: bool) -> None:
+def check_feasible(r: ResourcesSpec, *, embedded: bool) -> None:
     """Refuse, before anything is written, a trial that no node can ever hold: the embedded Ray's
-    one node (what this machine has, before Ray starts), or every live node of the cluster joined
-    and every node type of its autoscaler (when it has one). A trial that fits a node type but no
-    live node waits for the autoscaler, and says so."""
-    demand = _demand(cpus, gpus)
+    one node (what this machine has, before Ray starts), or the live nodes of the cluster joined
+    and, failing those, the node types of its autoscaler (when it has one). A multi-worker trial's
+    workers may spread over nodes. A trial that fits node types but no live nodes waits for the
+    autoscaler, and says so."""
     nodes = [_this_machine()] if embedded else _live_nodes()
-    if any(_fits(node, demand) for node in nodes):
+    if resources.placeable(nodes, r):
         return
     node_types = [] if embedded else _autoscaler_node_types()
-    if any(_fits(node, demand) for node in node_types):
-        print(f"no node holds a trial ({_shown(demand)}) now: trials wait for the autoscaler to add one", file=sys.stderr)
+    if node_types and resources.placeable(node_types * r.workers, r):
+        print(f"no node holds a trial ({resources.shown(r)}) now: trials wait for the autoscaler to add one", file=sys.stderr)
         return
-    largest = max(nodes + node_types, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
-    where = "this machine (the embedded Ray's one node)" if embedded else "any node of this cluster"
+    largest = max(nodes + node_types, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    where = "this machine (the embedded Ray's one node)" if embedded else "any node of this cluster" if r.workers == 1 else "the nodes of this cluster"
     biggest = "it" if embedded else f"the largest {'node type' if node_types else 'node'}"
+    fix = "resources.workers / cpus_per_worker / gpus_per_worker" if r.workers > 1 else "resources.cpus / resources.gpus"
     raise UserError(
-        f"resources: a trial needs {_shown(demand)}, more than {where} can ever hold ({biggest} has "
-        f"{_shown(largest) or 'nothing'}); lower resources.cpus / resources.gpus, or run on a cluster with --address"
+        f"resources: a trial needs {resources.shown(r)}"
+        + (f" and {resources.DRIVER_CPUS:g} CPU for its driver" if r.workers > 1 else "")
+        + f", more than {where} can ever hold ({biggest} has {_shown(largest) or 'nothing'}); "
+        f"lower {fix}, or run on a cluster with --address"
     )
 
 
@@ -125,10 +126,6 @@ def _live_nodes() -> list[dict[str, float]]:
     import ray
 
     return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-
-
-def _fits(node: dict[str, float], demand: dict[str, float]) -> bool:
-    return all(node.get(name, 0) >= amount for name, amount in demand.items())
 
 
 def _shown(resources: dict[str, float]) -> str:
@@ -148,7 +145,7 @@ def _autoscaler_node_types() -> list[dict[str, float]]:
     return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
 
 
-def check_shared_results(results: ResultsLayout, *, cpus: float, gpus: float) -> None:
+def check_shared_results(results: ResultsLayout, r: ResourcesSpec) -> None:
     """On a cluster, trials write results on whichever node runs them: a node-local path (not a
     URI) is refused unless the cluster is this one node and a trial fits on it. (An autoscaling
     cluster whose head takes no trials would otherwise pass with one node and fail later.)"""
@@ -157,8 +154,7 @@ def check_shared_results(results: ResultsLayout, *, cpus: float, gpus: float) ->
     if results.shared:
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    here = nodes[0].get("Resources", {}) if len(nodes) == 1 else {}
-    if len(nodes) == 1 and here.get("CPU", 0) >= cpus and here.get("GPU", 0) >= gpus:
+    if len(nodes) == 1 and resources.placeable([nodes[0].get("Resources", {})], r):
         return
     where = f"the cluster has {len(nodes)} nodes" if len(nodes) > 1 else "trials will run on other nodes (the head cannot hold one)"
     raise UserError(

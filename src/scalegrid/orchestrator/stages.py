@@ -14,6 +14,7 @@ import time
 import traceback
 
 from scalegrid import store
+from scalegrid.orchestrator import resources
 from scalegrid.orchestrator.graph import CorpusJob, EnsembleJob, blocker
 from scalegrid.orchestrator.plan import SweepPlan
 from scalegrid.orchestrator.runner import schedule
@@ -52,7 +53,7 @@ def _evaluate_ensembles(ready: list[EnsembleJob], plan: SweepPlan, provenance: d
         return
     import ray
 
-    task = ray.remote(num_cpus=plan.spec.resources.cpus, num_gpus=plan.spec.resources.gpus)(evaluate_ensemble)
+    task = ray.remote(**resources.stage_task(plan.spec))(evaluate_ensemble)
     for out in ray.get([task.remote(e, provenance, frozenset(done)) for e in ready]):
         if out["error"]:
             print(f"ensemble at {out['point']}: FAILED ({out['error']})", file=sys.stderr)
@@ -75,7 +76,7 @@ def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] =
     losses, per_member, error, device = [], [], None, "cpu"
     try:
         from scalegrid.memory import loss_chunk_tokens
-        from scalegrid.trainers.devices import trial_device
+        from scalegrid.trainers.devices import autocast, trial_device
         from scalegrid.trainers.ensemble import evaluate_members
         from scalegrid.trainers.sequences import load_sequences
 
@@ -83,9 +84,10 @@ def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] =
         device = on.type
         _, val_seqs, vocab_size = load_sequences(first, on)
         chunk = loss_chunk_tokens(first.config.train, vocab_size, device)
-        losses, _, per_member = evaluate_members(
-            job.member_ids, first.results, val_seqs, first.config.train.batch_size, job.combine, chunk
-        )
+        with autocast(on):  # bf16 on a GPU; the log-probabilities are fp32 either way
+            losses, _, per_member = evaluate_members(
+                job.member_ids, first.results, val_seqs, first.config.train.batch_size, job.combine, chunk
+            )
     except Exception as err:  # noqa: BLE001 - a missing model or a bug fails this ensemble only
         error = traceback.format_exception_only(type(err), err)[-1].strip()[:2000]
     seconds = time.perf_counter() - start
@@ -106,7 +108,7 @@ def _make_corpora(corpora: list[CorpusJob], plan: SweepPlan) -> None:
         return
     import ray
 
-    task = ray.remote(num_cpus=plan.spec.resources.cpus, num_gpus=plan.spec.resources.gpus)(_make_corpus)
+    task = ray.remote(**resources.stage_task(plan.spec))(_make_corpus)
     for meta in ray.get([task.remote(plan.results, c.corpus_id, c.request, plan.data.key) for c in missing]):
         print(
             f"teacher corpus {meta['id']}: {meta['tokens']:,} tokens from k={len(meta['teacher'])} in "

@@ -18,6 +18,7 @@ lease taken first, one `train_many` call for those held, then each trial's rows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 from scalegrid import store
 from scalegrid.errors import StorageFull
-from scalegrid.orchestrator import leases
+from scalegrid.orchestrator import leases, train_launch
 from scalegrid.storage.space import full_error, is_full
 from scalegrid.trainers import checkpoint, many_trainer_of, trainer_of, vector_groups
 from scalegrid.trial import DONE_STATUSES, Trial, TrialResult
@@ -56,12 +57,19 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
     """
     start = time.perf_counter()
     try:
-        result = trainer_of(trial)(trial, report)
+        result = _trainer(trial)(trial, report)
     except Exception as err:  # a bug or a bad corpus fails this trial only
         if reraise or is_full(err):  # a full disk fails no trial: the run stops, the next one resumes
             raise
         result = TrialResult.failed(trial.config, _error_text(err))
     return _write(trial, result, time.perf_counter() - start, provenance)
+
+
+def _trainer(trial: Trial) -> Callable[[Trial, Callable[[dict], None]], TrialResult]:
+    """The trial's trainer in this process, or on its Ray Train workers (`resources.workers` > 1)."""
+    if trial.resources.workers > 1:
+        return functools.partial(train_launch.train_distributed, reports=functools.partial(TuneReports, [trial]))
+    return trainer_of(trial)
 
 
 def _error_text(err: Exception) -> str:
@@ -103,7 +111,7 @@ def run_leased(
     attempts remain and let Ray Tune retry. `warn` tells the driver (an unreadable checkpoint).
     """
     ft, results = trial.fault_tolerance, trial.results
-    if results.local_path is None:  # an object store: no lease, no persistent attempt count, so no Tune retry
+    if not leases.supported(results):  # gs://: no lease, no persistent attempt count, so no Tune retry
         return execute(trial, report, provenance)
     lease, _ = leases.acquire(results, trial.trial_id, owner=owner, expiry_s=ft.lease_expiry_s)
     if lease is None:
@@ -180,7 +188,7 @@ def run_leased_group(
     if len(trials) == 1 or many_trainer_of(trials[0]) is None:
         return [run_leased(t, report_of(t), provenance, owner=owner, retry_here=retry_here, warn=warn) for t in trials]
     results, ft = trials[0].results, trials[0].fault_tolerance
-    if results.local_path is None:  # an object store: no leases (see run_leased)
+    if not leases.supported(results):  # gs://: no leases (see run_leased)
         return list(execute_many(trials, provenance))
     outcomes: dict[str, store.RunRow | str] = {}
     with contextlib.ExitStack() as held:

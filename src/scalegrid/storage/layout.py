@@ -8,7 +8,7 @@ Every path under RESULTS is named here, once:
     search/<cell_id>.parquet         one row per step of a cell's search (orchestrator/search.py)
     models/<trial_id>/               final weights, `save_pretrained` (config.json written last)
     checkpoints/<trial_id>/          a running trial's checkpoints (trainers/checkpoint.py)
-    leases/<trial_id>/               who trains a trial now, and its attempts (orchestrator/leases.py)
+    leases/<trial_id>/               who trains a trial now (gen-N), and its attempts (history.jsonl; on S3 history/<time>.json) (orchestrator/leases.py)
     cache/tokens/<key>/              a tokenized corpus (trainers/corpus/cache.py; meta.json written last)
     cache/files/<fingerprint>.json   a local corpus file's SHA-256, found by its cheap fingerprint
     cache/hub/<source>.json          the commit a hub source without a pinned revision was read at
@@ -131,6 +131,10 @@ class ResultsLayout:
 
     def tune_dir(self) -> Parts:
         return ("tune",)
+
+    def train_runs_dir(self) -> Parts:
+        """Ray Train's own state of multi-worker trials, a run per trial_id (debugging only, like tune/)."""
+        return ("tune", "train")
 
     def wandb_dir(self) -> Parts:
         return ("wandb",)

@@ -10,6 +10,7 @@ there is no assignment to honour and a visible GPU is used.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -65,3 +66,9 @@ def trial_device() -> torch.device:
 
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def autocast(device: torch.device):
+    """The compute precision on `device`: bf16 autocast on a GPU (fp32 weights), fp32 on a CPU. Training,
+    ensemble evaluation and a teacher's sampling all compute under it."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()

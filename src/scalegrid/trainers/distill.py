@@ -29,7 +29,7 @@ import torch
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, node_cache_dir
 from scalegrid.trainers import lm
 from scalegrid.trainers.corpus.cache import TokenCache
-from scalegrid.trainers.devices import trial_device
+from scalegrid.trainers.devices import autocast, trial_device
 from scalegrid.trainers.loss import predicted_tokens
 from scalegrid.trainers.weights import load_model
 from scalegrid.trial import CORPUS_VERSION, Report, SequenceDistill, TeacherCorpusRequest, TokenDistill, Trial, TrialResult
@@ -152,10 +152,11 @@ def make_corpus(results: ResultsLayout, corpus_id: str, request: TeacherCorpusRe
     device = trial_device()
     teachers = [load_model(results, tid, device) for tid in request.teacher]
     start = time.perf_counter()
-    tokens = generate(
-        teachers, sequences=request.sequences, seq_len=request.seq_len, start_token=eos_id,
-        temperature=request.temperature, seed=request.seed, combine=request.combine,
-    )
+    with autocast(device):  # bf16 on a GPU
+        tokens = generate(
+            teachers, sequences=request.sequences, seq_len=request.seq_len, start_token=eos_id,
+            temperature=request.temperature, seed=request.seed, combine=request.combine,
+        )
     seconds = time.perf_counter() - start
     meta = {
         **request.model_dump(mode="json"), "id": corpus_id, "version": CORPUS_VERSION, "tokens": int(tokens.size),

@@ -21,6 +21,11 @@ AdamW, SDPA attention and torch.compile per decoder layer (`parallelize.py`).
       train_step                          one optimizer step: forward_backward_step, clip, AdamW
         forward_backward_step             the batch in micro-batches, gradients accumulated
 
+A trial of `resources.workers` > 1 runs this same loop in every Ray Train worker
+(`orchestrator/train_launch.py`): each takes its share of every batch and the gradients are
+averaged under DDP or FSDP2 (`parallelize.py`: `Ranks`, `gradient_sync`); rank 0 alone writes
+checkpoints and the saved model (gathered whole from the shards under FSDP2).
+
 A trial computes on the GPU Ray gave it, or the CPU (`devices.py`). An optimizer step's batch
 runs as micro-batches of `micro_batch_size` sequences (`auto`: the largest divisor of the batch
 that `memory.plan_micro_batch` fits in the GPU; the whole batch on a CPU), each micro-batch's loss
@@ -45,7 +50,6 @@ interval of work.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import time
@@ -54,14 +58,17 @@ from typing import Any, Callable
 
 import torch
 
-from scalegrid.memory import loss_chunk_tokens, plan_micro_batch, usable_bytes
+from scalegrid.memory import loss_chunk_tokens, plan_micro_batch, sharded, usable_bytes
 from scalegrid.spec import TrainSpec
 from scalegrid.storage.layout import CheckpointDir
 from scalegrid.trainers import checkpoint, devices
 from scalegrid.trainers.loss import lm_loss, predicted_tokens
 from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import build_model, count_params, param_groups
-from scalegrid.trainers.parallelize import evaluation_stance, parallelize
+from scalegrid.trainers.parallelize import (
+    Ranks, evaluation_module, evaluation_stance, full_state_dicts, full_tensor, gradient_sync, is_sharded, load_full_state_dicts,
+    parallelize,
+)
 from scalegrid.trainers.schedule import lr_at
 from scalegrid.trainers.sequences import epoch_orders, load_sequences, next_batch
 from scalegrid.trainers.weights import save_model
@@ -79,6 +86,7 @@ def train(
     training set (`extra_sequences`, [n, seq_len]) or replaces the loss of a batch (`batch_loss`)."""
     run = Run.build(trial, extra_sequences, batch_loss)
     state = TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr)
+    state.sharded = run.step if is_sharded(run.step) else None
     directory = trial.checkpoint_dir
     resumed_from = state.resume(directory)
     error = None
@@ -113,6 +121,8 @@ class Run:
     loss: BatchLoss
     micro_batch: int  # sequences per forward/backward
     chunk_tokens: int  # positions per chunk of the lm head and cross-entropy
+    ranks: Ranks  # this process among the trial's (`parallelize.py`): one, or Ray Train's W workers
+    step: torch.nn.Module  # what a training step calls: the model with a loss, under DDP or FSDP2 when W > 1
     start: float = field(default_factory=time.perf_counter)
 
     @classmethod
@@ -127,13 +137,17 @@ class Run:
             train_seqs = torch.cat([train_seqs, extra_sequences.to(device)])
         model = build_model(cfg.model, vocab_size, t.seq_len, seed=cfg.member_seed, device=device)
         model.train()
-        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, t, device)
-        parallelize(model, t, device)
         order = epoch_orders(len(train_seqs), cfg.epochs, cfg.member_seed, device, shuffled=cfg.data_order == "shuffled")
         chunk_tokens = loss_chunk_tokens(t, vocab_size, device.type)
         loss = batch_loss or functools.partial(lm_loss, chunk_tokens=chunk_tokens)
-        micro_batch = micro_batch_size(trial, vocab_size, device)
-        return cls(trial, device, model, optimizer, train_seqs, val_seqs, vocab_size, order, loss, micro_batch, chunk_tokens, start)
+        ranks = Ranks.current()
+        shard = use_fsdp(trial, vocab_size, device, ranks.world_size)
+        step = parallelize(model, t, device, ranks, shard=shard)
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, t, device)  # after FSDP2 replaced the parameters
+        micro_batch = micro_batch_size(trial, vocab_size, device, shards=ranks.world_size if shard else 1)
+        return cls(
+            trial, device, model, optimizer, train_seqs, val_seqs, vocab_size, order, loss, micro_batch, chunk_tokens, ranks, step, start
+        )
 
     @property
     def t(self) -> TrainSpec:
@@ -148,7 +162,7 @@ class Run:
         return self.trial.config.epochs * self.steps_per_epoch
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        return devices.autocast(self.device)
 
 
 @dataclass
@@ -163,6 +177,7 @@ class TrainState:
     lr: float = math.nan
     train_loss: float = math.nan
     wall_s_before: float = 0.0  # time of earlier attempts: wall_s counts every attempt
+    sharded: torch.nn.Module | None = None  # the FSDP2 step: its state dicts are gathered whole (a collective)
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -177,9 +192,14 @@ class TrainState:
         return error
 
     def state_dict(self, wall_s: float) -> dict[str, Any]:
+        """What a checkpoint holds; under FSDP2 every process calls it and rank 0's is whole."""
+        if self.sharded is not None:
+            model_state, optim_state = full_state_dicts(self.sharded, self.optimizer)
+        else:
+            model_state, optim_state = self.model.state_dict(), self.optimizer.state_dict()
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optim_state,
             "losses": self.losses.state_dict(),
             "curves": self.curves,
             "tokens_seen": self.tokens_seen,
@@ -190,8 +210,11 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded is not None:
+            load_full_state_dicts(self.sharded, self.optimizer, state["model"], state["optimizer"])
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.losses.load_state_dict(state["losses"])
         self.curves = state["curves"]
         self.tokens_seen, self.lr, self.train_loss = state["tokens_seen"], state["lr"], state["train_loss"]
@@ -217,8 +240,10 @@ def at_step_start(run: Run, state: TrainState, step: int, report: Report, direct
         if not math.isfinite(val_loss):
             return f"non-finite validation loss at step {step}"
     ft = run.trial.fault_tolerance
-    if step % ft.checkpoint_every == 0:
-        checkpoint.save(directory, step, state.state_dict(wall_s(run, state)), keep=ft.keep_checkpoints)
+    if step % ft.checkpoint_every == 0 and (run.ranks.is_main or state.sharded is not None):
+        saved = state.state_dict(wall_s(run, state))  # under FSDP2 a collective
+        if run.ranks.is_main:  # the one writer: every process holds the same (gathered) state
+            checkpoint.save(directory, step, saved, keep=ft.keep_checkpoints)
     return None
 
 
@@ -226,7 +251,7 @@ def train_step(run: Run, state: TrainState, step: int) -> str | None:
     """One optimizer step on batch `step` of the epoch orders; the divergence, if the window says so."""
     x = next_batch(run.train_seqs, run.order, step, run.steps_per_epoch, run.t.batch_size)
     loss = forward_backward_step(run, x)
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.t.clip or math.inf)  # inf: measure only
+    grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.t.clip or math.inf))  # inf: measure only
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     state.tokens_seen += x.numel()
@@ -237,16 +262,19 @@ def train_step(run: Run, state: TrainState, step: int) -> str | None:
 
 
 def forward_backward_step(run: Run, batch: torch.Tensor) -> torch.Tensor:
-    """Forward and backward of `batch` in micro-batches, their gradients accumulated in the
-    parameters' `.grad`; returns the batch's mean token loss (detached, on the device)."""
+    """Forward and backward of this process's share of `batch` in micro-batches, their gradients
+    accumulated in the parameters' `.grad` (across processes on the last one); returns the
+    batch's mean token loss (detached, on the device)."""
     num_tokens = predicted_tokens(batch)
-    total = None
-    for micro in batch.split(run.micro_batch):
-        with run.autocast():
-            loss = run.loss(run.model, micro, num_tokens)
-        loss.backward()
-        total = loss.detach() if total is None else total + loss.detach()
-    return total
+    micros = run.ranks.micro_batches(batch, run.micro_batch)
+    total = torch.zeros((), device=batch.device)
+    for i, (micro, weight) in enumerate(micros):
+        with gradient_sync(run.step, enabled=i == len(micros) - 1):
+            with run.autocast():
+                loss = run.step(micro, num_tokens, run.loss)
+            (loss * weight if weight != 1.0 else loss).backward()
+        total += loss.detach() * (weight / run.ranks.world_size)
+    return run.ranks.sum(total)
 
 
 def wall_s(run: Run, state: TrainState) -> float:
@@ -276,7 +304,9 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         error = f"non-finite validation loss at step {curves[-1]['step']}"
     diverged = error is not None
     if run.trial.save_model and not diverged:
-        save_model(run.model, run.trial)
+        whole = full_state_dicts(state.sharded, run.optimizer)[0] if state.sharded is not None else None  # a collective
+        if run.ranks.is_main:
+            save_model(run.model, run.trial, whole)
     params, params_nonembed = count_params(run.model)
     return TrialResult(
         status=Status.DIVERGED if diverged else Status.COMPLETED,
@@ -289,11 +319,25 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         train_loss=math.nan if diverged else state.train_loss,
         error=error,
         curves=curves,
-        extra={"steps": run.total_steps, "resumed_from_step": resumed_from},
+        extra={"steps": run.total_steps, "resumed_from_step": resumed_from, "world_size": run.ranks.world_size},
     )
 
 
-def micro_batch_size(trial: Trial, vocab_size: int, device: torch.device) -> int:
+def use_fsdp(trial: Trial, vocab_size: int, device: torch.device, world_size: int) -> bool:
+    """FSDP2 rather than DDP (`memory.sharded`: `train.parallelism`, or under `auto` when one GPU
+    cannot hold the model's training step; never under `auto` on a CPU)."""
+    t = trial.config.train
+    if world_size == 1 or (t.parallelism == "auto" and device.type != "cuda"):
+        return False
+    return sharded(trial.config.model, vocab_size, t, gpu_budget(device) if device.type == "cuda" else 0, world_size)
+
+
+def gpu_budget(device: torch.device) -> int:
+    """Bytes this trial may use of its GPU: its share of it (`memory.usable_bytes`)."""
+    return usable_bytes(torch.cuda.get_device_properties(device).total_memory / 1024**3, devices.gpu_share())
+
+
+def micro_batch_size(trial: Trial, vocab_size: int, device: torch.device, shards: int = 1) -> int:
     """Sequences per forward/backward: `train.micro_batch_size`, or under `auto` the whole batch on
     a CPU and on a GPU the largest divisor of the batch whose estimated peak fits this trial's
     share of the GPU's memory (`memory.py`; raises naming the fix when none does)."""
@@ -302,9 +346,7 @@ def micro_batch_size(trial: Trial, vocab_size: int, device: torch.device) -> int
         return t.micro_batch_size
     if device.type != "cuda":
         return t.batch_size
-    memory_gb = torch.cuda.get_device_properties(device).total_memory / 1024**3
-    budget = usable_bytes(memory_gb, devices.gpu_share())
-    return plan_micro_batch(trial.config.model, vocab_size, t, budget).micro_batch
+    return plan_micro_batch(trial.config.model, vocab_size, t, gpu_budget(device), shards=shards).micro_batch
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, t: TrainSpec, device: torch.device):
@@ -323,9 +365,10 @@ def evaluate(run: Run, sequences: torch.Tensor) -> float:
     time, eager (`parallelize.evaluation_stance`)."""
     run.model.eval()
     total = torch.zeros((), device=sequences.device)
+    forward, loss = evaluation_module(run.step), functools.partial(lm_loss, chunk_tokens=run.chunk_tokens)
     with evaluation_stance():
         for x in sequences.split(run.micro_batch):
             with run.autocast():
-                total += lm_loss(run.model, x, predicted_tokens(x), chunk_tokens=run.chunk_tokens).float() * len(x)
+                total += forward(x, predicted_tokens(x), loss).float() * len(x)
     run.model.train()
     return (total / len(sequences)).item()  # note: a device sync

@@ -251,6 +251,39 @@ def load_saved(kind: str, directory: str | Path) -> Tokenizer:
     return _wrap_hf(AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False, local_files_only=True), str(directory))
 
 
+# --- as a Hugging Face tokenizer beside a saved model ---------------------------------------------
+
+
+def hf_files(tokenizer: Tokenizer) -> dict[str, bytes]:
+    """The files of a Hugging Face tokenizer directory that encodes as `tokenizer` does (its EOS the
+    `eos_token`): what `AutoTokenizer.from_pretrained` loads beside a saved model."""
+    if tokenizer.kind == "hf":
+        return tokenizer.files()
+    from transformers import PreTrainedTokenizerFast
+
+    backend = _byte_backend() if tokenizer.kind == "byte" else tokenizer.backend
+    fast = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS_TEXT)
+    with tempfile.TemporaryDirectory() as tmp:
+        fast.save_pretrained(tmp)
+        return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+
+
+def _byte_backend():
+    """`byte` as a `tokenizers.Tokenizer`: byte b is id b (GPT-2's printable stand-in for each byte,
+    no merges), EOS_TEXT is 256."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers
+
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    stand_in = {b: chr(b) if b in printable else chr(next(extra)) for b in range(256)}  # GPT-2's bytes_to_unicode
+    backend = Backend(models.BPE(vocab={stand_in[b]: b for b in range(256)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens([EOS_TEXT])  # id 256: ByteTokenizer.eos_id
+    return backend
+
+
 TOKENIZERS: dict[str, Callable[[TokenizerSpec, Iterable], Tokenizer]] = {
     "byte": _byte,
     "bpe": _bpe,

@@ -1,9 +1,13 @@
-"""A trial's final weights in Hugging Face format: `RESULTS/models/<trial_id>/` (save_pretrained, safetensors).
+"""A trial's final model in Hugging Face format: `RESULTS/models/<trial_id>/` (save_pretrained,
+safetensors), with the tokenizer of its corpus beside it.
 
-Kept apart from training checkpoints: this is what ensemble evaluation and distillation load,
-and what a researcher opens with `from_pretrained`. The directory is published whole (written
-under a temporary name and renamed; on an object store uploaded with `config.json` last), so a
-directory that exists is complete.
+Kept for every lm trial unless the spec says `keep_weights: false` (ensemble members and teachers
+always), apart from training checkpoints: this is what ensemble evaluation and distillation load,
+and what a researcher opens with `AutoModelForCausalLM.from_pretrained` and
+`AutoTokenizer.from_pretrained` (`tokenizers.hf_files`: the byte and bpe tokenizers as Hugging
+Face fast tokenizers; a corpus of pre-tokenized arrays has no tokenizer to save). The directory is
+published whole (written under a temporary name and renamed; on an object store uploaded with
+`config.json` last), so a directory that exists is complete.
 """
 
 from __future__ import annotations
@@ -13,16 +17,36 @@ from pathlib import Path
 import torch
 
 from scalegrid.storage import MODEL_MARKER, ResultsLayout, node_cache_dir
+from scalegrid.trainers.corpus.cache import TokenCache
+from scalegrid.trainers.tokenizers import TOKENIZERS, hf_files, load_saved
 from scalegrid.trial import Trial
 
 
-def save_model(model: torch.nn.Module, trial: Trial) -> str:
-    """Publish the final weights; a re-trained member's old directory is replaced."""
+def save_model(model: torch.nn.Module, trial: Trial, state_dict: dict[str, torch.Tensor] | None = None) -> str:
+    """Publish the final weights (`state_dict`: the full one of a sharded model) and the tokenizer;
+    a re-trained member's old directory is replaced."""
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # its bar reaches the driver's stderr through Ray's log forwarding
-    results = trial.results
-    return results.publish_dir(results.model_dir(trial.trial_id), model.save_pretrained, marker=MODEL_MARKER, replace=True)
+    results, tokenizer = trial.results, tokenizer_files(trial)
+
+    def fill(directory: Path) -> None:
+        for name, content in tokenizer.items():
+            (directory / name).write_bytes(content)
+        model.save_pretrained(directory, state_dict=state_dict)
+
+    return results.publish_dir(results.model_dir(trial.trial_id), fill, marker=MODEL_MARKER, replace=True)
+
+
+def tokenizer_files(trial: Trial) -> dict[str, bytes]:
+    """The Hugging Face tokenizer files of the trial's corpus (none for pre-tokenized arrays)."""
+    if trial.data_key is None:
+        return {}
+    cache = TokenCache(trial.results)
+    kind = (cache.meta(trial.data_key) or {}).get("tokenizer")
+    if kind not in TOKENIZERS:
+        return {}
+    return hf_files(load_saved(kind, cache.load(trial.data_key) / "tokenizer"))  # the copy the trainer read
 
 
 def local_model_dir(results: ResultsLayout, trial_id: str) -> Path:
