@@ -268,8 +268,9 @@ class TrainSpec(_Strict):
     batch_size: int = Field(16, ge=1, le=1 << 20)  # sequences per optimizer step (samples for linreg)
     seq_len: int = Field(64, ge=2, le=1 << 20)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)  # of all optimizer steps
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"  # wsd: warmup, stable, decay (schedule.py)
     min_lr_ratio: Fraction = 0.1  # lr at the end of the decay, relative to peak
+    decay_fraction: float = hashed_unless_default(0.2, gt=0, le=1)  # wsd: the last fraction of the steps decays
     clip: float = Field(1.0, ge=0, le=1e6)  # gradient-norm clip; 0 turns it off
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
@@ -291,6 +292,17 @@ class TrainSpec(_Strict):
         if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 20):
             raise ValueError(f"must be an integer between 1 and {1 << 20} or auto (got {value!r})")
         return value
+
+    @model_validator(mode="after")
+    def _wsd_fields(self):
+        if self.decay_fraction != 0.2 and self.schedule != "wsd":
+            raise ValueError(f"decay_fraction is for schedule wsd, not {self.schedule}; leave it out or set schedule: wsd")
+        if self.schedule == "wsd" and self.warmup_fraction + self.decay_fraction > 1:
+            raise ValueError(
+                f"warmup_fraction {self.warmup_fraction:g} + decay_fraction {self.decay_fraction:g} exceed 1 "
+                "(warmup and decay of a one-epoch run would overlap); lower one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _micro_batch_within_batch(self):

@@ -95,10 +95,10 @@ def _total_steps(cfg: TrialConfig) -> int:
 
 def _lr_scale(cfg: TrialConfig) -> np.ndarray:
     """The schedule's factor at every step (lr_at is linear in the peak lr): shared by all lrs."""
-    steps = _total_steps(cfg)
+    steps, per_epoch = _total_steps(cfg), _total_steps(cfg) // cfg.epochs
     if cfg.train.schedule == "constant" and cfg.train.warmup_fraction == 0:
         return np.ones(steps)
-    return np.array([lr_at(step, steps, 1.0, cfg.train) for step in range(steps)])
+    return np.array([lr_at(step, steps, 1.0, cfg.train, steps_per_epoch=per_epoch) for step in range(steps)])
 
 
 def _train_runs(runs: list[_Run], x: np.ndarray, y: np.ndarray, h: np.ndarray, w_star: np.ndarray,

@@ -10,7 +10,7 @@ tokens.
 
 Recipe: AdamW with decoupled weight decay on every matrix (the input embedding too unless
 `train.decay_embeddings: false`; `model.param_groups` says why), linear warmup then cosine / linear
-/ constant decay (`schedule.lr_at`), gradient-norm clipping, and on a GPU bf16 autocast, fused
+/ constant / warmup-stable-decay (`schedule.lr_at`), gradient-norm clipping, and on a GPU bf16 autocast, fused
 AdamW, SDPA attention and torch.compile per decoder layer (`parallelize.py`).
 
     train(trial, report)                  the loop, top to bottom
@@ -82,7 +82,7 @@ def train(
     resumed_from = state.resume(directory)
     error = None
     for step in range(resumed_from, run.total_steps):  # a resumed run's first step was evaluated and saved
-        state.set_lr(lr_at(step, run.total_steps, trial.config.lr, run.t))
+        state.set_lr(lr_at(step, run.total_steps, trial.config.lr, run.t, steps_per_epoch=run.steps_per_epoch))
         if step > resumed_from:
             error = at_step_start(run, state, step, report, directory)
             if error:
