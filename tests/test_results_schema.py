@@ -12,7 +12,8 @@ from scalegrid import store
 
 DOC = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
 TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
-         "timestamp (UTC)": pa.timestamp("us", tz="UTC"), "list<string>": pa.list_(pa.string())}
+         "timestamp (UTC)": pa.timestamp("us", tz="UTC"), "list<string>": pa.list_(pa.string()),
+         "list<float64>": pa.list_(pa.float64())}
 
 
 def documented(heading: str) -> list[tuple[str, pa.DataType]]:

@@ -285,6 +285,8 @@ class TrainSpec(_Strict):
     activation_checkpointing: bool = not_hashed(False)  # recompute each decoder layer in backward: less memory, ~1/3 more compute
     compile: bool | None = not_hashed(None)  # torch.compile each decoder layer; None: on a GPU, off on a CPU
     loss_chunk_tokens: int | None = not_hashed(None, ge=1, le=1 << 30)  # positions per lm-head + loss chunk; None: by vocab (memory.py)
+    diagnostics: bool = not_hashed(False)  # per-epoch gradient statistics on a fixed probe set (trainers/diagnostics.py)
+    probe_batches: int = not_hashed(8, ge=2, le=1024)  # diagnostics: probe batches of batch_size; each epoch costs that many forward-backwards more
 
     @field_validator("micro_batch_size", mode="before")
     @classmethod

@@ -88,6 +88,12 @@ class CurveRow:
     val_loss: float
     lr: float
     wall_s: float
+    # train.diagnostics: at each epoch's end (trainers/diagnostics.py); null elsewhere
+    grad_norm: float | None = None
+    grad_cosine: float | None = None
+    grad_snr: float | None = None
+    grad_gram_top: list[float] | None = None
+    val_curvature: float | None = None
 
 
 def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: dict[str, str], device: str) -> RunRow:
@@ -151,7 +157,8 @@ def _teacher_columns(config) -> dict:
 
 
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
-                dt.datetime: pa.timestamp("us", tz="UTC"), list[str]: pa.list_(pa.string())}
+                dt.datetime: pa.timestamp("us", tz="UTC"), list[str]: pa.list_(pa.string()),
+                list[float]: pa.list_(pa.float64())}
 
 
 def schema_of(row_type: type) -> pa.Schema:

@@ -61,6 +61,7 @@ from scalegrid.trainers.loss import lm_loss, predicted_tokens
 from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import build_model, count_params, param_groups
 from scalegrid.trainers.parallelize import evaluation_stance, parallelize
+from scalegrid.trainers.probe import GradientProbe
 from scalegrid.trainers.schedule import lr_at
 from scalegrid.trainers.sequences import epoch_orders, load_sequences, next_batch
 from scalegrid.trainers.weights import save_model
@@ -77,7 +78,8 @@ def train(
     """Train one trial. Distillation (`trainers/distill.py`) adds teacher-generated sequences to the
     training set (`extra_sequences`, [n, seq_len]) or replaces the loss of a batch (`batch_loss`)."""
     run = Run.build(trial, extra_sequences, batch_loss)
-    state = TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr)
+    state = TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr,
+                       probe=GradientProbe.build(run) if run.t.diagnostics else None)
     directory = trial.checkpoint_dir
     resumed_from = state.resume(directory)
     error = None
@@ -162,6 +164,7 @@ class TrainState:
     lr: float = math.nan
     train_loss: float = math.nan
     wall_s_before: float = 0.0  # time of earlier attempts: wall_s counts every attempt
+    probe: GradientProbe | None = None  # train.diagnostics: measured at every epoch's end
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -186,6 +189,7 @@ class TrainState:
             "train_loss": self.train_loss,
             "wall_s": wall_s,
             "rng": checkpoint.rng_state(),
+            "probe": self.probe.state_dict() if self.probe else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -196,6 +200,8 @@ class TrainState:
         self.tokens_seen, self.lr, self.train_loss = state["tokens_seen"], state["lr"], state["train_loss"]
         self.wall_s_before = state["wall_s"]
         checkpoint.set_rng_state(state["rng"])
+        if self.probe and state.get("probe"):
+            self.probe.load_state_dict(state["probe"])
 
     def resume(self, directory: CheckpointDir) -> int:
         """Load the newest readable checkpoint; the step to continue from (0: none)."""
@@ -206,9 +212,9 @@ class TrainState:
 
 
 def at_step_start(run: Run, state: TrainState, step: int, report: Report, directory: CheckpointDir) -> str | None:
-    """The hooks before step `step`: an evaluation every `eval_every` steps, then a checkpoint
-    every `checkpoint_every` steps. Returns why the trial diverged, if it did."""
-    if step % run.t.eval_every == 0:
+    """The hooks before step `step`: an evaluation every `eval_every` steps (and at every epoch's
+    end with `diagnostics`, which it measures), then a checkpoint every `checkpoint_every` steps. Returns why the trial diverged, if it did."""
+    if step % run.t.eval_every == 0 or (state.probe and step % run.steps_per_epoch == 0):
         error = state.read_losses()
         if error:
             return error
@@ -263,6 +269,8 @@ def evaluate_into(run: Run, state: TrainState, step: int, report: Report) -> flo
         "lr": state.lr,
         "wall_s": wall_s(run, state),
     }
+    if state.probe is not None and step % run.steps_per_epoch == 0:
+        row |= state.probe.measure(run, row["val_loss"])
     state.curves.append(row)
     report(row)
     return row["val_loss"]
