@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from scalegrid.errors import UserError
 from scalegrid.shapes import PRESETS, LinregShape, LlamaShape, ModelShape
+from scalegrid.stopping import StopSpec, epochs_section
 
 AXES = ("model", "unique_tokens", "epochs", "lr", "weight_decay", "seed")
 TRAINER_NAMES = ("lm", "linreg")  # `trainers/__init__.py` maps each to its module
@@ -286,6 +287,7 @@ class TrainSpec(_Strict):
     compile: bool | None = not_hashed(None)  # torch.compile each decoder layer; None: on a GPU, off on a CPU
     loss_chunk_tokens: int | None = not_hashed(None, ge=1, le=1 << 30)  # positions per lm-head + loss chunk; None: by vocab (memory.py)
     diagnostics: bool = not_hashed(False)  # per-epoch gradient statistics on a fixed probe set (trainers/diagnostics.py)
+    stop: StopSpec | None = hashed_unless_default(None)  # an adaptive stop (stopping.py); written `epochs: {max: N, stop: {...}}`
     probe_batches: int = not_hashed(8, ge=2, le=1024)  # diagnostics: probe batches of batch_size; each epoch costs that many forward-backwards more
 
     @field_validator("micro_batch_size", mode="before")
@@ -299,6 +301,10 @@ class TrainSpec(_Strict):
     def _wsd_fields(self):
         if self.decay_fraction != 0.2 and self.schedule != "wsd":
             raise ValueError(f"decay_fraction is for schedule wsd, not {self.schedule}; leave it out or set schedule: wsd")
+        if self.stop and (self.schedule != "wsd" or self.decay_fraction == 1):
+            raise ValueError("an adaptive stop (epochs.stop) needs train.schedule: wsd with decay_fraction below 1 (it decays where the rule stops)")
+        if self.stop and self.stop.rule == "grad_stats" and not self.diagnostics:
+            raise ValueError("the stop rule grad_stats reads the gradient statistics: set train.diagnostics: true")
         if self.schedule == "wsd" and self.warmup_fraction + self.decay_fraction > 1:
             raise ValueError(
                 f"warmup_fraction {self.warmup_fraction:g} + decay_fraction {self.decay_fraction:g} exceed 1 "
@@ -467,6 +473,22 @@ class SweepSpec(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     ensemble: EnsembleSpec | None = None
     distill: list[DistillSpec] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_epochs(cls, data: Any):
+        """`epochs: {max: N, stop: {...}}` is the epochs axis [N] and `train.stop` (stopping.py)."""
+        if not isinstance(data, dict) or not isinstance(data.get("epochs"), dict):
+            return data
+        epochs, stop = epochs_section(data["epochs"])
+        try:
+            StopSpec.model_validate(stop)
+        except ValidationError as err:
+            raise ValueError(f"epochs.stop.{describe_error(err, StopSpec)}") from None
+        if data.get("trainer") != "lm":
+            raise ValueError("epochs.stop: the adaptive stop is built for trainer lm")
+        train = data.get("train", {})
+        return {**data, "epochs": epochs, "train": {**train, "stop": stop}} if isinstance(train, dict) else data
 
     @field_validator("distill", mode="before")
     @classmethod

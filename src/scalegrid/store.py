@@ -74,6 +74,7 @@ class RunRow:
     teacher_trial_ids: list[str] | None = None  # distill: the teacher's members
     distill_method: str | None = None  # distill: token | sequence
     combine: str | None = None  # k > 1 members averaged (an ensemble, a student's teacher): probs | logits
+    stopped_epoch: int | None = None  # an adaptive stop (train.stop): the epoch after which it entered the decay
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: d
         member=config.member, val_loss=result.val_loss, best_val_loss=result.best_val_loss,
         train_loss=result.train_loss, flops=result.flops, wall_s=wall_s, error=result.error,
         config_json=canonical_json(identity(config)), device=device, **_teacher_columns(config),
+        stopped_epoch=result.extra.get("stopped_epoch"),
     )
 
 

@@ -62,7 +62,8 @@ from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import build_model, count_params, param_groups
 from scalegrid.trainers.parallelize import evaluation_stance, parallelize
 from scalegrid.trainers.probe import GradientProbe
-from scalegrid.trainers.schedule import lr_at
+from scalegrid.stopping import should_stop
+from scalegrid.trainers.schedule import decay_start, decay_steps_after, lr_at, wsd_lr
 from scalegrid.trainers.sequences import epoch_orders, load_sequences, next_batch
 from scalegrid.trainers.weights import save_model
 from scalegrid.trial import Report, Status, Trial, TrialResult
@@ -81,22 +82,28 @@ def train(
     state = TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr,
                        probe=GradientProbe.build(run) if run.t.diagnostics else None)
     directory = trial.checkpoint_dir
+    state.total_steps, state.decay_start = run.total_steps, decay_start(run.total_steps, run.t)
     resumed_from = state.resume(directory)
-    error = None
-    for step in range(resumed_from, run.total_steps):  # a resumed run's first step was evaluated and saved
-        state.set_lr(lr_at(step, run.total_steps, trial.config.lr, run.t, steps_per_epoch=run.steps_per_epoch))
+    error, step = None, resumed_from
+    while step < state.total_steps and not error:  # a resumed run's first step was evaluated and saved
+        state.set_lr(lr_of(run, state, step))
         if step > resumed_from:
             error = at_step_start(run, state, step, report, directory)
-            if error:
-                break
-        error = train_step(run, state, step)
-        if error:
-            break
-    else:  # no break: the run finished, read the last window and evaluate the final model
+        if not error:
+            error = train_step(run, state, step)
+            step += 1
+    if not error:  # the run finished: read the last window and evaluate the final model
         error = state.read_losses()
         if not error:
-            evaluate_into(run, state, run.total_steps, report)
+            evaluate_into(run, state, state.total_steps, report)
     return finish(run, state, error, resumed_from)
+
+
+def lr_of(run: Run, state: TrainState, step: int) -> float:
+    """The lr of `step`: a `wsd` run's decay is the state's (an adaptive stop moves it)."""
+    if run.t.schedule == "wsd":
+        return wsd_lr(step, state.decay_start, state.total_steps, run.trial.config.lr, run.t, run.steps_per_epoch)
+    return lr_at(step, run.total_steps, run.trial.config.lr, run.t)
 
 
 @dataclass
@@ -165,6 +172,9 @@ class TrainState:
     train_loss: float = math.nan
     wall_s_before: float = 0.0  # time of earlier attempts: wall_s counts every attempt
     probe: GradientProbe | None = None  # train.diagnostics: measured at every epoch's end
+    total_steps: int = 0  # the run's steps; with an adaptive stop, fixed when the rule stops it
+    decay_start: int = 0  # the first step of a wsd run's decay
+    stopped_epoch: int | None = None  # the epoch an adaptive stop entered the decay after
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -190,6 +200,7 @@ class TrainState:
             "wall_s": wall_s,
             "rng": checkpoint.rng_state(),
             "probe": self.probe.state_dict() if self.probe else None,
+            "stopped": None if self.stopped_epoch is None else [self.stopped_epoch, self.decay_start, self.total_steps],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -202,6 +213,8 @@ class TrainState:
         checkpoint.set_rng_state(state["rng"])
         if self.probe and state.get("probe"):
             self.probe.load_state_dict(state["probe"])
+        if state.get("stopped"):
+            self.stopped_epoch, self.decay_start, self.total_steps = state["stopped"]
 
     def resume(self, directory: CheckpointDir) -> int:
         """Load the newest readable checkpoint; the step to continue from (0: none)."""
@@ -214,17 +227,32 @@ class TrainState:
 def at_step_start(run: Run, state: TrainState, step: int, report: Report, directory: CheckpointDir) -> str | None:
     """The hooks before step `step`: an evaluation every `eval_every` steps (and at every epoch's
     end with `diagnostics`, which it measures), then a checkpoint every `checkpoint_every` steps. Returns why the trial diverged, if it did."""
-    if step % run.t.eval_every == 0 or (state.probe and step % run.steps_per_epoch == 0):
+    epoch_end = step % run.steps_per_epoch == 0 and (state.probe or run.t.stop)
+    if step % run.t.eval_every == 0 or epoch_end:
         error = state.read_losses()
         if error:
             return error
         val_loss = evaluate_into(run, state, step, report)
         if not math.isfinite(val_loss):
             return f"non-finite validation loss at step {step}"
+        if epoch_end and run.t.stop:
+            decide_stop(run, state, step)
     ft = run.trial.fault_tolerance
     if step % ft.checkpoint_every == 0:
         checkpoint.save(directory, step, state.state_dict(wall_s(run, state)), keep=ft.keep_checkpoints)
     return None
+
+
+def decide_stop(run: Run, state: TrainState, step: int) -> None:
+    """At an epoch's end in the stable phase: enter the decay now if the stop rule says so."""
+    if state.stopped_epoch is not None or step >= state.decay_start:
+        return
+    history = [r for r in state.curves if r["step"] % run.steps_per_epoch == 0 and r["step"] > 0]
+    if should_stop(run.t.stop, history):
+        state.stopped_epoch, state.decay_start = step // run.steps_per_epoch, step
+        state.total_steps = min(run.total_steps, step + decay_steps_after(step, run.t))
+        state.set_lr(lr_of(run, state, step))  # this step is the decay's first
+        state.curves[-1]["lr"] = state.lr
 
 
 def train_step(run: Run, state: TrainState, step: int) -> str | None:
@@ -296,7 +324,7 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         train_loss=math.nan if diverged else state.train_loss,
         error=error,
         curves=curves,
-        extra={"steps": run.total_steps, "resumed_from_step": resumed_from},
+        extra={"steps": state.total_steps, "resumed_from_step": resumed_from, "stopped_epoch": state.stopped_epoch},
     )
 
 
