@@ -64,6 +64,7 @@ from scalegrid.trainers.parallelize import evaluation_stance, parallelize
 from scalegrid.trainers.probe import GradientProbe
 from scalegrid.stopping import should_stop
 from scalegrid.trainers.schedule import decay_start, decay_steps_after, lr_at, wsd_lr
+from scalegrid.trainers.trunks import Trunk, load_branch, train_group
 from scalegrid.trainers.sequences import epoch_orders, load_sequences, next_batch
 from scalegrid.trainers.weights import save_model
 from scalegrid.trial import Report, Status, Trial, TrialResult
@@ -74,16 +75,21 @@ BatchLoss = Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]
 
 
 def train(
-    trial: Trial, report: Report, *, extra_sequences: torch.Tensor | None = None, batch_loss: BatchLoss | None = None
+    trial: Trial, report: Report, *, extra_sequences: torch.Tensor | None = None, batch_loss: BatchLoss | None = None,
+    trunk: Trunk | None = None,
 ) -> TrialResult:
     """Train one trial. Distillation (`trainers/distill.py`) adds teacher-generated sequences to the
-    training set (`extra_sequences`, [n, seq_len]) or replaces the loss of a batch (`batch_loss`)."""
+    training set (`extra_sequences`, [n, seq_len]) or replaces the loss of a batch (`batch_loss`);
+    a `wsd` epochs axis starts from and saves trunk states (`trunk`, `trunks.py`)."""
     run = Run.build(trial, extra_sequences, batch_loss)
+    run.trunk = trunk
     state = TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr,
                        probe=GradientProbe.build(run) if run.t.diagnostics else None)
     directory = trial.checkpoint_dir
     state.total_steps, state.decay_start = run.total_steps, decay_start(run.total_steps, run.t)
     resumed_from = state.resume(directory)
+    if resumed_from == 0 and trunk and trunk.start is not None:
+        resumed_from = state.branch(trunk)
     error, step = None, resumed_from
     while step < state.total_steps and not error:  # a resumed run's first step was evaluated and saved
         state.set_lr(lr_of(run, state, step))
@@ -122,6 +128,7 @@ class Run:
     micro_batch: int  # sequences per forward/backward
     chunk_tokens: int  # positions per chunk of the lm head and cross-entropy
     start: float = field(default_factory=time.perf_counter)
+    trunk: Trunk | None = None  # a wsd epochs axis: the trunk states this run starts from and saves
 
     @classmethod
     def build(cls, trial: Trial, extra_sequences: torch.Tensor | None, batch_loss: BatchLoss | None) -> Run:
@@ -216,6 +223,13 @@ class TrainState:
         if state.get("stopped"):
             self.stopped_epoch, self.decay_start, self.total_steps = state["stopped"]
 
+    def branch(self, trunk: Trunk) -> int:
+        """Start from the trunk's state at this run's decay start; 0 when it is gone (from scratch)."""
+        saved = load_branch(trunk.directory, trunk.start)
+        if saved is not None:
+            self.load_state_dict(saved)
+        return trunk.start if saved is not None else 0
+
     def resume(self, directory: CheckpointDir) -> int:
         """Load the newest readable checkpoint; the step to continue from (0: none)."""
         step, saved = checkpoint.latest(directory)
@@ -240,6 +254,8 @@ def at_step_start(run: Run, state: TrainState, step: int, report: Report, direct
     ft = run.trial.fault_tolerance
     if step % ft.checkpoint_every == 0:
         checkpoint.save(directory, step, state.state_dict(wall_s(run, state)), keep=ft.keep_checkpoints)
+    if run.trunk and step in run.trunk.saves:  # a shorter epoch count's decay starts here
+        checkpoint.save(run.trunk.directory, step, state.state_dict(wall_s(run, state)), keep=1 << 30)
     return None
 
 
@@ -364,3 +380,8 @@ def evaluate(run: Run, sequences: torch.Tensor) -> float:
                 total += lm_loss(run.model, x, predicted_tokens(x), chunk_tokens=run.chunk_tokens).float() * len(x)
     run.model.train()
     return (total / len(sequences)).item()  # note: a device sync
+
+
+def train_many(trials, reports=None) -> list[TrialResult]:
+    """The trials of one trunk: the longest trained once, the shorter ones branching off it."""
+    return train_group(trials, reports, train)
