@@ -1,8 +1,8 @@
 """Epochs decided while training, measured on a CPU-sized synthetic corpus (issue 16).
 
     python benchmarks/bench_epochs.py --diagnostics    # the cost of train.diagnostics at the default probe size
-    python benchmarks/bench_epochs.py --trunks         # (a) trunk-and-branch against independent WSD runs
-    python benchmarks/bench_epochs.py --adaptive       # (b) adaptive stop against the fixed-epoch grid
+    python benchmarks/bench_epochs.py --trunks         # (a) trunk-and-branch against independent WSD runs and
+                                                       # (b) adaptive stops against the fixed-epoch grid's best
 
 Every figure is a real lm trial (llama-50k, byte tokens, batch 16 x 64) trained in this process;
 wall times are noisy on a shared machine: the load (`uptime`) is printed with them.
@@ -75,15 +75,67 @@ def bench_diagnostics(results: Path, repeats: int = 3) -> None:
               f"load {load()}", flush=True)
 
 
+EPOCHS = [1, 2, 4, 8, 16]
+
+
+def steps_trained(result) -> int:
+    """Optimizer steps this process computed for a trial (a branch: its decay only)."""
+    return result.extra["steps"] - result.extra["resumed_from_step"]
+
+
+def bench_trunks(results: Path, settings, gamma: float, max_epochs: int) -> None:
+    """(a) the trunk-and-branch grid against independent wsd runs; (b) adaptive stops against the
+    grid's best fixed epoch count, on each (redundancy, unique tokens) setting."""
+    from scalegrid.trainers import lm
+
+    wsd = {"schedule": "wsd", "warmup_fraction": 0.05}
+    for redundancy, budget in settings:
+        root = results / f"r{redundancy}-u{budget}"
+        grid = trials(root, unique_tokens=[budget], epochs=EPOCHS, redundancy=redundancy, train=wsd)
+        flops_per_step = grid[0].config.model.flops_per_token(grid[0].config.vocab_size, 64) * 16 * 64
+        start = time.perf_counter()
+        branched = lm.train_many(grid)
+        trunk_s = time.perf_counter() - start
+        start = time.perf_counter()
+        independent = [lm.train(t, lambda row: None) for t in grid]
+        independent_s = time.perf_counter() - start
+        trunk_flops = flops_per_step * sum(steps_trained(r) for r in branched)
+        independent_flops = flops_per_step * sum(steps_trained(r) for r in independent)
+        worst = max(abs(b.val_loss - i.val_loss) for b, i in zip(branched, independent))
+        print(f"(a) redundancy {redundancy}, U {budget}: trunk {trunk_flops:.3g} FLOPs / {trunk_s:.1f} s, independent "
+              f"{independent_flops:.3g} FLOPs / {independent_s:.1f} s: {trunk_flops / independent_flops:.1%} of the FLOPs, "
+              f"{trunk_s / independent_s:.1%} of the wall time; max |val_loss difference| {worst:.2g}; load {load()}", flush=True)
+        losses = {e: r.val_loss for e, r in zip(EPOCHS, independent)}
+        best = min(losses, key=losses.get)
+        print(f"    fixed grid val_loss by epochs: " + ", ".join(f"{e}: {v:.4f}" for e, v in losses.items()) + f"; best {best}", flush=True)
+        for rule in ("val_curve", "grad_stats"):
+            stop = {"rule": rule, "gamma": gamma}
+            (adaptive,) = trials(root, unique_tokens=[budget], epochs={"max": max_epochs, "stop": stop}, redundancy=redundancy,
+                                 train={**wsd, "diagnostics": rule == "grad_stats"})
+            result = lm.train(adaptive, lambda row: None)
+            fixed_tokens = best * budget
+            print(f"(b) {rule} gamma {gamma}: stopped after {result.extra['stopped_epoch']} epochs, {result.tokens_seen} tokens "
+                  f"({1 - result.tokens_seen / fixed_tokens:+.1%} fewer than the best fixed {best} epochs), val_loss "
+                  f"{result.val_loss:.4f} ({result.val_loss / losses[best] - 1:+.2%} against it); load {load()}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--diagnostics", action="store_true")
+    parser.add_argument("--trunks", action="store_true", help="(a) and (b) on two redundancies x two budgets")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[16384, 65536], help="unique tokens (multiples of 1024)")
+    parser.add_argument("--redundancies", type=float, nargs="+", default=[0.0, 0.6])
+    parser.add_argument("--gamma", type=float, default=0.02)
+    parser.add_argument("--max-epochs", type=int, default=32, help="the adaptive runs' epochs.max")
     parser.add_argument("--results", help="a results directory to keep (default: a temporary one)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(args.results or tmp)
         if args.diagnostics:
             bench_diagnostics(results)
+        if args.trunks:
+            settings = [(r, u) for r in args.redundancies for u in args.budgets]
+            bench_trunks(results, settings, args.gamma, args.max_epochs)
     return 0
 
 
