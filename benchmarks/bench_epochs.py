@@ -83,7 +83,7 @@ def steps_trained(result) -> int:
     return result.extra["steps"] - result.extra["resumed_from_step"]
 
 
-def bench_trunks(results: Path, settings, gamma: float, max_epochs: int) -> None:
+def bench_trunks(results: Path, settings, gamma: float, max_epochs: int, lr: float) -> None:
     """(a) the trunk-and-branch grid against independent wsd runs; (b) adaptive stops against the
     grid's best fixed epoch count, on each (redundancy, unique tokens) setting."""
     from scalegrid.trainers import lm
@@ -91,7 +91,7 @@ def bench_trunks(results: Path, settings, gamma: float, max_epochs: int) -> None
     wsd = {"schedule": "wsd", "warmup_fraction": 0.05}
     for redundancy, budget in settings:
         root = results / f"r{redundancy}-u{budget}"
-        grid = trials(root, unique_tokens=[budget], epochs=EPOCHS, redundancy=redundancy, train=wsd)
+        grid = trials(root, unique_tokens=[budget], epochs=EPOCHS, redundancy=redundancy, train=wsd, lr=lr)
         flops_per_step = grid[0].config.model.flops_per_token(grid[0].config.vocab_size, 64) * 16 * 64
         start = time.perf_counter()
         branched = lm.train_many(grid)
@@ -111,12 +111,13 @@ def bench_trunks(results: Path, settings, gamma: float, max_epochs: int) -> None
         for rule in ("val_curve", "grad_stats"):
             stop = {"rule": rule, "gamma": gamma}
             (adaptive,) = trials(root, unique_tokens=[budget], epochs={"max": max_epochs, "stop": stop}, redundancy=redundancy,
-                                 train={**wsd, "diagnostics": rule == "grad_stats"})
+                                 train={**wsd, "diagnostics": rule == "grad_stats"}, lr=lr)
             result = lm.train(adaptive, lambda row: None)
             fixed_tokens = best * budget
-            print(f"(b) {rule} gamma {gamma}: stopped after {result.extra['stopped_epoch']} epochs, {result.tokens_seen} tokens "
-                  f"({1 - result.tokens_seen / fixed_tokens:+.1%} fewer than the best fixed {best} epochs), val_loss "
-                  f"{result.val_loss:.4f} ({result.val_loss / losses[best] - 1:+.2%} against it); load {load()}", flush=True)
+            stopped = result.extra["stopped_epoch"]
+            print(f"(b) {rule} gamma {gamma}: {'stopped after ' + str(stopped) + ' epochs' if stopped else 'never stopped'}, "
+                  f"{result.tokens_seen} tokens ({result.tokens_seen / fixed_tokens:.1%} of the best fixed run's, {best} epochs), "
+                  f"val_loss {result.val_loss:.4f} ({result.val_loss / losses[best] - 1:+.2%} against it); load {load()}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redundancies", type=float, nargs="+", default=[0.0, 0.6])
     parser.add_argument("--gamma", type=float, default=0.02)
     parser.add_argument("--max-epochs", type=int, default=32, help="the adaptive runs' epochs.max")
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak lr of every run")
     parser.add_argument("--results", help="a results directory to keep (default: a temporary one)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_diagnostics(results)
         if args.trunks:
             settings = [(r, u) for r in args.redundancies for u in args.budgets]
-            bench_trunks(results, settings, args.gamma, args.max_epochs)
+            bench_trunks(results, settings, args.gamma, args.max_epochs, args.lr)
     return 0
 
 

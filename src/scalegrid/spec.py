@@ -288,6 +288,8 @@ class TrainSpec(_Strict):
     loss_chunk_tokens: int | None = not_hashed(None, ge=1, le=1 << 30)  # positions per lm-head + loss chunk; None: by vocab (memory.py)
     diagnostics: bool = not_hashed(False)  # per-epoch gradient statistics on a fixed probe set (trainers/diagnostics.py)
     stop: StopSpec | None = hashed_unless_default(None)  # an adaptive stop (stopping.py); written `epochs: {max: N, stop: {...}}`
+    memorisation_samples: int = not_hashed(0, ge=0, le=65536)  # > 0: generated n-grams found in the training data, at the end (trainers/memorisation.py)
+    memorisation_ngram: int = not_hashed(8, ge=1, le=1 << 19)  # tokens per n-gram of memorisation_samples
     probe_batches: int = not_hashed(8, ge=2, le=1024)  # diagnostics: probe batches of batch_size; each epoch costs that many forward-backwards more
 
     @field_validator("micro_batch_size", mode="before")
@@ -303,6 +305,9 @@ class TrainSpec(_Strict):
             raise ValueError(f"decay_fraction is for schedule wsd, not {self.schedule}; leave it out or set schedule: wsd")
         if self.stop and (self.schedule != "wsd" or self.decay_fraction == 1):
             raise ValueError("an adaptive stop (epochs.stop) needs train.schedule: wsd with decay_fraction below 1 (it decays where the rule stops)")
+        if self.memorisation_samples and self.memorisation_ngram > self.seq_len - self.seq_len // 2:
+            raise ValueError(f"memorisation_ngram {self.memorisation_ngram} is longer than the generated half of a sequence "
+                             f"({self.seq_len - self.seq_len // 2} tokens); use at most that, or a longer seq_len")
         if self.stop and self.stop.rule == "grad_stats" and not self.diagnostics:
             raise ValueError("the stop rule grad_stats reads the gradient statistics: set train.diagnostics: true")
         if self.schedule == "wsd" and self.warmup_fraction + self.decay_fraction > 1:

@@ -75,6 +75,8 @@ class RunRow:
     distill_method: str | None = None  # distill: token | sequence
     combine: str | None = None  # k > 1 members averaged (an ensemble, a student's teacher): probs | logits
     stopped_epoch: int | None = None  # an adaptive stop (train.stop): the epoch after which it entered the decay
+    memorised_train: float | None = None  # train.memorisation_samples: generated n-grams found in the training data, after training prompts
+    memorised_val: float | None = None  # ... after validation prompts
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: d
         member=config.member, val_loss=result.val_loss, best_val_loss=result.best_val_loss,
         train_loss=result.train_loss, flops=result.flops, wall_s=wall_s, error=result.error,
         config_json=canonical_json(identity(config)), device=device, **_teacher_columns(config),
-        stopped_epoch=result.extra.get("stopped_epoch"),
+        stopped_epoch=result.extra.get("stopped_epoch"), memorised_train=result.extra.get("memorised_train"),
+        memorised_val=result.extra.get("memorised_val"),
     )
 
 

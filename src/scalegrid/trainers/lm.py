@@ -56,7 +56,7 @@ import torch
 from scalegrid.memory import loss_chunk_tokens, plan_micro_batch, usable_bytes
 from scalegrid.spec import TrainSpec
 from scalegrid.storage.layout import CheckpointDir
-from scalegrid.trainers import checkpoint, devices
+from scalegrid.trainers import checkpoint, devices, memorisation
 from scalegrid.trainers.loss import lm_loss, predicted_tokens
 from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import build_model, count_params, param_groups
@@ -328,6 +328,10 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
     diverged = error is not None
     if run.trial.save_model and not diverged:
         save_model(run.model, run.trial)
+    memorised = {}
+    if run.t.memorisation_samples and not diverged:
+        memorised = memorisation.measure(run.model, run.train_seqs, run.val_seqs, run.t.memorisation_samples,
+                                         run.t.memorisation_ngram, cfg.member_seed)
     params, params_nonembed = count_params(run.model)
     return TrialResult(
         status=Status.DIVERGED if diverged else Status.COMPLETED,
@@ -340,7 +344,7 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         train_loss=math.nan if diverged else state.train_loss,
         error=error,
         curves=curves,
-        extra={"steps": state.total_steps, "resumed_from_step": resumed_from, "stopped_epoch": state.stopped_epoch},
+        extra={"steps": state.total_steps, "resumed_from_step": resumed_from, "stopped_epoch": state.stopped_epoch, **memorised},
     )
 
 
