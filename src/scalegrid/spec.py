@@ -543,6 +543,8 @@ class SweepSpec(_Strict):
                 "trainer linreg needs data.source gaussian" if is_linreg
                 else "data.source gaussian is for trainer linreg; the lm trainer needs synthetic, files, hub or tokens"
             )
+        if self.trainer != "lm" and self.train.memorisation_samples:
+            raise ValueError("train.memorisation_samples needs trainer lm (a model that generates text)")
         if self.trainer != "lm" and (self.ensemble is not None or self.distill):
             raise ValueError(f"ensemble: and distill: need trainer lm (models to average), not {self.trainer}")
         return self

@@ -36,3 +36,6 @@ def test_an_ngram_longer_than_the_generated_half_is_refused():
             "train": {"seq_len": 16, "memorisation_samples": 4, "memorisation_ngram": 9}}
     with pytest.raises(UserError, match="memorisation_ngram 9 is longer than the generated half"):
         parse_spec(spec)
+    with pytest.raises(UserError, match="memorisation_samples needs trainer lm"):
+        parse_spec({"name": "s", "trainer": "linreg", "model": {"dims": 8}, "epochs": 1, "lr": 0.1,
+                    "data": {"source": "gaussian", "unique_tokens": 64}, "train": {"memorisation_samples": 4}})
