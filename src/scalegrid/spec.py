@@ -48,6 +48,7 @@ from scalegrid.strict import (  # noqa: F401 - hashed_fields and describe_error 
 )
 from scalegrid.ladders import SearchSpec, monotone, on_ladder
 from scalegrid.shapes import PRESETS, LinregShape, LlamaShape, ModelShape
+from scalegrid.stopping import StopSpec, epochs_section
 
 AXES = ("model", "unique_tokens", "epochs", "lr", "weight_decay", "seed")
 TRAINER_NAMES = ("lm", "linreg")  # `trainers/__init__.py` maps each to its module
@@ -57,8 +58,9 @@ class TrainSpec(Strict):
     batch_size: int = Field(16, ge=1, le=1 << 20)  # sequences per optimizer step (samples for linreg)
     seq_len: int = Field(64, ge=2, le=1 << 20)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)  # of all optimizer steps
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"  # wsd: warmup, stable, decay (schedule.py)
     min_lr_ratio: Fraction = 0.1  # lr at the end of the decay, relative to peak
+    decay_fraction: float = hashed_unless_default(0.2, gt=0, le=1)  # wsd: the last fraction of the steps decays
     clip: float = Field(1.0, ge=0, le=1e6)  # gradient-norm clip; 0 turns it off
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
@@ -74,11 +76,34 @@ class TrainSpec(Strict):
     compile: bool | None = not_hashed(None)  # torch.compile each decoder layer; None: on a GPU, off on a CPU
     loss_chunk_tokens: int | None = not_hashed(None, ge=1, le=1 << 30)  # positions per lm-head + loss chunk; None: by vocab (memory.py)
     parallelism: Literal["auto", "ddp", "fsdp"] = not_hashed("auto")  # with resources.workers > 1; auto: FSDP2 when the memory plan says one GPU cannot hold the model, else DDP
+    diagnostics: bool = not_hashed(False)  # per-epoch gradient statistics on a fixed probe set (trainers/diagnostics.py)
+    stop: StopSpec | None = hashed_unless_default(None)  # an adaptive stop (stopping.py); written `epochs: {max: N, stop: {...}}`
+    memorisation_samples: int = not_hashed(0, ge=0, le=65536)  # > 0: generated n-grams found in the training data, at the end (trainers/memorisation.py)
+    memorisation_ngram: int = not_hashed(8, ge=1, le=1 << 19)  # tokens per n-gram of memorisation_samples
+    probe_batches: int = not_hashed(8, ge=2, le=1024)  # diagnostics: probe batches of batch_size; each epoch costs that many forward-backwards more
 
     @field_validator("micro_batch_size", mode="before")
     @classmethod
     def _micro_batch(cls, value: Any):
         return _micro_batch_count(value)
+
+    @model_validator(mode="after")
+    def _wsd_fields(self):
+        if self.decay_fraction != 0.2 and self.schedule != "wsd":
+            raise ValueError(f"decay_fraction is for schedule wsd, not {self.schedule}; leave it out or set schedule: wsd")
+        if self.stop and (self.schedule != "wsd" or self.decay_fraction == 1):
+            raise ValueError("an adaptive stop (epochs.stop) needs train.schedule: wsd with decay_fraction below 1 (it decays where the rule stops)")
+        if self.memorisation_samples and self.memorisation_ngram > self.seq_len - self.seq_len // 2:
+            raise ValueError(f"memorisation_ngram {self.memorisation_ngram} is longer than the generated half of a sequence "
+                             f"({self.seq_len - self.seq_len // 2} tokens); use at most that, or a longer seq_len")
+        if self.stop and self.stop.rule == "grad_stats" and not self.diagnostics:
+            raise ValueError("the stop rule grad_stats reads the gradient statistics: set train.diagnostics: true")
+        if self.schedule == "wsd" and self.warmup_fraction + self.decay_fraction > 1:
+            raise ValueError(
+                f"warmup_fraction {self.warmup_fraction:g} + decay_fraction {self.decay_fraction:g} exceed 1 "
+                "(warmup and decay of a one-epoch run would overlap); lower one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _micro_batch_within_batch(self):
@@ -92,10 +117,11 @@ class TrainSpec(Strict):
 
 def _train_axes() -> tuple[str, ...]:
     """The `train` fields that may be axes: every result-changing one but `seq_len` (the unit the
-    corpus is cut into, which `unique_tokens` must be a multiple of)."""
+    corpus is cut into, which `unique_tokens` must be a multiple of) and `stop` (written as
+    `epochs: {max: N, stop: ...}`, one rule per spec)."""
     return tuple(
         name for name, info in TrainSpec.model_fields.items()
-        if name != "seq_len" and (info.json_schema_extra or {}).get("identity") != "never"
+        if name not in ("seq_len", "stop") and (info.json_schema_extra or {}).get("identity") != "never"
     )
 
 
@@ -328,6 +354,22 @@ class SweepSpec(Strict):
     distill: list[DistillSpec] = []
     search: SearchSpec | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_epochs(cls, data: Any):
+        """`epochs: {max: N, stop: {...}}` is the epochs axis [N] and `train.stop` (stopping.py)."""
+        if not isinstance(data, dict) or not isinstance(data.get("epochs"), dict):
+            return data
+        epochs, stop = epochs_section(data["epochs"])
+        try:
+            StopSpec.model_validate(stop)
+        except ValidationError as err:
+            raise ValueError(f"epochs.stop.{describe_error(err, StopSpec)}") from None
+        if data.get("trainer") != "lm":
+            raise ValueError("epochs.stop: the adaptive stop is built for trainer lm")
+        train = data.get("train", {})
+        return {**data, "epochs": epochs, "train": {**train, "stop": stop}} if isinstance(train, dict) else data
+
     @field_validator("distill", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any):
@@ -364,6 +406,15 @@ class SweepSpec(Strict):
         return _check_points(value)
 
     @model_validator(mode="after")
+    def _one_process_measures(self):
+        """Diagnostics and memorisation read the whole model in one process: a multi-worker trial's
+        is replicated or sharded over Ray Train's workers."""
+        for name in ("diagnostics", "memorisation_samples"):
+            if self.resources.workers > 1 and getattr(self.train, name):
+                raise ValueError(f"train.{name} needs a one-process trial; use resources.workers: 1 or turn it off")
+        return self
+
+    @model_validator(mode="after")
     def _trainer_fits(self):
         is_linreg = self.trainer == "linreg"
         for m in self.model:
@@ -376,6 +427,8 @@ class SweepSpec(Strict):
                 "trainer linreg needs data.source gaussian" if is_linreg
                 else "data.source gaussian is for trainer linreg; the lm trainer needs synthetic, files, hub or tokens"
             )
+        if self.trainer != "lm" and self.train.memorisation_samples:
+            raise ValueError("train.memorisation_samples needs trainer lm (a model that generates text)")
         if self.trainer != "lm" and (self.ensemble is not None or self.distill):
             raise ValueError(f"ensemble: and distill: need trainer lm (models to average), not {self.trainer}")
         return self

@@ -76,6 +76,9 @@ class RunRow:
     distill_method: str | None = None  # distill: token | sequence
     combine: str | None = None  # k > 1 members averaged (an ensemble, a student's teacher): probs | logits
     world_size: int = 1  # processes that trained the trial: Ray Train's workers (`resources.workers`); 1 otherwise
+    stopped_epoch: int | None = None  # an adaptive stop (train.stop): the epoch after which it entered the decay
+    memorised_train: float | None = None  # train.memorisation_samples: generated n-grams found in the training data, after training prompts
+    memorised_val: float | None = None  # ... after validation prompts
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,12 @@ class CurveRow:
     val_loss: float
     lr: float
     wall_s: float
+    # train.diagnostics: at each epoch's end (trainers/diagnostics.py); null elsewhere
+    grad_norm: float | None = None
+    grad_cosine: float | None = None
+    grad_snr: float | None = None
+    grad_gram_top: list[float] | None = None
+    val_curvature: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,8 @@ def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: d
         train_loss=result.train_loss, flops=result.flops, wall_s=wall_s, error=result.error,
         config_json=canonical_json(identity(config)), device=device, world_size=result.extra.get("world_size", 1),
         **_teacher_columns(config),
+        stopped_epoch=result.extra.get("stopped_epoch"), memorised_train=result.extra.get("memorised_train"),
+        memorised_val=result.extra.get("memorised_val"),
     )
 
 

@@ -79,7 +79,10 @@ def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_
     from ray import tune
 
     spec = plan.spec
-    packs = make_packs(pending, _packed(spec), _slots(plan, max_concurrent))
+    # A wsd trunk's epoch counts share one Tune trial, in one process: not when tracked (one tracker
+    # run per Tune trial) nor for Ray Train's multi-worker trials.
+    group = not spec.tracking.enabled and spec.resources.workers == 1
+    packs = make_packs(pending, _packed(spec), _slots(plan, max_concurrent), group=group)
     keys = list(packs)
     progress = Progress(SweepProgress(
         total=len(pending), already_done=len(plan.trials) - len(pending),
@@ -168,11 +171,13 @@ def _packed(spec: SweepSpec) -> bool:
     return True
 
 
-def make_packs(trials: list[Trial], pack: bool, slots: int) -> dict[str, list[Trial]]:
+def make_packs(trials: list[Trial], pack: bool, slots: int, group: bool = False) -> dict[str, list[Trial]]:
     """Pack key -> trials. Packed: about 4 packs per slot (so the slots stay busy), at most MAX_PACK
-    each unless one vectorised group is larger; a group is never split."""
+    each unless one vectorised group is larger; a group is never split. Not packed: one pack per
+    group (`group`: a `wsd` trunk's epoch counts, `trainers/trunks.py`), else per trial."""
     if not pack:
-        return {t.trial_id: [t] for t in trials}
+        groups = vector_groups(trials) if group else [[t] for t in trials]
+        return {g[0].trial_id + (f"+{len(g) - 1}" if len(g) > 1 else ""): g for g in groups}
     size = min(MAX_PACK, max(1, math.ceil(len(trials) / (4 * slots))))
     packs: list[list[Trial]] = [[]]
     for group in vector_groups(trials):

@@ -8,6 +8,7 @@ Every path under RESULTS is named here, once:
     search/<cell_id>.parquet         one row per step of a cell's search (orchestrator/search.py)
     models/<trial_id>/               final weights, `save_pretrained` (config.json written last)
     checkpoints/<trial_id>/          a running trial's checkpoints (trainers/checkpoint.py)
+    trunks/<trunk_id>/               a wsd trunk's states where shorter epoch counts branch off (trainers/trunks.py)
     leases/<trial_id>/               who trains a trial now (gen-N), and its attempts (history.jsonl; on S3 history/<time>.json) (orchestrator/leases.py)
     cache/tokens/<key>/              a tokenized corpus (trainers/corpus/cache.py; meta.json written last)
     cache/files/<fingerprint>.json   a local corpus file's SHA-256, found by its cheap fingerprint
@@ -101,6 +102,10 @@ class ResultsLayout:
 
     def checkpoints(self, trial_id: str) -> CheckpointDir:
         return CheckpointDir(self, trial_id)
+
+    def trunk(self, trunk_id: str) -> CheckpointDir:
+        """`trunks/<trunk_id>/step-<N>.pt`: the stable phase shared by a grid point's epoch counts."""
+        return CheckpointDir(self, trunk_id, top="trunks")
 
     def lease_dir(self, trial_id: str) -> Parts:
         return ("leases", trial_id)
@@ -309,14 +314,16 @@ class ResultsLayout:
 
 @dataclass(frozen=True)
 class CheckpointDir:
-    """`checkpoints/<trial_id>/step-<N>.pt` under a results root (trainers/checkpoint.py writes them)."""
+    """`checkpoints/<trial_id>/step-<N>.pt` (or `trunks/<trunk_id>/...`) under a results root
+    (trainers/checkpoint.py writes them)."""
 
     results: ResultsLayout
     trial_id: str
+    top: str = "checkpoints"
 
     @property
     def parts(self) -> Parts:
-        return ("checkpoints", self.trial_id)
+        return (self.top, self.trial_id)
 
     def name(self, step: int) -> str:
         return f"step-{step:09d}.pt"

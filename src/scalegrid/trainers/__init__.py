@@ -1,8 +1,9 @@
 """Trainers by name. Each module has `train(trial, report) -> TrialResult` (see `scalegrid/trial.py`).
 
-A trainer that can train several trials in one pass (`linreg`: every lr of one grid point) also
-has `vector_key(config) -> str` and `train_many(trials, reports) -> list[TrialResult]`; trials with
-equal keys may be handed to one `train_many` call (`vector_groups`).
+A trainer that can train several trials in one pass (`linreg`: every lr of one grid point; `lm`:
+the epoch counts of one `wsd` trunk, `trunks.py`) also has `vector_key(config) -> str` (lm's in
+`trunks.py`) and `train_many(trials, reports) -> list[TrialResult]`; trials with equal keys may be
+handed to one `train_many` call (`vector_groups`).
 
 Modules are imported only when a trial runs, so `scalegrid plan` never imports torch.
 """
@@ -34,6 +35,13 @@ def _module(trial: Trial) -> ModuleType:
     return importlib.import_module(STUDENT_TRAINER if trial.stage == Stage.DISTILL else TRAINERS[trial.config.trainer])
 
 
+def _keys_module(trial: Trial) -> ModuleType:
+    """Where a trial's `vector_key` lives: lm's in `trunks.py` (grouping imports no torch)."""
+    if trial.stage == Stage.TRAIN and trial.config.trainer == "lm":
+        return importlib.import_module("scalegrid.trainers.trunks")
+    return _module(trial)
+
+
 ManyTrainerFn = Callable[[Sequence[Trial], Sequence[Report]], list[TrialResult]]
 
 
@@ -47,7 +55,7 @@ def vector_groups(trials: Sequence[Trial]) -> list[list[Trial]]:
     trainer without one gives one group per trial."""
     groups: dict[str, list[Trial]] = {}
     for trial in trials:
-        module = _module(trial)
+        module = _keys_module(trial)
         key = module.vector_key(trial.config) if hasattr(module, "vector_key") else trial.trial_id
         groups.setdefault(f"{trial.stage}:{key}", []).append(trial)
     return list(groups.values())

@@ -45,6 +45,7 @@ import numpy as np
 
 from scalegrid.grid import content_hash
 from scalegrid.spec import GaussianDataSpec
+from scalegrid.trainers.diagnostics import curvature, epoch_diagnostics, probe_rows
 from scalegrid.trainers.schedule import lr_at
 from scalegrid.trial import Report, Status, Trial, TrialConfig, TrialResult
 
@@ -96,10 +97,10 @@ def _total_steps(cfg: TrialConfig) -> int:
 
 def _lr_scale(cfg: TrialConfig) -> np.ndarray:
     """The schedule's factor at every step (lr_at is linear in the peak lr): shared by all lrs."""
-    steps = _total_steps(cfg)
+    steps, per_epoch = _total_steps(cfg), _total_steps(cfg) // cfg.epochs
     if cfg.train.schedule == "constant" and cfg.train.warmup_fraction == 0:
         return np.ones(steps)
-    return np.array([lr_at(step, steps, 1.0, cfg.train) for step in range(steps)])
+    return np.array([lr_at(step, steps, 1.0, cfg.train, steps_per_epoch=per_epoch) for step in range(steps)])
 
 
 def _train_runs(runs: list[_Run], x: np.ndarray, y: np.ndarray, h: np.ndarray, w_star: np.ndarray,
@@ -111,6 +112,7 @@ def _train_runs(runs: list[_Run], x: np.ndarray, y: np.ndarray, h: np.ndarray, w
     shuffled = cfg.data_order == "shuffled"  # else `sequential`: the samples' own order every epoch
     active = list(runs)
     w = np.zeros((len(active), len(w_star)))
+    probe = _Probe.build(x, y, cfg, len(active)) if cfg.train.diagnostics else None
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run overflows: checked below
         for epoch in range(1, cfg.epochs + 1):
             order = np.random.default_rng([cfg.seed, epoch]).permutation(n) if shuffled else np.arange(n)
@@ -119,11 +121,14 @@ def _train_runs(runs: list[_Run], x: np.ndarray, y: np.ndarray, h: np.ndarray, w
             sgd_epoch(w, x, y, order, batch, lrs, cfg.weight_decay)
             risks = ((w - w_star) ** 2) @ h
             train_losses = np.mean((x @ w.T - y[:, None]) ** 2, axis=0)
+            measured = probe.measure(w) if probe else [{}] * len(active)
             keep = []
             for i, run in enumerate(active):
                 row = {"step": epoch * steps_per_epoch, "epoch": epoch, "tokens_seen": epoch * n,
                        "train_loss": float(train_losses[i]), "val_loss": float(risks[i]),
-                       "lr": float(lrs[i, -1]), "wall_s": time.perf_counter() - start}
+                       "lr": float(lrs[i, -1]), "wall_s": time.perf_counter() - start, **measured[i]}
+                if probe:
+                    row["val_curvature"] = curvature([r["val_loss"] for r in run.curves] + [row["val_loss"]])
                 run.error = _divergence(row)
                 if run.error is None:
                     run.curves.append(row)
@@ -131,8 +136,42 @@ def _train_runs(runs: list[_Run], x: np.ndarray, y: np.ndarray, h: np.ndarray, w
                     keep.append(i)
             if len(keep) < len(active):  # diverged runs leave the pass
                 active, w = [active[i] for i in keep], w[keep]
+                if probe:
+                    probe.previous = probe.previous[keep]
             if not active:
                 break
+
+
+@dataclass
+class _Probe:
+    """The diagnostics' fixed probe batches (`trainers/diagnostics.py`) and each run's previous
+    mean probe gradient."""
+
+    x: np.ndarray  # [P, batch, d]
+    y: np.ndarray  # [P, batch]
+    previous: np.ndarray  # [runs, d]: g_bar of the previous epoch (NaN before the first)
+
+    @classmethod
+    def build(cls, x: np.ndarray, y: np.ndarray, cfg: TrialConfig, runs: int) -> _Probe:
+        rows = probe_rows(len(y), cfg.train.probe_batches, cfg.train.batch_size, cfg.seed)
+        return cls(x[rows], y[rows], np.full((runs, x.shape[1]), np.nan))
+
+    def gradients(self, w: np.ndarray) -> np.ndarray:
+        """[runs, P, d]: the gradient of the mean of 0.5 (x.w - y)^2 over each probe batch."""
+        residuals = np.einsum("pbd,rd->rpb", self.x, w) - self.y[None]
+        return np.einsum("rpb,pbd->rpd", residuals, self.x) / self.x.shape[1]
+
+    def measure(self, w: np.ndarray) -> list[dict]:
+        """Each run's statistics at weights w [runs, d]; remembers g_bar for the next epoch."""
+        grads = self.gradients(w)
+        means = grads.mean(axis=1)
+        rows = []
+        for i, g in enumerate(grads):
+            first = np.isnan(self.previous[i, 0])
+            rows.append(epoch_diagnostics(g @ g.T, None if first else float(means[i] @ self.previous[i]),
+                                          None if first else float(np.linalg.norm(self.previous[i]))))
+        self.previous = means
+        return rows
 
 
 def _divergence(row: dict) -> str | None:

@@ -11,7 +11,7 @@ tokens.
 
 Recipe: AdamW with decoupled weight decay on every matrix (the input embedding too unless
 `train.decay_embeddings: false`; `model.param_groups` says why), linear warmup then cosine / linear
-/ constant decay (`schedule.lr_at`), gradient-norm clipping, and on a GPU bf16 autocast, fused
+/ constant / warmup-stable-decay (`schedule.lr_at`), gradient-norm clipping, and on a GPU bf16 autocast, fused
 AdamW, SDPA attention and torch.compile per decoder layer (`parallelize.py`).
 
     train(trial, report)                  the loop, top to bottom
@@ -61,15 +61,18 @@ import torch
 from scalegrid.memory import loss_chunk_tokens, plan_micro_batch, sharded, usable_bytes
 from scalegrid.spec import TrainSpec
 from scalegrid.storage.layout import CheckpointDir
-from scalegrid.trainers import checkpoint, devices
+from scalegrid.trainers import checkpoint, devices, memorisation
 from scalegrid.trainers.loss import lm_loss, predicted_tokens
 from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import build_model, count_params, param_groups
+from scalegrid.stopping import should_stop
 from scalegrid.trainers.parallelize import (
     Ranks, evaluation_module, evaluation_stance, full_state_dicts, full_tensor, gradient_sync, is_sharded, load_full_state_dicts,
     parallelize,
 )
-from scalegrid.trainers.schedule import lr_at
+from scalegrid.trainers.probe import GradientProbe
+from scalegrid.trainers.schedule import decay_start, decay_steps_after, lr_at, wsd_lr
+from scalegrid.trainers.trunks import Trunk, load_branch, train_group
 from scalegrid.trainers.sequences import epoch_orders, load_sequences, next_batch
 from scalegrid.trainers.weights import save_model
 from scalegrid.trial import Report, Status, Trial, TrialResult
@@ -80,30 +83,42 @@ BatchLoss = Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]
 
 
 def train(
-    trial: Trial, report: Report, *, extra_sequences: torch.Tensor | None = None, batch_loss: BatchLoss | None = None
+    trial: Trial, report: Report, *, extra_sequences: torch.Tensor | None = None, batch_loss: BatchLoss | None = None,
+    trunk: Trunk | None = None,
 ) -> TrialResult:
     """Train one trial. Distillation (`trainers/distill.py`) adds teacher-generated sequences to the
-    training set (`extra_sequences`, [n, seq_len]) or replaces the loss of a batch (`batch_loss`)."""
+    training set (`extra_sequences`, [n, seq_len]) or replaces the loss of a batch (`batch_loss`);
+    a `wsd` epochs axis starts from and saves trunk states (`trunk`, `trunks.py`)."""
     run = Run.build(trial, extra_sequences, batch_loss)
-    state = TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr)
+    run.trunk = trunk  # one process only: `runner.make_packs` groups trunks of one-worker trials
+    state = TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr,
+                       probe=GradientProbe.build(run) if run.t.diagnostics else None)
     state.sharded = run.step if is_sharded(run.step) else None
     directory = trial.checkpoint_dir
+    state.total_steps, state.decay_start = run.total_steps, decay_start(run.total_steps, run.t)
     resumed_from = state.resume(directory)
-    error = None
-    for step in range(resumed_from, run.total_steps):  # a resumed run's first step was evaluated and saved
-        state.set_lr(lr_at(step, run.total_steps, trial.config.lr, run.t))
+    if resumed_from == 0 and trunk and trunk.start is not None:
+        resumed_from = state.branch(trunk)
+    error, step = None, resumed_from
+    while step < state.total_steps and not error:  # a resumed run's first step was evaluated and saved
+        state.set_lr(lr_of(run, state, step))
         if step > resumed_from:
             error = at_step_start(run, state, step, report, directory)
-            if error:
-                break
-        error = train_step(run, state, step)
-        if error:
-            break
-    else:  # no break: the run finished, read the last window and evaluate the final model
+        if not error:
+            error = train_step(run, state, step)
+            step += 1
+    if not error:  # the run finished: read the last window and evaluate the final model
         error = state.read_losses()
         if not error:
-            evaluate_into(run, state, run.total_steps, report)
+            evaluate_into(run, state, state.total_steps, report)
     return finish(run, state, error, resumed_from)
+
+
+def lr_of(run: Run, state: TrainState, step: int) -> float:
+    """The lr of `step`: a `wsd` run's decay is the state's (an adaptive stop moves it)."""
+    if run.t.schedule == "wsd":
+        return wsd_lr(step, state.decay_start, state.total_steps, run.trial.config.lr, run.t, run.steps_per_epoch)
+    return lr_at(step, run.total_steps, run.trial.config.lr, run.t)
 
 
 @dataclass
@@ -124,6 +139,7 @@ class Run:
     ranks: Ranks  # this process among the trial's (`parallelize.py`): one, or Ray Train's W workers
     step: torch.nn.Module  # what a training step calls: the model with a loss, under DDP or FSDP2 when W > 1
     start: float = field(default_factory=time.perf_counter)
+    trunk: Trunk | None = None  # a wsd epochs axis: the trunk states this run starts from and saves
 
     @classmethod
     def build(cls, trial: Trial, extra_sequences: torch.Tensor | None, batch_loss: BatchLoss | None) -> Run:
@@ -178,6 +194,10 @@ class TrainState:
     train_loss: float = math.nan
     wall_s_before: float = 0.0  # time of earlier attempts: wall_s counts every attempt
     sharded: torch.nn.Module | None = None  # the FSDP2 step: its state dicts are gathered whole (a collective)
+    probe: GradientProbe | None = None  # train.diagnostics: measured at every epoch's end
+    total_steps: int = 0  # the run's steps; with an adaptive stop, fixed when the rule stops it
+    decay_start: int = 0  # the first step of a wsd run's decay
+    stopped_epoch: int | None = None  # the epoch an adaptive stop entered the decay after
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -207,6 +227,8 @@ class TrainState:
             "train_loss": self.train_loss,
             "wall_s": wall_s,
             "rng": checkpoint.rng_state(),
+            "probe": self.probe.state_dict() if self.probe else None,
+            "stopped": None if self.stopped_epoch is None else [self.stopped_epoch, self.decay_start, self.total_steps],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -220,6 +242,17 @@ class TrainState:
         self.tokens_seen, self.lr, self.train_loss = state["tokens_seen"], state["lr"], state["train_loss"]
         self.wall_s_before = state["wall_s"]
         checkpoint.set_rng_state(state["rng"])
+        if self.probe and state.get("probe"):
+            self.probe.load_state_dict(state["probe"])
+        if state.get("stopped"):
+            self.stopped_epoch, self.decay_start, self.total_steps = state["stopped"]
+
+    def branch(self, trunk: Trunk) -> int:
+        """Start from the trunk's state at this run's decay start; 0 when it is gone (from scratch)."""
+        saved = load_branch(trunk.directory, trunk.start)
+        if saved is not None:
+            self.load_state_dict(saved)
+        return trunk.start if saved is not None else 0
 
     def resume(self, directory: CheckpointDir) -> int:
         """Load the newest readable checkpoint; the step to continue from (0: none)."""
@@ -230,21 +263,38 @@ class TrainState:
 
 
 def at_step_start(run: Run, state: TrainState, step: int, report: Report, directory: CheckpointDir) -> str | None:
-    """The hooks before step `step`: an evaluation every `eval_every` steps, then a checkpoint
-    every `checkpoint_every` steps. Returns why the trial diverged, if it did."""
-    if step % run.t.eval_every == 0:
+    """The hooks before step `step`: an evaluation every `eval_every` steps (and at every epoch's
+    end with `diagnostics`, which it measures), then a checkpoint every `checkpoint_every` steps. Returns why the trial diverged, if it did."""
+    epoch_end = step % run.steps_per_epoch == 0 and (state.probe or run.t.stop)
+    if step % run.t.eval_every == 0 or epoch_end:
         error = state.read_losses()
         if error:
             return error
         val_loss = evaluate_into(run, state, step, report)
         if not math.isfinite(val_loss):
             return f"non-finite validation loss at step {step}"
+        if epoch_end and run.t.stop:
+            decide_stop(run, state, step)
     ft = run.trial.fault_tolerance
     if step % ft.checkpoint_every == 0 and (run.ranks.is_main or state.sharded is not None):
         saved = state.state_dict(wall_s(run, state))  # under FSDP2 a collective
         if run.ranks.is_main:  # the one writer: every process holds the same (gathered) state
             checkpoint.save(directory, step, saved, keep=ft.keep_checkpoints)
+    if run.trunk and step in run.trunk.saves:  # a shorter epoch count's decay starts here
+        checkpoint.save(run.trunk.directory, step, state.state_dict(wall_s(run, state)), keep=1 << 30)
     return None
+
+
+def decide_stop(run: Run, state: TrainState, step: int) -> None:
+    """At an epoch's end in the stable phase: enter the decay now if the stop rule says so."""
+    if state.stopped_epoch is not None or step >= state.decay_start:
+        return
+    history = [r for r in state.curves if r["step"] % run.steps_per_epoch == 0 and r["step"] > 0]
+    if should_stop(run.t.stop, history):
+        state.stopped_epoch, state.decay_start = step // run.steps_per_epoch, step
+        state.total_steps = min(run.total_steps, step + decay_steps_after(step, run.t))
+        state.set_lr(lr_of(run, state, step))  # this step is the decay's first
+        state.curves[-1]["lr"] = state.lr
 
 
 def train_step(run: Run, state: TrainState, step: int) -> str | None:
@@ -292,6 +342,8 @@ def evaluate_into(run: Run, state: TrainState, step: int, report: Report) -> flo
         "lr": state.lr,
         "wall_s": wall_s(run, state),
     }
+    if state.probe is not None and step % run.steps_per_epoch == 0:
+        row |= state.probe.measure(run, row["val_loss"])
     state.curves.append(row)
     report(row)
     return row["val_loss"]
@@ -307,6 +359,10 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         whole = full_state_dicts(state.sharded, run.optimizer)[0] if state.sharded is not None else None  # a collective
         if run.ranks.is_main:
             save_model(run.model, run.trial, whole)
+    memorised = {}
+    if run.t.memorisation_samples and not diverged:  # one process (the spec refuses it with resources.workers > 1)
+        memorised = memorisation.measure(run.model, run.train_seqs, run.val_seqs, run.t.memorisation_samples,
+                                         run.t.memorisation_ngram, cfg.member_seed)
     params, params_nonembed = count_params(run.model)
     return TrialResult(
         status=Status.DIVERGED if diverged else Status.COMPLETED,
@@ -319,7 +375,8 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         train_loss=math.nan if diverged else state.train_loss,
         error=error,
         curves=curves,
-        extra={"steps": run.total_steps, "resumed_from_step": resumed_from, "world_size": run.ranks.world_size},
+        extra={"steps": state.total_steps, "resumed_from_step": resumed_from, "world_size": run.ranks.world_size,
+               "stopped_epoch": state.stopped_epoch, **memorised},
     )
 
 
@@ -372,3 +429,8 @@ def evaluate(run: Run, sequences: torch.Tensor) -> float:
                 total += forward(x, predicted_tokens(x), loss).float() * len(x)
     run.model.train()
     return (total / len(sequences)).item()  # note: a device sync
+
+
+def train_many(trials, reports=None) -> list[TrialResult]:
+    """The trials of one trunk: the longest trained once, the shorter ones branching off it."""
+    return train_group(trials, reports, train)

@@ -1,0 +1,113 @@
+"""One trunk for a `wsd` epochs axis: the stable phase is trained once, every shorter epoch count
+branches its decay off it.
+
+Under `schedule: wsd` a run of E epochs is, until its decay starts at step d_E = E S -
+round(decay_fraction E S) (S steps per epoch), step for step the run of any larger epoch count:
+same weights, same AdamW moments, same data position (each epoch's order is drawn from (seed,
+epoch)), same learning rate (the warmup is a fraction of one epoch). So the trials of one grid
+point that differ only in `epochs` (one `trunk_key`) are trained together, longest first:
+
+    longest (16 epochs)   trains from scratch (or its own checkpoint), and saves its state at
+                          d_8, d_4, d_2, d_1 under RESULTS/trunks/<trunk_key>/step-<d>.pt
+    8, 4, 2, 1 epochs     each starts from the trunk state at its own d_E and trains its decay only
+
+Every epoch count keeps its trial_id and row, identical in meaning (and on a CPU, in value) to an
+independent run. FLOPs: with decay_fraction 0.2, [1, 2, 4, 8, 16] costs 16 + 0.2 x 15 = 19 epochs
+of work instead of 31.
+
+Faults. A trial resumes from its own checkpoints first (`checkpoint_every`), so an interrupted
+trunk continues where it was; a branch whose trunk state is gone (removed, unreadable, or never
+written because the trunk diverged or another driver trains it) trains from scratch, itself
+saving the states the still shorter ones need. A trunk state is removed once its branch has
+finished. Two drivers sharing a results directory hold leases per trial: a driver trains a trunk
+only for the trials whose leases it holds; trunk states are written atomically, and on a CPU two
+drivers write the same bytes, so a trunk state is never half one driver's.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from scalegrid.grid import content_hash, identity
+from scalegrid.storage.layout import CheckpointDir
+from scalegrid.trainers import checkpoint
+from scalegrid.trainers.schedule import decay_start
+from scalegrid.trial import Report, Trial, TrialConfig, TrialResult
+
+
+def trunk_key(config: TrialConfig) -> str | None:
+    """The trunk of a trial's stable phase: everything in its id but `epochs`; None for a trial
+    that shares none (not an lm `wsd` run, an adaptive stop, a student)."""
+    t = config.train
+    if config.trainer != "lm" or t.schedule != "wsd" or t.stop is not None or config.distill is not None:
+        return None
+    fields = identity(config)
+    fields.pop("epochs")
+    return content_hash({"trunk": fields})
+
+
+def vector_key(config: TrialConfig) -> str:
+    """lm trials with equal keys are trained by one `lm.train_many` call: a trunk's epoch counts
+    (every other trial is its own group). Here, not in lm.py: grouping must not import torch."""
+    return trunk_key(config) or content_hash(identity(config))
+
+
+def branch_step(config: TrialConfig) -> int:
+    """d_E: the step where an epoch count's decay starts (its state there is the trunk's)."""
+    steps_per_epoch = math.ceil(config.unique_tokens // config.train.seq_len / config.train.batch_size)
+    return decay_start(config.epochs * steps_per_epoch, config.train)
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """What one trial of a trunk group does besides training: where trunk states live, the state
+    it branches from (None: from its own checkpoint or scratch), the states it saves for others."""
+
+    directory: CheckpointDir
+    start: int | None = None
+    saves: tuple[int, ...] = ()
+
+
+TrainFn = Callable[..., TrialResult]  # lm.train(trial, report, trunk=...)
+
+
+def train_group(trials: Sequence[Trial], reports: Sequence[Report] | None, train: TrainFn) -> list[TrialResult]:
+    """Train trials of one `trunk_key`, longest first, each shorter one branching off the trunk;
+    one result per trial, in the given order."""
+    keys = {trunk_key(t.config) for t in trials}
+    if len(trials) > 1 and (None in keys or len(keys) > 1):
+        raise ValueError("train_group needs trials of one trunk (lm, wsd, differing only in epochs)")
+    directory = trials[0].results.trunk(keys.pop() or trials[0].trial_id)
+    order = sorted(range(len(trials)), key=lambda i: -trials[i].config.epochs)
+    results: list[TrialResult | None] = [None] * len(trials)
+    for position, i in enumerate(order):
+        have = set(checkpoint.steps(directory))
+        own = branch_step(trials[i].config)
+        later = {branch_step(trials[j].config) for j in order[position + 1:]} - have
+        trunk = Trunk(directory, own if own in have else None, tuple(sorted(s for s in later if s < own)))
+        report = reports[i] if reports else (lambda row: None)
+        results[i] = train(trials[i], report, trunk=trunk)
+        if trunk.start is not None:
+            _remove(directory, trunk.start)
+    return results
+
+
+def _remove(directory: CheckpointDir, step: int) -> None:
+    try:
+        directory.results.delete((*directory.parts, directory.name(step)))
+    except FileNotFoundError:  # another driver's branch removed it first
+        pass
+
+
+def load_branch(directory: CheckpointDir, step: int) -> dict | None:
+    """The trunk state at `step`, or None when it is gone or unreadable (set aside, with a warning)."""
+    try:
+        return checkpoint.load(directory, step)
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # noqa: BLE001 - truncated or foreign: retrain from scratch instead
+        print(f"scalegrid: warning: {checkpoint.set_aside(directory, step, err)}", file=sys.stderr)
+        return None

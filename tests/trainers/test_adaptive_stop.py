@@ -1,0 +1,80 @@
+"""The adaptive stop: its rules on known curves, and on real lm runs it stops a corpus that
+saturates early, lets one that keeps improving run, and a stop trains exactly a fixed wsd run."""
+
+from __future__ import annotations
+
+import pytest
+
+from scalegrid.errors import UserError
+from scalegrid.grid import identity
+from scalegrid.spec import TrainSpec, parse_spec
+from scalegrid.stopping import StopSpec, predicted_gain, should_stop
+from scalegrid.trainers import get_trainer
+
+
+def history(losses, snrs=None):
+    return [{"val_loss": v, "grad_snr": s} for v, s in zip(losses, snrs or [1.0] * len(losses))]
+
+
+def test_rules_on_known_curves():
+    improving = [3.0 / (e + 1) ** 0.5 + 1.0 for e in range(1, 9)]  # a power law far from its floor
+    saturated = [3.0, 2.0, 1.9, 1.89, 1.888]
+    val = StopSpec(rule="val_curve", gamma=0.05)
+    assert not any(should_stop(val, history(improving[:e])) for e in range(1, 9))
+    assert not should_stop(val, history(saturated[:2])) and should_stop(val, history(saturated[:4]))
+    assert should_stop(val, history([3.0, 2.0, 2.1]))  # the loss turned up: stop at once
+    assert predicted_gain("val_curve", history([3.0, 2.0, 1.5])) == pytest.approx(0.5 * 0.5)
+    grads = StopSpec(rule="grad_stats", gamma=0.05)
+    # the same observed gain, but the probe gradients turned to noise: the predicted gain shrinks with rho
+    assert should_stop(grads, history([3.0, 2.9], [1.0, 0.02])) and not should_stop(grads, history([3.0, 2.9], [1.0, 1.0]))
+    assert predicted_gain("grad_stats", history([3.0, 2.9], [1.0, 1 / 3])) == pytest.approx(0.1 * 0.5)
+
+
+def test_the_spec_section_and_its_bad_input():
+    base = {"name": "s", "trainer": "lm", "model": "llama-50k", "data": {"unique_tokens": 4096}, "lr": 1e-3,
+            "train": {"schedule": "wsd"}}
+    spec = parse_spec({**base, "epochs": {"max": 64, "stop": {"rule": "val_curve", "gamma": "2e-2"}}})
+    assert spec.epochs == [64] and spec.train.stop == StopSpec(rule="val_curve", gamma=0.02)
+    assert identity(spec.train)["stop"] == {"rule": "val_curve", "gamma": 0.02}  # in the trial id
+    assert "stop" not in identity(TrainSpec(schedule="wsd"))
+    for epochs, train, message in [
+        ({"max": 64}, {}, "epochs: an adaptive epochs section is"),
+        ({"max": [8, 64], "stop": {"rule": "val_curve", "gamma": 1}}, {}, "epochs.max: one integer"),
+        ({"max": 64, "stop": {"rule": "val_curve", "gamma": 0}}, {}, "epochs.stop.gamma: must be > 0"),
+        ({"max": 64, "stop": {"rule": "loss", "gamma": 1}}, {}, "epochs.stop.rule"),
+        ({"max": 0, "stop": {"rule": "val_curve", "gamma": 1}}, {}, "epochs"),
+        ({"max": 64, "stop": {"rule": "val_curve", "gamma": 1}}, {"schedule": "cosine"}, "needs train.schedule: wsd"),
+        ({"max": 64, "stop": {"rule": "grad_stats", "gamma": 1}}, {}, "set train.diagnostics: true"),
+    ]:
+        with pytest.raises(UserError, match=message) as err:
+            parse_spec({**base, "epochs": epochs, "train": {"schedule": "wsd", **train}})
+        assert "\n" not in str(err.value)
+
+
+def run(trial):
+    return get_trainer("lm")(trial, lambda row: None)
+
+
+ADAPTIVE = {"schedule": "wsd", "warmup_fraction": 0.0, "eval_every": 1000, "diagnostics": True, "probe_batches": 2}
+
+
+@pytest.mark.parametrize("rule", ["val_curve", "grad_stats"])
+def test_stops_a_saturating_corpus_early_and_lets_an_improving_one_run(lm_trial, rule):
+    stop = {"rule": rule, "gamma": 0.05}
+    tiny = run(lm_trial(unique_tokens=512, epochs=24, lr=1e-2, train={**ADAPTIVE, "batch_size": 8, "stop": stop}))
+    assert tiny.status == "COMPLETED" and tiny.extra["stopped_epoch"] is not None
+    assert tiny.tokens_seen < 0.7 * 24 * 512  # stopped well before the 24-epoch run's decay start (19.2)
+    k = tiny.extra["stopped_epoch"]
+    assert tiny.extra["steps"] == 2 * k + round(0.25 * 2 * k)  # 2 steps per epoch; the decay: a fifth of the run
+    improving = run(lm_trial(unique_tokens=2048, epochs=4, lr=3e-3, train={**ADAPTIVE, "stop": stop}))
+    assert improving.extra["stopped_epoch"] is None and improving.tokens_seen == 4 * 2048
+
+
+def test_a_stop_trains_exactly_the_fixed_wsd_run_it_becomes(lm_trial):
+    """Stopped after k = 4 epochs, the decay is 1 epoch: the fixed 5-epoch wsd run, to the bit on a CPU."""
+    train = {**ADAPTIVE, "batch_size": 8, "diagnostics": False}
+    adaptive = run(lm_trial(unique_tokens=512, epochs=40, train={**train, "stop": {"rule": "val_curve", "gamma": 1000}}))
+    assert adaptive.extra["stopped_epoch"] == 3  # the first epoch val_curve can judge; gamma 1000 stops it there
+    fixed = run(lm_trial(unique_tokens=512, epochs=4, train={**train, "decay_fraction": 0.25}))
+    assert adaptive.extra["steps"] == fixed.extra["steps"] == 8  # 2 steps per epoch: 6 stable, 2 decaying
+    assert adaptive.val_loss == fixed.val_loss and adaptive.tokens_seen == fixed.tokens_seen
