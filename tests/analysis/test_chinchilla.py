@@ -11,7 +11,7 @@ import pytest
 from scalegrid.analysis import chinchilla_loss, drop_highest, fit_chinchilla
 from scalegrid.analysis.chinchilla import chinchilla_model, hoffmann_starts
 
-ANCHORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "anchors"
+ANCHORS = Path(__file__).resolve().parents[1] / "data" / "anchors"  # public reference data, PROVENANCE.md there
 CHINCHILLA_CSV = ANCHORS / "chinchilla" / "svg_extracted_data.csv"
 
 PUBLISHED = {"A": 482.01, "B": 2085.43, "E": 1.8169, "alpha": 0.3478, "beta": 0.3658}
@@ -22,7 +22,7 @@ GRID_FIT = {"A": 477.8, "B": 2143.9, "E": 1.817, "alpha": 0.3473, "beta": 0.3672
 @pytest.fixture(scope="module")
 def epoch_points() -> pd.DataFrame:
     if not CHINCHILLA_CSV.exists():
-        pytest.skip(f"anchor data not found at {CHINCHILLA_CSV} (shared/ must sit beside the repo)")
+        pytest.skip(f"anchor data not found at {CHINCHILLA_CSV} (tests/data/anchors/ is part of the repository)")
     return drop_highest(pd.read_csv(CHINCHILLA_CSV), "loss", 5)
 
 

@@ -19,14 +19,14 @@ from scalegrid.analysis import (
 )
 from scalegrid.analysis.data_constrained import Repetition
 
-ANCHORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "anchors"
+ANCHORS = Path(__file__).resolve().parents[1] / "data" / "anchors"  # public reference data, PROVENANCE.md there
 RUNS_182 = ANCHORS / "datablations" / "parametric_fit_runs_outliers_removed_182.csv"
 
 
 @pytest.fixture(scope="module")
 def runs_182() -> pd.DataFrame:
     if not RUNS_182.exists():
-        pytest.skip(f"anchor data not found at {RUNS_182} (shared/ must sit beside the repo)")
+        pytest.skip(f"anchor data not found at {RUNS_182} (tests/data/anchors/ is part of the repository)")
     return pd.read_csv(RUNS_182)
 
 

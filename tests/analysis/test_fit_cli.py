@@ -15,7 +15,7 @@ from scalegrid import cli
 from scalegrid.analysis import power_law
 from scalegrid.commands import fit as fit_command
 
-ANCHORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "anchors"
+ANCHORS = Path(__file__).resolve().parents[1] / "data" / "anchors"  # public reference data, PROVENANCE.md there
 
 
 def run_fit(capsys, *argv: str) -> tuple[int, str, str]:
@@ -27,7 +27,7 @@ def run_fit(capsys, *argv: str) -> tuple[int, str, str]:
 def _anchor(*parts: str) -> Path:
     path = ANCHORS.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"anchor data not found at {path} (shared/ must sit beside the repo)")
+        pytest.skip(f"anchor data not found at {path} (tests/data/anchors/ is part of the repository)")
     return path
 
 
