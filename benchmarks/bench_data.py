@@ -134,7 +134,7 @@ def timed_prepare(spec: Path) -> dict:
 
 def subset(spec_path: Path, megabytes: int) -> list[list[str]]:
     from scalegrid.spec import load_spec
-    from scalegrid.trainers.corpus.sources import document_batches
+    from scalegrid.data.corpus.sources import document_batches
 
     batches, size = [], 0
     for batch in document_batches(load_spec(spec_path).data):
@@ -151,7 +151,7 @@ def encode_rates(tokenizer, batches: list[list[str]], repeats: int = 2) -> dict[
     figure is what the wall figure would approach per core on an idle machine: on a shared,
     oversubscribed one, more processes do not get more cores."""
     import resource
-    from scalegrid.trainers.corpus.encode import encoded_batches
+    from scalegrid.data.corpus.encode import encoded_batches
 
     def loop():
         if tokenizer.kind == "byte":
@@ -178,7 +178,7 @@ def encode_rates(tokenizer, batches: list[list[str]], repeats: int = 2) -> dict[
 
 
 def plan_times(spec: Path) -> tuple[float, float]:
-    from scalegrid.orchestrator.plan import make_plan
+    from scalegrid.orchestrator.planning.sweep_plan import make_plan
 
     times = []
     for _ in range(3):
@@ -218,7 +218,7 @@ def main() -> None:
                       f"for the process tree ({result['peak_single'] / 2**20:,.0f} MiB the largest process); load "
                       f"{os.getloadavg()[0]:.1f}")
                 print(f"  {result['line']}")
-            from scalegrid.trainers.tokenizers import load_saved
+            from scalegrid.data.tokenizers import load_saved
 
             tokenizer = load_saved(kind, _cache_dir(work / f"results-{kind}") / "tokenizer")
             batches = subset(spec, args.subset_mb)

@@ -23,7 +23,7 @@ from scalegrid.grid import expand  # noqa: E402
 from scalegrid.spec import parse_spec  # noqa: E402
 from scalegrid.storage import layout  # noqa: E402
 from scalegrid.trainers import get_trainer  # noqa: E402
-from scalegrid.trainers.data import prepare  # noqa: E402
+from scalegrid.data.identity import prepare  # noqa: E402
 
 
 def trials(results: Path, *, unique_tokens: list[int], epochs, redundancy: float = 0.0, train: dict | None = None,
@@ -107,7 +107,7 @@ def bench_trunks(results: Path, settings, gamma: float, max_epochs: int, lr: flo
               f"{trunk_s / independent_s:.1%} of the wall time; max |val_loss difference| {worst:.2g}; load {load()}", flush=True)
         losses = {e: r.val_loss for e, r in zip(EPOCHS, independent)}
         best = min(losses, key=losses.get)
-        print(f"    fixed grid val_loss by epochs: " + ", ".join(f"{e}: {v:.4f}" for e, v in losses.items()) + f"; best {best}", flush=True)
+        print("    fixed grid val_loss by epochs: " + ", ".join(f"{e}: {v:.4f}" for e, v in losses.items()) + f"; best {best}", flush=True)
         for rule in ("val_curve", "grad_stats"):
             stop = {"rule": rule, "gamma": gamma}
             (adaptive,) = trials(root, unique_tokens=[budget], epochs={"max": max_epochs, "stop": stop}, redundancy=redundancy,

@@ -43,7 +43,7 @@ from scalegrid.analysis import (  # noqa: E402
     power_law,
 )
 from scalegrid.analysis.chinchilla import chinchilla_model, hoffmann_starts  # noqa: E402
-from scalegrid.analysis.fitting import Objective  # noqa: E402
+from scalegrid.analysis.least_squares import Objective  # noqa: E402
 
 ANCHORS = Path(__file__).resolve().parents[1] / ".." / "shared" / "anchors"
 PUBLISHED = {"A": 482.01, "B": 2085.43, "E": 1.8169, "alpha": 0.3478, "beta": 0.3658}

@@ -68,7 +68,7 @@ def main() -> None:
     from scalegrid import grid
     from scalegrid.cli import main as cli
     from scalegrid.spec import parse_spec
-    from scalegrid.trainers.data import describe
+    from scalegrid.data.identity import describe
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     bare_s, ours_s = [], []

@@ -97,7 +97,7 @@ def bare_tune(trials: int, tmp: Path) -> tuple[float, float, float]:
 
     from scalegrid import grid
     from scalegrid.spec import parse_spec
-    from scalegrid.trainers.data import describe
+    from scalegrid.data.identity import describe
 
     spec = parse_spec(spec_for(trials, tmp / "bare-results"))
     by_id = {t.trial_id: t for t in grid.expand(spec, describe(spec.data))}

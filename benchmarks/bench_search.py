@@ -82,7 +82,7 @@ def compare(name: str, base: dict, ladders: dict, start: dict, tmp: Path) -> dic
     import pandas as pd
 
     from scalegrid import load_runs
-    from scalegrid.analysis.search import search_outcomes
+    from scalegrid.analysis.walk import search_outcomes
     from scalegrid.store import load_search
 
     grid_s = run({**base, **ladders}, tmp / f"{name}-grid")

@@ -48,7 +48,7 @@ def cli_env() -> dict[str, str]:
 
 
 def one_submit(head, project: Path) -> dict[str, float]:
-    from scalegrid.orchestrator.jobs import job_client
+    from scalegrid.orchestrator.execution.ray_jobs import job_client
 
     start = time.perf_counter()
     out = subprocess.run(

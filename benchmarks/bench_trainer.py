@@ -117,9 +117,9 @@ def trial_for(args, model: str, results: str):
     from scalegrid.shapes import PRESETS
     from scalegrid.spec import SyntheticCorpusSpec, TrainSpec, ValidationSpec
     from scalegrid.storage import layout
-    from scalegrid.trainers.corpus.build import TokenFile
-    from scalegrid.trainers.corpus.cache import TokenCache, write_meta
-    from scalegrid.trainers.corpus.sources import token_dtype
+    from scalegrid.data.corpus.build import TokenFile
+    from scalegrid.data.corpus.cache import TokenCache, write_meta
+    from scalegrid.data.corpus.sources import token_dtype
     from scalegrid.trial import DataIdentity, SyntheticData, Trial, TrialConfig
 
     micro = args.micro_batch_size if args.micro_batch_size == "auto" else int(args.micro_batch_size)
@@ -151,14 +151,14 @@ def trial_for(args, model: str, results: str):
 
 
 def trainer_loop(args, model: str, results: str) -> tuple[float, int]:
-    from scalegrid.trainers import lm
+    from scalegrid.trainers import lm, lm_run
 
     trial = trial_for(args, model, results)
     stamps: list[tuple[float, int]] = []
     result = lm.train(trial, lambda row: stamps.append((time.perf_counter(), row["tokens_seen"])))
     assert result.status == "COMPLETED", result.error
     (t0, n0), (t1, n1) = stamps[0], stamps[-1]
-    return (n1 - n0) / (t1 - t0), lm.micro_batch_size(trial, args.vocab_size, lm.devices.trial_device())
+    return (n1 - n0) / (t1 - t0), lm_run.micro_batch_size(trial, args.vocab_size, lm_run.devices.trial_device())
 
 
 def plain_loop(args, model: str, device) -> tuple[float, int]:
@@ -170,9 +170,9 @@ def plain_loop(args, model: str, device) -> tuple[float, int]:
     from scalegrid.trainers.model import build_model, param_groups
 
     with tempfile.TemporaryDirectory() as results:  # the micro-batch the trainer would use
-        from scalegrid.trainers import lm
+        from scalegrid.trainers import lm_run
 
-        micro = lm.micro_batch_size(trial_for(args, model, results), args.vocab_size, device)
+        micro = lm_run.micro_batch_size(trial_for(args, model, results), args.vocab_size, device)
     net = build_model(PRESETS[model](), args.vocab_size, args.seq_len, seed=0, device=device)
     optimizer = torch.optim.AdamW(param_groups(net, 0.1), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
     total = args.warmup_steps + args.steps

@@ -104,7 +104,7 @@ def write_spec(directory: Path, results: Path, **changes) -> Path:
 
 
 def trial_ids(spec: Path) -> list[str]:
-    from scalegrid.orchestrator.plan import make_plan
+    from scalegrid.orchestrator.planning.sweep_plan import make_plan
 
     return [t.trial_id for t in make_plan(spec).trials]
 

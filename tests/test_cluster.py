@@ -16,7 +16,7 @@ from ray_head import RayHead
 from sweep_fixtures import LINREG
 from scalegrid import load_runs
 from scalegrid.cli import main
-from scalegrid.orchestrator import resources
+from scalegrid.orchestrator.planning import capacity as resources
 from scalegrid.spec import ResourcesSpec
 
 REPO = Path(__file__).resolve().parents[1]

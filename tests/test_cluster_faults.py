@@ -20,7 +20,7 @@ import pytest
 from sweep_fixtures import TINY_LM
 from scalegrid import load_curves, load_runs
 from scalegrid.orchestrator import leases
-from scalegrid.orchestrator.plan import make_plan
+from scalegrid.orchestrator.planning.sweep_plan import make_plan
 from scalegrid.trainers import get_trainer
 
 DRIVER = textwrap.dedent(

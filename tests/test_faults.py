@@ -19,7 +19,7 @@ from sweep_fixtures import LINREG, TINY_LM
 from scalegrid import load_runs
 from scalegrid.cli import main
 from scalegrid.orchestrator import leases
-from scalegrid.orchestrator.plan import make_plan
+from scalegrid.orchestrator.planning.sweep_plan import make_plan
 from scalegrid.storage import layout
 
 

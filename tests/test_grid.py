@@ -10,7 +10,7 @@ import pytest
 from sweep_fixtures import LINREG, TINY_LM
 from scalegrid import grid
 from scalegrid.spec import load_spec, parse_spec
-from scalegrid.trainers.data import describe
+from scalegrid.data.identity import describe
 
 
 def trials_of(raw: dict):

@@ -11,7 +11,7 @@ from scalegrid import grid
 from scalegrid.orchestrator import leases
 from scalegrid.spec import parse_spec
 from scalegrid.storage import layout
-from scalegrid.trainers.data import describe
+from scalegrid.data.identity import describe
 
 
 def test_fault_tolerance_settings_do_not_change_trial_ids():

@@ -70,7 +70,7 @@ def test_the_clusters_smallest_gpu_type_bounds_the_plan_when_the_spec_does_not()
     import sys
 
     code = (
-        "import ray; from scalegrid.orchestrator.session import cluster_gpu_memory_gb; "
+        "import ray; from scalegrid.orchestrator.execution.ray_session import cluster_gpu_memory_gb; "
         "ray.init(num_cpus=1, resources={'accelerator_type:H100': 1, 'accelerator_type:A10G': 1}, include_dashboard=False); "
         "print(cluster_gpu_memory_gb())"
     )

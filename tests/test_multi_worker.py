@@ -20,10 +20,10 @@ from sweep_fixtures import TINY_LM
 from scalegrid import load_curves, load_runs
 from scalegrid.cli import main
 from scalegrid.errors import UserError
-from scalegrid.orchestrator.plan import make_plan
+from scalegrid.orchestrator.planning.sweep_plan import make_plan
 from scalegrid.spec import parse_spec
 from scalegrid.trainers import trainer_of
-from scalegrid.trainers.tokenizers import ByteTokenizer
+from scalegrid.data.tokenizers import ByteTokenizer
 
 # 21 sequences in batches of 4: the last batch is one sequence, so the second worker's share of it is
 # empty (a weight-0 pad); micro-batches of 1 make two per share, the first under no_sync.

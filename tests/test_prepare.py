@@ -40,8 +40,8 @@ def test_prepare_on_a_cluster_is_a_ray_task(ray_local, write_spec, tmp_path, cap
     assert main(["prepare", str(spec), "--address", address]) == 0
     meta_files = list((tmp_path / "results" / "cache" / "tokens").glob("*/meta.json"))
     assert len(meta_files) == 1 and json.loads(meta_files[0].read_text())["train_tokens"] >= 4096
-    from scalegrid.orchestrator.plan import make_plan
-    from scalegrid.orchestrator.tokens import prepare_tokens
+    from scalegrid.orchestrator.planning.sweep_plan import make_plan
+    from scalegrid.orchestrator.execution.token_build import prepare_tokens
 
     meta = prepare_tokens(make_plan(spec), on_cluster=True)
     assert meta["pid"] != os.getpid() and meta["train_tokens"] >= 4096  # a Ray worker built it, not the driver

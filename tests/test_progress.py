@@ -10,7 +10,7 @@ import sys
 
 from sweep_fixtures import TINY_LM
 from scalegrid.cli import main
-from scalegrid.orchestrator.progress import SweepProgress
+from scalegrid.orchestrator.display.progress import SweepProgress
 
 
 def row(step: int, tokens: int, wall_s: float, val_loss: float, flops_done: float) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scalegrid.orchestrator import resources
+from scalegrid.orchestrator.planning import capacity as resources
 from scalegrid.spec import ResourcesSpec, parse_spec
 from sweep_fixtures import TINY_LM
 

@@ -33,10 +33,10 @@ def test_curve_columns_are_documented_in_order():
 def results_with_every_stage(root: Path) -> dict[str, list[str]]:
     """A results directory written by the store's own writers: the train-stage trials, ensembles
     (k = 1..3, averaged by probabilities and by logits) and a token-level student of a real stage graph."""
-    from scalegrid.orchestrator.graph import build
+    from scalegrid.orchestrator.planning.stage_graph import build
     from scalegrid.spec import parse_spec
     from scalegrid.storage import layout
-    from scalegrid.trainers.data import describe
+    from scalegrid.data.identity import describe
     from scalegrid.trial import Status, TrialResult
     from sweep_fixtures import TINY_LM
 

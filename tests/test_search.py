@@ -17,19 +17,18 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from scalegrid import load_runs, store
-from scalegrid.analysis.search import CERTIFIED, DIVERGED, EDGE, local_search
+from scalegrid.analysis.walk import CERTIFIED, DIVERGED, EDGE, local_search
 from scalegrid.cli import main
 from scalegrid.orchestrator import leases
-from scalegrid.orchestrator.provenance import provenance
-from scalegrid.orchestrator.search import replay, search_cells
-from scalegrid.orchestrator.worker import execute
+from scalegrid.orchestrator.execution.provenance import provenance
+from scalegrid.orchestrator.planning.cells import replay, search_cells
+from scalegrid.orchestrator.execution.trial_worker import execute
 from scalegrid.spec import parse_spec
 from scalegrid.storage import layout
 from scalegrid.trainers import linreg
-from scalegrid.trainers.data import describe
+from scalegrid.data.identity import describe
 
 LADDERS = {
     "epochs": [1, 2, 4, 8, 16, 32, 64],
@@ -253,7 +252,7 @@ def test_plan_shows_each_cells_state_without_ray(write_spec, capsys):
 
 
 def test_a_ladder_grows_by_the_ratio_of_its_last_step():
-    from scalegrid.ladders import extended_value
+    from scalegrid.spec.ladders import extended_value
 
     assert extended_value([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4], +1) == 12.8
     assert extended_value([1e-4, 3e-4, 1e-3, 3e-3, 1e-2], +1) == 0.0333  # 1e-2 x (1e-2 / 3e-3), 3 digits

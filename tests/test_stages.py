@@ -93,10 +93,10 @@ def test_failed_members_block_their_dependants(ray_local, write_spec, tmp_path, 
 
 def test_stage_graph_members_overrides_and_spec_errors():
     from scalegrid.errors import UserError
-    from scalegrid.orchestrator.graph import build
+    from scalegrid.orchestrator.planning.stage_graph import build
     from scalegrid.spec import parse_spec
     from scalegrid.storage import layout
-    from scalegrid.trainers.data import describe
+    from scalegrid.data.identity import describe
 
     def graph(raw):
         spec = parse_spec(raw)

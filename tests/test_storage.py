@@ -143,7 +143,7 @@ def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spe
     import numpy as np
     from pyarrow.fs import FileSelector
 
-    from scalegrid.trainers.data import TokenCache, open_tokens
+    from scalegrid.data.identity import TokenCache, open_tokens
 
     uri = s3_endpoint("sweeps/tiny")
     monkeypatch.setenv("SCALEGRID_CACHE", str(tmp_path / "driver-node"))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from scalegrid.orchestrator.graph import build
+from scalegrid.orchestrator.planning.stage_graph import build
 from scalegrid.spec import load_spec
-from scalegrid.trainers.data import describe
+from scalegrid.data.identity import describe
 
 ROOT = Path(__file__).parents[1]
 PINNED = json.loads((ROOT / "tests" / "data" / "sweep_trial_ids.json").read_text())

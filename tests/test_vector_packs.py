@@ -8,12 +8,13 @@ import pytest
 
 from sweep_fixtures import LINREG
 from scalegrid import grid, load_runs, store
-from scalegrid.orchestrator import leases, worker
-from scalegrid.orchestrator.runner import make_packs
+from scalegrid.orchestrator import leases
+from scalegrid.orchestrator.execution import trial_worker as worker
+from scalegrid.orchestrator.execution.launcher import make_packs
 from scalegrid.spec import parse_spec
 from scalegrid.storage import layout
 from scalegrid.trainers import linreg
-from scalegrid.trainers.data import describe
+from scalegrid.data.identity import describe
 
 
 def sweep(tmp_path, *, lrs=(0.2, 0.1, 0.05), seeds=(0,), sizes=(64,), max_failures=2):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from scalegrid.commands.run import run_sweep
-from scalegrid.orchestrator.plan import SweepPlan, make_plan
+from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, make_plan
 
 Spec = str | Path | dict
 

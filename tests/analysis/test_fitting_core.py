@@ -8,7 +8,7 @@ import pytest
 
 from scalegrid.analysis import FitInputError, Objective, fit_power_law, huber, power_law
 from scalegrid.analysis.data_constrained import MUENNIGHOFF2023_BASE, DataConstrainedModel, Repetition
-from scalegrid.analysis.fitting import huber_grad, lbfgs_batched
+from scalegrid.analysis.lbfgs import huber_grad, lbfgs_batched
 from scalegrid.analysis.laws import PowerLawModel
 
 
@@ -121,6 +121,6 @@ def test_bad_input_names_the_problem():
 def test_worked_example_in_the_module_docstring_runs():
     import doctest
 
-    from scalegrid.analysis import fitting
+    from scalegrid.analysis import least_squares
 
-    assert doctest.testmod(fitting).failed == 0
+    assert doctest.testmod(least_squares).failed == 0

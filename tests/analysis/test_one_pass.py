@@ -9,7 +9,7 @@ import pytest
 from scalegrid.analysis import one_pass
 from scalegrid.analysis.one_pass import DIRECT_STEPS, one_pass_risk, sample_grid, stable, tuned_one_pass
 from scalegrid.spec import GaussianDataSpec
-from scalegrid.trainers.linreg import problem
+from scalegrid.data.gaussian import problem
 
 TESTBED = GaussianDataSpec(spectrum_decay=2.0, spectrum_offset=8, spectrum_scale="trace", target_decay=0.5,
                            noise=0.1, data_per_seed=True)

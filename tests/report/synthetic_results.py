@@ -235,7 +235,7 @@ def write_paper_grid(
 def write_paper_search(results: Path, losses: dict, ladders: dict, sweep: str) -> None:
     """Each (size, budget)'s walk (`analysis.search.local_search`) over the grid's losses, from its
     ladders' low ends, written as `search/` rows."""
-    from scalegrid.analysis.search import CERTIFIED, local_search
+    from scalegrid.analysis.walk import CERTIFIED, local_search
 
     ladders = {a: tuple(v) for a, v in ladders.items() if len(v) > 1}
     sizes_budgets = sorted({(n, d) for n, d, *_ in losses})

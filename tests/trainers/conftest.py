@@ -25,7 +25,7 @@ TINY_DATA = {
 @pytest.fixture(scope="session")
 def tiny_tokens(tmp_path_factory):
     """(DataIdentity, token-cache directory) of TINY_DATA, byte tokenizer."""
-    from scalegrid.trainers.data import prepare
+    from scalegrid.data.identity import prepare
 
     results = tmp_path_factory.mktemp("results")
     identity, path = prepare(DataSpec(**TINY_DATA), layout(results))

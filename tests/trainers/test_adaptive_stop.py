@@ -8,7 +8,7 @@ import pytest
 from scalegrid.errors import UserError
 from scalegrid.grid import identity
 from scalegrid.spec import TrainSpec, parse_spec
-from scalegrid.stopping import StopSpec, predicted_gain, should_stop
+from scalegrid.spec.stopping import StopSpec, predicted_gain, should_stop
 from scalegrid.trainers import get_trainer
 
 

@@ -16,8 +16,9 @@ from scalegrid.cli import main
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec
 from scalegrid.storage import layout
-from scalegrid.trainers.corpus import fingerprint, hub
-from scalegrid.trainers.data import describe, open_tokens, prepare
+from scalegrid.data import fingerprint
+from scalegrid.data.corpus import hub
+from scalegrid.data.identity import describe, open_tokens, prepare
 
 IDS = np.random.default_rng(0).integers(0, 50257, size=20_000)
 

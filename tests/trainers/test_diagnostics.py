@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from scalegrid.trainers import get_trainer, linreg
+from scalegrid.data import gaussian
+from scalegrid.trainers import get_trainer
 from scalegrid.trainers.diagnostics import curvature, epoch_diagnostics, probe_rows
 
 from test_linreg_trainer import make_trial
@@ -25,7 +26,7 @@ def test_full_batch_gd_diagnostics_are_the_exact_gradients():
     trial = make_trial(dims=d, n=n, epochs=4, lr=lr, batch_size=n, schedule="constant", warmup_fraction=0.0,
                        diagnostics=True, probe_batches=3)
     result, rows = run(trial)
-    x, y = linreg.samples(n, d, trial.config.data, trial_seed=0)
+    x, y = gaussian.samples(n, d, trial.config.data, trial_seed=0)
     w, grads = np.zeros(d), []
     for _ in range(4):
         w -= lr * x.T @ (x @ w - y) / n
@@ -46,7 +47,7 @@ def test_snr_at_w0_is_the_closed_form_of_gaussian_regression():
     trial = make_trial(dims=d, n=m * p, epochs=1, lr=1e-12, batch_size=m, schedule="constant", warmup_fraction=0.0,
                        diagnostics=True, probe_batches=p, data={"noise": sigma})
     _, (row,) = run(trial)
-    h, w_star = linreg.problem(d, trial.config.data)
+    h, w_star = gaussian.problem(d, trial.config.data)
     mean = h * w_star  # H delta up to sign
     noise = ((w_star @ (h * w_star) + sigma**2) * h.sum() + mean @ mean) / m
     assert row["grad_norm"] == pytest.approx(np.linalg.norm(mean), rel=0.05)

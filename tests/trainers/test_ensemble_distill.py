@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from scalegrid import grid
-from scalegrid.trainers import distill, ensemble, lm
+from scalegrid.data import sequences
+from scalegrid.trainers import distill, ensemble
 from scalegrid.storage import layout
 from scalegrid.trainers import get_trainer
 from scalegrid.trainers.weights import load_model
@@ -52,7 +53,7 @@ def test_member_zero_is_the_plain_trial_and_members_differ(members):
 def test_ensemble_invariants(members, monkeypatch):
     trials, results = members
     ids, root = [t.trial_id for t in trials], trials[0].results
-    _, val, _ = lm.load_sequences(trials[0], torch.device("cpu"))
+    _, val, _ = sequences.load_sequences(trials[0], torch.device("cpu"))
     forwards = []
     real_load = ensemble.load_model
 
@@ -119,7 +120,7 @@ def test_logit_averaging_is_the_softmax_of_the_mean_logits(members):
     """combine: logits against its definition, computed here in one batch: -log softmax(mean_m z_m)[y]."""
     trials, results = members
     ids, root = [t.trial_id for t in trials], trials[0].results
-    _, val, _ = lm.load_sequences(trials[0], torch.device("cpu"))
+    _, val, _ = sequences.load_sequences(trials[0], torch.device("cpu"))
     with torch.no_grad():
         logits = [load_model(root, tid)(input_ids=val).logits[:, :-1].double() for tid in ids]
     targets = val[:, 1:].flatten()

@@ -11,9 +11,10 @@ import pytest
 
 from scalegrid.grid import trial_id
 from scalegrid.spec import DataSpec, GaussianDataSpec, TrainSpec, parse_spec
+from scalegrid.data import gaussian
 from scalegrid.trainers import get_trainer, linreg, vector_groups
 from scalegrid.storage import layout
-from scalegrid.trainers.data import describe
+from scalegrid.data.identity import describe
 from scalegrid.trainers.schedule import lr_at
 from scalegrid.trial import CURVE_COLUMNS, Trial, TrialConfig
 
@@ -51,7 +52,7 @@ def test_default_trial_is_fast_and_risk_decreases():
 
 
 def test_problem_is_normalised():
-    h, w_star = linreg.problem(100, GaussianDataSpec(spectrum_decay=2.0, target_decay=0.5))
+    h, w_star = gaussian.problem(100, GaussianDataSpec(spectrum_decay=2.0, target_decay=0.5))
     assert h[0] == 1.0 and h[9] == pytest.approx(10**-2.0)
     assert h @ w_star**2 == pytest.approx(1.0) and w_star[3] / w_star[0] == pytest.approx(4**-0.5)
 
@@ -61,8 +62,8 @@ def test_full_batch_gd_matches_the_closed_form():
     trial = make_trial(dims=d, n=n, epochs=epochs, lr=lr, weight_decay=wd,
                        batch_size=n, schedule="constant", warmup_fraction=0.0)
     result, rows = run(trial)
-    x, y = linreg.samples(n, d, GaussianDataSpec())
-    h, w_star = linreg.problem(d, GaussianDataSpec())
+    x, y = gaussian.samples(n, d, GaussianDataSpec())
+    h, w_star = gaussian.problem(d, GaussianDataSpec())
     # w_{t+1} = (I - lr (S + wd I)) w_t + lr b, w_0 = 0  =>  w_t = (I - (I - lr A)^t) A^-1 b
     a, b = x.T @ x / n + wd * np.eye(d), x.T @ y / n
     evals, evecs = np.linalg.eigh(a)
@@ -76,18 +77,18 @@ def test_ridge_limit():
     n, d, wd = 100, 32, 0.05
     result, _ = run(make_trial(dims=d, n=n, epochs=3000, lr=0.5, weight_decay=wd,
                                batch_size=n, schedule="constant", warmup_fraction=0.0))
-    x, y = linreg.samples(n, d, GaussianDataSpec())
-    h, w_star = linreg.problem(d, GaussianDataSpec())
+    x, y = gaussian.samples(n, d, GaussianDataSpec())
+    h, w_star = gaussian.problem(d, GaussianDataSpec())
     ridge = np.linalg.solve(x.T @ x / n + wd * np.eye(d), x.T @ y / n)
     assert result.val_loss == pytest.approx(h @ (ridge - w_star) ** 2, rel=1e-6)
 
 
 def test_samples_are_shared_and_nested():
     data = GaussianDataSpec(seed=5)
-    x_small, y_small = linreg.samples(1500, 16, data)
-    x_big, y_big = linreg.samples(5000, 16, data)
+    x_small, y_small = gaussian.samples(1500, 16, data)
+    x_big, y_big = gaussian.samples(5000, 16, data)
     assert np.array_equal(x_small, x_big[:1500]) and np.array_equal(y_small, y_big[:1500])
-    assert not np.array_equal(x_small, linreg.samples(1500, 16, GaussianDataSpec(seed=6))[0])
+    assert not np.array_equal(x_small, gaussian.samples(1500, 16, GaussianDataSpec(seed=6))[0])
     assert np.var(y_big) == pytest.approx(1 + data.noise**2, rel=0.1)  # unit signal plus noise
 
 
@@ -123,8 +124,8 @@ def test_gaussian_identity_has_no_vocabulary():
 def sgd_one_step_at_a_time(trial: Trial) -> list[float]:
     """The trainer's definition, written plainly: the excess risk after each epoch."""
     cfg, t = trial.config, trial.config.train
-    h, w_star = linreg.problem(cfg.model.dims, cfg.data)
-    x, y = linreg.samples(cfg.unique_tokens, cfg.model.dims, cfg.data, trial_seed=cfg.seed)
+    h, w_star = gaussian.problem(cfg.model.dims, cfg.data)
+    x, y = gaussian.samples(cfg.unique_tokens, cfg.model.dims, cfg.data, trial_seed=cfg.seed)
     n, batch = len(y), min(t.batch_size, len(y))
     total = cfg.epochs * math.ceil(n / batch)
     w, step, risks = np.zeros(cfg.model.dims), 0, []
@@ -189,7 +190,7 @@ def test_vector_groups_are_the_lrs_of_one_grid_point():
 
 def test_testbed_problem_is_the_issues():
     """lambda_i ~ (i + 8)^-2 with trace 1; lambda_i w*_i^2 ~ (i + 8)^-3 with unit signal variance."""
-    h, w_star = linreg.problem(2048, GaussianDataSpec(**TESTBED))
+    h, w_star = gaussian.problem(2048, GaussianDataSpec(**TESTBED))
     i = np.arange(1, 2049) + 8.0
     assert h.sum() == pytest.approx(1.0) and h[9] / h[0] == pytest.approx((18 / 9) ** -2)
     signal = h * w_star**2
@@ -199,12 +200,12 @@ def test_testbed_problem_is_the_issues():
 
 def test_data_per_seed_draws_each_seeds_own_nested_samples():
     data = GaussianDataSpec(**TESTBED)
-    a, _ = linreg.samples(1500, 16, data, trial_seed=0)
-    b, _ = linreg.samples(3000, 16, data, trial_seed=0)
-    c, _ = linreg.samples(1500, 16, data, trial_seed=1)
+    a, _ = gaussian.samples(1500, 16, data, trial_seed=0)
+    b, _ = gaussian.samples(3000, 16, data, trial_seed=0)
+    c, _ = gaussian.samples(1500, 16, data, trial_seed=1)
     assert np.array_equal(a, b[:1500]) and not np.array_equal(a, c)
     with pytest.raises(ValueError, match="trial_seed"):
-        linreg.samples(10, 16, data)
+        gaussian.samples(10, 16, data)
 
 
 def test_new_data_options_leave_existing_trial_ids_alone():
@@ -225,11 +226,11 @@ def test_new_data_options_leave_existing_trial_ids_alone():
 def test_one_pass_problem_reads_the_runs_configs():
     configs = [make_trial(dims=64, lr=lr, seed=s, data=TESTBED, batch_size=1).config.model_dump_json()
                for lr in (0.1, 0.2) for s in (0, 1)]
-    found = linreg.one_pass_problem(configs)
-    h, w_star = linreg.problem(64, GaussianDataSpec(**TESTBED))
+    found = gaussian.one_pass_problem(configs)
+    h, w_star = gaussian.problem(64, GaussianDataSpec(**TESTBED))
     assert found.batch_size == 1 and found.noise == 0.1
     np.testing.assert_array_equal(found.h, h)
     np.testing.assert_array_equal(found.signal, w_star**2)
     other = make_trial(dims=64, data={**TESTBED, "noise": 0.2}).config.model_dump_json()
-    assert linreg.one_pass_problem([*configs, other]) is None  # two problems: no single reference
-    assert linreg.one_pass_problem(["{}"]) is None
+    assert gaussian.one_pass_problem([*configs, other]) is None  # two problems: no single reference
+    assert gaussian.one_pass_problem(["{}"]) is None

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from scalegrid.data import sequences
 from scalegrid.trainers import lm
 from scalegrid.trainers import get_trainer
 from scalegrid.trial import CURVE_COLUMNS
@@ -48,15 +49,15 @@ def test_same_seed_same_result_other_seed_not(lm_trial):
 
 
 def test_every_epoch_reshuffles_all_sequences():
-    orders = lm.epoch_orders(64, 3, seed=0, device=torch.device("cpu"))
+    orders = sequences.epoch_orders(64, 3, seed=0, device=torch.device("cpu"))
     assert all(sorted(o.tolist()) == list(range(64)) for o in orders)
     assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
-    assert torch.equal(orders, lm.epoch_orders(64, 3, seed=0, device=torch.device("cpu")))
-    assert not torch.equal(orders[0], lm.epoch_orders(64, 1, seed=1, device=torch.device("cpu"))[0])
+    assert torch.equal(orders, sequences.epoch_orders(64, 3, seed=0, device=torch.device("cpu")))
+    assert not torch.equal(orders[0], sequences.epoch_orders(64, 1, seed=1, device=torch.device("cpu"))[0])
 
 
 def test_sequential_order_visits_the_corpus_in_order_every_epoch_and_changes_the_result(lm_trial):
-    orders = lm.epoch_orders(64, 3, seed=0, device=torch.device("cpu"), shuffled=False)
+    orders = sequences.epoch_orders(64, 3, seed=0, device=torch.device("cpu"), shuffled=False)
     assert all(o.tolist() == list(range(64)) for o in orders)
     shuffled, _ = run(lm_trial(epochs=2))
     sequential, _ = run(lm_trial(epochs=2, data_order="sequential"))

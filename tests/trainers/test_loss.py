@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scalegrid.memory import loss_chunk_tokens
+from scalegrid.gpu_memory import loss_chunk_tokens
 from scalegrid.shapes import LlamaShape
 from scalegrid.spec import TrainSpec
 from scalegrid.trainers.loss import fused_linear_cross_entropy, lm_loss, next_token_logprobs, predicted_tokens

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scalegrid.memory import DoesNotFit, loss_chunk_tokens, plan_micro_batch, step_memory, usable_bytes
+from scalegrid.gpu_memory import DoesNotFit, loss_chunk_tokens, plan_micro_batch, step_memory, usable_bytes
 from scalegrid.shapes import LlamaShape, preset
 from scalegrid.spec import TrainSpec
 

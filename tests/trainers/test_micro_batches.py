@@ -7,17 +7,18 @@ import math
 
 import torch
 
-from scalegrid.trainers import lm
+from scalegrid.trainers import lm, lm_run
+from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.schedule import lr_at
 
 
 def parameters_after_steps(trial, steps: int, loss=None) -> list[torch.Tensor]:
     """The model's parameters after `steps` optimizer steps of the real trainer's step, in float64."""
-    run = lm.Run.build(trial, None, None)
+    run = lm_run.Run.build(trial, None, None)
     run.model.double()  # in place: the optimizer keeps the same parameters
     if loss is not None:
         run = dataclasses.replace(run, loss=loss)
-    state = lm.TrainState(run.model, run.optimizer, lm.LossWindow(run.t.log_every, run.device, run.vocab_size))
+    state = lm_run.TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size))
     for step in range(steps):
         state.set_lr(lr_at(step, run.total_steps, trial.config.lr, run.t))
         assert lm.train_step(run, state, step) is None
@@ -35,7 +36,7 @@ def test_accumulated_micro_batches_equal_one_batch(lm_trial):
         return lm_trial(unique_tokens=30 * 32, epochs=5, train={"batch_size": 16, "micro_batch_size": micro, "log_every": 2})
 
     whole = parameters_after_steps(trial("auto"), 10)  # auto on a CPU: the whole batch at once
-    assert lm.Run.build(trial("auto"), None, None).micro_batch == 16
+    assert lm_run.Run.build(trial("auto"), None, None).micro_batch == 16
     for micro in (4, 3):
         assert relative_difference(parameters_after_steps(trial(micro), 10), whole) <= 1e-5
 

@@ -6,7 +6,7 @@ import re
 import time
 
 from scalegrid.spec import SyntheticCorpusSpec
-from scalegrid.trainers.synthetic import TEMPLATES, facts, generate_documents
+from scalegrid.data.synthetic import TEMPLATES, facts, generate_documents
 
 
 def test_deterministic_from_its_seed():

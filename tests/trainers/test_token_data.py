@@ -14,9 +14,9 @@ import pytest
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec
 from scalegrid.storage import layout
-from scalegrid.trainers.corpus import build as recipe
-from scalegrid.trainers.corpus import cache as token_cache
-from scalegrid.trainers.data import TokenCache, describe, load_documents, open_tokens, prepare, split_documents
+from scalegrid.data.corpus import build as recipe
+from scalegrid.data.corpus import cache as token_cache
+from scalegrid.data.identity import TokenCache, describe, load_documents, open_tokens, prepare, split_documents
 
 DOCS = [f"document {i}: the color of entity{i % 7} is shade{i % 5} ." for i in range(120)]
 
@@ -100,7 +100,7 @@ def test_missing_file_and_column_are_one_line_user_errors(corpus_files):
 def test_the_hub_stream_with_a_subset_of_its_files(corpus_files):
     """The hub path's own `load_dataset(id, streaming=True, data_files=...)` call, on a directory
     laid out like a dataset repository (no hub: the suite is offline)."""
-    from scalegrid.trainers.corpus.sources import document_batches
+    from scalegrid.data.corpus.sources import document_batches
 
     repo = corpus_files / "repo"
     (repo / "data").mkdir(parents=True)

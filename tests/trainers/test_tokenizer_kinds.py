@@ -10,8 +10,8 @@ import pytest
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec, TokenizerSpec, parse_spec
 from scalegrid.storage import layout
-from scalegrid.trainers.data import describe, open_tokens, prepare
-from scalegrid.trainers.tokenizers import EOS_TEXT, ByteTokenizer, build_tokenizer, load_saved
+from scalegrid.data.identity import describe, open_tokens, prepare
+from scalegrid.data.tokenizers import EOS_TEXT, ByteTokenizer, build_tokenizer, load_saved
 
 TEXTS = ["the color of zorvak is teal .", "héllo wörld ✓ 日本", "", "line\nbreak\ttab"]
 SYNTHETIC = {"source": "synthetic", "synthetic": {"documents": 200, "entities": 30, "seed": 0}, "unique_tokens": [512]}

@@ -22,7 +22,8 @@ from scalegrid.analysis.data_constrained import (
     effective,
     fit_data_constrained,
 )
-from scalegrid.analysis.fitting import FitInputError, FitResult, Objective, huber
+from scalegrid.analysis.lbfgs import FitInputError, Objective, huber
+from scalegrid.analysis.least_squares import FitResult
 from scalegrid.analysis.laws import fit_log_linear, fit_power_law, inverse_power_law, power_law
 from scalegrid.analysis.recipes import (
     best_runs,

@@ -23,7 +23,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from scalegrid.analysis.fitting import FitResult, Objective, check_fit_args, check_spread, fit_model
+from scalegrid.analysis.lbfgs import Objective
+from scalegrid.analysis.least_squares import FitResult, check_fit_args, check_spread, fit_model
 from scalegrid.analysis.laws import PowerLawModel
 from scalegrid.analysis.tables import positive_column
 

@@ -42,14 +42,8 @@ import numpy as np
 import pandas as pd
 
 from scalegrid.analysis.chinchilla import chinchilla_model, fit_chinchilla, starts_from_params
-from scalegrid.analysis.fitting import (
-    VJP,
-    FitInputError,
-    FitResult,
-    Objective,
-    check_fit_args,
-    fit_model,
-)
+from scalegrid.analysis.lbfgs import VJP, FitInputError, Objective
+from scalegrid.analysis.least_squares import FitResult, check_fit_args, fit_model
 from scalegrid.analysis.tables import positive_column
 
 NOTEBOOK_GRID = tuple(np.linspace(0.0, 20.0, 4)[1:])  # {20/3, 40/3, 20}: the 0 starts are NaN

@@ -26,16 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scalegrid.analysis.fitting import (
-    VJP,
-    FitInputError,
-    FitResult,
-    Objective,
-    check_fit_args,
-    check_spread,
-    fit_model,
-    percentile_ci,
-)
+from scalegrid.analysis.lbfgs import VJP, FitInputError, Objective
+from scalegrid.analysis.least_squares import FitResult, check_fit_args, check_spread, fit_model, percentile_ci
 from scalegrid.analysis.tables import numeric_column, positive_column
 
 DEFAULT_EXPONENTS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from scalegrid.analysis.fitting import FitInputError, FitResult, Objective, params_table, percentile_ci
+from scalegrid.analysis.least_squares import FitInputError, FitResult, Objective, params_table, percentile_ci
 from scalegrid.analysis.laws import fit_log_linear, fit_power_law, inverse_power_law, power_law
 from scalegrid.analysis.tables import completed, groups, of_stage, per_group, require_columns
 

@@ -31,7 +31,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from scalegrid.analysis.fitting import FitInputError, FitResult, Objective, percentile_ci
+from scalegrid.analysis.lbfgs import FitInputError, Objective
+from scalegrid.analysis.least_squares import FitResult, percentile_ci
 from scalegrid.analysis.laws import fit_power_law, inverse_power_law
 from scalegrid.analysis.one_pass import sample_grid, tuned_one_pass
 from scalegrid.analysis.tables import numeric_column, positive_column, require_columns

@@ -12,7 +12,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from scalegrid.analysis.fitting import FitInputError
+from scalegrid.analysis.least_squares import FitInputError
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from scalegrid.analysis.tables import completed, per_group
 from scalegrid.errors import UserError
 from scalegrid.storage import layout
 from scalegrid.storage.layout import CURVES
-from scalegrid.trainers.linreg import one_pass_problem
+from scalegrid.data.gaussian import one_pass_problem
 
 SHOWN_EPOCHS = 8  # epoch counts per row of the text table (powers of two, and the largest)
 
@@ -95,7 +95,7 @@ def render(args: argparse.Namespace, analyses: list[tuple[dict, ReuseAnalysis, d
             lines.append(", ".join(f"{k}={v}" for k, v in group.items()))
         lines.append(f"  one-pass reference: {described['kind']} ({described['what']})")
         lines += _reuse_table(result, args.samples, args.epochs)
-        lines.append(f"  K*(N): where E(K, N) / K falls below 1 - eps")
+        lines.append("  K*(N): where E(K, N) / K falls below 1 - eps")
         for _, row in result.thresholds.iterrows():
             bound = {"above": " (>= largest K tried)", "below": " (<= smallest K tried)"}.get(row["censored"], "")
             lines.append(f"    eps {row['eps']:<4g} N {row[args.samples]:>10g}  K* {row['k_star']:>7.3g}  "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from scalegrid.orchestrator import jobs
+from scalegrid.orchestrator.execution import ray_jobs as jobs
 
 FINISHED_BADLY = ("FAILED", "STOPPED")
 

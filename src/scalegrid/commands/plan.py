@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 
 from scalegrid.commands.output import print_json, records, unreadable
-from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, memory_table, totals, totals_line
-from scalegrid.orchestrator.search import cells_table, losses, states_line
+from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table, make_plan, memory_table, totals, totals_line
+from scalegrid.orchestrator.planning.cells import cells_table, losses, states_line
 
 
 def register(subparsers) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-from scalegrid.orchestrator.plan import make_plan
-from scalegrid.orchestrator.session import check_address, check_shared_results, ray_session
-from scalegrid.orchestrator.tokens import prepare_tokens
+from scalegrid.orchestrator.planning.sweep_plan import make_plan
+from scalegrid.orchestrator.execution.ray_session import check_address, check_shared_results, ray_session
+from scalegrid.orchestrator.execution.token_build import prepare_tokens
 
 
 def register(subparsers) -> None:

@@ -19,14 +19,14 @@ import pandas as pd
 from scalegrid import store
 from scalegrid.commands.args import positive_int
 from scalegrid.commands.output import print_json, records
-from scalegrid.orchestrator.tracking import check as check_tracking
-from scalegrid.orchestrator.plan import SweepPlan, format_table, make_plan, space_needed
-from scalegrid.orchestrator.provenance import provenance, write_sweep_record
-from scalegrid.orchestrator.resources import slots
-from scalegrid.orchestrator.search import cells_table, states_line
-from scalegrid.orchestrator.search import losses as search_losses
-from scalegrid.orchestrator.session import check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session
-from scalegrid.orchestrator.tokens import prepare_tokens
+from scalegrid.orchestrator.display.tracking import check as check_tracking
+from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table, make_plan, space_needed
+from scalegrid.orchestrator.execution.provenance import provenance, write_sweep_record
+from scalegrid.orchestrator.planning.capacity import slots
+from scalegrid.orchestrator.planning.cells import cells_table, states_line
+from scalegrid.orchestrator.planning.cells import losses as search_losses
+from scalegrid.orchestrator.execution.ray_session import check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session
+from scalegrid.orchestrator.execution.token_build import prepare_tokens
 from scalegrid.spec import ResourcesSpec
 from scalegrid.storage.space import check_space
 
@@ -134,12 +134,12 @@ def _run_checked(plan: SweepPlan, spec_path: str, address: str | None, max_concu
     pending, stages_left = _to_do(plan)
     if not pending and not stages_left and not searching:
         return plan
-    from scalegrid.orchestrator.runner import schedule
-    from scalegrid.orchestrator.stages import run_stages
+    from scalegrid.orchestrator.execution.launcher import schedule
+    from scalegrid.orchestrator.execution.stage_tasks import run_stages
 
     with ray_session(address):
         if searching:  # the walks first: their optima are the grid points of the ensembles and students
-            from scalegrid.orchestrator.searcher import run_search
+            from scalegrid.orchestrator.execution.trial_feeds import run_search
 
             run_search(plan, info, max_concurrent=max_concurrent)
             plan = plan.refresh()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 
 from scalegrid import store
-from scalegrid.analysis.search import search_outcomes
+from scalegrid.analysis.walk import search_outcomes
 from scalegrid.commands.output import print_json, records, unreadable
-from scalegrid.orchestrator.graph import dependants
-from scalegrid.orchestrator.plan import format_table
+from scalegrid.orchestrator.planning.stage_graph import dependants
+from scalegrid.orchestrator.planning.sweep_plan import format_table
 from scalegrid.storage import ResultsLayout, check_readable, layout
 from scalegrid.storage.layout import SEARCH
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from scalegrid.commands.args import positive_int
 from scalegrid.errors import UserError
-from scalegrid.orchestrator import jobs
-from scalegrid.orchestrator.plan import make_plan
+from scalegrid.orchestrator.execution import ray_jobs as jobs
+from scalegrid.orchestrator.planning.sweep_plan import make_plan
 from scalegrid.storage import is_uri, redacted
 
 
@@ -59,7 +59,7 @@ def run(args) -> int:
 
 def _check_shipped(spec, working_dir: Path) -> None:
     """Data files and a local tokenizer travel in the working directory: they must lie inside it."""
-    from scalegrid.trainers.corpus.sources import resolve_files
+    from scalegrid.data.corpus.sources import resolve_files
 
     paths = [(f.where, f.path) for f in resolve_files(spec.data)] if spec.data.source in ("files", "tokens") else []
     tokenizer = spec.data.tokenizer

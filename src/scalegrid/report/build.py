@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from scalegrid.analysis.fitting import FitInputError
+from scalegrid.analysis.least_squares import FitInputError
 from scalegrid.errors import UserError
 from scalegrid.report import figures as F
 from scalegrid.report.document import Document, Section

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from scalegrid import store
-from scalegrid.analysis.search import search_outcomes
+from scalegrid.analysis.walk import search_outcomes
 from scalegrid.errors import UserError
 from scalegrid.grid import grid_points
 from scalegrid.spec import parse_spec

@@ -28,7 +28,7 @@ import torch
 
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, node_cache_dir
 from scalegrid.trainers import lm
-from scalegrid.trainers.corpus.cache import TokenCache
+from scalegrid.data.corpus.cache import TokenCache
 from scalegrid.trainers.devices import autocast, trial_device
 from scalegrid.trainers.loss import predicted_tokens
 from scalegrid.trainers.weights import load_model

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from scalegrid.storage import MODEL_MARKER, ResultsLayout, node_cache_dir
-from scalegrid.trainers.corpus.cache import TokenCache
-from scalegrid.trainers.tokenizers import TOKENIZERS, hf_files, load_saved
+from scalegrid.data.corpus.cache import TokenCache
+from scalegrid.data.tokenizers import TOKENIZERS, hf_files, load_saved
 from scalegrid.trial import Trial
 
 

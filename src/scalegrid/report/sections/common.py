@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalegrid.analysis.fitting import FitInputError
+from scalegrid.analysis.least_squares import FitInputError
 from scalegrid.analysis.laws import power_law
 from scalegrid.report import figures as F
 from scalegrid.report.document import Table, fmt, fmt_ci

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scalegrid.analysis.fitting import FitResult
+from scalegrid.analysis.least_squares import FitResult
 from scalegrid.analysis.recipes import best_runs, data_efficiency, data_scaling
 from scalegrid.report import figures as F
 from scalegrid.report.document import Section, Table, fmt, fmt_ci

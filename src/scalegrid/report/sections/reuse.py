@@ -11,7 +11,7 @@ from scalegrid.analysis import ReuseAnalysis, epoch_rows, one_pass_reference, re
 from scalegrid.report import figures as F
 from scalegrid.report.document import Section, Table, fmt, fmt_ci
 from scalegrid.report.sections.common import Context, NoRows, records
-from scalegrid.trainers.linreg import one_pass_problem
+from scalegrid.data.gaussian import one_pass_problem
 
 LAW_STYLE = {"log": "--", "power": ":"}
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from scalegrid.analysis.laws import power_law
 from scalegrid.analysis.recipes import optimal_hparam_scaling
-from scalegrid.analysis.search import PLANE_AXES, search_outcomes, search_points
+from scalegrid.analysis.walk import PLANE_AXES, search_outcomes, search_points
 from scalegrid.report import figures as F
 from scalegrid.report.document import Section, Table, fmt
 from scalegrid.report.sections.common import (

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from scalegrid.analysis.fitting import FitInputError
+from scalegrid.analysis.least_squares import FitInputError
 from scalegrid.analysis.recipes import (
     best_runs,
     ensemble_scaling,

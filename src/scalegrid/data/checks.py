@@ -1,0 +1,77 @@
+"""Up-front checks of a corpus' files, before anything is written or tokenized.
+
+Each file of `data.files` is opened through `datasets` in streaming mode, the way the corpus is
+read later, and read only until its first document with text: it must parse in its format, have
+the text field, and hold at least one document with a non-blank text (the tokenizers give every
+such text at least one token; blank documents are dropped). A failure is one `UserError` line
+naming the file and what is wrong, instead of a `datasets` traceback inside tokenization.
+
+    >>> check_files(spec.data)      # plan and run call it through orchestrator/plan.make_plan
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from scalegrid.errors import UserError
+from scalegrid.spec import DataSpec
+from scalegrid.storage import first_line
+from scalegrid.data.corpus.sources import resolve_files
+
+
+def check_files(spec: DataSpec) -> None:
+    """Every data file opens in its format and holds a document with text in the text field."""
+    if spec.source != "files":
+        return
+    for source in resolve_files(spec):
+        check_file(source.path, source.format, spec.text_field)
+
+
+def check_file(path: str, fmt: str, text_field: str) -> None:
+    import datasets
+
+    column = "text" if fmt == "text" else text_field
+    with _quiet(datasets):
+        try:
+            first, documents, found = _first_text(datasets.load_dataset(fmt, data_files=[path], split="train", streaming=True), column)
+        except StopIteration:  # how `datasets` says that a JSON file is empty
+            first, documents, found = None, 0, False
+        except Exception as err:  # noqa: BLE001 - any parse failure is the file's, said in one line
+            reason = f"{type(err).__name__}: {first_line(err, 160)}"
+            raise UserError(f"data.files: {path} cannot be read as {fmt} ({reason}); check the file or set data.format") from None
+    if first is None:
+        raise UserError(f"data.files: {path} holds no documents; remove it from data.files or fill it")
+    if column not in first:
+        raise UserError(
+            f"data.text_field: {text_field!r} is not a field of {path} (its fields: {', '.join(map(str, first))}); "
+            "set data.text_field"
+        )
+    if not found:
+        raise UserError(f"data.files: {path}: none of its {documents} documents has text in {column!r}; check the file")
+
+
+def _first_text(stream, column: str) -> tuple[dict | None, int, bool]:
+    """(the first document, documents read, whether one has text): reads until one does."""
+    first, documents = None, 0
+    for document in stream:
+        first = first or document
+        documents += 1
+        if column not in document or _has_text(document[column]):
+            return first, documents, column in document
+    return first, documents, False
+
+
+def _has_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+@contextlib.contextmanager
+def _quiet(datasets):
+    """`datasets` logs its parse errors on stderr: the error here is the one line."""
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)

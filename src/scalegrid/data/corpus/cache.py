@@ -1,0 +1,135 @@
+"""`RESULTS/cache/tokens/<key>/`: a tokenized corpus, built once per identity, read by every trial.
+
+**Layout.** `train.bin` and `val.bin` (raw uint16 when the vocabulary fits, else uint32; read
+with `np.memmap`), `tokenizer/` (the files that rebuild a bpe or hf tokenizer) and `meta.json`,
+written last: dtype, vocab_size, eos_id, token and document counts, `complete` (the stream was
+read to its end) and the identity's fields.
+
+**Building.** A cache is built in a scratch directory of this node (`SCALEGRID_CACHE/building/`),
+so a corpus that turns out empty or too short leaves nothing in the results store; then it is
+published: renamed into place in a results directory on a filesystem, or, on an object store
+(`s3://`, `gs://`), kept as this node's copy (`SCALEGRID_CACHE/tokens/<key>/`) and uploaded with
+`meta.json` last. Another node copies it down the first time a trial there opens it
+(`np.memmap` needs a local file). A cache read only as far as a budget needed (`complete:
+false`) is rebuilt further for a larger budget; its tokens only grow at the end, so a reader of
+the smaller copy sees the same prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scalegrid.spec import DataSpec
+from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, node_cache_dir
+from scalegrid.storage.space import full_is_one_line
+from scalegrid.data.corpus.build import build
+from scalegrid.data.corpus.sources import token_dtype
+from scalegrid.trial import DataIdentity
+
+
+class TokenCache:
+    """The token caches under one results root (on an object store, read through this node's copies)."""
+
+    def __init__(self, results: ResultsLayout):
+        self.results = results
+
+    def local_dir(self, key: str) -> Path:
+        """Where the cache of `key` is read on this machine: in the store, or this node's copy."""
+        return self.results.local(*self.results.token_cache(key)) or node_cache_dir() / "tokens" / key
+
+    def meta(self, key: str) -> dict[str, Any] | None:
+        """The store's meta.json of `key` (None: not built), read alone: no tokens are mapped."""
+        parts = (*self.results.token_cache(key), CACHE_MARKER)
+        return json.loads(self.results.read_bytes(*parts)) if self.results.is_file(*parts) else None
+
+    def train_tokens(self, key: str) -> int | None:
+        meta = self.meta(key)
+        return None if meta is None else meta["train_tokens"]
+
+    def load(self, key: str, min_train_tokens: int = 0) -> Path | None:
+        """The complete local directory of `key` holding at least `min_train_tokens` (copied from
+        an object store once, and again after the store's copy grew), or None."""
+        target = self.local_dir(key)
+        stale = (target / CACHE_MARKER).is_file() and _meta_of(target)["train_tokens"] < min_train_tokens
+        return self.results.materialise_dir(self.results.token_cache(key), target, marker=CACHE_MARKER, stale=stale)
+
+    def open(self, key: str, min_train_tokens: int = 0) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
+        path = self.load(key, min_train_tokens)
+        if path is None:
+            raise FileNotFoundError(f"{self.results.shown(*self.results.token_cache(key))}: no token cache (no {CACHE_MARKER})")
+        return open_tokens(path)
+
+    def build(self, spec: DataSpec, identity: DataIdentity, *, need_tokens: int, processes: int,
+              revision: str | None = None, grow: bool = False) -> Path:
+        """Tokenize `spec` in scratch space and publish it (replacing a smaller copy when `grow`)."""
+        scratch_root = node_cache_dir() / "building"
+        with full_is_one_line(scratch_root):  # a full disk is one line naming where, never a traceback
+            scratch_root.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=f"{identity.key}.", dir=scratch_root))
+        try:
+            with full_is_one_line(scratch_root):
+                facts = build(spec, identity, scratch, need_tokens=need_tokens, processes=processes, revision=revision)
+                write_meta(scratch, identity, facts)
+            return self.publish(identity.key, scratch, replace=grow)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def publish(self, key: str, built: Path, *, replace: bool = False) -> Path:
+        """Move a built cache directory into place (see the module docstring); a concurrent
+        writer's complete copy wins unless `replace`."""
+
+        def fill(tmp: Path) -> None:
+            for entry in built.iterdir():
+                shutil.move(str(entry), tmp / entry.name)  # a rename on one filesystem
+
+        target = self.local_dir(key)
+        with full_is_one_line(target.parent):
+            local = atomic_dir(target, fill, marker=CACHE_MARKER, replace=replace)
+        parts = self.results.token_cache(key)
+        if self.results.object_store and (replace or not self.results.is_file(*parts, CACHE_MARKER)):
+            self.results.upload_tree(local, parts, last=CACHE_MARKER)
+        return local
+
+
+def write_meta(directory: Path, identity: DataIdentity, facts: dict[str, Any]) -> None:
+    """meta.json: what the files hold (`facts` from the builder) and whose identity they are."""
+    meta = {
+        "key": identity.key,
+        "dtype": np.dtype(token_dtype(identity.vocab_size)).name,
+        "vocab_size": identity.vocab_size,
+        "fields": identity.fields,
+        **facts,
+    }
+    (directory / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _meta_of(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / CACHE_MARKER).read_text())
+
+
+def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
+    """(train tokens, validation tokens, meta) of a local token-cache directory, as read-only maps."""
+    data_dir = Path(data_dir)
+    if not (data_dir / CACHE_MARKER).is_file():
+        raise FileNotFoundError(f"{data_dir} is not a token-cache directory (no {CACHE_MARKER})")
+    meta = _meta_of(data_dir)
+    if meta.get("dtype") not in ("uint16", "uint32"):  # read from the store: never an object dtype
+        raise ValueError(f"{data_dir / CACHE_MARKER}: dtype {meta.get('dtype')!r} is not a token dtype")
+    dtype = np.dtype(meta["dtype"])
+    train = np.memmap(data_dir / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
+    val = np.memmap(data_dir / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
+    return train, val, meta
+
+
+def default_processes(spec: DataSpec) -> int:
+    """Tokenizer processes: the spec's `tokenize_cpus`, else every CPU this process may use."""
+    if spec.tokenize_cpus:
+        return spec.tokenize_cpus
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,138 @@
+"""Running the stages after the train stage: ensemble evaluations, teacher corpora, then students.
+
+`run_stages` runs what the train stage made possible, each stage once its inputs are complete:
+ensemble evaluations and teacher corpora as Ray tasks, students as Tune trials like any other.
+A dependant of a member that FAILED or DIVERGED is *blocked*: listed with the reason, never run,
+never a crash; the next run retries the member and then the dependants. The graph itself is
+built, purely, in `graph.py`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+
+from scalegrid import store
+from scalegrid.orchestrator.planning import capacity as resources
+from scalegrid.orchestrator.planning.stage_graph import CorpusJob, EnsembleJob, blocker
+from scalegrid.orchestrator.planning.sweep_plan import SweepPlan
+from scalegrid.orchestrator.execution.launcher import schedule
+from scalegrid.storage import CACHE_MARKER, ResultsLayout
+from scalegrid.trial import Status, Trial
+
+
+def run_stages(plan: SweepPlan, snapshot: store.Snapshot, provenance: dict, *, max_concurrent: int | None = None) -> None:
+    """After the train stage (whose rows `snapshot` holds): ensemble evaluations, teacher corpora,
+    then students, each once its inputs are complete; blocked dependants are printed, not run."""
+    graph, results = plan.graph, plan.results
+
+    def weights_ok(ids) -> bool:
+        return all(snapshot.status.get(t) == Status.COMPLETED.value and results.has_model(t) for t in ids)
+
+    todo = [e for e in graph.ensembles if not set(e.row_ids) <= snapshot.ensembles_done]
+    for e in todo:
+        if not weights_ok(e.member_ids):
+            _say_blocked("ensemble", e.point, e.member_ids, snapshot.status)
+    _evaluate_ensembles([e for e in todo if weights_ok(e.member_ids)], plan, provenance, snapshot.ensembles_done)
+    corpora = [c for c in graph.corpora if weights_ok(c.request.teacher)]
+    _make_corpora(corpora, plan)
+    runnable = []
+    for s in (s for s in graph.students if s.trial_id not in snapshot.done):
+        teacher = list(s.config.distill.teacher)
+        if weights_ok(teacher) and _corpus_ready(results, s):
+            runnable.append(s)
+        else:
+            _say_blocked("student", s.model_label, teacher, snapshot.status)
+    if runnable:
+        schedule(plan, provenance, max_concurrent=max_concurrent, trials=runnable)
+
+
+def _evaluate_ensembles(ready: list[EnsembleJob], plan: SweepPlan, provenance: dict, done: set[str]) -> None:
+    if not ready:
+        return
+    import ray
+
+    task = ray.remote(**resources.stage_task(plan.spec))(evaluate_ensemble)
+    for out in ray.get([task.remote(e, provenance, frozenset(done)) for e in ready]):
+        if out["error"]:
+            print(f"ensemble at {out['point']}: FAILED ({out['error']})", file=sys.stderr)
+            continue
+        print(
+            f"ensemble at {out['point']}: K={len(out['losses'])} in {out['seconds']:.1f} s "
+            f"({', '.join(f'{s:.2f}' for s in out['seconds_per_member'])} s per member); "
+            f"loss by k {', '.join(f'{v:.4f}' for v in out['losses'])}",
+            file=sys.stderr,
+        )
+
+
+def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] = frozenset()) -> dict:
+    """The Ray task body: one pass per member; each k's row not in `done` written (FAILED on an error)."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    start = time.perf_counter()
+    first = job.members[0]
+    losses, per_member, error, device = [], [], None, "cpu"
+    try:
+        from scalegrid.gpu_memory import loss_chunk_tokens
+        from scalegrid.trainers.devices import autocast, trial_device
+        from scalegrid.trainers.ensemble import evaluate_members
+        from scalegrid.data.sequences import load_sequences
+
+        on = trial_device()
+        device = on.type
+        _, val_seqs, vocab_size = load_sequences(first, on)
+        chunk = loss_chunk_tokens(first.config.train, vocab_size, device)
+        with autocast(on):  # bf16 on a GPU; the log-probabilities are fp32 either way
+            losses, _, per_member = evaluate_members(
+                job.member_ids, first.results, val_seqs, first.config.train.batch_size, job.combine, chunk
+            )
+    except Exception as err:  # noqa: BLE001 - a missing model or a bug fails this ensemble only
+        error = traceback.format_exception_only(type(err), err)[-1].strip()[:2000]
+    seconds = time.perf_counter() - start
+    for k in range(1, len(job.members) + 1):
+        if job.row_id(k) in done:  # a row is its members: written once, whatever K asked for it
+            continue
+        loss = losses[k - 1] if losses else float("nan")
+        row = store.ensemble_row(
+            list(job.members[:k]), loss, wall_s=seconds, error=error, provenance=provenance, device=device, combine=job.combine,
+        )
+        store.write_ensemble(first.results, row)
+    return {"point": job.point, "losses": losses, "seconds_per_member": per_member, "seconds": seconds, "error": error}
+
+
+def _make_corpora(corpora: list[CorpusJob], plan: SweepPlan) -> None:
+    missing = [c for c in corpora if not _corpus_done(plan.results, c.corpus_id)]
+    if not missing:
+        return
+    import ray
+
+    task = ray.remote(**resources.stage_task(plan.spec))(_make_corpus)
+    for meta in ray.get([task.remote(plan.results, c.corpus_id, c.request, plan.data.key) for c in missing]):
+        print(
+            f"teacher corpus {meta['id']}: {meta['tokens']:,} tokens from k={len(meta['teacher'])} in "
+            f"{meta['seconds']:.1f} s ({meta['tokens_per_s']:,.0f} tokens/s, {meta['device']}, KV cache)",
+            file=sys.stderr,
+        )
+
+
+def _make_corpus(results: ResultsLayout, corpus_id: str, request, data_key: str) -> dict:
+    from scalegrid.trainers.distill import make_corpus  # torch loads in the task, not the driver
+
+    return make_corpus(results, corpus_id, request, data_key)
+
+
+def _corpus_done(results: ResultsLayout, corpus_id: str) -> bool:
+    return results.is_file(*results.teacher_corpus(corpus_id), CACHE_MARKER)
+
+
+def _corpus_ready(results: ResultsLayout, student: Trial) -> bool:
+    corpus = getattr(student.config.distill, "corpus", None)
+    return corpus is None or _corpus_done(results, corpus)
+
+
+def _say_blocked(what: str, where: str, member_ids: list[str], status: dict[str, str]) -> None:
+    why = blocker(member_ids, status)
+    state = f"blocked: {'teacher ' if what == 'student' else ''}{why}" if why else "waiting for its members"
+    print(f"{what} {where}: {state}", file=sys.stderr)

@@ -1,0 +1,62 @@
+"""What every lease store shares: a lease's record, its heartbeat thread, generation names and
+history lines (`disk.py` and `object_store.py` are the two stores; `__init__.py` picks one)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import threading
+import time
+from typing import Any
+
+GEN = re.compile(r"^gen-(\d+)$")
+
+
+def gen_name(gen: int) -> str:
+    return f"gen-{gen:06d}"
+
+
+def new_record(owner: str) -> dict[str, Any]:
+    """What a lease generation holds: who took it, where, when."""
+    return {"owner": owner, "host": platform.node(), "pid": os.getpid(), "acquired_at": time.time()}
+
+
+def start_line(**fields: Any) -> str:
+    """One history line: an attempt's start."""
+    return json.dumps({"time": time.time(), "host": platform.node(), "pid": os.getpid(), **fields}) + "\n"
+
+
+def history_record(line: str) -> dict[str, Any] | None:
+    """One history line; a torn one (its writer died, or the disk filled mid-line) is skipped."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class Heartbeat:
+    """A lease's heartbeat thread: `beat()` every `expiry_s / 4` until stopped or lost."""
+
+    expiry_s: float
+    _stop: threading.Event
+
+    def beat(self) -> bool:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def heartbeating(self):
+        thread = threading.Thread(target=self._beat_until_stopped, name="lease-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+    def _beat_until_stopped(self) -> None:
+        while not self._stop.wait(self.expiry_s / 4) and self.beat():
+            pass

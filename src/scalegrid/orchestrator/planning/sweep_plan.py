@@ -1,0 +1,224 @@
+"""Spec -> trials -> what the store already holds: the plan that `plan`, `run` and `status` share.
+
+Everything here validates and reads; nothing writes. `run` writes only after `make_plan` (and
+the token cache's build, `orchestrator/tokens.py`, which checks the corpus before publishing)
+have passed, so a bad input leaves the results directory as it was. A plan reads the store once (`store.read`); `refresh` reads it again at a stage boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scalegrid import store
+from scalegrid.errors import UserError
+from scalegrid.gpu_memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
+from scalegrid.orchestrator.planning.stage_graph import StageGraph, build, dependants
+from scalegrid.orchestrator.planning.cells import searched_graph
+from scalegrid.spec import SweepSpec, load_spec, parse_spec
+from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
+from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    spec: SweepSpec
+    results: ResultsLayout
+    data: DataIdentity
+    graph: StageGraph  # the train stage's trials, ensembles, teacher corpora, students
+    snapshot: store.Snapshot  # the whole store as read when planned (other sweeps' rows too)
+    searches: dict[str, Any] | None = None  # a searched spec: cell_id -> its walk (`search.CellSearch`)
+    memory: dict[str, MemoryEstimate] = field(default_factory=dict)  # model label -> its trials' GPU plan
+
+    @property
+    def trials(self) -> list[Trial]:
+        return self.graph.trials
+
+    def refresh(self) -> SweepPlan:
+        """The same plan with the store read again (after a stage; a search walks again)."""
+        snapshot = store.read(self.results)
+        if self.spec.search is None:
+            return replace(self, snapshot=snapshot)
+        graph, searches = searched_graph(self.spec, self.data, self.results, snapshot)
+        return replace(self, snapshot=snapshot, graph=graph, searches=searches)
+
+    def status(self, trial_id: str) -> str:
+        """done | diverged | failed | pending."""
+        return STATE_OF_STATUS.get(self.snapshot.status.get(trial_id), "pending")
+
+    @property
+    def pending(self) -> list[Trial]:
+        """Train-stage trials not done, and members done without their saved weights (trained again)."""
+        done, needs = self.snapshot.done, self.graph.needs_weights
+        return [
+            t for t in self.trials
+            if t.trial_id not in done
+            or (t.trial_id in needs and self.snapshot.status[t.trial_id] == "COMPLETED" and not self.results.has_model(t.trial_id))
+        ]
+
+    def dependants(self) -> pd.DataFrame:
+        """The ensembles and students of the grid with their state: done, pending or blocked."""
+        return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done)
+
+    def table(self) -> pd.DataFrame:
+        """One row per trial: identity, axes, size, tokens, FLOPs and status."""
+        rows = []
+        for t in self.trials:
+            c = t.config
+            rows.append({
+                "trial_id": t.trial_id, "model": t.model_label, "unique_tokens": c.unique_tokens, "epochs": c.epochs,
+                "lr": c.lr, "weight_decay": c.weight_decay, "seed": c.seed, "member": c.member,
+                "params": c.num_params, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
+                **self._memory_columns(t.model_label), "status": self.status(t.trial_id),
+            })
+        return pd.DataFrame(rows)
+
+    def _memory_columns(self, label: str) -> dict:
+        estimate = self.memory.get(label)
+        return {} if estimate is None else {"micro_batch": estimate.micro_batch, "gpu_gib": round(estimate.total / GIB, 1)}
+
+    def with_gpu_memory(self, gpu_memory_gb: float) -> SweepPlan:
+        """The plan with every lm trial's micro-batch and peak memory on GPUs of `gpu_memory_gb`
+        (raises UserError, naming the fix, for a trial that does not fit)."""
+        trials = [*self.graph.trials, *self.graph.students]
+        return replace(self, memory=plan_memory(self.spec, trials, self.data.vocab_size, gpu_memory_gb))
+
+
+def make_plan(spec_source: str | Path | dict, *, results: str | None = None) -> SweepPlan:
+    """The plan of a spec file, or of a spec as a dict (the Python API; its errors name `spec`)."""
+    from scalegrid.data.identity import TokenCache, describe  # reads recorded file hashes, never tokenizes
+    from scalegrid.data.checks import check_files
+
+    spec = parse_spec(spec_source, source="spec") if isinstance(spec_source, dict) else load_spec(spec_source)
+    _check_divisible(spec)
+    root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
+    check_writable(root)
+    identity = describe(spec.data, root)
+    if spec.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
+        check_files(spec.data)  # it opens, has the text field and a document with text
+    snapshot = store.read(root)
+    if spec.search is not None:
+        graph, searches = searched_graph(spec, identity, root, snapshot)
+        plan = SweepPlan(spec, root, identity, graph, snapshot, searches)
+    else:
+        plan = SweepPlan(spec, root, identity, build(spec, identity, root), snapshot)
+    return plan.with_gpu_memory(spec.resources.gpu_memory_gb) if spec.resources.gpu_memory_gb else plan
+
+
+def plan_memory(spec: SweepSpec, trials: list[Trial], vocab_size: int, gpu_memory_gb: float) -> dict[str, MemoryEstimate]:
+    """Model label -> the micro-batch and estimated peak of its trials on a GPU of `gpu_memory_gb`,
+    for lm sweeps that ask for GPUs (`memory.py`); the first model that cannot fit is refused."""
+    r = spec.resources
+    if spec.trainer != "lm" or not r.worker["GPU"]:
+        return {}
+    budget = usable_bytes(gpu_memory_gb, r.worker["GPU"])  # one worker's GPU
+    plans = {}
+    largest = {}  # model label -> its trial with the largest batch (train fields may be axes)
+    for t in sorted(trials, key=lambda t: t.config.train.batch_size):
+        largest[t.model_label] = t
+    for label, trial in largest.items():
+        shape, train = trial.config.model, trial.config.train
+        shards = r.workers if sharded(shape, vocab_size, train, budget, r.workers) else 1  # FSDP2 over the workers
+        try:
+            plans[label] = plan_micro_batch(shape, vocab_size, train, budget, shards=shards)
+        except DoesNotFit as err:
+            where = f"batch {train.batch_size} x {train.seq_len}, vocab {vocab_size:,}"
+            raise UserError(f"model {label} ({where}) on a {gpu_memory_gb:g} GB GPU: {err}") from None
+    return plans
+
+
+def memory_table(plan: SweepPlan) -> pd.DataFrame:
+    """Per model: where the estimated peak GPU memory of a training step goes, in GiB."""
+    rows = []
+    for label, m in plan.memory.items():
+        rows.append({
+            "model": label, "micro_batch": m.micro_batch, "weights": m.weights, "gradients": m.gradients,
+            "adamw": m.optimizer, "bf16_copies": m.weight_copies,
+            "activations": m.activations_if_not_checkpointed, "activations_ckpt": m.activations_if_checkpointed,
+            "loss_chunk": m.loss_chunk, "peak": m.total,
+        })
+    frame = pd.DataFrame(rows)
+    numeric = frame.columns.drop(["model", "micro_batch"])
+    frame[numeric] = frame[numeric].map(lambda v: f"{v / GIB:.1f}")
+    return frame
+
+
+def _check_divisible(spec: SweepSpec) -> None:
+    """The lm trainer trains on exactly unique_tokens tokens, cut into whole sequences."""
+    if spec.trainer != "lm":
+        return
+    seq_len = spec.train.seq_len
+    for i, u in enumerate(spec.data.unique_tokens):
+        if u % seq_len or u < seq_len:
+            lower, upper = max(seq_len, u // seq_len * seq_len), (u // seq_len + 1) * seq_len
+            raise UserError(
+                f"data.unique_tokens[{i}]: {u} is not a whole number of train.seq_len={seq_len} sequences; "
+                f"use {lower} or {upper}"
+            )
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(no trials)"
+    shown = frame.copy()
+    if "flops" in shown:
+        shown["flops"] = shown["flops"].map(lambda v: f"{v:.3g}")
+    for column in ("val_loss", "best_val_loss", "train_loss"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: f"{v:.4f}" if pd.notna(v) else "-")
+    return shown.to_string(index=False)
+
+
+def totals(frame: pd.DataFrame) -> dict:
+    """The plan table's totals: trials, trials by status, tokens seen and FLOPs."""
+    counts = frame["status"].value_counts()
+    return {
+        "trials": len(frame),
+        "by_status": {s: int(counts[s]) for s in ("done", "diverged", "failed", "pending") if s in counts},
+        "tokens_seen": int(frame["tokens_seen"].sum()),
+        "flops": float(frame["flops"].sum()),
+    }
+
+
+def totals_line(frame: pd.DataFrame) -> str:
+    t = totals(frame)
+    parts = ", ".join(f"{n} {s}" for s, n in t["by_status"].items())
+    return f"{t['trials']} trials ({parts}); {t['tokens_seen']:,} tokens, {t['flops']:.3g} FLOPs in all"
+
+
+ROW_BYTES = 256 * 1024  # per trial: its run and curve rows, lease history and Ray Tune's files, generously
+CHECKPOINT_OVERHEAD = 64 * 1024
+
+
+def space_needed(plan: SweepPlan, *, slots: int) -> dict[str, int]:
+    """About how many bytes a run writes: the token cache (its budgets and validation tokens, when
+    not cached yet), the checkpoints of the `slots` largest trials running at once (fp32 weights
+    and two AdamW moments, `keep_checkpoints` + 1 of them: the newest is written before the oldest
+    goes), the final weights it keeps, and its rows."""
+    trials = plan.pending + [s for s in plan.graph.students if s.trial_id not in plan.snapshot.done]
+    lm = sorted((t.config.num_params for t in trials if t.config.trainer == "lm"), reverse=True)
+    per_checkpoint = [12 * params + CHECKPOINT_OVERHEAD for params in lm[:slots]]
+    return {
+        "token cache": _token_cache_bytes(plan) if trials else 0,
+        "checkpoints": (plan.spec.fault_tolerance.keep_checkpoints + 1) * sum(per_checkpoint),
+        "saved models": sum(4 * t.config.num_params for t in trials if t.save_model),
+        "rows": ROW_BYTES * len(trials),
+    }
+
+
+def _token_cache_bytes(plan: SweepPlan) -> int:
+    """The token cache a run will publish: nothing when it is there; else at least the largest
+    budget plus the validation tokens (a whole-corpus build writes more: an estimate from below)."""
+    data = plan.spec.data
+    if plan.spec.trainer != "lm":
+        return 0
+    from scalegrid.data.identity import TokenCache, token_dtype
+
+    if TokenCache(plan.results).meta(plan.data.key) is not None:
+        return 0
+    itemsize = np.dtype(token_dtype(plan.data.vocab_size)).itemsize
+    return (max(data.unique_tokens) + data.validation.max_tokens) * itemsize

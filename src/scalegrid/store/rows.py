@@ -1,0 +1,203 @@
+"""The rows of the results store, and their Parquet schemas: a column is declared once, in a
+row dataclass (docs/results.md says what each column means; tests/test_results_schema.py pins it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import platform
+import typing
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH
+from scalegrid.grid import canonical_json, ensemble_id, identity
+from scalegrid.trial import Stage, Status, Trial, TrialResult
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of `runs/` or `ensembles/` (docs/results.md says what each column means)."""
+
+    trial_id: str
+    sweep: str
+    stage: str  # train | ensemble | distill
+    status: str  # COMPLETED | DIVERGED | FAILED
+    trainer: str
+    model: str
+    params: int
+    params_nonembed: int
+    unique_tokens: int
+    epochs: int
+    tokens_seen: int
+    lr: float
+    weight_decay: float
+    seed: int
+    members: int  # 1 for a single model; an ensemble's k; a student's teacher's k
+    member: int | None  # train: the ensemble member index (0: the grid point's own trial)
+    val_loss: float
+    best_val_loss: float
+    train_loss: float
+    flops: float
+    wall_s: float
+    error: str | None
+    finished_at: dt.datetime
+    config_json: str  # the hashed TrialConfig (or an ensemble's members), canonical JSON
+    scalegrid_version: str | None
+    git_commit: str | None
+    hostname: str
+    device: str
+    member_trial_ids: list[str] | None = None  # ensemble: its members, in member order
+    teacher_id: str | None = None  # distill: the teacher's ensemble row (k > 1) or trial (k = 1)
+    teacher_kind: str | None = None  # distill: ensemble | model
+    teacher_trial_ids: list[str] | None = None  # distill: the teacher's members
+    distill_method: str | None = None  # distill: token | sequence
+    combine: str | None = None  # k > 1 members averaged (an ensemble, a student's teacher): probs | logits
+    world_size: int = 1  # processes that trained the trial: Ray Train's workers (`resources.workers`); 1 otherwise
+    stopped_epoch: int | None = None  # an adaptive stop (train.stop): the epoch after which it entered the decay
+    memorised_train: float | None = None  # train.memorisation_samples: generated n-grams found in the training data, after training prompts
+    memorised_val: float | None = None  # ... after validation prompts
+
+
+@dataclass(frozen=True)
+class CurveRow:
+    """One row of `curves/`: one evaluation of a trial."""
+
+    trial_id: str
+    step: int
+    epoch: float
+    tokens_seen: int
+    train_loss: float
+    val_loss: float
+    lr: float
+    wall_s: float
+    # train.diagnostics: at each epoch's end (trainers/diagnostics.py); null elsewhere
+    grad_norm: float | None = None
+    grad_cosine: float | None = None
+    grad_snr: float | None = None
+    grad_gram_top: list[float] | None = None
+    val_curvature: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    """One row of `search/`: one step of a cell's search (`orchestrator/search.py`)."""
+
+    cell_id: str
+    sweep: str
+    cell: str  # the cell's axes in words: "model=llama-50k, unique_tokens=8192, seed=0"
+    model: str
+    params: int
+    unique_tokens: int
+    seed: int
+    step: int  # 0, 1, ...: the step's place in the walk
+    outcome: str  # moved | extended | searching | certified | edge | diverged | waiting
+    centre: str  # every searched axis of the centre: "epochs=8, weight_decay=0.4"
+    centre_trial_id: str
+    epochs: int
+    lr: float
+    weight_decay: float
+    loss: float  # the centre's val_loss; inf when DIVERGED or FAILED, NaN when not run yet
+    neighbours: list[str]  # "epochs=4", "epochs=16", "weight_decay- (edge)"
+    neighbour_trial_ids: list[str]  # "" beyond a ladder's end
+    neighbour_losses: list[float]
+    neighbour_status: list[str]  # no_worse | better | missing | edge | run
+    moved_to: str | None  # the next centre, "epochs=16, weight_decay=0.4"; null unless moved
+    moved_to_trial_id: str | None
+    certified: bool
+    edge: bool
+    edge_axes: list[str]  # the ladder ends the centre sits at: "weight_decay+"
+    ladders_json: str  # the ladders of this step (grown ones after an extension), JSON
+    finished_at: dt.datetime
+
+
+def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: dict[str, str], device: str) -> RunRow:
+    """The run row of a trained trial (stage train or distill)."""
+    config = trial.config
+    return RunRow(
+        **_point_columns(trial, provenance),
+        trial_id=trial.trial_id, stage=Stage(trial.stage).value, status=Status(result.status).value,
+        params=result.params, params_nonembed=result.params_nonembed, tokens_seen=result.tokens_seen,
+        members=len(config.distill.teacher) if config.distill else 1,  # a student's: its teacher's k
+        member=config.member, val_loss=result.val_loss, best_val_loss=result.best_val_loss,
+        train_loss=result.train_loss, flops=result.flops, wall_s=wall_s, error=result.error,
+        config_json=canonical_json(identity(config)), device=device, world_size=result.extra.get("world_size", 1),
+        **_teacher_columns(config),
+        stopped_epoch=result.extra.get("stopped_epoch"), memorised_train=result.extra.get("memorised_train"),
+        memorised_val=result.extra.get("memorised_val"),
+    )
+
+
+def ensemble_row(
+    members: list[Trial], loss: float, *, wall_s: float, error: str | None, provenance: dict[str, str], device: str,
+    combine: str = "probs",
+) -> RunRow:
+    """The row of the ensemble of `members` (k = len(members)): the grid point's columns, the
+    members' size, k times their tokens and FLOPs, `member_trial_ids` and how they were averaged."""
+    first, k = members[0], len(members)
+    ids = [m.trial_id for m in members]
+    averaged = {"combine": combine} if k > 1 else {}
+    return RunRow(
+        **_point_columns(first, provenance),
+        trial_id=ensemble_id(ids, combine), stage=Stage.ENSEMBLE.value,
+        status=(Status.FAILED if error else Status.COMPLETED).value,
+        params=first.config.num_params, params_nonembed=first.config.num_params_nonembed,
+        tokens_seen=k * first.config.tokens_seen, members=k, member=None, val_loss=loss, best_val_loss=loss,
+        train_loss=math.nan, flops=k * first.config.estimated_flops, wall_s=wall_s, error=error,
+        config_json=canonical_json({"stage": "ensemble", "members": ids} | averaged), device=device, member_trial_ids=ids,
+        combine=averaged.get("combine"),
+    )
+
+
+def _point_columns(trial: Trial, provenance: dict[str, str]) -> dict:
+    """The columns every row of a grid point shares: its axes and where and by what it was made."""
+    c = trial.config
+    return {
+        "sweep": trial.sweep, "trainer": c.trainer, "model": trial.model_label, "unique_tokens": c.unique_tokens,
+        "epochs": c.epochs, "lr": c.lr, "weight_decay": c.weight_decay, "seed": c.seed,
+        "finished_at": dt.datetime.now(dt.timezone.utc), "scalegrid_version": provenance.get("scalegrid_version"),
+        "git_commit": provenance.get("git_commit"), "hostname": platform.node(),
+    }
+
+
+def _teacher_columns(config) -> dict:
+    """A student's teacher; nothing for other trials."""
+    if config.distill is None:
+        return {}
+    teacher, combine = list(config.distill.teacher), config.distill.combine
+    return {
+        "teacher_id": teacher[0] if len(teacher) == 1 else ensemble_id(teacher, combine),
+        "teacher_kind": "model" if len(teacher) == 1 else "ensemble",
+        "teacher_trial_ids": teacher,
+        "distill_method": config.distill.method,
+        "combine": combine if len(teacher) > 1 else None,
+    }
+
+
+_ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
+                dt.datetime: pa.timestamp("us", tz="UTC"), list[str]: pa.list_(pa.string()),
+                list[float]: pa.list_(pa.float64())}
+
+
+def schema_of(row_type: type) -> pa.Schema:
+    """The Parquet schema of a row dataclass: one column per field, in field order."""
+    hints = typing.get_type_hints(row_type)
+    columns = []
+    for f in dataclasses.fields(row_type):
+        kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if type(None) in typing.get_args(kind) and len(args) == 1:  # X | None: a nullable X
+            kind = args[0]
+        columns.append(pa.field(f.name, _ARROW_TYPES[kind]))
+    return pa.schema(columns)
+
+
+RUN_SCHEMA = schema_of(RunRow)
+CURVE_SCHEMA = schema_of(CurveRow)
+SEARCH_SCHEMA = schema_of(SearchRow)
+RUN_COLUMNS = tuple(RUN_SCHEMA.names)
+SCHEMAS = {RUNS: RUN_SCHEMA, ENSEMBLES: RUN_SCHEMA, CURVES: CURVE_SCHEMA, SEARCH: SEARCH_SCHEMA}
+
+

@@ -1,0 +1,260 @@
+"""The results store: append-only Parquet, one file per finished trial, written atomically.
+
+    RESULTS/runs/<trial_id>.parquet      one `RunRow` per trial (train and distill stages)
+    RESULTS/curves/<trial_id>.parquet    one `CurveRow` per evaluation
+    RESULTS/ensembles/<row_id>.parquet   one `RunRow` per (grid point, k): an ensemble of the first k members
+    RESULTS/search/<cell_id>.parquet     one `SearchRow` per step of a cell's search, rewritten as it advances
+
+Every file is written with the whole declared schema (columns a row does not use are null), so
+pandas, polars and DuckDB globs see the same columns in every file. The schemas are derived from
+the row dataclasses: a column is declared once. A file is written through the results layout
+(temporary name, then rename; on an object store one PUT), so a reader (or a killed writer)
+never sees half a file. The store, not Ray Tune's experiment state, says what is done: a trial is
+done when its run row says COMPLETED or DIVERGED. A file that cannot be read is reported and its
+trial counted as not done; it is never deleted — before a new result takes its name it is renamed
+aside to `<name>.parquet.corrupt-<time>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scalegrid.storage import ResultsLayout, check_readable, layout
+from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH
+from scalegrid.trial import DONE_STATUSES, Status
+from scalegrid.store.rows import RUN_SCHEMA, SCHEMAS, RunRow, SearchRow
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def write_run(results: ResultsLayout, row: RunRow) -> str:
+    """Write one trial's row. Call after `write_curves`: the run row is what marks a trial done."""
+    return _write(results, RUNS, row.trial_id, [dataclasses.asdict(row)])
+
+
+def write_ensemble(results: ResultsLayout, row: RunRow) -> str:
+    """Write one ensemble row (stage `ensemble`, `member_trial_ids`) under RESULTS/ensembles/."""
+    return _write(results, ENSEMBLES, row.trial_id, [dataclasses.asdict(row)])
+
+
+def write_curves(results: ResultsLayout, trial_id: str, rows: list[dict]) -> str:
+    """The trial's evaluation rows (dicts with the CurveRow fields; others are dropped)."""
+    return _write(results, CURVES, trial_id, [{**r, "trial_id": trial_id} for r in rows])
+
+
+def write_search(results: ResultsLayout, cell_id: str, rows: list[SearchRow]) -> str:
+    """A cell's search so far, every step, replacing the file written at its previous step."""
+    return _write(results, SEARCH, cell_id, [dataclasses.asdict(r) for r in rows])
+
+
+def load_search(results) -> pd.DataFrame:
+    """Every step of every cell's search (RESULTS/search/), one row per step."""
+    found = scan(_readable_root(results), SEARCH)
+    found.warn()
+    return found.frame
+
+
+def _write(results: ResultsLayout, table: str, row_id: str, rows: list[dict]) -> str:
+    schema = SCHEMAS[table]
+    data = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
+    parts = results.row_file(table, row_id)
+    if results.is_file(*parts) and not _readable(results, parts):
+        results.set_aside(parts)
+    return results.write_atomic(parts, lambda path, fs: pq.write_table(data, path, filesystem=fs))
+
+
+def _readable(results: ResultsLayout, parts: tuple[str, ...]) -> bool:
+    try:
+        pq.read_metadata(results.path(*parts), filesystem=results.fs)
+        return True
+    except Exception:  # noqa: BLE001 - truncated, not Parquet, unreadable
+        return False
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scan:
+    """What a table directory holds: the rows that read, and the files that did not (path, why)."""
+
+    frame: pd.DataFrame
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    def warn(self) -> None:
+        for path, reason in self.unreadable:
+            print(
+                f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial counts as not done",
+                file=sys.stderr,
+            )
+
+
+def scan(results: ResultsLayout, table: str) -> Scan:
+    """Every file of `runs`, `curves`, `ensembles` or `search` in one multi-threaded read with the declared
+    schema (older files' missing columns read as null); if some file does not read, one file at
+    a time, so the unreadable ones are named and skipped."""
+    import pyarrow.dataset as ds
+
+    schema = SCHEMAS.get(table, RUN_SCHEMA)  # another directory of run files reads as runs
+    names = results.list(table, suffix=".parquet")
+    if not names:
+        return Scan(schema.empty_table().to_pandas())
+    paths = [results.path(table, name) for name in names]
+    try:
+        data = ds.dataset(paths, schema=schema, format="parquet", filesystem=results.fs).to_table(use_threads=True)
+        return Scan(data.to_pandas())
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: find out which
+        return _scan_one_by_one(results, table, names)
+
+
+def _scan_one_by_one(results: ResultsLayout, table: str, names: list[str]) -> Scan:
+    schema = SCHEMAS.get(table, RUN_SCHEMA)
+    tables, unreadable = [], []
+    for name in names:
+        try:
+            data = pq.read_table(results.path(table, name), filesystem=results.fs)
+            tables.append(_conform(data, schema))
+        except Exception as err:  # noqa: BLE001 - truncated, not Parquet, other columns: report, never delete
+            unreadable.append((results.shown(table, name), err.__class__.__name__))
+    frame = pa.concat_tables(tables) if tables else schema.empty_table()
+    return Scan(frame.to_pandas(), unreadable)
+
+
+def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A table with exactly `schema`'s columns: missing ones null; one of another type is an error."""
+    if "trial_id" not in data.column_names:
+        raise ValueError("no trial_id column: not a scalegrid results file")
+    columns = [
+        data.column(f.name).cast(f.type) if f.name in data.column_names else pa.nulls(len(data), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+@dataclass
+class Snapshot:
+    """The store's runs/ and ensembles/ as read at one moment: what the plan, the stages, the
+    summary and the report all look at between two stage boundaries."""
+
+    runs: pd.DataFrame
+    ensembles: pd.DataFrame
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    @functools.cached_property
+    def status(self) -> dict[str, str]:
+        """trial_id -> the status of its run row."""
+        return dict(zip(self.runs["trial_id"], self.runs["status"])) if len(self.runs) else {}
+
+    @functools.cached_property
+    def done(self) -> set[str]:
+        """Trials whose run row says COMPLETED or DIVERGED."""
+        return {tid for tid, status in self.status.items() if status in DONE_STATUSES}
+
+    @functools.cached_property
+    def ensembles_done(self) -> set[str]:
+        """Ensemble rows written COMPLETED."""
+        if not len(self.ensembles):
+            return set()
+        return set(self.ensembles.loc[self.ensembles["status"] == Status.COMPLETED.value, "trial_id"])
+
+    @property
+    def all_runs(self) -> pd.DataFrame:
+        """runs/ and ensembles/ together, as the analysis reads them."""
+        return concat_runs(self.runs, self.ensembles)
+
+    def warn(self) -> None:
+        Scan(self.runs, self.unreadable).warn()
+
+
+def read(results: ResultsLayout) -> Snapshot:
+    """One scan of runs/ and one of ensembles/."""
+    runs, ensembles = scan(results, RUNS), scan(results, ENSEMBLES)
+    return Snapshot(runs.frame, ensembles.frame, runs.unreadable + ensembles.unreadable)
+
+
+def load_runs(results) -> pd.DataFrame:
+    """One row per trial and per ensemble (`stage` train | distill | ensemble): RESULTS/runs/ and
+    RESULTS/ensembles/ together, as the analysis reads them; unreadable files are reported on
+    stderr and skipped."""
+    snapshot = read(_readable_root(results))
+    snapshot.warn()
+    return snapshot.all_runs
+
+
+def concat_runs(runs: pd.DataFrame, ensembles: pd.DataFrame) -> pd.DataFrame:
+    if not len(ensembles):
+        return runs
+    if not len(runs):
+        return ensembles
+    return pd.concat([runs, ensembles], ignore_index=True)
+
+
+def load_ensembles(results) -> pd.DataFrame:
+    """The ensemble rows alone (RESULTS/ensembles/), with `member_trial_ids`."""
+    found = scan(_readable_root(results), ENSEMBLES)
+    found.warn()
+    return found.frame
+
+
+def load_curves(results) -> pd.DataFrame:
+    found = scan(_readable_root(results), CURVES)
+    found.warn()
+    return found.frame
+
+
+def _readable_root(results) -> ResultsLayout:
+    root = layout(results)
+    check_readable(root)
+    return root
+
+
+def write_stage_graph(results: ResultsLayout, sweep: str, graph: dict | None) -> None:
+    """A sweep's ensembles and students (`StageGraph.to_json`), so that `status` can say what is
+    blocked without the spec; None (a spec without them) removes the old file."""
+    parts = results.stage_graph(sweep)
+    if graph is None:
+        results.delete(parts)
+        return
+    results.write_bytes(parts, json.dumps(graph, indent=2, sort_keys=True).encode())
+
+
+def read_stage_graphs(results: ResultsLayout) -> dict:
+    """Every sweep's stage graph in the results, merged (an unreadable file is left out)."""
+    merged: dict[str, list] = {"ensembles": [], "students": []}
+    for name in results.list(*results.stage_graphs(), suffix=".json"):
+        try:
+            graph = json.loads(results.read_bytes(*results.stage_graphs(), name))
+        except (OSError, ValueError):
+            continue
+        for key in merged:
+            merged[key] += graph.get(key, [])
+    return merged
+
+
+def run_outcome(results: ResultsLayout, trial_id: str) -> tuple[str, float] | None:
+    """(status, val_loss) of a trial's run row, or None when there is none or it cannot be read."""
+    try:
+        data = pq.read_table(results.path(*results.row_file(RUNS, trial_id)), columns=["status", "val_loss"], filesystem=results.fs)
+        return data.column("status")[0].as_py(), data.column("val_loss")[0].as_py()
+    except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: not done
+        return None
+
+
+def run_status(results: ResultsLayout, trial_id: str) -> str | None:
+    """The status in a trial's run row, or None when there is none or it cannot be read."""
+    try:
+        data = pq.read_table(results.path(*results.row_file(RUNS, trial_id)), columns=["status"], filesystem=results.fs)
+        return data.column("status")[0].as_py()
+    except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: not done
+        return None
+
+
