@@ -9,12 +9,12 @@ import pytest
 
 from sweep_fixtures import LINREG, TINY_LM
 from scalegrid import grid
-from scalegrid.spec import load_spec, parse_spec
+from scalegrid.spec import load_sweep
 from scalegrid.data.identity import describe
 
 
 def trials_of(raw: dict):
-    spec = parse_spec(raw)
+    spec = load_sweep(raw)
     return grid.expand(spec, describe(spec.data))
 
 
@@ -80,7 +80,7 @@ def test_tokens_and_flops_estimates():
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(Path(__file__).parents[1] / "sweeps" / "*.yaml"))))
 def test_every_shipped_sweep_parses_and_expands(path):
-    spec = load_spec(path)
+    spec = load_sweep(path)
     points = grid.grid_points(spec)
     assert points, path
     if spec.data.source in ("synthetic", "gaussian"):  # the others need their corpus or a hub

@@ -9,18 +9,18 @@ import time
 from sweep_fixtures import LINREG
 from scalegrid import grid
 from scalegrid.orchestrator import leases
-from scalegrid.spec import parse_spec
+from scalegrid.spec import load_sweep
 from scalegrid.storage import layout
 from scalegrid.data.identity import describe
 
 
 def test_fault_tolerance_settings_do_not_change_trial_ids():
     def ids(raw):
-        spec = parse_spec(raw)
+        spec = load_sweep(raw)
         return [t.trial_id for t in grid.expand(spec, describe(spec.data))]
 
     changed = {"checkpoint_every": 7, "keep_checkpoints": 5, "max_failures": 9, "lease_expiry_s": 3}
-    trials = grid.expand(parse_spec({**LINREG, "fault_tolerance": changed}), describe(parse_spec(LINREG).data))
+    trials = grid.expand(load_sweep({**LINREG, "fault_tolerance": changed}), describe(load_sweep(LINREG).data))
     assert ids(LINREG) == ids({**LINREG, "fault_tolerance": changed}) == [t.trial_id for t in trials]
     assert trials[0].fault_tolerance.max_failures == 9 and trials[0].checkpoint_dir.parts[-2:] == ("checkpoints", trials[0].trial_id)
 

@@ -74,3 +74,18 @@ def test_a_terminal_gets_a_live_table(write_spec, tmp_path):
     assert header, screen[-3000:]  # the live table of running trials, redrawn in place
     assert re.search(r"\d+ llama-50k +\d+ +[\d.]+ +\d\.\d{4}", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)), screen[-3000:]
     assert "1/1 done" in screen
+
+
+def test_a_searched_run_shows_the_live_table_and_its_cells(write_spec, tmp_path):
+    """A search runs under the same launcher as a grid: the same live table of running trials, and
+    the summary line ends with the cells' states."""
+    spec = write_spec({**TINY_LM, "epochs": None, "lr": None, "train": {**TINY_LM["train"], "eval_every": 2},
+                       "search": {"axes": {"epochs": [4, 8], "lr": [1e-3, 3e-3]}, "start": {"epochs": 8, "lr": 3e-3}}})
+    env = {**os.environ, "COLUMNS": "200", "TERM": "xterm"}
+    command = f"{sys.executable} -m scalegrid.cli run {spec} --no-report --max-concurrent 1"
+    out = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:]
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.stdout)
+    assert re.search(r"trial\W+step\W+epoch\W+val_loss\W+tokens/s", screen), screen[-3000:]
+    assert re.search(r"\d+ llama-50k +\d+ +[\d.]+ +\d\.\d{4}", screen), screen[-3000:]
+    assert re.search(r"search: 1 cells \(1 (certified|at edge)\)", screen), screen[-3000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scalegrid.orchestrator.planning import capacity as resources
-from scalegrid.spec import ResourcesSpec, parse_spec
+from scalegrid.spec import ResourcesSpec, load_sweep, parse_spec
 from sweep_fixtures import TINY_LM
 
 
@@ -46,10 +46,10 @@ def test_workers_are_placed_over_nodes():
 
 def test_stages_reserve_ensemble_resources_or_one_worker():
     base = {**TINY_LM, "ensemble": {"members": 2}}
-    assert resources.stage_task(parse_spec({**base, "resources": {"workers": 4, "gpus_per_worker": 1, "cpus_per_worker": 2}})) == {
+    assert resources.stage_task(load_sweep({**base, "resources": {"workers": 4, "gpus_per_worker": 1, "cpus_per_worker": 2}})) == {
         "num_cpus": 2, "num_gpus": 1,
     }
-    spec = parse_spec({**base, "resources": {"gpus": 1}, "ensemble": {"members": 2, "resources": {"cpus": 3, "gpus": 0.5}}})
+    spec = load_sweep({**base, "resources": {"gpus": 1}, "ensemble": {"members": 2, "resources": {"cpus": 3, "gpus": 0.5}}})
     assert resources.stage_task(spec) == {"num_cpus": 3, "num_gpus": 0.5}
 
 

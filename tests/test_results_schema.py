@@ -34,13 +34,13 @@ def results_with_every_stage(root: Path) -> dict[str, list[str]]:
     """A results directory written by the store's own writers: the train-stage trials, ensembles
     (k = 1..3, averaged by probabilities and by logits) and a token-level student of a real stage graph."""
     from scalegrid.orchestrator.planning.stage_graph import build
-    from scalegrid.spec import parse_spec
+    from scalegrid.spec import load_sweep
     from scalegrid.storage import layout
     from scalegrid.data.identity import describe
     from scalegrid.trial import Status, TrialResult
     from sweep_fixtures import TINY_LM
 
-    spec = parse_spec({**TINY_LM, "ensemble": {"members": [1, 2, 3], "combine": "logits"},
+    spec = load_sweep({**TINY_LM, "ensemble": {"members": [1, 2, 3], "combine": "logits"},
                        "distill": [{"teacher": {"members": 3}, "method": "token"}]})
     graph = build(spec, describe(spec.data), layout(root))
     info = {"scalegrid_version": "test", "git_commit": "test"}
@@ -54,7 +54,7 @@ def results_with_every_stage(root: Path) -> dict[str, list[str]]:
 
     for trial in [*graph.trials, *graph.students]:
         store.write_curves(trial.results, trial.trial_id, result(trial, 2.0).curves)
-        store.write_run(trial.results, store.trial_row(trial, result(trial, 2.0), wall_s=1.0, provenance=info, device="cpu"))
+        store.write_run(trial.results, store.trial_row(trial, result(trial, 2.0), wall_s=1.0, provenance=info))
     (job,) = graph.ensembles
     for combine in ("probs", "logits"):
         for k in range(1, 4):

@@ -25,7 +25,7 @@ from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.execution.provenance import provenance
 from scalegrid.orchestrator.planning.cells import replay, search_cells
 from scalegrid.orchestrator.execution.trial_worker import execute
-from scalegrid.spec import parse_spec
+from scalegrid.spec import load_sweep
 from scalegrid.storage import layout
 from scalegrid.trainers import linreg
 from scalegrid.data.identity import describe
@@ -47,7 +47,7 @@ SEARCH = {
 
 
 def spec_of(**search) -> object:
-    return parse_spec({**SEARCH, "search": {**SEARCH["search"], **search}, "results": "unused"})
+    return load_sweep({**SEARCH, "search": {**SEARCH["search"], **search}, "results": "unused"})
 
 
 def loss_of_run(trial) -> float:
@@ -191,7 +191,7 @@ def test_two_drivers_on_one_search_train_each_trial_once(write_spec, tmp_path):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
-    expected, _, _ = walk_to_end(parse_spec({**SEARCH, "model": [{"dims": 64}], "results": "unused"}))
+    expected, _, _ = walk_to_end(load_sweep({**SEARCH, "model": [{"dims": 64}], "results": "unused"}))
     runs = load_runs(results)
     assert set(runs["trial_id"]) == {t.trial_id for s in expected.values() for t in s.trials()}
     histories = {t: leases.history(layout(results), t) for t in runs["trial_id"]}
@@ -204,11 +204,11 @@ def test_train_fields_and_data_order_are_axes_and_single_values_keep_ids():
     from scalegrid.grid import expand
 
     base = {k: v for k, v in SEARCH.items() if k != "search"} | {"epochs": 2, "lr": 0.1, "results": "unused"}
-    plain = expand(parse_spec(base), describe(parse_spec(base).data))
-    same = expand(parse_spec({**base, "train": {**base["train"], "batch_size": [1024]}, "data": {**base["data"], "order": "shuffled"}}),
-                  describe(parse_spec(base).data))
+    plain = expand(load_sweep(base), describe(load_sweep(base).data))
+    same = expand(load_sweep({**base, "train": {**base["train"], "batch_size": [1024]}, "data": {**base["data"], "order": "shuffled"}}),
+                  describe(load_sweep(base).data))
     assert [t.trial_id for t in same] == [t.trial_id for t in plain]
-    wider = parse_spec({**base, "train": {**base["train"], "batch_size": [8, 1024]}, "data": {**base["data"], "order": ["shuffled", "sequential"]}})
+    wider = load_sweep({**base, "train": {**base["train"], "batch_size": [8, 1024]}, "data": {**base["data"], "order": ["shuffled", "sequential"]}})
     trials = expand(wider, describe(wider.data))
     assert len(trials) == 4 * len(plain) and len({t.trial_id for t in trials}) == len(trials)
     small = [t for t in trials if t.config.train.batch_size == 8 and t.config.model.dims == 32 and t.config.unique_tokens == 64]

@@ -3,7 +3,7 @@
 import pytest
 
 from scalegrid.errors import UserError
-from scalegrid.spec import load_spec, parse_spec
+from scalegrid.spec import Model, load_spec, load_sweep, parse_spec
 
 BASE = {
     "name": "t",
@@ -18,8 +18,13 @@ BASE = {
 def test_scalars_become_axes_and_defaults_fill_in():
     spec = parse_spec(BASE)
     assert spec.model == ["llama-50k"] and spec.epochs == [1] and spec.lr == [0.001]
-    assert spec.weight_decay == [0.0] and spec.seed == [0]
+    assert spec.weight_decay is None and spec.seed == [0]  # as written: the default is the resolve pass's
     assert spec.data.tokenizer.kind == "byte" and spec.results_dir == "results/t"
+    sweep = load_sweep(BASE)  # resolved once: every axis typed, every default applied
+    assert sweep.values("weight_decay") == (0.0,) and sweep.spec.weight_decay == [0.0] and sweep.values("seed") == (0,)
+    (model,) = sweep.values("model")
+    assert isinstance(model, Model) and model.label == "llama-50k" and model.shape.num_kv_heads == model.shape.num_heads
+    assert sweep.values("lr") == (0.001,) and sweep.train.batch_size == 16
 
 
 def test_the_training_order_defaults_by_source():

@@ -94,12 +94,12 @@ def test_failed_members_block_their_dependants(ray_local, write_spec, tmp_path, 
 def test_stage_graph_members_overrides_and_spec_errors():
     from scalegrid.errors import UserError
     from scalegrid.orchestrator.planning.stage_graph import build
-    from scalegrid.spec import parse_spec
+    from scalegrid.spec import load_sweep
     from scalegrid.storage import layout
     from scalegrid.data.identity import describe
 
     def graph(raw):
-        spec = parse_spec(raw)
+        spec = load_sweep(raw)
         return build(spec, describe(spec.data), layout("r"))
 
     plain = graph(TINY_LM).trials
@@ -116,7 +116,7 @@ def test_stage_graph_members_overrides_and_spec_errors():
     (student,) = one.students
     assert student.config.epochs == 1 and [t.config.epochs for t in one.teachers[student.trial_id]] == [2, 2]
     with pytest.raises(UserError, match="need trainer lm"):
-        parse_spec({**TINY_LM, "trainer": "linreg", "model": {"dims": 8}, "data": {"source": "gaussian", "unique_tokens": 64},
+        load_sweep({**TINY_LM, "trainer": "linreg", "model": {"dims": 8}, "data": {"source": "gaussian", "unique_tokens": 64},
                     "ensemble": {"members": [2]}})
 
 

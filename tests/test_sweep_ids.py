@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scalegrid.orchestrator.planning.stage_graph import build
-from scalegrid.spec import load_spec
+from scalegrid.spec import load_sweep
 from scalegrid.data.identity import describe
 
 ROOT = Path(__file__).parents[1]
@@ -21,7 +21,7 @@ PINNED = json.loads((ROOT / "tests" / "data" / "sweep_trial_ids.json").read_text
 
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_shipped_sweeps_keep_their_trial_ids(name):
-    spec = load_spec(ROOT / "sweeps" / f"{name}.yaml")
+    spec = load_sweep(ROOT / "sweeps" / f"{name}.yaml")
     graph = build(spec, describe(spec.data))
     found = {
         "trials": sorted(t.trial_id for t in graph.trials),

@@ -56,6 +56,31 @@ def test_wandb_mlflow_and_tensorboard_hold_one_run_per_trial(ray_local, write_sp
         assert len(values) == len(history) and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(values, history))
 
 
+def test_a_tracked_search_logs_one_run_per_trained_trial(ray_local, write_spec, tmp_path, monkeypatch):
+    """A search runs under the same launcher as a grid: its trackers see every trial it trains,
+    one MLflow run each, with the trial's real hyperparameters and its val_loss history."""
+    spec = {**LINREG, "lr": None, "epochs": None, "data": {"source": "gaussian", "unique_tokens": [128]},
+            "search": {"axes": {"epochs": [1, 2, 4], "lr": [0.02, 0.05, 0.1]}, "start": {"epochs": 2, "lr": 0.05}},
+            "tracking": {"mlflow": {}}}
+    results = tmp_path / "results"
+    assert main(["run", str(write_spec({k: v for k, v in spec.items() if v is not None})), "--no-report"]) == 0
+    runs, histories = load_runs(results).set_index("trial_id"), val_loss_histories(results)
+    assert len(runs) >= 5  # the start and its four neighbours at least
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow import MlflowClient
+
+    client = MlflowClient((results / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("lin")
+    found = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(found) == sorted(runs.index)  # one tracked run per trained trial, named by its trial_id
+    for tid, run in found.items():
+        assert run.data.params["trial_id"] == tid and run.data.params["model"] == "dims=64"
+        assert float(run.data.params["lr"]) == runs.loc[tid, "lr"] and int(run.data.params["epochs"]) == runs.loc[tid, "epochs"]
+        logged = sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)
+        assert [m.value for m in logged] == histories[tid]
+
+
 def test_untracked_runs_write_no_tracker_files(ray_local, write_spec, tmp_path):
     results = tmp_path / "results"
     assert main(["run", str(write_spec(TINY_LM)), "--no-report"]) == 0

@@ -10,15 +10,15 @@ from sweep_fixtures import LINREG
 from scalegrid import grid, load_runs, store
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.execution import trial_worker as worker
-from scalegrid.orchestrator.execution.launcher import make_packs
-from scalegrid.spec import parse_spec
+from scalegrid.orchestrator.execution.trial_feeds import make_packs
+from scalegrid.spec import load_sweep
 from scalegrid.storage import layout
 from scalegrid.trainers import linreg
 from scalegrid.data.identity import describe
 
 
 def sweep(tmp_path, *, lrs=(0.2, 0.1, 0.05), seeds=(0,), sizes=(64,), max_failures=2):
-    spec = parse_spec({
+    spec = load_sweep({
         **LINREG, "lr": list(lrs), "seed": list(seeds), "epochs": 3, "results": str(tmp_path / "results"),
         "data": {"source": "gaussian", "unique_tokens": list(sizes)},
         "train": {"batch_size": 1, "schedule": "constant", "warmup_fraction": 0.0},
@@ -31,14 +31,14 @@ def test_packs_never_split_the_lrs_of_a_grid_point(tmp_path):
     trials = sweep(tmp_path, seeds=(0, 1), sizes=(64, 128))  # 4 grid points x 3 lrs
     for slots in (1, 2, 8):
         packs = make_packs(trials, True, slots)
-        assert sorted(t.trial_id for p in packs.values() for t in p) == sorted(t.trial_id for t in trials)
-        for pack in packs.values():
+        assert sorted(t.trial_id for p in packs for t in p) == sorted(t.trial_id for t in trials)
+        for pack in packs:
             points = {(t.config.unique_tokens, t.config.seed) for t in pack}
             assert len(pack) == 3 * len(points)  # whole grid points only
     assert len(make_packs(trials, True, 8)) == 4 and len(make_packs(trials, True, 1)) == 4  # ceil(12 / 4) = 3: one point each
     single = sweep(tmp_path, lrs=(0.1,), seeds=tuple(range(12)))  # one lr per point: packed as before
-    assert [len(p) for p in make_packs(single, True, 1).values()] == [3, 3, 3, 3]
-    assert all(len(p) == 1 for p in make_packs(trials, False, 2).values())
+    assert [len(p) for p in make_packs(single, True, 1)] == [3, 3, 3, 3]
+    assert all(len(p) == 1 for p in make_packs(trials, False, 2))
 
 
 def test_one_pass_trains_the_trials_this_worker_holds(tmp_path):

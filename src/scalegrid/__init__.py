@@ -5,47 +5,29 @@
     runs = scalegrid.run("sweeps/quickstart.yaml")    # train what is missing; the sweep's rows
     runs = scalegrid.load_runs("results/quickstart")  # read any results directory
 
-Importing scalegrid is cheap: each function imports what it needs when called.
+Importing scalegrid is cheap: each name below loads its module when first used (PEP 562).
 """
+
+from __future__ import annotations
+
+import importlib
 
 from scalegrid.errors import UserError
 from scalegrid.version import __version__
 
-
-def plan(spec, results=None):
-    """Every trial of a spec (a YAML path or a dict) with its axes, size, FLOPs and status, as a DataFrame; no Ray."""
-    from scalegrid.api import plan as _plan
-
-    return _plan(spec, results)
-
-
-def run(spec, results=None, address=None, max_concurrent=None, *, report=False):
-    """Run a sweep (a YAML path or a dict): train what is missing on Ray Tune, return its rows as a
-    DataFrame. Raises `scalegrid.UserError` on bad input, before anything is written."""
-    from scalegrid.api import run as _run
-
-    return _run(spec, results, address, max_concurrent, report=report)
+_EXPORTS = {
+    "plan": "scalegrid.api",  # every trial of a spec (a YAML path or a dict), its axes, size, FLOPs, status; no Ray
+    "run": "scalegrid.api",  # train what is missing on Ray Tune, return the sweep's rows (UserError on bad input, first)
+    "load_runs": "scalegrid.store",  # one row per trial (train, distill) and per ensemble
+    "load_ensembles": "scalegrid.store",  # the ensemble rows (one per grid point and member count k)
+    "load_curves": "scalegrid.store",  # one row per evaluation
+}
 
 
-def load_runs(path):
-    """All rows of a results directory as a pandas DataFrame: one per trial (train, distill) and per ensemble."""
-    from scalegrid.store import load_runs as _load_runs
-
-    return _load_runs(path)
-
-
-def load_ensembles(path):
-    """The ensemble rows of a results directory (one per grid point and member count k)."""
-    from scalegrid.store import load_ensembles as _load_ensembles
-
-    return _load_ensembles(path)
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'scalegrid' has no attribute {name!r}")
 
 
-def load_curves(path):
-    """All evaluation rows of a results directory as a pandas DataFrame (one row per eval)."""
-    from scalegrid.store import load_curves as _load_curves
-
-    return _load_curves(path)
-
-
-__all__ = ["plan", "run", "load_runs", "load_ensembles", "load_curves", "UserError", "__version__"]
+__all__ = [*_EXPORTS, "UserError", "__version__"]

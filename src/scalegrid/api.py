@@ -12,11 +12,12 @@ one-line message the command line prints, before anything is written. Progress g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from scalegrid.commands.run import run_sweep
+from scalegrid.orchestrator.pipeline import run_sweep
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, make_plan
 
 Spec = str | Path | dict
@@ -34,17 +35,16 @@ def run(
     max_concurrent: int | None = None,
     *,
     report: bool = False,
+    callbacks: Sequence = (),
 ) -> pd.DataFrame:
     """Train what the results store lacks (on an embedded local Ray, or the cluster at `address`;
     a Ray already started in this process is used as it is) and return the sweep's rows: one per
     trial, ensemble and student, as `scalegrid.load_runs` reads them. `report`: also write the
-    scaling report (RESULTS/report/)."""
-    done = run_sweep(_spec(spec), results=_str(results), address=address, max_concurrent=max_concurrent)
-    if report:
-        from scalegrid.commands.run import write_report_of
-
-        write_report_of(done)
-    return sweep_rows(done)
+    scaling report (RESULTS/report/); `callbacks`: Ray Tune callbacks of your own, beside the
+    progress and the spec's trackers."""
+    done = run_sweep(_spec(spec), results=_str(results), address=address, max_concurrent=max_concurrent,
+                     report=report, callbacks=callbacks)
+    return sweep_rows(done.plan)
 
 
 def sweep_rows(plan: SweepPlan) -> pd.DataFrame:

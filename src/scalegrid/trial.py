@@ -297,13 +297,15 @@ class TrialResult:
     best_val_loss: float = math.nan
     train_loss: float = math.nan
     error: str | None = None
+    device: str = "cpu"  # what it computed on: "cpu", or the GPU's name (`trainers/devices.device_name`)
     curves: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation (CURVE_COLUMNS)
     extra: dict[str, Any] = field(default_factory=dict)  # trainer-specific facts (steps, resumed_from_step)
 
     @classmethod
     def failed(cls, config: TrialConfig, error: str) -> TrialResult:
-        """The result of a trial whose trainer raised: sizes from the config, no losses."""
-        return cls(Status.FAILED, config.num_params, config.num_params_nonembed, 0, 0.0, error=error)
+        """The result of a trial whose trainer raised: sizes from the config, no losses (and the
+        device unknown: the trainer did not say)."""
+        return cls(Status.FAILED, config.num_params, config.num_params_nonembed, 0, 0.0, error=error, device="unknown")
 
     def with_status(self, status: Status, error: str | None) -> TrialResult:
         return replace(self, status=status, error=error)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from scalegrid.grid import trial_id
-from scalegrid.spec import DataSpec, GaussianDataSpec, TrainSpec, parse_spec
+from scalegrid.spec import DataSpec, GaussianDataSpec, TrainSpec, load_sweep
 from scalegrid.data import gaussian
 from scalegrid.trainers import get_trainer, linreg, vector_groups
 from scalegrid.storage import layout
@@ -211,7 +211,7 @@ def test_data_per_seed_draws_each_seeds_own_nested_samples():
 def test_new_data_options_leave_existing_trial_ids_alone():
     """The shipped testbed's previous spec (spectrum_decay 1.5, no offset, top-scaled, shared data)
     has the ids it had before spectrum_offset, spectrum_scale and data_per_seed existed."""
-    old = parse_spec({
+    old = load_sweep({
         "name": "linreg-reuse", "trainer": "linreg", "model": {"dims": 2048},
         "data": {"source": "gaussian", "gaussian": {"spectrum_decay": 1.5, "target_decay": 1.0, "noise": 0.1, "seed": 0},
                  "unique_tokens": 64},

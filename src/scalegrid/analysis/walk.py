@@ -24,15 +24,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import pandas as pd
 
 from scalegrid.analysis.recipes import local_optimality_neighbours
-from scalegrid.spec.ladders import extended_value
+from scalegrid.spec.ladders import Scalar, extended_value
 
-Point = dict[str, Any]
-LossOf = Callable[[Point], "float | None"]  # None: not run yet; NaN or inf: DIVERGED or FAILED (worse)
+Coordinates = dict[str, Scalar]  # a point of the walk: each searched axis' value
+LossOf = Callable[[Coordinates], "float | None"]  # None: not run yet; NaN or inf: DIVERGED or FAILED (worse)
 
 SEARCHING, MOVED, EXTENDED = "searching", "moved", "extended"  # a step on the way
 CERTIFIED, EDGE, DIVERGED = "certified", "edge", "diverged"  # where a walk ends
@@ -44,30 +43,30 @@ RUN = "run"  # a neighbour's status while the centre itself has not run (nothing
 class Neighbour:
     axis: str
     side: int  # -1: one ladder step down, +1: up
-    value: Any  # None beyond the ladder's end
+    value: Scalar | None  # None beyond the ladder's end
     loss: float  # NaN: not run yet; inf: DIVERGED or FAILED
     status: str  # no_worse | better | missing | edge (recipes.local_optimality_neighbours), or `run`
 
 
 @dataclass(frozen=True)
 class Step:
-    centre: Point
+    centre: Coordinates
     loss: float  # the centre's (NaN: not run yet)
     neighbours: tuple[Neighbour, ...]
     outcome: str  # searching | moved | extended | certified | edge | diverged
     ladders: Mapping[str, tuple]  # the ladders of this step (after an extension: the grown ones)
-    moved_to: Point | None = None
+    moved_to: Coordinates | None = None
     edge: tuple[str, ...] = ()  # the ladder ends the centre sits at: "epochs+", "weight_decay-"
 
-    def neighbour_point(self, n: Neighbour) -> Point | None:
+    def neighbour_point(self, n: Neighbour) -> Coordinates | None:
         return None if n.value is None else {**self.centre, n.axis: n.value}
 
 
 @dataclass(frozen=True)
 class SearchPath:
     steps: tuple[Step, ...]
-    missing: tuple[Point, ...] = ()  # to run now: the centre's neighbourhood not run yet
-    speculative: tuple[Point, ...] = ()  # likely next: the neighbourhood of the best point so far
+    missing: tuple[Coordinates, ...] = ()  # to run now: the centre's neighbourhood not run yet
+    speculative: tuple[Coordinates, ...] = ()  # likely next: the neighbourhood of the best point so far
 
     @property
     def last(self) -> Step:
@@ -78,7 +77,7 @@ class SearchPath:
         return self.last.outcome
 
     @property
-    def centre(self) -> Point:
+    def centre(self) -> Coordinates:
         return self.last.centre
 
     @property
@@ -89,9 +88,9 @@ class SearchPath:
     def ladders(self) -> Mapping[str, tuple]:
         return self.last.ladders
 
-    def points(self) -> list[Point]:
+    def points(self) -> list[Coordinates]:
         """Every point the walk looked at (centres, neighbours on the ladders), in order, once each."""
-        seen: dict[tuple, Point] = {}
+        seen: dict[tuple, Coordinates] = {}
         for step in self.steps:
             for point in [step.centre, *(step.neighbour_point(n) for n in step.neighbours)]:
                 if point is not None:
@@ -101,13 +100,13 @@ class SearchPath:
 
 def local_search(
     ladders: Mapping[str, Sequence],
-    start: Point,
+    start: Coordinates,
     loss_of: LossOf,
     *,
-    cost: Callable[[Point], float] | None = None,
+    cost: Callable[[Coordinates], float] | None = None,
     extend_edges: bool = False,
     max_extensions: int = 4,
-    valid: Callable[[str, Any], bool] | None = None,
+    valid: Callable[[str, Scalar], bool] | None = None,
     original: Mapping[str, Sequence] | None = None,
     max_steps: int = 10_000,
 ) -> SearchPath:
@@ -143,10 +142,10 @@ def local_search(
     raise RuntimeError(f"the search took more than {max_steps} steps; this is a bug (a walk cannot cycle)")
 
 
-def _neighbourhood(ladders: dict[str, tuple], centre: Point, loss_of: LossOf) -> tuple[Step, list[tuple[Point, float | None]]]:
+def _neighbourhood(ladders: dict[str, tuple], centre: Coordinates, loss_of: LossOf) -> tuple[Step, list[tuple[Coordinates, float | None]]]:
     """The centre's step (outcome not decided yet) and (point, loss) of the centre and every
     neighbour on the ladders; a loss is None when not run, inf when DIVERGED or FAILED."""
-    def loss(point: Point) -> float | None:
+    def loss(point: Coordinates) -> float | None:
         value = loss_of(point)
         return None if value is None else (float(value) if math.isfinite(value) else math.inf)
 
@@ -172,12 +171,12 @@ def _neighbourhood(ladders: dict[str, tuple], centre: Point, loss_of: LossOf) ->
     return step, losses
 
 
-def _losses_by_side(sides: list, losses: list[tuple[Point, float | None]]) -> list[float | None]:
+def _losses_by_side(sides: list, losses: list[tuple[Coordinates, float | None]]) -> list[float | None]:
     by_point = {tuple(sorted(p.items())): loss for p, loss in losses}
     return [None if point is None else by_point[tuple(sorted(point.items()))] for _, _, point in sides]
 
 
-def _certificate(ladders: dict[str, tuple], at: dict[str, int], losses: list[tuple[Point, float | None]]) -> dict[tuple[str, int], str]:
+def _certificate(ladders: dict[str, tuple], at: dict[str, int], losses: list[tuple[Coordinates, float | None]]) -> dict[tuple[str, int], str]:
     """(axis, side) -> the status `recipes.local_optimality_neighbours` gives each neighbour of the
     centre (`losses[0]`), on the ladders' index coordinates (so any values, numbers or not, work)."""
     axes = list(ladders)
@@ -190,17 +189,17 @@ def _certificate(ladders: dict[str, tuple], at: dict[str, int], losses: list[tup
     return {(r.axis, int(r.side)): r.status for r in detail.itertuples()}
 
 
-def _order(point: Point, loss: float, centre: Point, ladders: dict[str, tuple], cost) -> tuple:
+def _order(point: Coordinates, loss: float, centre: Coordinates, ladders: dict[str, tuple], cost) -> tuple:
     """Better first: lower loss, then cheaper, then the centre (no move on a full tie), then ladder order."""
     return (loss, cost(point) if cost else 0.0, point != centre, tuple(ladders[a].index(point[a]) for a in ladders))
 
 
-def _best(losses: list[tuple[Point, float | None]], centre: Point, ladders: dict[str, tuple], cost) -> Point:
+def _best(losses: list[tuple[Coordinates, float | None]], centre: Coordinates, ladders: dict[str, tuple], cost) -> Coordinates:
     ran = [(p, loss) for p, loss in losses if loss is not None]
     return min(ran, key=lambda pl: _order(pl[0], pl[1], centre, ladders, cost))[0]
 
 
-def _speculative(step: Step, losses, ladders: dict[str, tuple], loss_of: LossOf, cost, missing: list[Point]) -> tuple[Point, ...]:
+def _speculative(step: Step, losses, ladders: dict[str, tuple], loss_of: LossOf, cost, missing: list[Coordinates]) -> tuple[Coordinates, ...]:
     """While the centre waits for neighbours: if one that ran already beats it, that one's own
     neighbourhood (not run, not already asked for) is what the next step will most likely need."""
     if math.isnan(step.loss):

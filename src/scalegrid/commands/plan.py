@@ -61,7 +61,7 @@ def print_memory(plan) -> None:
 
 def print_search(plan: SweepPlan) -> None:
     """Each cell's walk as the store has it; ensembles and students wait for every cell's optimum."""
-    print(f"\nsearch over {', '.join(plan.spec.search.axes)}: {states_line(plan.searches)}")
+    print(f"\nsearch over {', '.join(plan.spec.search.ladders)}: {states_line(plan.searches)}")
     print(format_table(cells_table(plan.searches, losses(plan.snapshot, failed_count=False).get)))
     if (plan.spec.ensemble or plan.spec.distill) and not plan.graph.has_stages:
         print("ensembles and students: after the search, at each cell's optimum")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from scalegrid import store
 from scalegrid.commands.args import non_negative_int
-from scalegrid.storage import ResultsLayout, check_readable, layout, materialised
+from scalegrid.report import report_of
+from scalegrid.storage import layout
 
 
 def register(subparsers) -> None:
@@ -39,20 +40,3 @@ def run(args) -> int:
             snapshot.warn()  # every unreadable run file on stderr; the report lists them too
     print(report_of(args.results, args.out, bootstrap=args.bootstrap, workers=args.workers, snapshot=snapshot))
     return 0
-
-
-def report_of(results: str | Path | ResultsLayout, out: Path | None = None, **options) -> Path | str:
-    """The report of a results directory or URI. On an object store the report is drawn from a
-    local copy of the runs, curves and sweep records and uploaded to RESULTS/report (unless -o)."""
-    from scalegrid.report import write_report  # matplotlib loads only when a report is made
-
-    root = layout(str(results) if isinstance(results, Path) else results)
-    if root.local_path is not None:
-        return write_report(root.local_path, out, **options)
-    check_readable(root)
-    with materialised(root, "runs", "ensembles", "curves", "sweeps") as local:
-        index = write_report(local, out, **options)
-        if out is not None:
-            return index
-        root.upload_tree(local / "report", root.report_dir())
-    return root.shown(*root.report_dir(), "index.html")

@@ -1,34 +1,21 @@
-"""`scalegrid run SPEC`: train every trial of the spec that the results store does not hold yet.
-
-The spec is planned once; the store is read once at each stage boundary (when planned, after
-the train stage, after the ensembles and students), and the last read feeds both the summary and
-the report.
+"""`scalegrid run SPEC`: train every trial of the spec that the results store does not hold yet
+(`orchestrator/pipeline.py`), then print the summary: a row per trial, the val_loss-by-epochs pivot,
+each searched cell, the ensembles and students, and the exit code that says what to do next.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
-from scalegrid import store
 from scalegrid.commands.args import positive_int
 from scalegrid.commands.output import print_json, records
-from scalegrid.orchestrator.display.tracking import check as check_tracking
-from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table, make_plan, space_needed
-from scalegrid.orchestrator.execution.provenance import provenance, write_sweep_record
-from scalegrid.orchestrator.planning.capacity import slots
+from scalegrid.orchestrator.pipeline import run_sweep
 from scalegrid.orchestrator.planning.cells import cells_table, states_line
 from scalegrid.orchestrator.planning.cells import losses as search_losses
-from scalegrid.orchestrator.execution.ray_session import check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session
-from scalegrid.orchestrator.execution.token_build import prepare_tokens
-from scalegrid.spec import ResourcesSpec
-from scalegrid.storage.space import check_space
+from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
 
@@ -46,145 +33,19 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    start = time.perf_counter()
-    plan = run_sweep(args.spec, results=args.results, address=args.address, max_concurrent=args.max_concurrent)
-    summary = Summary.of(plan, time.perf_counter() - start)
+    done = run_sweep(args.spec, results=args.results, address=args.address, max_concurrent=args.max_concurrent,
+                     report=not args.no_report)
+    plan = done.plan
+    summary = Summary.of(plan, done.trained_s)
     if args.json_summary:
-        report = None if args.no_report else write_report_of(plan, quiet=True)
-        print_json(summary.document(plan) | {"report": report})
+        print_json(summary.document(plan) | {"report": done.report})
     else:
         summary.print(plan)
-        if not args.no_report:
-            write_report_of(plan)
+        if done.report is not None:
+            print(f"report: {done.report} ({done.report_s:.1f} s; open it in a browser, it works offline)")
     if summary.advice:
         print(summary.advice, file=sys.stderr)
     return summary.exit_code
-
-
-def run_sweep(spec: str | Path | dict, *, results: str | None = None, address: str | None = None,
-              max_concurrent: int | None = None) -> SweepPlan:
-    """Validate everything, then train what the store lacks; returns the plan with the store as it
-    is after the run. `spec` is a YAML file or a spec as a dict (the Python API)."""
-    if not address:
-        # Keep the embedded Ray on 127.0.0.1. Ray reads this when it is imported, which the
-        # data and trainer modules may do before the session starts: set it first.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    plan = make_plan(spec, results=results)
-    check_tracking(plan.spec, plan.results)
-    if address:
-        check_address(address)
-    resources = plan.spec.resources
-    with contextlib.ExitStack() as cluster:
-        if address:  # the last checks need the cluster: joined before anything is written
-            cluster.enter_context(ray_session(address))
-            check_feasible(resources, embedded=False)
-            check_shared_results(plan.results, resources)  # a node-local path
-            plan = _check_gpu_memory(plan)  # the cluster's smallest GPU bounds each trial's memory
-        elif _has_work(plan):
-            check_feasible(resources, embedded=not _ray_running())
-        if plan.results.local_path is not None and _has_work(plan):
-            check_space(plan.results.local_path, space_needed(plan, slots=_slots(max_concurrent, resources)))
-        if plan.pending or _searching(plan):  # tokens for every budget, or a one-line error with nothing published
-            prepare_tokens(plan, on_cluster=bool(address))
-        spec_path = str(spec) if isinstance(spec, (str, Path)) else "(a spec given as a dict)"
-        return _run_checked(plan, spec_path, address, max_concurrent)
-
-
-def _check_gpu_memory(plan: SweepPlan) -> SweepPlan:
-    """Without `resources.gpu_memory_gb`, plan every trial's memory on the cluster's smallest GPU
-    (refusing one that cannot fit) when its nodes say which GPUs they have."""
-    if plan.spec.resources.gpu_memory_gb or not plan.spec.resources.worker["GPU"]:
-        return plan
-    detected = cluster_gpu_memory_gb()
-    return plan.with_gpu_memory(detected) if detected else plan
-
-
-def _slots(max_concurrent: int | None, resources: ResourcesSpec) -> int:
-    """Trials that may run at once: --max-concurrent, else what the CPUs and GPUs of Ray (or this
-    machine's CPUs) allow."""
-    if max_concurrent:
-        return max_concurrent
-    ray = sys.modules.get("ray")
-    available = ray.cluster_resources() if ray is not None and ray.is_initialized() else {"CPU": os.cpu_count() or 1}
-    return slots(available, resources)
-
-
-def _ray_running() -> bool:
-    """Ray already initialised in this process (a notebook, the tests): `run` uses that session."""
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
-
-
-def _has_work(plan: SweepPlan) -> bool:
-    """Trials to train, or ensembles and students not done: Ray is needed."""
-    return bool(plan.pending) or _searching(plan) or (plan.graph.has_stages and bool((plan.dependants()["state"] != "done").any()))
-
-
-def _run_checked(plan: SweepPlan, spec_path: str, address: str | None, max_concurrent: int | None) -> SweepPlan:
-    """Every input is valid: from here on the results directory is written. Returns the plan
-    with the store as it is after the run."""
-    plan.results.makedirs()
-    info = provenance()
-    write_sweep_record(plan.results, plan.spec, spec_path, info, data=plan.data.fields)
-    for path, reason in plan.snapshot.unreadable:
-        print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
-    searching = _searching(plan)
-    if searching:
-        print(f"{plan.spec.name}: search over {', '.join(plan.spec.search.axes)}: {states_line(plan.searches)}", file=sys.stderr)
-    pending, stages_left = _to_do(plan)
-    if not pending and not stages_left and not searching:
-        return plan
-    from scalegrid.orchestrator.execution.launcher import schedule
-    from scalegrid.orchestrator.execution.stage_tasks import run_stages
-
-    with ray_session(address):
-        if searching:  # the walks first: their optima are the grid points of the ensembles and students
-            from scalegrid.orchestrator.execution.trial_feeds import run_search
-
-            run_search(plan, info, max_concurrent=max_concurrent)
-            plan = plan.refresh()
-            if _searching(plan):  # interrupted: a re-run goes on from the store
-                return plan
-            pending, stages_left = _to_do(plan)
-        if pending:
-            schedule(plan, info, max_concurrent=max_concurrent)
-            plan = plan.refresh()
-        if stages_left:
-            run_stages(plan, plan.snapshot, info, max_concurrent=max_concurrent)
-            plan = plan.refresh()
-    return plan
-
-
-def _searching(plan: SweepPlan) -> bool:
-    return plan.searches is not None and not all(s.finished for s in plan.searches.values())
-
-
-def _to_do(plan: SweepPlan):
-    """(the trials to train, the ensembles and students left), said on stderr; the stage graph recorded."""
-    pending = plan.pending
-    if not _searching(plan):  # a search's trials are counted by its own lines
-        print(f"{plan.spec.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
-    stages_left = int((plan.dependants()["state"] != "done").sum()) if plan.graph.has_stages else 0
-    if stages_left:
-        print(f"{plan.spec.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
-    store.write_stage_graph(plan.results, plan.spec.name, plan.graph.to_json() if plan.graph.has_stages else None)
-    return pending, stages_left
-
-
-def write_report_of(plan: SweepPlan, *, quiet: bool = False) -> str | None:
-    """The report is a view of the store: failing to draw it never fails the run. Returns where
-    index.html is (None when it could not be written); printed unless `quiet`."""
-    from scalegrid.commands.report import report_of
-
-    start = time.perf_counter()
-    try:
-        index = report_of(plan.results, snapshot=plan.snapshot)
-    except Exception as err:  # noqa: BLE001 - report after the fact with `scalegrid report`
-        print(f"scalegrid: warning: the report could not be written ({err}); retry with `scalegrid report {plan.results}`", file=sys.stderr)
-        return None
-    if not quiet:
-        print(f"report: {index} ({time.perf_counter() - start:.1f} s; open it in a browser, it works offline)")
-    return str(index)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from scalegrid.commands.args import positive_int
+from scalegrid.data.corpus.sources import resolve_files
 from scalegrid.errors import UserError
 from scalegrid.orchestrator.execution import ray_jobs as jobs
 from scalegrid.orchestrator.planning.sweep_plan import make_plan
@@ -59,8 +60,6 @@ def run(args) -> int:
 
 def _check_shipped(spec, working_dir: Path) -> None:
     """Data files and a local tokenizer travel in the working directory: they must lie inside it."""
-    from scalegrid.data.corpus.sources import resolve_files
-
     paths = [(f.where, f.path) for f in resolve_files(spec.data)] if spec.data.source in ("files", "tokens") else []
     tokenizer = spec.data.tokenizer
     if tokenizer.kind == "hf" and tokenizer.path and os.path.exists(os.path.expanduser(tokenizer.path)):

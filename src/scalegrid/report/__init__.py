@@ -1,6 +1,7 @@
 """Scaling reports: a results directory in, the paper's figures and every fitted number out.
 
     write_report("results/quickstart")   # -> results/quickstart/report/index.html
+    report_of("s3://bucket/quickstart")  # any results store: drawn from a local copy, uploaded
 
 writes, into the output directory:
 
@@ -13,17 +14,6 @@ Rendering only: the numbers come from `scalegrid.analysis` (see `sections/__init
 function feeds which section); nothing is fitted here.
 """
 
-from __future__ import annotations
+from scalegrid.report.build import report_of, write_report
 
-from pathlib import Path
-
-
-def write_report(results_dir: str | Path, out_dir: str | Path | None = None, **options) -> Path:
-    """Write the report of `results_dir` (default out_dir: RESULTS/report); returns index.html.
-    Options: bootstrap=1000, seed=0, workers, snapshot (see `build.write_report`)."""
-    from scalegrid.report.build import write_report as build  # matplotlib loads only here
-
-    return build(results_dir, out_dir, **options)
-
-
-__all__ = ["write_report"]
+__all__ = ["report_of", "write_report"]

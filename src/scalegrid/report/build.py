@@ -18,6 +18,8 @@ from pathlib import Path
 
 from scalegrid.analysis.least_squares import FitInputError
 from scalegrid.errors import UserError
+from scalegrid.storage import ResultsLayout, check_readable, layout, materialised
+from scalegrid.version import __version__
 from scalegrid.report import figures as F
 from scalegrid.report.document import Document, Section
 from scalegrid.report.inputs import load_inputs
@@ -149,8 +151,6 @@ def _title_of(inputs) -> str:
 
 
 def _provenance(inputs) -> dict[str, str]:
-    from scalegrid.version import __version__
-
     info = {"scalegrid": __version__}
     runs = inputs.runs
     if len(runs) and "git_commit" in runs:
@@ -168,3 +168,18 @@ def main(argv: list[str] | None = None) -> int:  # python -m scalegrid.report.bu
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def report_of(results: str | Path | ResultsLayout, out: Path | None = None, **options) -> Path | str:
+    """The report of a results directory or URI. On an object store the report is drawn from a
+    local copy of the runs, curves and sweep records and uploaded to RESULTS/report (unless -o)."""
+    root = layout(str(results) if isinstance(results, Path) else results)
+    if root.local_path is not None:
+        return write_report(root.local_path, out, **options)
+    check_readable(root)
+    with materialised(root, "runs", "ensembles", "curves", "sweeps") as local:
+        index = write_report(local, out, **options)
+        if out is not None:
+            return index
+        root.upload_tree(local / "report", root.report_dir())
+    return root.shown(*root.report_dir(), "index.html")

@@ -1,6 +1,7 @@
 """Figures: one look for every plot of a report, each saved as PNG (for HTML and Markdown) and SVG.
 
-Matplotlib runs headless (Agg) and is imported only here. The conventions, so that every figure
+Matplotlib runs headless (Agg) and is imported only here, when the first figure is drawn (`plt()`):
+planning a sweep never pays for it. The conventions, so that every figure
 reads the same way: measured points are markers joined by thin solid lines; a fitted law is a
 dashed line of the same colour; an asymptote is a dotted horizontal line labelled with its value.
 Ordered series (token budgets, sizes) take colours from one sequential colormap, small to large.
@@ -8,17 +9,12 @@ Ordered series (token budgets, sizes) take colours from one sequential colormap,
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+import numpy as np
 
 PNG_DPI = 150
 STYLE = {
@@ -43,6 +39,35 @@ STYLE = {
     "svg.hashsalt": "scalegrid",  # stable SVG ids: the same results give the same files
 }
 FIT_STYLE = {"linestyle": "--", "linewidth": 1.2}
+
+
+@functools.cache
+def plt():
+    """matplotlib.pyplot, headless: Agg chosen before pyplot is first imported."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
+def FuncFormatter(function):  # noqa: N802 - matplotlib's class, made on first use
+    from matplotlib.ticker import FuncFormatter as formatter
+
+    return formatter(function)
+
+
+def NullFormatter():  # noqa: N802 - matplotlib's class, made on first use
+    from matplotlib.ticker import NullFormatter as formatter
+
+    return formatter()
+
+
+def LogLocator(**options):  # noqa: N802 - matplotlib's class, made on first use
+    from matplotlib.ticker import LogLocator as locator
+
+    return locator(**options)
 ASYMPTOTE_STYLE = {"linestyle": ":", "linewidth": 1.1}
 
 
@@ -59,8 +84,8 @@ class Figure:
 
 def new_figure(ncols: int = 1, *, width: float | None = None, height: float = 3.8):
     """A figure with `ncols` axes side by side, in the report's style."""
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(
+    with plt().rc_context(STYLE):
+        fig, axes = plt().subplots(
             1, ncols, figsize=(width or 5.6 * ncols ** 0.9, height), squeeze=False, layout="constrained"
         )
     for ax in axes[0]:
@@ -74,8 +99,8 @@ def new_panels(n: int, *, max_cols: int | None = None, panel_width: float = 3.9,
         max_cols = 2 if n in (2, 4) else 3  # 4 panels read better as 2 x 2 than as 3 + 1
     cols = max(1, min(n, max_cols))
     rows = max(1, math.ceil(n / cols))
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(
+    with plt().rc_context(STYLE):
+        fig, axes = plt().subplots(
             rows, cols, figsize=(panel_width * cols + 1.6, panel_height * rows + 0.3), squeeze=False,
             layout="constrained",
         )
@@ -103,11 +128,11 @@ def save(fig, out_dir: Path, name: str, title: str, caption: str) -> Figure:
     try:
         for ax in fig.axes:
             _spread_labels(ax)
-        with plt.rc_context(STYLE):
+        with plt().rc_context(STYLE):
             fig.savefig(png, dpi=PNG_DPI, metadata={"Software": None})
             fig.savefig(svg, metadata={"Date": None, "Creator": None})
     finally:
-        plt.close(fig)
+        plt().close(fig)
     return Figure(name=name, title=title, caption=caption, png=png, svg=svg)
 
 
@@ -157,7 +182,7 @@ def _spread_labels(ax, min_gap_pt: float = 9.0) -> None:
 
 
 def close_all() -> None:
-    plt.close("all")
+    plt().close("all")
 
 
 def legend_outside(fig, axes, *, extra: list | None = None) -> None:
@@ -187,7 +212,7 @@ def style_keys(*, fit: str | None = "fitted law", asymptote: str | None = "asymp
     return keys
 
 
-def plain_formatter() -> FuncFormatter:
+def plain_formatter():
     """Tick labels as plain numbers (0.1, 0.8, 16), not 10^-1 or 8 x 10^-1."""
     return FuncFormatter(lambda v, _: f"{v:g}")
 
@@ -197,6 +222,8 @@ def colors(n: int, cmap: str = "viridis") -> list:
     if n <= 0:
         return []
     positions = [0.5] if n == 1 else list(np.linspace(0.05, 0.85, n))
+    import matplotlib
+
     return [matplotlib.colormaps[cmap](p) for p in positions]
 
 

@@ -18,7 +18,7 @@ from scalegrid import store
 from scalegrid.analysis.walk import search_outcomes
 from scalegrid.errors import UserError
 from scalegrid.grid import grid_points
-from scalegrid.spec import parse_spec
+from scalegrid.spec import parse_spec, resolve
 from scalegrid.storage import ResultsLayout, layout
 from scalegrid.storage.layout import CURVES, SEARCH
 from scalegrid.trial import Status
@@ -126,7 +126,8 @@ def expected_trials(results: ResultsLayout) -> dict[str, int]:
     for name in results.list(*results.sweep_records(), suffix=".json"):
         try:
             record = json.loads(results.read_bytes(*results.sweep_records(), name))
-            spec = parse_spec(record["spec"], source=results.shown(*results.sweep_records(), name))
+            source = results.shown(*results.sweep_records(), name)
+            spec = resolve(parse_spec(record["spec"], source=source), source=source)
             if spec.search is not None:
                 continue  # a search's trials are not known in advance: its cells' states say how far it is
             created = str(record.get("created_at", ""))

@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+from scalegrid.report import figures
 from scalegrid.report.document import Document, Section, Table, jsonable
 
 CSS = """
@@ -208,14 +209,12 @@ def _is_numeric(text: str) -> bool:
 def _css_size(png: Path) -> str:
     """width/height attributes that show every figure at one scale (the PNG's dpi as 96 CSS px
     per inch), so text is the same size in every figure; CSS still shrinks wide ones to fit."""
-    from scalegrid.report.figures import PNG_DPI
-
     with png.open("rb") as f:
         head = f.read(24)
     if head[:8] != b"\x89PNG\r\n\x1a\n":
         return ""
     width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    scale = 96 / PNG_DPI
+    scale = 96 / figures.PNG_DPI
     return f' width="{round(width * scale)}" height="{round(height * scale)}"'
 
 

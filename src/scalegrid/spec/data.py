@@ -11,7 +11,7 @@ from scalegrid.spec.strict import MAX_TOKENS, Fraction, Seed, Strict, as_axis, h
 
 
 class SyntheticCorpusSpec(Strict):
-    """The synthetic corpus of `trainers/synthetic.py`: entity-attribute facts in templated sentences."""
+    """The synthetic corpus of `data/synthetic.py`: entity-attribute facts in templated sentences."""
 
     documents: int = Field(4000, ge=10, le=10_000_000)
     entities: int = Field(400, ge=1, le=1_000_000)
@@ -61,12 +61,14 @@ class ValidationSpec(Strict):
     max_tokens: int = Field(32768, ge=64, le=MAX_TOKENS)  # validation tokens used for val_loss
 
 
+UniqueTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]  # a token budget: an axis
+DataOrder = Literal["shuffled", "sequential"]  # the order an epoch visits the training sequences in: an axis
 SHUFFLE_SEED = 0x5CA1E7  # the default order of a finite corpus' training documents (trainers/corpus)
 
 
 class DataSpec(Strict):
     """The corpus: documents (`synthetic`, `files`, `hub`) tokenized by `tokenizer`, token arrays
-    (`tokens`), or generated regression data (`gaussian`). Read by `trainers/corpus/`."""
+    (`tokens`), or generated regression data (`gaussian`). Read by `data/corpus/`."""
 
     source: Literal["synthetic", "files", "hub", "tokens", "gaussian"] = "synthetic"
     files: list[str] = []  # files and tokens: paths and globs
@@ -87,11 +89,11 @@ class DataSpec(Strict):
     synthetic: SyntheticCorpusSpec = SyntheticCorpusSpec()
     gaussian: GaussianDataSpec = GaussianDataSpec()
     tokenizer: TokenizerSpec = TokenizerSpec()
-    unique_tokens: list[Annotated[int, Field(ge=1, le=MAX_TOKENS)]]
+    unique_tokens: list[UniqueTokens]
     validation: ValidationSpec = ValidationSpec()
     # The order an epoch visits the training sequences in: reshuffled every epoch, or the corpus'
     # own order. An axis (the trial's `data_order`); not part of the corpus' identity.
-    order: list[Literal["shuffled", "sequential"]] = ["shuffled"]
+    order: list[DataOrder] = ["shuffled"]
 
     @model_validator(mode="before")
     @classmethod

@@ -11,15 +11,19 @@ A ladder is an ordered list of an axis' values; a point's neighbours on it are o
 one down. A cell (one combination of the axes not searched) starts at `start` (an axis it does
 not name: its ladder's middle value), or with `from_smaller` at the optimum the next smaller model
 of the same other axes found (the smallest starts at `start`). Which axes may be searched, and the
-typing of their values by the axes' own checks, is `spec.py`'s; the walk is `analysis/search.py`'s.
+typing of their values by the axes' own checks, is `axes.py`'s (run by `resolve.py`); the walk is
+`analysis/walk.py`'s.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from scalegrid.spec.strict import WrittenSelector
 
 
 class SearchSpec(BaseModel):
@@ -28,8 +32,8 @@ class SearchSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # as every spec model: `true` is no count
 
     kind: Literal["local"] = "local"
-    axes: dict[str, list[Any]]
-    start: dict[str, Any] = {}
+    axes: WrittenSelector  # axis -> its ladder as written; typed by `resolve` into `Ladders`
+    start: WrittenSelector = {}  # axis -> where every cell starts, or `from_smaller`
     extend_edges: bool = False
     max_extensions: int = Field(4, ge=0, le=1000)
 
@@ -49,13 +53,28 @@ class SearchSpec(BaseModel):
             raise ValueError("name at least one axis to search, e.g. {weight_decay: [0.1, 0.4, 1.6]}")
         return value
 
-    @property
-    def from_smaller(self) -> bool:
-        return bool(self.start.get("from_smaller", False))
 
-    def start_values(self) -> dict[str, Any]:
-        """Where every cell's search starts (a `from_smaller` cell: where the smallest starts)."""
-        return {axis: self.start.get(axis, ladder[(len(ladder) - 1) // 2]) for axis, ladder in self.axes.items()}
+
+Scalar = int | float | str | bool  # a searched axis' value: a number, an order, a schedule, a flag
+
+
+@dataclass(frozen=True)
+class Ladders:
+    """A searched spec's `search:` resolved (`resolve.py`): every ladder typed by its axis' own
+    checks and sorted, and where every cell starts (a `from_smaller` cell: where the smallest does)."""
+
+    axes: tuple[tuple[str, tuple[Scalar, ...]], ...]
+    start: tuple[tuple[str, Scalar], ...]  # every searched axis: given, else its ladder's middle value
+    from_smaller: bool = False
+    extend_edges: bool = False
+    max_extensions: int = 4
+
+    @property
+    def ladders(self) -> dict[str, tuple[Scalar, ...]]:
+        return dict(self.axes)
+
+    def start_values(self) -> dict[str, Scalar]:
+        return dict(self.start)
 
 
 def monotone(where: str, ladder: list) -> list:

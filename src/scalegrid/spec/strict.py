@@ -31,6 +31,12 @@ Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
+# A selector as the spec writes it (`include:`, `exclude:`, `ensemble.where:`, a teacher, a
+# student): axis -> one value or a list of them, free-form YAML until `resolve` types each value by
+# its axis. Explicit model sizes as written, until the shape validates them.
+WrittenSelector = dict[str, Any]
+WrittenModel = dict[str, Any]
+
 _FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -46,28 +52,28 @@ class Strict(BaseModel):
         if not isinstance(data, dict):
             return data
         floats = float_fields(cls)
-        return {key: _float_of_text(value) if key in floats else value for key, value in data.items()}
+        return {key: float_of_text(value) if key in floats else value for key, value in data.items()}
 
 
 @functools.cache
 def float_fields(model: type[BaseModel]) -> frozenset[str]:
-    return frozenset(name for name, info in model.model_fields.items() if _holds_float(info.annotation))
+    return frozenset(name for name, info in model.model_fields.items() if holds_float(info.annotation))
 
 
-def _holds_float(annotation: Any) -> bool:
+def holds_float(annotation: Any) -> bool:
     """float, float | None, list[float], Annotated[float, ...], ... (not inside a dict or a model)."""
     if annotation is float:
         return True
     if typing.get_origin(annotation) is Annotated:
-        return _holds_float(typing.get_args(annotation)[0])
+        return holds_float(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) is dict:
         return False
-    return any(_holds_float(arg) for arg in typing.get_args(annotation))
+    return any(holds_float(arg) for arg in typing.get_args(annotation))
 
 
-def _float_of_text(value: Any) -> Any:
+def float_of_text(value: Any) -> Any:
     if isinstance(value, list):
-        return [_float_of_text(v) for v in value]
+        return [float_of_text(v) for v in value]
     if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
         return float(value)
     return value
@@ -81,10 +87,11 @@ def not_hashed(default: Any, **kwargs: Any) -> Any:
     return Field(default, json_schema_extra={"identity": "never"}, **kwargs)
 
 
-def hashed_unless_default(default: Any, **kwargs: Any) -> Any:
+def hashed_unless_default(default: Any, *, one_value: str | None = None, **kwargs: Any) -> Any:
     """A result-changing field added after trial ids existed: in the id only when it differs from
-    its default, so every existing trial keeps its id."""
-    return Field(default, json_schema_extra={"identity": "unless_default"}, **kwargs)
+    its default, so every existing trial keeps its id. `one_value`: why it may not be an axis."""
+    extra = {"identity": "unless_default"} | ({"one_value": one_value} if one_value else {})
+    return Field(default, json_schema_extra=extra, **kwargs)
 
 
 def hashed_fields(config: BaseModel) -> dict[str, Any]:

@@ -5,7 +5,9 @@ the epoch counts of one `wsd` trunk, `trunks.py`) also has `vector_key(config) -
 `trunks.py`) and `train_many(trials, reports) -> list[TrialResult]`; trials with equal keys may be
 handed to one `train_many` call (`vector_groups`).
 
-Modules are imported only when a trial runs, so `scalegrid plan` never imports torch.
+The stages after training reach their torch code here too (`evaluate_ensemble`,
+`make_teacher_corpus`). Modules are imported only when a trial or a stage runs, so `scalegrid plan`
+never imports torch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from scalegrid.spec import TRAINER_NAMES
-from scalegrid.trial import Report, Stage, Trial, TrainerFn, TrialResult
+from scalegrid.storage import ResultsLayout
+from scalegrid.trial import Report, Stage, TeacherCorpusRequest, Trial, TrainerFn, TrialResult
 
 TRAINERS: dict[str, str] = {"lm": "scalegrid.trainers.lm", "linreg": "scalegrid.trainers.linreg"}
 STUDENT_TRAINER = "scalegrid.trainers.distill"  # students are lm trials with a teacher: not a spec trainer
@@ -25,6 +28,16 @@ assert set(TRAINERS) == set(TRAINER_NAMES), "every trainer a spec may name has a
 def get_trainer(name: str) -> TrainerFn:
     """The trainer function of a spec's `trainer:` name (or "distill" for students)."""
     return importlib.import_module(STUDENT_TRAINER if name == "distill" else TRAINERS[name]).train
+
+
+def evaluate_ensemble(members: Sequence[Trial], combine: str) -> tuple[list[float], list[float], str]:
+    """The ensembles of the first k members, k = 1..K: (losses, seconds per member, device) (`ensemble.py`)."""
+    return importlib.import_module("scalegrid.trainers.ensemble").evaluate_first_k(members, combine)
+
+
+def make_teacher_corpus(results: ResultsLayout, corpus_id: str, request: TeacherCorpusRequest, data_key: str) -> dict:
+    """A sequence-level student's teacher corpus, sampled and cached (`distill.make_corpus`)."""
+    return importlib.import_module(STUDENT_TRAINER).make_corpus(results, corpus_id, request, data_key)
 
 
 def trainer_of(trial: Trial) -> TrainerFn:

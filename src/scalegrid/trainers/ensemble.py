@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
+from scalegrid.data.sequences import load_sequences
+from scalegrid.gpu_memory import loss_chunk_tokens
 from scalegrid.storage import ResultsLayout
+from scalegrid.trainers.devices import autocast, trial_device
 from scalegrid.trainers.loss import next_token_logprobs
 from scalegrid.trainers.weights import load_model, model_vocab_size
+from scalegrid.trial import Trial
 
 LOGIT_SUM_BYTES = 2**30  # combine logits: one chunk's running sum of logits (peak memory about 4x: a member's logits, the mean, its log-softmax)
 
@@ -124,3 +128,17 @@ def _evaluate_logits(
             ensemble_nll[k] += nll
     tokens = sequences.shape[0] * (sequences.shape[1] - 1)
     return [n / tokens for n in ensemble_nll], [n / tokens for n in own_nll], seconds
+
+
+def evaluate_first_k(members: Sequence[Trial], combine: str) -> tuple[list[float], list[float], str]:
+    """(the validation loss of the ensemble of the first k members for k = 1..K, seconds per member,
+    the device it ran on): one pass per member, on the GPU Ray gave this task (bf16) or the CPU."""
+    first = members[0]
+    on = trial_device()
+    _, val_seqs, vocab_size = load_sequences(first, on)
+    chunk = loss_chunk_tokens(first.config.train, vocab_size, on.type)
+    with autocast(on):  # bf16 on a GPU; the log-probabilities are fp32 either way
+        losses, _, per_member = evaluate_members(
+            [m.trial_id for m in members], first.results, val_seqs, first.config.train.batch_size, combine, chunk
+        )
+    return losses, per_member, on.type

@@ -57,7 +57,7 @@ import time
 import torch
 
 from scalegrid.storage.layout import CheckpointDir
-from scalegrid.trainers import checkpoint, memorisation
+from scalegrid.trainers import checkpoint, devices, memorisation
 from scalegrid.trainers.loss import lm_loss, predicted_tokens
 from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import count_params
@@ -226,6 +226,7 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         best_val_loss=min((r["val_loss"] for r in curves if math.isfinite(r["val_loss"])), default=math.nan),
         train_loss=math.nan if diverged else state.train_loss,
         error=error,
+        device=devices.device_name(run.device),
         curves=curves,
         extra={"steps": state.total_steps, "resumed_from_step": resumed_from, "world_size": run.ranks.world_size,
                "stopped_epoch": state.stopped_epoch, **memorised},

@@ -6,19 +6,21 @@ Every evaluation row reaches the driver as it happens (the worker reports each t
 trials by their FLOPs, not their count: a grid scheduled longest-first finishes its first trials
 late and its last ones quickly, and a count-based ETA is off by the ratio of their sizes.
 
-`SweepProgress` is the state and the words (no Ray, no terminal); `Progress` is the Ray Tune
-callback that feeds it and shows it: a live table (rich) on a terminal, plain lines otherwise (a
-line per trial started or finished, the running trials every PLAIN_EVERY_S seconds).
+`SweepProgress` is the state and the words (no Ray, no terminal); `progress_callback` makes the
+Ray Tune callback that feeds it and shows it: a live table (rich) on a terminal, plain lines
+otherwise (a line per trial started or finished, the running trials every PLAIN_EVERY_S seconds).
+A grid knows its packs up front; a search's packs are added as its walks ask for them
+(`planned`), and its cells' states close the summary line (`note`).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from ray.tune import Callback
 
 PLAIN_EVERY_S = 30.0  # without a terminal: the running trials' lines at most this often
 WAIT_S = 15.0  # Tune trials pending this long while none runs: waiting for capacity, said in the line
@@ -76,6 +78,14 @@ class SweepProgress:
     flops_done: dict[str, float] = field(default_factory=dict)
     tokens_trained: dict[str, float] = field(default_factory=dict)  # in this run, from the rows' tokens_seen
     waiting: int = 0  # Tune trials waiting for resources (no node has room for one now)
+    note: Callable[[], str] | None = None  # a last part of the summary line: a search's cells
+
+    def planned(self, key: str, flops: float, size: int) -> None:
+        """A pack the feed chose: counted once (a grid's are known from the start)."""
+        if key not in self.planned_flops:
+            self.planned_flops[key] = flops
+            self.pack_sizes[key] = size
+            self.total += size
 
     def started(self, key: str, label: str) -> None:
         self.running[key] = Running(label)
@@ -141,14 +151,17 @@ class SweepProgress:
         eta = self.eta_s(now)
         if eta is not None:
             parts.append(f"ETA {duration(eta)}")
+        if self.note is not None:
+            parts.append(self.note())
         return "; ".join(parts)
 
     def running_lines(self) -> list[str]:
         return [r.line() for r in self.running.values()]
 
 
-class Progress(Callback):
-    """The Tune callback: feeds `SweepProgress` from Tune's events and shows it on stderr."""
+class ProgressEvents:
+    """The Tune callback's behaviour: feeds `SweepProgress` from Tune's events and shows it on
+    stderr (`progress_callback` adds Tune's base class)."""
 
     def __init__(self, state: SweepProgress, live: bool | None = None):
         self.state = state
@@ -203,6 +216,18 @@ class Progress(Callback):
     def on_experiment_end(self, trials, **info):
         self.display.close()
         self._display = None
+
+
+@functools.cache
+def _callback_class():
+    from ray.tune import Callback  # Ray loads where a sweep runs, never where it is planned
+
+    return type("Progress", (ProgressEvents, Callback), {"__module__": __name__})
+
+
+def progress_callback(state: SweepProgress, live: bool | None = None):
+    """The live progress of `state` as a Ray Tune callback (`live`: None = a table on a terminal)."""
+    return _callback_class()(state, live)
 
 
 def _label(config: dict) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scalegrid.errors import UserError
-from scalegrid.spec import SweepSpec
+from scalegrid.spec import Sweep
 from scalegrid.storage import ResultsLayout
 from scalegrid.trial import Stage, Trial
 
@@ -77,7 +77,7 @@ def _lookup(table: dict[str, dict[str, Scalar]], name: str, config: dict) -> Sca
 # --- checks, before anything is written -------------------------------------------------------------
 
 
-def check(spec: SweepSpec, results: ResultsLayout) -> None:
+def check(spec: Sweep, results: ResultsLayout) -> None:
     """Every tracker the spec turns on can start: its package is installed, W&B has credentials
     (or is offline), MLflow has somewhere to write."""
     tracking = spec.tracking
@@ -109,11 +109,11 @@ def _wandb_logged_in() -> bool:
         return bool(wandb.login(prompt=False, verify=False))
 
 
-def wandb_mode(spec: SweepSpec) -> str:
+def wandb_mode(spec: Sweep) -> str:
     return spec.tracking.wandb.mode or os.environ.get("WANDB_MODE") or "online"
 
 
-def wandb_dir(spec: SweepSpec, results: ResultsLayout) -> str | None:
+def wandb_dir(spec: Sweep, results: ResultsLayout) -> str | None:
     """W&B's local files: the spec's `dir`, else RESULTS/wandb on a local results directory (else W&B's default)."""
     given = spec.tracking.wandb.dir
     if given:
@@ -122,7 +122,7 @@ def wandb_dir(spec: SweepSpec, results: ResultsLayout) -> str | None:
     return str(local) if local is not None else None
 
 
-def mlflow_uri(spec: SweepSpec, results: ResultsLayout) -> str:
+def mlflow_uri(spec: Sweep, results: ResultsLayout) -> str:
     """The spec's tracking URI, else $MLFLOW_TRACKING_URI, else a file store in RESULTS/mlruns."""
     uri = spec.tracking.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
@@ -139,7 +139,7 @@ def mlflow_uri(spec: SweepSpec, results: ResultsLayout) -> str:
 # --- the callbacks and their environment ------------------------------------------------------------
 
 
-def callbacks(spec: SweepSpec, results: ResultsLayout) -> list:
+def callbacks(spec: Sweep, results: ResultsLayout) -> list:
     """Tune's logger callbacks: its CSV and JSON results (Tune's own experiment state), and the trackers asked for."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
@@ -157,7 +157,7 @@ def callbacks(spec: SweepSpec, results: ResultsLayout) -> list:
     return out
 
 
-def _wandb_callback(spec: SweepSpec, results: ResultsLayout):
+def _wandb_callback(spec: Sweep, results: ResultsLayout):
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     w = spec.tracking.wandb
@@ -176,7 +176,7 @@ def _wandb_callback(spec: SweepSpec, results: ResultsLayout):
 
 
 @contextlib.contextmanager
-def environment(spec: SweepSpec):
+def environment(spec: Sweep):
     """The variables Ray's callbacks read in the driver, set while Tune runs: an offline W&B needs
     no key; MLflow 3 refuses a file store unless told it is wanted."""
     wanted: dict[str, str] = {}

@@ -1,127 +1,155 @@
-"""Schedule a plan's pending trials on Ray Tune and report what the store holds afterwards.
+"""The one launcher: every trial of a sweep, grid or search, runs under one `Tuner` built here.
 
-Tune trials are grid points, or for trainers too fast to be worth Tune's ~2 s per trial
-(`linreg`), packs of grid points: one Ray task trains a pack, each point with its own lease,
-trial_id and rows; the points one vectorised pass trains together (`trainers.vector_groups`:
-linreg's lrs of one grid point) stay in one pack and are trained in that one pass. Tune is fed at most `CHUNK` trials per `Tuner.fit()`, so the
-driver's memory stays flat however large the grid (Tune's grows with every trial it knows). The
-`Trial` objects travel through the object store once per chunk, with `tune.with_parameters`.
+    schedule(plan, provenance)    a grid's pending trials (or the students `stage_tasks` passes)
+    search(plan, provenance)      every cell's walk to its end (certified, at an edge or diverged)
 
-Every worker takes its trial's lease first (`leases.py`): a trial another live driver is training
-is skipped, and after Tune is done this driver waits for those; a trial whose lease lapses without
-a row (its driver was killed) is scheduled again here and resumes from its checkpoint.
+Both build the same `Tuner` (`launch`): a feed as its search algorithm (`trial_feeds.py`: the
+grid's packs in order, or what the walks need now), one trainable (`trial_worker.tune_trainable`),
+and the same callbacks — the live progress (`display/progress.py`), the spec's trackers
+(`display/tracking.py`: one tracked run per trial) and any a caller adds — the same failure config
+(`fault_tolerance.max_failures` retries), the same storage (Tune's experiment state under
+`RESULTS/tune/`, for debugging only: what is done is read from the results store) and the same
+slot rule (`planning/capacity.py`). A full results disk stops every trial (`_StopWhenFull`) and the
+run ends in one line that says how much the rest needs.
 
-Each Tune trial's config is its trial's hyperparameters, flattened (`tracking.param_space`), and
-it is named by its trial_id; every evaluation row is reported to Tune as it happens. So Tune's
-callbacks see both: the live progress (`progress.py`) and the trackers of the spec's `tracking:`
-section (`tracking.py`: W&B, MLflow, TensorBoard), or any a user adds.
-
-Tune's own experiment state is kept under `RESULTS/tune/` for debugging only: whether a trial is
-done is read from the results store, so a re-run never depends on it.
+A grid is fed at most `CHUNK` Tune trials per `Tuner.fit()`, so the driver's memory stays flat
+however large the grid (Tune's grows with every trial it knows); the `Trial`s travel through the
+object store once per chunk (`tune.with_parameters`). Every worker takes its trial's lease first
+(`leases`): a trial another live driver trains is skipped, and after Tune is done this driver waits
+for those; a trial whose lease lapses without a row (its driver was killed) is scheduled again
+here and resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
-import math
 import os
 import sys
 import time
-
-from ray.tune import Stopper
+from collections.abc import Sequence
 
 from scalegrid import store
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.display import tracking
-from scalegrid.orchestrator.planning import capacity as resources
-from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, space_needed
-from scalegrid.orchestrator.display.progress import Progress, SweepProgress
+from scalegrid.orchestrator.display.progress import SweepProgress, duration, progress_callback
+from scalegrid.orchestrator.execution.trial_feeds import Feed, GridFeed, WalkFeed, make_packs, tune_searcher
 from scalegrid.orchestrator.execution.trial_worker import tune_trainable
-from scalegrid.spec import SweepSpec
+from scalegrid.orchestrator.execution.walk_driver import SearchDriver
+from scalegrid.orchestrator.planning import capacity
+from scalegrid.orchestrator.planning.cells import search_cells, states_line
+from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, space_needed
 from scalegrid.storage.space import full_error, is_full
-from scalegrid.trainers import vector_groups
 from scalegrid.trial import Trial
 
 CHUNK = 256  # Tune trials per Tuner.fit()
 PACKED_TRAINERS = ("linreg",)  # milliseconds per trial: no checkpoints, packed
-MAX_PACK = 64
 POLL_S = 1.0
 MAX_ROUNDS = 10  # schedule, wait for other drivers, take over what they left: at most this often
 
 
 def schedule(
-    plan: SweepPlan,
-    provenance: dict[str, str],
-    *,
-    max_concurrent: int | None = None,
-    owner: str | None = None,
-    trials: list[Trial] | None = None,
+    plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int | None = None, owner: str | None = None,
+    trials: list[Trial] | None = None, callbacks: Sequence = (),
 ) -> None:
-    """Train `trials` (default: the plan's pending train-stage trials; `stages` passes the students)."""
+    """Train `trials` (default: the plan's pending train-stage trials; `stage_tasks` passes the students)."""
     owner = owner or leases.new_owner()
     # Longest first: the grid's makespan is not left to one long trial started last.
     todo = plan.pending if trials is None else trials
-    todo = sorted(todo, key=lambda t: resources.longest_first_key(t.config.estimated_flops, t.resources), reverse=True)
+    todo = sorted(todo, key=lambda t: capacity.longest_first_key(t.config.estimated_flops, t.resources), reverse=True)
     for _ in range(MAX_ROUNDS):
         if not todo:
             break
-        skipped = _fit(plan, todo, provenance, max_concurrent, owner)
+        skipped = _fit_grid(plan, todo, provenance, max_concurrent, owner, callbacks)
         todo = _after_others(todo, owner) if skipped else []
 
 
-def _fit(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_concurrent: int | None, owner: str) -> int:
-    """Run `pending` on Tune; returns how many of them another driver held (skipped here)."""
+def _fit_grid(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_concurrent: int | None, owner: str,
+              callbacks: Sequence) -> int:
+    """`pending` in chunks of CHUNK Tune trials; returns how many another driver held (skipped here)."""
+    sweep = plan.spec
+    # A wsd trunk's epoch counts share one Tune trial, in one process: not when tracked (one tracker
+    # run per Tune trial) nor for Ray Train's multi-worker trials.
+    group = not sweep.tracking.enabled and sweep.resources.workers == 1
+    packs = make_packs(pending, _packed(plan), slots(plan, max_concurrent), group=group)
+    progress = SweepProgress(total=0, planned_flops={}, already_done=len(plan.trials) - len(pending))
+    for pack in GridFeed(packs).packs:  # every pack's FLOPs known from the start: the ETA weighs them all
+        progress.planned(pack.key, pack.flops, len(pack.trials))
+    stamp, skipped = dt.datetime.now().strftime("%Y%m%d-%H%M%S"), 0
+    for first in range(0, len(packs), CHUNK):
+        name = f"{sweep.name}-{stamp}-{owner[-6:]}" + (f"-{first // CHUNK}" if first else "")
+        outcome = launch(plan, GridFeed(packs[first:first + CHUNK]), provenance, progress=progress, owner=owner,
+                         max_concurrent=max_concurrent, name=name, callbacks=callbacks)
+        skipped += outcome
+    return skipped
+
+
+def search(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int | None = None, callbacks: Sequence = ()) -> SearchDriver:
+    """Walk every cell of a searched spec to its end, training on Ray Tune what the walks need;
+    returns the driver (its walks, what it trained)."""
+    owner = leases.new_owner()
+    driver = SearchDriver(plan.spec, search_cells(plan.spec, plan.data, plan.results), plan.results, plan.snapshot)
+    if driver.finished:
+        return driver
+    feed = WalkFeed(driver, slots=slots(plan, max_concurrent), pack=_packed(plan))
+    progress = SweepProgress(total=0, planned_flops={}, note=lambda: f"search: {states_line(driver.searches)}")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    launch(plan, feed, provenance, progress=progress, owner=owner, max_concurrent=max_concurrent,
+           name=f"{plan.spec.name}-search-{stamp}-{owner[-6:]}", callbacks=callbacks)
+    wall = time.monotonic() - feed.started
+    print(f"search: {driver.trained} trials trained in {duration(wall)}; the {feed.slots} slots were busy "
+          f"{feed.busy_fraction:.0%} of the time", file=sys.stderr, flush=True)
+    return driver
+
+
+def launch(
+    plan: SweepPlan, feed: Feed, provenance: dict[str, str], *, progress: SweepProgress, owner: str,
+    max_concurrent: int | None, name: str, callbacks: Sequence = (),
+) -> int:
+    """Run `feed` under one Tuner until it is finished; returns how many of its trials another
+    driver held (skipped here). Raises the one-line full-disk error when the results filled up."""
+    from ray import tune  # Ray loads where a sweep runs, never where it is planned
+
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
     # Ctrl-C must stop the run (exit 130 from the cli), not end Tune's loop quietly and let the run
     # go on to its summary: what was not finished is finished by the next run.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are `tracking.callbacks`'
-    from ray import tune
-
-    spec = plan.spec
-    # A wsd trunk's epoch counts share one Tune trial, in one process: not when tracked (one tracker
-    # run per Tune trial) nor for Ray Train's multi-worker trials.
-    group = not spec.tracking.enabled and spec.resources.workers == 1
-    packs = make_packs(pending, _packed(spec), _slots(plan, max_concurrent), group=group)
-    keys = list(packs)
-    progress = Progress(SweepProgress(
-        total=len(pending), already_done=len(plan.trials) - len(pending),
-        planned_flops={k: sum(t.config.estimated_flops for t in v) for k, v in packs.items()},
-        pack_sizes={k: len(v) for k, v in packs.items()},
-    ))
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    skipped = 0
-    full = _StopWhenFull()
-    for first in range(0, len(keys), CHUNK):
-        chunk = {k: packs[k] for k in keys[first : first + CHUNK]}
-        trainable = tune.with_resources(
-            tune.with_parameters(tune_trainable, packs=chunk, provenance=provenance, owner=owner),
-            resources.tune_resources(spec.resources),  # a multi-worker trial's workers reserve the rest
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=tracking.param_space(chunk),  # each Tune trial's config: its hyperparameters, flat
-            tune_config=tune.TuneConfig(max_concurrent_trials=_concurrent(plan, max_concurrent), trial_name_creator=_name, trial_dirname_creator=_name),
-            run_config=tune.RunConfig(
-                name=f"{spec.name}-{stamp}-{owner[-6:]}" + (f"-{first // CHUNK}" if first else ""),
-                storage_path=_tune_storage(plan),
-                verbose=0,
-                callbacks=[progress, *tracking.callbacks(spec, plan.results)],
-                failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
-                stop=full,
-            ),
-        )
-        # Tune's own writes into RESULTS/tune meet a full disk too: its logs of it are filtered
-        with _logs_filtered(full), tracking.environment(spec):
-            results = tuner.fit()
-        skipped += sum((r.metrics or {}).get("n_ELSEWHERE", 0) for r in results)
-        del tuner, trainable, results  # nothing of a finished chunk stays referenced
-        if full.message:  # stop with one line that says how much the rest needs
-            needs = space_needed(plan.refresh(), slots=_slots(plan, max_concurrent))
-            raise full_error(plan.results.shown(), needed=sum(needs.values()))
+    sweep, full = plan.spec, _stop_when_full()
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trainable, templates=feed.templates, provenance=provenance, owner=owner),
+        capacity.tune_resources(sweep.resources),  # a multi-worker trial's workers reserve the rest
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=tune_searcher(feed, progress), num_samples=-1, max_concurrent_trials=slots(plan, max_concurrent),
+            trial_name_creator=_name, trial_dirname_creator=_name,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=plan.results.uri_of(*plan.results.tune_dir()), verbose=0,
+            callbacks=[progress_callback(progress), *tracking.callbacks(sweep, plan.results), *callbacks],
+            failure_config=tune.FailureConfig(max_failures=sweep.fault_tolerance.max_failures), stop=full,
+        ),
+    )
+    # Tune's own writes into RESULTS/tune meet a full disk too: its logs of it are filtered
+    with _logs_filtered(full), tracking.environment(sweep):
+        results = tuner.fit()
+    skipped = sum((r.metrics or {}).get("n_ELSEWHERE", 0) for r in results)
+    del tuner, trainable, results  # nothing of a finished chunk stays referenced
+    if full.message:  # stop with one line that says how much the rest needs
+        needs = space_needed(plan.refresh(), slots=slots(plan, max_concurrent))
+        raise full_error(plan.results.shown(), needed=sum(needs.values()))
     return skipped
+
+
+def slots(plan: SweepPlan, max_concurrent: int | None) -> int:
+    """Trials at once (`capacity.concurrent`) in the Ray session this process joined."""
+    import ray
+
+    return capacity.concurrent(ray.cluster_resources(), plan.spec.resources, max_concurrent)
 
 
 _TUNE_STATE_LOGGERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer", "ray.tune.execution.tune_controller")
@@ -139,9 +167,10 @@ def _logs_filtered(log_filter: logging.Filter):
             logger.removeFilter(log_filter)
 
 
-class _StopWhenFull(Stopper, logging.Filter):
+class StopWhenFull(logging.Filter):
     """Stops every trial once the results' filesystem is full (a worker reports it, or Tune's own
-    state sync logs it): the rest would fail too. Tune's log of it is dropped: one line says it."""
+    state sync logs it): the rest would fail too. Tune's log of it is dropped: one line says it.
+    (`_stop_when_full` adds Tune's `Stopper` base class.)"""
 
     def __init__(self):
         logging.Filter.__init__(self)
@@ -162,46 +191,27 @@ class _StopWhenFull(Stopper, logging.Filter):
         return True
 
 
-def _packed(spec: SweepSpec) -> bool:
+@functools.cache
+def _stopper_class():
+    from ray.tune import Stopper  # Ray loads where a sweep runs, never where it is planned
+
+    return type("StopWhenFullStopper", (StopWhenFull, Stopper), {"__module__": __name__})
+
+
+def _stop_when_full() -> StopWhenFull:
+    return _stopper_class()()
+
+
+def _packed(plan: SweepPlan) -> bool:
     """Pack fast trainers' trials, unless they are tracked: a tracker's run is one Tune trial, and
     each trial gets its own (named by its trial_id)."""
-    if spec.trainer not in PACKED_TRAINERS:
+    sweep = plan.spec
+    if sweep.trainer not in PACKED_TRAINERS:
         return False
-    if spec.tracking.enabled:
-        print(f"tracking: each {spec.trainer} trial is its own Tune trial (one tracked run each), not packed", file=sys.stderr)
+    if sweep.tracking.enabled:
+        print(f"tracking: each {sweep.trainer} trial is its own Tune trial (one tracked run each), not packed", file=sys.stderr)
         return False
     return True
-
-
-def make_packs(trials: list[Trial], pack: bool, slots: int, group: bool = False) -> dict[str, list[Trial]]:
-    """Pack key -> trials. Packed: about 4 packs per slot (so the slots stay busy), at most MAX_PACK
-    each unless one vectorised group is larger; a group is never split. Not packed: one pack per
-    group (`group`: a `wsd` trunk's epoch counts, `trainers/trunks.py`), else per trial."""
-    if not pack:
-        groups = vector_groups(trials) if group else [[t] for t in trials]
-        return {g[0].trial_id + (f"+{len(g) - 1}" if len(g) > 1 else ""): g for g in groups}
-    size = min(MAX_PACK, max(1, math.ceil(len(trials) / (4 * slots))))
-    packs: list[list[Trial]] = [[]]
-    for group in vector_groups(trials):
-        if packs[-1] and len(packs[-1]) + len(group) > size:
-            packs.append([])
-        packs[-1].extend(group)
-    return {p[0].trial_id + (f"+{len(p) - 1}" if len(p) > 1 else ""): p for p in packs if p}
-
-
-def _concurrent(plan: SweepPlan, max_concurrent: int | None) -> int | None:
-    """Tune's bound on trials at once. Its own accounting bounds one-process trials (each reserves
-    what it trains on); a multi-worker trial's Tune trial reserves next to nothing, so without a
-    bound Tune would start drivers whose workers wait for resources until Train's start timeout."""
-    return _slots(plan, max_concurrent) if plan.spec.resources.workers > 1 else max_concurrent
-
-
-def _slots(plan: SweepPlan, max_concurrent: int | None) -> int:
-    """Trials at once: what the cluster's CPUs and GPUs hold (`resources.slots`), at most --max-concurrent."""
-    import ray
-
-    slots = resources.slots(ray.cluster_resources(), plan.spec.resources)
-    return min(slots, max_concurrent) if max_concurrent else slots
 
 
 def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
@@ -237,11 +247,6 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
 
 def _started_by(trial: Trial, owner: str) -> bool:
     return any(h.get("owner") == owner for h in leases.history(trial.results, trial.trial_id))
-
-
-def _tune_storage(plan: SweepPlan) -> str:
-    """Tune's experiment state beside the results: a local directory, or the object store's URI."""
-    return plan.results.uri_of(*plan.results.tune_dir())
 
 
 def _name(tune_trial) -> str:

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from scalegrid.grid import content_hash
-from scalegrid.spec import SweepSpec
+from scalegrid.spec import Sweep
 from scalegrid.storage import ResultsLayout
 from scalegrid.version import __version__
 
@@ -35,10 +35,10 @@ def provenance() -> dict[str, str]:
     return {"scalegrid_version": __version__, "git_commit": git_commit() or "unknown"}
 
 
-def write_sweep_record(results: ResultsLayout, spec: SweepSpec, spec_path: str, info: dict[str, str], *, data: dict) -> str:
+def write_sweep_record(results: ResultsLayout, spec: Sweep, spec_path: str, info: dict[str, str], *, data: dict) -> str:
     """The resolved spec and the data's identity (file hashes, the hub commit read) beside the
     results, named by their content hash: written once per distinct spec and data."""
-    resolved = spec.model_dump(mode="json")
+    resolved = spec.spec.model_dump(mode="json")
     parts = results.sweep_record(f"{spec.name}-{content_hash({'spec': resolved, 'data': data}, 12)}.json")
     if not results.is_file(*parts):
         record = {

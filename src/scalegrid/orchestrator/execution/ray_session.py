@@ -163,6 +163,15 @@ def check_shared_results(results: ResultsLayout, r: ResourcesSpec) -> None:
     )
 
 
+def session_resources() -> dict[str, float]:
+    """What trials may share: the joined (or embedded) Ray's resources, or before Ray starts, this
+    machine's CPUs (what the embedded Ray will have)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray.cluster_resources()
+    return {"CPU": float(os.cpu_count() or 1)}
+
+
 def cluster_gpu_memory_gb() -> float | None:
     """Memory of the smallest GPU type the joined cluster's nodes report (Ray's `accelerator_type:`
     resources), or None when no node with a known GPU is up (e.g. GPU workers that autoscale from zero)."""

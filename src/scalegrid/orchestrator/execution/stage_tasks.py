@@ -9,20 +9,23 @@ built, purely, in `graph.py`.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 
-from scalegrid import store
+from scalegrid import store, trainers
 from scalegrid.orchestrator.planning import capacity as resources
 from scalegrid.orchestrator.planning.stage_graph import CorpusJob, EnsembleJob, blocker
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan
 from scalegrid.orchestrator.execution.launcher import schedule
 from scalegrid.storage import CACHE_MARKER, ResultsLayout
-from scalegrid.trial import Status, Trial
+from scalegrid.trial import Status, TeacherCorpusRequest, Trial
 
 
-def run_stages(plan: SweepPlan, snapshot: store.Snapshot, provenance: dict, *, max_concurrent: int | None = None) -> None:
+def run_stages(plan: SweepPlan, snapshot: store.Snapshot, provenance: dict, *, max_concurrent: int | None = None,
+               callbacks: Sequence = ()) -> None:
     """After the train stage (whose rows `snapshot` holds): ensemble evaluations, teacher corpora,
     then students, each once its inputs are complete; blocked dependants are printed, not run."""
     graph, results = plan.graph, plan.results
@@ -45,7 +48,7 @@ def run_stages(plan: SweepPlan, snapshot: store.Snapshot, provenance: dict, *, m
         else:
             _say_blocked("student", s.model_label, teacher, snapshot.status)
     if runnable:
-        schedule(plan, provenance, max_concurrent=max_concurrent, trials=runnable)
+        schedule(plan, provenance, max_concurrent=max_concurrent, trials=runnable, callbacks=callbacks)
 
 
 def _evaluate_ensembles(ready: list[EnsembleJob], plan: SweepPlan, provenance: dict, done: set[str]) -> None:
@@ -68,26 +71,12 @@ def _evaluate_ensembles(ready: list[EnsembleJob], plan: SweepPlan, provenance: d
 
 def evaluate_ensemble(job: EnsembleJob, provenance: dict, done: frozenset[str] = frozenset()) -> dict:
     """The Ray task body: one pass per member; each k's row not in `done` written (FAILED on an error)."""
-    import os
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start = time.perf_counter()
     first = job.members[0]
     losses, per_member, error, device = [], [], None, "cpu"
     try:
-        from scalegrid.gpu_memory import loss_chunk_tokens
-        from scalegrid.trainers.devices import autocast, trial_device
-        from scalegrid.trainers.ensemble import evaluate_members
-        from scalegrid.data.sequences import load_sequences
-
-        on = trial_device()
-        device = on.type
-        _, val_seqs, vocab_size = load_sequences(first, on)
-        chunk = loss_chunk_tokens(first.config.train, vocab_size, device)
-        with autocast(on):  # bf16 on a GPU; the log-probabilities are fp32 either way
-            losses, _, per_member = evaluate_members(
-                job.member_ids, first.results, val_seqs, first.config.train.batch_size, job.combine, chunk
-            )
+        losses, per_member, device = trainers.evaluate_ensemble(job.members, job.combine)
     except Exception as err:  # noqa: BLE001 - a missing model or a bug fails this ensemble only
         error = traceback.format_exception_only(type(err), err)[-1].strip()[:2000]
     seconds = time.perf_counter() - start
@@ -117,10 +106,8 @@ def _make_corpora(corpora: list[CorpusJob], plan: SweepPlan) -> None:
         )
 
 
-def _make_corpus(results: ResultsLayout, corpus_id: str, request, data_key: str) -> dict:
-    from scalegrid.trainers.distill import make_corpus  # torch loads in the task, not the driver
-
-    return make_corpus(results, corpus_id, request, data_key)
+def _make_corpus(results: ResultsLayout, corpus_id: str, request: TeacherCorpusRequest, data_key: str) -> dict:
+    return trainers.make_teacher_corpus(results, corpus_id, request, data_key)  # torch loads in the task, not the driver
 
 
 def _corpus_done(results: ResultsLayout, corpus_id: str) -> bool:

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from scalegrid.data.identity import TokenCache, prepare
 from scalegrid.errors import UserError
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan
 from scalegrid.spec import DataSpec
@@ -38,8 +39,6 @@ def prepare_tokens(plan: SweepPlan, *, on_cluster: bool) -> dict | None:
 
 
 def _prepare(data: DataSpec, results: ResultsLayout) -> dict:
-    from scalegrid.data.identity import TokenCache, prepare
-
     start = time.perf_counter()
     identity, path = prepare(data, results)
     meta = TokenCache(results).meta(identity.key)

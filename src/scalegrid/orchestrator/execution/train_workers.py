@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from scalegrid.trainers import trainer_of
 from scalegrid.trial import Report, Trial, TrialResult
 
 RESULT_TIMEOUT_S = 60.0  # rank 0 puts the result before its loop returns: it is there when fit() is
@@ -62,8 +63,6 @@ def train_distributed(trial: Trial, report: Report, *, reports: Callable[[Callab
 def _train_worker(config: dict[str, Any]) -> None:
     """One Train worker: the trial's trainer on this process's share; rank 0 sends the result."""
     import ray.train
-
-    from scalegrid.trainers import trainer_of
 
     trial = config["trial"]
     result = trainer_of(trial)(trial, config["reports"](ray.train.report).row(trial))

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from scalegrid import store
+from scalegrid import grid, store
 from scalegrid.errors import StorageFull
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.execution import train_workers as train_launch
@@ -37,18 +37,6 @@ from scalegrid.trial import DONE_STATUSES, Trial, TrialResult
 
 ELSEWHERE, ALREADY_DONE = "ELSEWHERE", "ALREADY_DONE"  # outcomes of a trial this worker did not train
 DISK_FULL = "DISK_FULL"  # the results filled up: no row written, the driver stops the run
-
-
-def _device() -> str:
-    """The device the trial computed on: the GPU Ray gave it, by name, or "cpu"."""
-    if "torch" not in sys.modules:  # only a trainer that used torch can have used a GPU
-        return "cpu"
-    from scalegrid.trainers.devices import device_name, trial_device
-
-    try:
-        return device_name(trial_device())
-    except Exception:  # noqa: BLE001 - a broken driver: the row still gets written
-        return "unknown"
 
 
 def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, reraise: bool = False) -> store.RunRow:
@@ -81,7 +69,7 @@ def _write(trial: Trial, result: TrialResult, wall_s: float, provenance: dict[st
     """A trained trial's curves, then its run row (the row last: it marks the trial done)."""
     if result.curves:
         store.write_curves(trial.results, trial.trial_id, result.curves)
-    row = store.trial_row(trial, result, wall_s=wall_s, provenance=provenance, device=_device())
+    row = store.trial_row(trial, result, wall_s=wall_s, provenance=provenance)
     store.write_run(trial.results, row)
     if row.status in DONE_STATUSES:
         checkpoint.remove(trial.checkpoint_dir)  # a finished trial is never resumed
@@ -219,11 +207,17 @@ def run_leased_group(
     return [outcomes[t.trial_id] for t in trials]
 
 
-def tune_trainable(config: dict, packs: dict[str, list[Trial]], provenance: dict[str, str], owner: str) -> None:
-    """The Ray Tune function trainable: one pack of grid points (usually one), looked up by its key."""
-    from ray import tune
+def tune_trainable(config: dict, templates: dict[str, Trial], provenance: dict[str, str], owner: str) -> None:
+    """The Ray Tune function trainable of every sweep: one pack (usually one trial), each trial
+    rebuilt from its template (`trial_feeds.Pack`) and checked against the id the driver gave it."""
+    from ray import tune  # in the Tune worker: Ray is there
 
-    trials = packs[config["pack"]]
+    trials = []
+    for key, values, expected in config["trials"]:
+        trial = grid.trial_at(templates[key], values)
+        if trial.trial_id != expected:
+            raise RuntimeError(f"trial {expected} rebuilt as {trial.trial_id}: the driver and the worker hash differently")
+        trials.append(trial)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reports = TuneReports(trials, tune.report)
 

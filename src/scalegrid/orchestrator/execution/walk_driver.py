@@ -12,7 +12,7 @@ import time
 from scalegrid import store
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.planning.cells import Cell, loss_of_outcome, losses, replay, search_rows, states_line
-from scalegrid.spec import SweepSpec
+from scalegrid.spec import Sweep
 from scalegrid.storage import ResultsLayout
 from scalegrid.trial import Status, Trial
 
@@ -28,7 +28,7 @@ class SearchDriver:
     this driver's to train. Every change of a cell's walk rewrites `RESULTS/search/<cell_id>.parquet`.
     """
 
-    def __init__(self, spec: SweepSpec, cells: list[Cell], results: ResultsLayout, snapshot: store.Snapshot):
+    def __init__(self, spec: Sweep, cells: list[Cell], results: ResultsLayout, snapshot: store.Snapshot):
         self.spec, self.cells, self.results = spec, cells, results
         self.known = losses(snapshot, failed_count=False)
         self.in_flight: dict[str, str] = {}  # trial_id -> its cell

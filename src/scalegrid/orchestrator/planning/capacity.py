@@ -7,6 +7,7 @@ trials ask for: GPUs when they ask for GPUs, CPUs always.
 
     bundles(r)               [driver, worker, ...]: each a {"CPU": c, "GPU": g} one node must hold
     slots(available, r)      trials that fit at once in a pool of resources
+    concurrent(available, r, max_concurrent)   trials at once: what fits, at most --max-concurrent
     placeable(nodes, r)      whether one trial's bundles fit on these nodes (first fit, largest first)
     stage_task(spec)         what an ensemble evaluation or a teacher's sampling reserves (a Ray task)
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from scalegrid.spec import ResourcesSpec, SweepSpec
+from scalegrid.spec import ResourcesSpec, Sweep
 
 DRIVER_CPUS = 0.01  # the Tune trial of a multi-worker trial: it only waits on its workers
 KINDS = ("CPU", "GPU")
@@ -46,6 +47,12 @@ def slots(available: dict[str, float], r: ResourcesSpec) -> int:
     return max(1, int(min(fits) + 1e-9)) if fits else 1
 
 
+def concurrent(available: dict[str, float], r: ResourcesSpec, max_concurrent: int | None) -> int:
+    """Trials that run at once: what `available` holds (`slots`), at most `max_concurrent` when given."""
+    fits = slots(available, r)
+    return min(fits, max_concurrent) if max_concurrent else fits
+
+
 def placeable(nodes: list[dict[str, float]], r: ResourcesSpec) -> bool:
     """Whether the trial's bundles fit on `nodes` (their free resources), first fit, largest first."""
     free = [{kind: node.get(kind, 0.0) for kind in KINDS} for node in nodes]
@@ -70,9 +77,10 @@ def longest_first_key(flops: float, r: ResourcesSpec) -> float:
     return flops / (need["GPU"] if need["GPU"] > 0 else max(math.floor(need["CPU"]), 1))
 
 
-def stage_task(spec: SweepSpec) -> dict[str, float]:
+def stage_task(spec: Sweep) -> dict[str, float]:
     """`ray.remote` options of an ensemble evaluation and of a teacher corpus's sampling: one
     process on `ensemble.resources`, else on what one worker of a trial holds (its GPUs included:
     the members run there, bf16 on a GPU)."""
-    r = spec.ensemble.resources if spec.ensemble is not None and spec.ensemble.resources is not None else spec.resources
+    asked = spec.ensemble.recipe.resources if spec.ensemble is not None else None
+    r = asked if asked is not None else spec.resources
     return {"num_cpus": r.worker["CPU"], "num_gpus": r.worker["GPU"]}

@@ -1,7 +1,7 @@
 """A sweep's `search:`: its cells, each cell's walk replayed from the results store, and the driver.
 
 A cell is one combination of the axes the spec does not search (model x unique_tokens x seed x
-...). Its search is `analysis.search.local_search` over the spec's ladders, with the losses of the
+...). Its search is `analysis.walk.local_search` over the spec's ladders, with the losses of the
 store's run rows: a point's trial is the cell's trial with the point's axis values, hashed like
 any grid point, so a grid run earlier counts and a search extended later trains only what is new.
 
@@ -13,8 +13,8 @@ The walk is a function of the results alone, so nothing but the run rows is need
 `RESULTS/search/<cell_id>.parquet` (one row per step) is written for people and `status`, never
 read back. With `start: from_smaller` a cell waits until the next smaller model of its other axes
 has finished its search, then starts at its optimum (on its ladders, extended ones included).
-`SearchDriver` is one run's bookkeeping over this: what to train next (longest first), what is in
-flight, what another driver trains (its lease), what landed; `searcher.py` feeds it to Ray Tune.
+`execution/walk_driver.py` is one run's bookkeeping over this: what to train next (longest first),
+what is in flight, what another driver trains (its lease), what landed.
 """
 
 from __future__ import annotations
@@ -24,19 +24,17 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
 from scalegrid import grid, store
-from scalegrid.analysis.walk import CERTIFIED, DIVERGED, EDGE, SearchPath, Step, local_search
+from scalegrid.analysis.walk import CERTIFIED, DIVERGED, EDGE, Coordinates, SearchPath, Step, local_search
 from scalegrid.orchestrator.planning.stage_graph import StageGraph, build
-from scalegrid.spec import SweepSpec, model_label, typed_axis
+from scalegrid.spec import Point, Sweep
 from scalegrid.storage import ResultsLayout
 from scalegrid.trial import DataIdentity, Status, Trial
 
 WAITING = "waiting"  # a from_smaller cell whose smaller model is still searching
-Point = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -52,19 +50,12 @@ class Cell:
     def params(self) -> int:
         return self.template.config.num_params
 
-    def trial_at(self, values: Point) -> Trial:
+    def trial_at(self, values: Coordinates) -> Trial:
         """The cell's trial with the searched axes at `values` (cached: the walk asks often)."""
         key = tuple(sorted(values.items()))
         if key not in self._trials:
-            self._trials[key] = trial_at(self.template, values)
+            self._trials[key] = grid.trial_at(self.template, values)
         return self._trials[key]
-
-
-def trial_at(template: Trial, values: Point) -> Trial:
-    """`template` with axis values set, under the id its new config hashes to."""
-    config = grid.with_axes(template.config, values)
-    tid = grid.trial_id(config)
-    return template if tid == template.trial_id else template.model_copy(update={"trial_id": tid, "config": config})
 
 
 @dataclass(frozen=True)
@@ -100,18 +91,18 @@ class CellSearch:
 # --- cells and their walks (pure) --------------------------------------------------------------------
 
 
-def search_cells(spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = None) -> list[Cell]:
+def search_cells(spec: Sweep, data: DataIdentity, results: ResultsLayout | None = None) -> list[Cell]:
     """The spec's cells in spec order, each with its trial at the search's start."""
-    searched = sorted(spec.search.axes)
+    searched = sorted(spec.search.ladders)
     shown = [a for a in grid.cell_points(spec)[0] if a in ("model", "unique_tokens", "seed") or len(spec.values(a)) > 1]
     cells = []
     for point, trial in grid.point_trials(spec, data, results):
         keep = spec.trainer == "lm" and spec.keep_weights  # as a grid's trials (`graph.build`); a cell's optimum may become an ensemble member
-        cell_point = {a: v for a, v in point.items() if a not in searched}
+        cell_point = point.without(searched)
         cells.append(Cell(
             cell_id=grid.content_hash({"searched": searched, "cell": _cell_identity(trial, searched)}),
             point=cell_point,
-            label=", ".join(f"{a}={model_label(v) if a == 'model' else v}" for a, v in cell_point.items() if a in shown),
+            label=cell_point.words(shown),
             template=trial.model_copy(update={"save_model": keep}),
         ))
     return _with_smaller(cells)
@@ -127,8 +118,7 @@ def _with_smaller(cells: list[Cell]) -> list[Cell]:
     """Each cell with the next smaller model's cell of the same other axes (for `from_smaller`)."""
     by_rest: dict[tuple, list[Cell]] = {}
     for cell in cells:
-        rest = tuple((a, grid.axis_key(a, v)) for a, v in cell.point.items() if a != "model")
-        by_rest.setdefault(rest, []).append(cell)
+        by_rest.setdefault(cell.point.without(["model"]).key, []).append(cell)
     smaller = {}
     for group in by_rest.values():
         ordered = sorted(group, key=lambda c: c.params)
@@ -137,7 +127,7 @@ def _with_smaller(cells: list[Cell]) -> list[Cell]:
 
 
 def replay(
-    spec: SweepSpec, cells: list[Cell], loss_of: Callable[[str], float | None], previous: dict[str, CellSearch] | None = None,
+    spec: Sweep, cells: list[Cell], loss_of: Callable[[str], float | None], previous: dict[str, CellSearch] | None = None,
     dirty: set[str] | None = None,
 ) -> dict[str, CellSearch]:
     """cell_id -> its walk over the known losses (`loss_of(trial_id)`: None when not run).
@@ -150,7 +140,7 @@ def replay(
             out[cell.cell_id] = previous[cell.cell_id]
             continue
         rewalked.add(cell.cell_id)
-        ladders, start = search.axes, search.start_values()
+        ladders, start = search.ladders, search.start_values()
         if search.from_smaller and cell.smaller is not None:
             prior = out[cell.smaller]
             if not prior.finished:
@@ -162,19 +152,10 @@ def replay(
             ladders, start, lambda p, cell=cell: loss_of(cell.trial_at(p).trial_id),
             cost=lambda p, cell=cell: cell.trial_at(p).config.estimated_flops,
             extend_edges=search.extend_edges, max_extensions=search.max_extensions,
-            valid=lambda axis, value: _valid(spec, axis, value), original=search.axes,
+            valid=spec.valid, original=search.ladders,
         )
         out[cell.cell_id] = CellSearch(cell, path)
     return out
-
-
-def _valid(spec: SweepSpec, axis: str, value: Any) -> bool:
-    """Whether an extended ladder value passes the axis' own checks (epochs >= 1, warmup < 1, ...)."""
-    try:
-        typed_axis(spec, axis, [value], f"search.axes.{axis}")
-        return True
-    except ValueError:
-        return False
 
 
 def losses(snapshot: store.Snapshot, *, failed_count: bool) -> dict[str, float]:
@@ -196,7 +177,7 @@ def loss_of_outcome(status: str | None, val_loss: float | None) -> float | None:
 
 
 def searched_graph(
-    spec: SweepSpec, data: DataIdentity, results: ResultsLayout, snapshot: store.Snapshot,
+    spec: Sweep, data: DataIdentity, results: ResultsLayout, snapshot: store.Snapshot,
 ) -> tuple[StageGraph, dict[str, CellSearch]]:
     """The stage graph of a searched spec (its trials: every trial the walks looked at; once every
     cell is finished, its optima are the grid points of the ensembles and students) and the walks."""
@@ -215,7 +196,7 @@ def searched_graph(
 # --- rows and tables ----------------------------------------------------------------------------------
 
 
-def _words(point: Point) -> str:
+def _words(point: Coordinates) -> str:
     return ", ".join(f"{a}={v:g}" if isinstance(v, float) else f"{a}={v}" for a, v in point.items())
 
 

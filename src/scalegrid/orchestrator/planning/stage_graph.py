@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
-from pydantic import ValidationError
 
 from scalegrid import grid
 from scalegrid.errors import UserError
-from scalegrid.spec import AXES, DistillSpec, SweepSpec, describe_error, model_label
+from scalegrid.spec import AXES, Distillation, Point, Sweep
 from scalegrid.storage import ResultsLayout
 from scalegrid.trial import (
     DONE_STATUSES,
@@ -41,7 +39,6 @@ from scalegrid.trial import (
     TrialConfig,
 )
 
-Point = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,7 @@ class StageGraph:
 
 
 def build(
-    spec: SweepSpec, data: DataIdentity, results: ResultsLayout | None = None, *, points: list[tuple[Point, Trial]] | None = None,
+    spec: Sweep, data: DataIdentity, results: ResultsLayout | None = None, *, points: list[tuple[Point, Trial]] | None = None,
 ) -> StageGraph:
     """The graph over the grid's points (`points`: other ones, e.g. the optima a search found)."""
     points = points if points is not None else grid.point_trials(spec, data, results)
@@ -120,55 +117,52 @@ def build(
         members_of[plain.trial_id] = members
         graph.ensembles.append(EnsembleJob(point=_describe(point), members=members, combine=_combine(spec, len(members))))
         graph.needs_weights.update(m.trial_id for m in members)
-    for i, (d, (point, plain)) in enumerate(zip(spec.distill, teacher_points)):
-        _add_student(graph, spec, data, results, i, d, point, members_of[plain.trial_id][: d.teacher_members])
+    for d, (point, plain) in zip(spec.distill, teacher_points):
+        _add_student(graph, spec, data, results, d, point, members_of[plain.trial_id][: d.teacher_members])
     for tid, t in trials.items():
         keep = tid in graph.needs_weights or (spec.trainer == "lm" and spec.keep_weights)
         graph.trials.append(t.model_copy(update={"save_model": keep}) if keep != t.save_model else t)
     return graph
 
 
-def _ensemble_points(spec: SweepSpec, points: list[tuple[Point, Trial]]) -> set[str]:
+def _ensemble_points(spec: Sweep, points: list[tuple[Point, Trial]]) -> set[str]:
     """The trial ids of the grid points that `ensemble.where` picks (all when it is empty)."""
     if spec.ensemble is None:
         return set()
     if not spec.ensemble.where:
         return {t.trial_id for _, t in points}
-    wheres = grid.typed_points(spec, spec.ensemble.where, "ensemble.where")
     picked, used = set(), set()
     for point, trial in points:
-        hits = {i for i, where in enumerate(wheres) if grid.matches(point, where)}
+        hits = {i for i, where in enumerate(spec.ensemble.where) if where.matches(point)}
         used |= hits
         if hits:
             picked.add(trial.trial_id)
-    grid.refuse_unmatched(spec.ensemble.where, used, "ensemble.where")
+    grid.refuse_unmatched(spec.ensemble.where, used)
     return picked
 
 
 def _members_needed(
-    spec: SweepSpec, points: list[tuple[Point, Trial]], in_ensemble: set[str]
+    spec: Sweep, points: list[tuple[Point, Trial]], in_ensemble: set[str]
 ) -> tuple[dict[str, int], list[tuple[Point, Trial]]]:
     """(grid point's trial_id -> members it needs: its ensemble's K and any teacher's k, each
     student's teacher grid point)."""
     needed = {tid: spec.ensemble.max_members for tid in in_ensemble}
     teacher_points = []
-    for i, d in enumerate(spec.distill):
-        raw = {a: v for a, v in d.teacher.items() if a != "members"}
-        selector = grid.typed_points(spec, [raw], f"distill[{i}].teacher")[0]  # strict, as every axis value
-        found = list({t.trial_id: (p, t) for p, t in points if grid.matches(p, selector)}.values())
+    for d in spec.distill:
+        found = list({t.trial_id: (p, t) for p, t in points if d.teacher.matches(p)}.values())
         if len(found) != 1:
             which = "no grid point" if not found else f"{len(found)} grid points ({'; '.join(_describe(p) for p, _ in found[:2])}; ...)"
-            raise UserError(f"distill[{i}].teacher: {raw} matches {which}; name one grid point by its axes")
+            raise UserError(f"{d.teacher.where}: {d.teacher.written} matches {which}; name one grid point by its axes")
         teacher_points.append(found[0])
         tid = found[0][1].trial_id
         needed[tid] = max(needed.get(tid, 0), d.teacher_members)
     return needed, teacher_points
 
 
-def _member(spec: SweepSpec, plain: Trial, m: int, in_ensemble: bool) -> Trial:
+def _member(spec: Sweep, plain: Trial, m: int, in_ensemble: bool) -> Trial:
     """Member m of a grid point: its seed differs; an ensemble's members get the ensemble's overrides."""
-    update: dict[str, Any] = {"member": m}
-    e = spec.ensemble
+    update: dict[str, int | float] = {"member": m}
+    e = spec.ensemble.recipe if spec.ensemble is not None else None
     if in_ensemble and (e.epochs_scale != 1 or e.weight_decay_scale != 1):
         update["epochs"] = max(1, round(plain.config.epochs * e.epochs_scale))
         update["weight_decay"] = plain.config.weight_decay * e.weight_decay_scale
@@ -178,67 +172,52 @@ def _member(spec: SweepSpec, plain: Trial, m: int, in_ensemble: bool) -> Trial:
 
 
 def _add_student(
-    graph: StageGraph, spec: SweepSpec, data: DataIdentity, results: ResultsLayout,
-    i: int, d: DistillSpec, point: Point, teacher: tuple[Trial, ...],
+    graph: StageGraph, spec: Sweep, data: DataIdentity, results: ResultsLayout,
+    d: Distillation, point: Point, teacher: tuple[Trial, ...],
 ) -> None:
-    student_point = {**point}
-    for axis, value in d.student.items():
-        student_point[axis] = _typed(spec, axis, value, f"distill[{i}].student.{axis}")
+    student_point = point | d.student
     config = grid.trial_config(spec, student_point, data)
     teacher_ids = tuple(t.trial_id for t in teacher)
     combine = _combine(spec, len(teacher_ids))
-    if d.method == "token":
-        distill = TokenDistill(teacher=teacher_ids, temperature=d.temperature, kl_weight=d.kl_weight, combine=combine)
+    r = d.recipe
+    if r.method == "token":
+        distill = TokenDistill(teacher=teacher_ids, temperature=r.temperature, kl_weight=r.kl_weight, combine=combine)
     else:
         corpus = _corpus_job(spec, d, config, teacher_ids, combine)
         if corpus.corpus_id not in {c.corpus_id for c in graph.corpora}:
             graph.corpora.append(corpus)
-        distill = SequenceDistill(teacher=teacher_ids, synthetic_weight=d.synthetic_weight, corpus=corpus.corpus_id, combine=combine)
+        distill = SequenceDistill(teacher=teacher_ids, synthetic_weight=r.synthetic_weight, corpus=corpus.corpus_id, combine=combine)
     config = config.model_copy(update={"distill": distill})
     tid = grid.trial_id(config)
     if tid in {s.trial_id for s in graph.students}:
         return
     graph.students.append(Trial(
-        trial_id=tid, sweep=spec.name, model_label=model_label(student_point["model"]), config=config,
+        trial_id=tid, sweep=spec.name, model_label=student_point["model"].label, config=config,
         results=results, data_key=teacher[0].data_key, stage=Stage.DISTILL, fault_tolerance=spec.fault_tolerance,
         resources=spec.resources,
     ))
 
 
-def _combine(spec: SweepSpec, k: int) -> str:
+def _combine(spec: Sweep, k: int) -> str:
     """How k members are averaged: the spec's `ensemble.combine`; one model has nothing to average."""
-    return spec.ensemble.combine if spec.ensemble is not None and k > 1 else "probs"
+    return spec.ensemble.recipe.combine if spec.ensemble is not None and k > 1 else "probs"
 
 
-def _corpus_job(spec: SweepSpec, d: DistillSpec, config: TrialConfig, teacher_ids: tuple[str, ...], combine: str) -> CorpusJob:
+def _corpus_job(spec: Sweep, d: Distillation, config: TrialConfig, teacher_ids: tuple[str, ...], combine: str) -> CorpusJob:
     """The teacher corpus a sequence-level student needs: w / (1 - w) times its real sequences."""
-    seq_len = spec.train.seq_len
+    seq_len, r = spec.train.seq_len, d.recipe
     real = config.unique_tokens // seq_len
-    needed = round(d.synthetic_weight / (1 - d.synthetic_weight) * real)
-    sequences = max(needed, math.ceil((d.synthetic_tokens or 0) / seq_len))
+    needed = round(r.synthetic_weight / (1 - r.synthetic_weight) * real)
+    sequences = max(needed, math.ceil((r.synthetic_tokens or 0) / seq_len))
     request = TeacherCorpusRequest(
-        teacher=teacher_ids, sequences=sequences, seq_len=seq_len, temperature=d.sample_temperature, seed=d.sample_seed,
+        teacher=teacher_ids, sequences=sequences, seq_len=seq_len, temperature=r.sample_temperature, seed=r.sample_seed,
         combine=combine,
     )
     return CorpusJob(grid.content_hash({**grid.identity(request), "version": CORPUS_VERSION}), request)
 
 
 def _describe(point: Point) -> str:
-    return ", ".join(f"{a}={model_label(point[a]) if a == 'model' else point[a]}" for a in AXES)
-
-
-def _typed(spec: SweepSpec, axis: str, value: Any, where: str) -> Any:
-    """One student axis value, validated by the spec's own axis validators."""
-    raw = spec.model_dump(mode="json") | {"include": [], "exclude": [], "distill": [], "ensemble": None}
-    if axis == "unique_tokens":
-        raw["data"] = raw["data"] | {"unique_tokens": value}
-    else:
-        raw[axis] = value
-    try:
-        typed = SweepSpec.model_validate(raw)
-    except ValidationError as err:
-        raise UserError(f"{where}: {describe_error(err, SweepSpec)}") from None
-    return grid.axis_values(typed, axis)[0]
+    return point.words(AXES)
 
 
 # --- what is done, pending or blocked ---------------------------------------------------------------

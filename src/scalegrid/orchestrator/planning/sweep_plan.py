@@ -8,30 +8,30 @@ have passed, so a bad input leaves the results directory as it was. A plan reads
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from scalegrid import store
+from scalegrid.data.checks import check_files
+from scalegrid.data.identity import TokenCache, describe, token_dtype
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
 from scalegrid.orchestrator.planning.stage_graph import StageGraph, build, dependants
-from scalegrid.orchestrator.planning.cells import searched_graph
-from scalegrid.spec import SweepSpec, load_spec, parse_spec
+from scalegrid.orchestrator.planning.cells import CellSearch, searched_graph
+from scalegrid.spec import SpecSource, Sweep, load_sweep
 from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
 from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
 
 
 @dataclass(frozen=True)
 class SweepPlan:
-    spec: SweepSpec
+    spec: Sweep  # the spec, resolved
     results: ResultsLayout
     data: DataIdentity
     graph: StageGraph  # the train stage's trials, ensembles, teacher corpora, students
     snapshot: store.Snapshot  # the whole store as read when planned (other sweeps' rows too)
-    searches: dict[str, Any] | None = None  # a searched spec: cell_id -> its walk (`search.CellSearch`)
+    searches: dict[str, CellSearch] | None = None  # a searched spec: cell_id -> its walk
     memory: dict[str, MemoryEstimate] = field(default_factory=dict)  # model label -> its trials' GPU plan
 
     @property
@@ -88,16 +88,14 @@ class SweepPlan:
         return replace(self, memory=plan_memory(self.spec, trials, self.data.vocab_size, gpu_memory_gb))
 
 
-def make_plan(spec_source: str | Path | dict, *, results: str | None = None) -> SweepPlan:
-    """The plan of a spec file, or of a spec as a dict (the Python API; its errors name `spec`)."""
-    from scalegrid.data.identity import TokenCache, describe  # reads recorded file hashes, never tokenizes
-    from scalegrid.data.checks import check_files
-
-    spec = parse_spec(spec_source, source="spec") if isinstance(spec_source, dict) else load_spec(spec_source)
+def make_plan(spec_source: SpecSource | Sweep, *, results: str | None = None) -> SweepPlan:
+    """The plan of a spec file, a spec as a dict (the Python API; its errors name `spec`) or a
+    resolved `Sweep`."""
+    spec = spec_source if isinstance(spec_source, Sweep) else load_sweep(spec_source)
     _check_divisible(spec)
     root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
     check_writable(root)
-    identity = describe(spec.data, root)
+    identity = describe(spec.data, root)  # reads recorded file hashes, never tokenizes
     if spec.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
         check_files(spec.data)  # it opens, has the text field and a document with text
     snapshot = store.read(root)
@@ -109,7 +107,7 @@ def make_plan(spec_source: str | Path | dict, *, results: str | None = None) -> 
     return plan.with_gpu_memory(spec.resources.gpu_memory_gb) if spec.resources.gpu_memory_gb else plan
 
 
-def plan_memory(spec: SweepSpec, trials: list[Trial], vocab_size: int, gpu_memory_gb: float) -> dict[str, MemoryEstimate]:
+def plan_memory(spec: Sweep, trials: list[Trial], vocab_size: int, gpu_memory_gb: float) -> dict[str, MemoryEstimate]:
     """Model label -> the micro-batch and estimated peak of its trials on a GPU of `gpu_memory_gb`,
     for lm sweeps that ask for GPUs (`memory.py`); the first model that cannot fit is refused."""
     r = spec.resources
@@ -147,7 +145,7 @@ def memory_table(plan: SweepPlan) -> pd.DataFrame:
     return frame
 
 
-def _check_divisible(spec: SweepSpec) -> None:
+def _check_divisible(spec: Sweep) -> None:
     """The lm trainer trains on exactly unique_tokens tokens, cut into whole sequences."""
     if spec.trainer != "lm":
         return
@@ -216,8 +214,6 @@ def _token_cache_bytes(plan: SweepPlan) -> int:
     data = plan.spec.data
     if plan.spec.trainer != "lm":
         return 0
-    from scalegrid.data.identity import TokenCache, token_dtype
-
     if TokenCache(plan.results).meta(plan.data.key) is not None:
         return 0
     itemsize = np.dtype(token_dtype(plan.data.vocab_size)).itemsize

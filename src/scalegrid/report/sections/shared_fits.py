@@ -20,6 +20,7 @@ from scalegrid.analysis.recipes import (
     optimal_hparam_scaling,
     param_scaling,
 )
+from scalegrid.report.parallel import split_by
 from scalegrid.report.sections.common import MIN_POINTS, NoRows, Context, enough_points, describe_keys
 
 
@@ -101,8 +102,6 @@ def start_ensemble_fits(ctx: Context) -> None:
         usable, dropped = ensemble_inputs(ctx)
     except NoRows:
         return
-    from scalegrid.report.parallel import split_by
-
     slices = split_by(usable, "unique_tokens", ctx.workers.workers)
     futures = [ctx.workers.submit("ensemble_scaling", rows, **ctx.fit_kwargs) for rows in slices]
     ctx.cache["ensemble_futures"] = (futures, slices, dropped)
