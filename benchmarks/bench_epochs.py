@@ -80,7 +80,7 @@ EPOCHS = [1, 2, 4, 8, 16]
 
 def steps_trained(result) -> int:
     """Optimizer steps this process computed for a trial (a branch: its decay only)."""
-    return result.extra["steps"] - result.extra["resumed_from_step"]
+    return result.steps - result.resumed_from_step
 
 
 def bench_trunks(results: Path, settings, gamma: float, max_epochs: int, lr: float) -> None:
@@ -114,7 +114,7 @@ def bench_trunks(results: Path, settings, gamma: float, max_epochs: int, lr: flo
                                  train={**wsd, "diagnostics": rule == "grad_stats"}, lr=lr)
             result = lm.train(adaptive, lambda row: None)
             fixed_tokens = best * budget
-            stopped = result.extra["stopped_epoch"]
+            stopped = result.stopped_epoch
             print(f"(b) {rule} gamma {gamma}: {'stopped after ' + str(stopped) + ' epochs' if stopped else 'never stopped'}, "
                   f"{result.tokens_seen} tokens ({result.tokens_seen / fixed_tokens:.1%} of the best fixed run's, {best} epochs), "
                   f"val_loss {result.val_loss:.4f} ({result.val_loss / losses[best] - 1:+.2%} against it); load {load()}", flush=True)

@@ -56,7 +56,7 @@ def test_two_workers_train_what_one_process_trains(ray_local, write_spec, tmp_pa
 
     trial = make_plan(spec).trials[0].model_copy(update={"save_model": False})  # resources are in no trial id
     single = trainer_of(trial)(trial, lambda row: None)
-    assert single.extra["world_size"] == 1
+    assert single.world_size == 1
     for results in (tmp_path / "results", tmp_path / "fsdp"):
         row = load_runs(results).iloc[0]
         assert row["status"] == "COMPLETED" and row["world_size"] == 2 and row["trial_id"] == trial.trial_id, row["error"]

@@ -32,6 +32,7 @@ from scalegrid.spec import (
     hashed_fields,
     hashed_unless_default,
 )
+from scalegrid.payloads import JsonObject
 from scalegrid.storage import ResultsLayout
 from scalegrid.storage.layout import CheckpointDir
 
@@ -154,11 +155,11 @@ class DataIdentity:
         return self.config.vocab_size
 
     @property
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> JsonObject:
         return self.fields_of(self.config)
 
     @staticmethod
-    def fields_of(config) -> dict[str, Any]:
+    def fields_of(config) -> JsonObject:
         """What `key` hashes: the hashed fields (`strict.hashed_fields`), without the vocabulary size
         where it follows from the tokenizer (token arrays name theirs)."""
         fields = hashed_fields(config)
@@ -166,6 +167,10 @@ class DataIdentity:
             fields.pop("vocab_size", None)
         return fields
 
+
+# One evaluation of a trial, as its trainer reports it: step, epoch, tokens_seen, losses, lr,
+# wall_s, and at epoch ends the gradient diagnostics (`store.CurveRow` names every column).
+EvalRow = dict[str, int | float | list[float] | None]
 
 Combine = Literal["probs", "logits"]  # spec.EnsembleSpec.combine: how members' predictions are averaged
 
@@ -298,8 +303,13 @@ class TrialResult:
     train_loss: float = math.nan
     error: str | None = None
     device: str = "cpu"  # what it computed on: "cpu", or the GPU's name (`trainers/devices.device_name`)
-    curves: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation (CURVE_COLUMNS)
-    extra: dict[str, Any] = field(default_factory=dict)  # trainer-specific facts (steps, resumed_from_step)
+    curves: list[EvalRow] = field(default_factory=list)  # one row per evaluation (CURVE_COLUMNS)
+    steps: int = 0  # optimizer steps (SGD steps for linreg)
+    resumed_from_step: int = 0  # the checkpoint's step this attempt started from (0: from scratch)
+    world_size: int = 1  # processes that trained it: Ray Train's workers
+    stopped_epoch: int | None = None  # an adaptive stop: the epoch after which it entered the decay
+    memorised_train: float | None = None  # train.memorisation_samples: generated n-grams found in the training data
+    memorised_val: float | None = None  # ... after validation prompts
 
     @classmethod
     def failed(cls, config: TrialConfig, error: str) -> TrialResult:
@@ -314,10 +324,10 @@ class TrialResult:
 class Report(Protocol):
     """Called by a trainer at every evaluation with one curve row; forwards live progress."""
 
-    def __call__(self, row: dict[str, Any]) -> None: ...
+    def __call__(self, row: EvalRow) -> None: ...
 
 
-# One curve row per evaluation has at least these keys.
+# One curve row per evaluation has at least these keys (`store.CurveRow` declares every column).
 CURVE_COLUMNS = ("step", "epoch", "tokens_seen", "train_loss", "val_loss", "lr", "wall_s")
 
 TrainerFn = Callable[[Trial, Report], TrialResult]

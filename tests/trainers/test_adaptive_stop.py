@@ -62,19 +62,19 @@ ADAPTIVE = {"schedule": "wsd", "warmup_fraction": 0.0, "eval_every": 1000, "diag
 def test_stops_a_saturating_corpus_early_and_lets_an_improving_one_run(lm_trial, rule):
     stop = {"rule": rule, "gamma": 0.05}
     tiny = run(lm_trial(unique_tokens=512, epochs=24, lr=1e-2, train={**ADAPTIVE, "batch_size": 8, "stop": stop}))
-    assert tiny.status == "COMPLETED" and tiny.extra["stopped_epoch"] is not None
+    assert tiny.status == "COMPLETED" and tiny.stopped_epoch is not None
     assert tiny.tokens_seen < 0.7 * 24 * 512  # stopped well before the 24-epoch run's decay start (19.2)
-    k = tiny.extra["stopped_epoch"]
-    assert tiny.extra["steps"] == 2 * k + round(0.25 * 2 * k)  # 2 steps per epoch; the decay: a fifth of the run
+    k = tiny.stopped_epoch
+    assert tiny.steps == 2 * k + round(0.25 * 2 * k)  # 2 steps per epoch; the decay: a fifth of the run
     improving = run(lm_trial(unique_tokens=2048, epochs=4, lr=3e-3, train={**ADAPTIVE, "stop": stop}))
-    assert improving.extra["stopped_epoch"] is None and improving.tokens_seen == 4 * 2048
+    assert improving.stopped_epoch is None and improving.tokens_seen == 4 * 2048
 
 
 def test_a_stop_trains_exactly_the_fixed_wsd_run_it_becomes(lm_trial):
     """Stopped after k = 4 epochs, the decay is 1 epoch: the fixed 5-epoch wsd run, to the bit on a CPU."""
     train = {**ADAPTIVE, "batch_size": 8, "diagnostics": False}
     adaptive = run(lm_trial(unique_tokens=512, epochs=40, train={**train, "stop": {"rule": "val_curve", "gamma": 1000}}))
-    assert adaptive.extra["stopped_epoch"] == 3  # the first epoch val_curve can judge; gamma 1000 stops it there
+    assert adaptive.stopped_epoch == 3  # the first epoch val_curve can judge; gamma 1000 stops it there
     fixed = run(lm_trial(unique_tokens=512, epochs=4, train={**train, "decay_fraction": 0.25}))
-    assert adaptive.extra["steps"] == fixed.extra["steps"] == 8  # 2 steps per epoch: 6 stable, 2 decaying
+    assert adaptive.steps == fixed.steps == 8  # 2 steps per epoch: 6 stable, 2 decaying
     assert adaptive.val_loss == fixed.val_loss and adaptive.tokens_seen == fixed.tokens_seen

@@ -156,7 +156,7 @@ def test_one_vectorised_pass_is_sgd_one_step_at_a_time(train, weight_decay):
         assert result.status == "COMPLETED" and reported == result.curves
         np.testing.assert_allclose([r["val_loss"] for r in result.curves], want, rtol=1e-9)
         assert result.curves[-1]["lr"] == pytest.approx(lr_at(result.curves[-1]["step"] - 1,
-                                                                 result.extra["steps"], trial.config.lr, trial.config.train))
+                                                                 result.steps, trial.config.lr, trial.config.train))
 
 
 def test_a_diverging_lr_leaves_the_pass_and_the_others_finish():

@@ -32,7 +32,7 @@ def test_resumed_trial_ends_with_the_uninterrupted_loss(lm_trial, tmp_path):
     # 2 epochs x 8 steps; eval every 4 steps, log every 3 (the loss window is mid-way at a checkpoint)
     base = lm_trial(epochs=2, train={"eval_every": 4, "log_every": 3}, weight_decay=0.1)
     whole = get_trainer("lm")(with_checkpoints(base, tmp_path / "a", "whole", every=1000), lambda row: None)
-    assert whole.status == "COMPLETED" and whole.extra["resumed_from_step"] == 0
+    assert whole.status == "COMPLETED" and whole.resumed_from_step == 0
 
     trial = with_checkpoints(base, tmp_path / "b", "cut", every=2, keep=2)
 
@@ -47,7 +47,7 @@ def test_resumed_trial_ends_with_the_uninterrupted_loss(lm_trial, tmp_path):
 
     rows = []
     resumed = get_trainer("lm")(trial, rows.append)
-    assert resumed.extra["resumed_from_step"] == 10
+    assert resumed.resumed_from_step == 10
     assert [r["step"] for r in rows] == [12, 16]  # the earlier evals come from the checkpoint
     assert [r["step"] for r in resumed.curves] == [4, 8, 12, 16]
     assert resumed.tokens_seen == whole.tokens_seen

@@ -26,7 +26,7 @@ def test_trains_reports_and_counts(lm_trial):
     assert result.status == "COMPLETED" and result.error is None
     steps = 2 * 2048 // 32 // 8  # epochs * sequences / batch
     assert [r["step"] for r in rows] == [4, 8, 12, 16] and steps == 16
-    assert result.curves == rows and result.extra["steps"] == steps
+    assert result.curves == rows and result.steps == steps
     assert all(set(CURVE_COLUMNS) <= set(r) for r in rows)
     assert rows[-1]["epoch"] == 2.0 and rows[-1]["tokens_seen"] == result.tokens_seen == 2 * 2048
     val = [r["val_loss"] for r in rows]
@@ -67,7 +67,7 @@ def test_sequential_order_visits_the_corpus_in_order_every_epoch_and_changes_the
 def test_partial_last_batch_still_sees_exactly_the_budget(lm_trial):
     trial = lm_trial(unique_tokens=32 * 20, epochs=2, train={"batch_size": 8, "eval_every": 100})  # 20 = 8 + 8 + 4
     result, rows = run(trial)
-    assert result.status == "COMPLETED" and result.extra["steps"] == 6
+    assert result.status == "COMPLETED" and result.steps == 6
     assert result.tokens_seen == 2 * 32 * 20 and [r["step"] for r in rows] == [6]
 
 

@@ -26,9 +26,9 @@ def test_memorisation_is_measured_at_the_end_without_changing_a_loss(lm_trial):
     result = get_trainer("lm")(lm_trial(unique_tokens=512, epochs=2, train=train), lambda row: None)
     plain = get_trainer("lm")(lm_trial(unique_tokens=512, epochs=2, train={**train, "memorisation_samples": 0}),
                               lambda row: None)
-    assert result.val_loss == plain.val_loss and "memorised_train" not in plain.extra
+    assert result.val_loss == plain.val_loss and plain.memorised_train is None
     # unigrams: the bytes of the training text, which any trained model generates often
-    assert 0 < result.extra["memorised_val"] <= 1 and 0 < result.extra["memorised_train"] <= 1
+    assert 0 < result.memorised_val <= 1 and 0 < result.memorised_train <= 1
 
 
 def test_an_ngram_longer_than_the_generated_half_is_refused():

@@ -26,7 +26,7 @@ def test_branches_equal_independent_runs_and_a_lost_trunk_is_retrained(lm_trial)
     assert [trunks.branch_step(t.config) for t in trials] == [3, 6, 13]  # 4E - round(0.2 * 4E)
     directory = trials[0].results.trunk(trunks.trunk_key(trials[0].config))
     branched = lm.train_many(trials)
-    assert [r.extra["resumed_from_step"] for r in branched] == [3, 6, 0]  # the shorter ones branched
+    assert [r.resumed_from_step for r in branched] == [3, 6, 0]  # the shorter ones branched
     assert checkpoint.steps(directory) == []  # each trunk state removed once its branch finished
     independent = [lm.train(t, lambda row: None) for t in trials]
     for b, i in zip(branched, independent):
@@ -35,7 +35,7 @@ def test_branches_equal_independent_runs_and_a_lost_trunk_is_retrained(lm_trial)
         assert [r["step"] for r in b.curves] == [r["step"] for r in i.curves]
     # the trunk states are gone: the 2-epoch trial trains from scratch, saving the 1-epoch one's
     again = lm.train_many(trials[:2])
-    assert [r.extra["resumed_from_step"] for r in again] == [3, 0]
+    assert [r.resumed_from_step for r in again] == [3, 0]
     assert [r.val_loss for r in again] == pytest.approx([r.val_loss for r in independent[:2]], abs=1e-5)
 
 

@@ -26,7 +26,7 @@ def run(args) -> int:
     stage_rows = plan.dependants() if plan.graph.has_stages else None
     if args.json:
         print_json({
-            "sweep": plan.spec.name, "results": str(plan.results), "totals": totals(table),
+            "sweep": plan.sweep.name, "results": str(plan.results), "totals": totals(table),
             "trials": records(table), "stages": records(stage_rows),
             "memory": records(memory_table(plan)) if plan.memory else None,
             "searches": records(cells_table(plan.searches, losses(plan.snapshot, failed_count=False).get)) if plan.searches else None,
@@ -49,19 +49,19 @@ def run(args) -> int:
 
 def print_memory(plan) -> None:
     """Where each model's GPU memory goes, or how to get it checked before anything runs."""
-    resources = plan.spec.resources
+    resources = plan.sweep.resources
     if plan.memory:
         print(f"\nestimated peak GPU memory per trial in GiB (of a {resources.gpu_memory_gb:g} GB GPU; "
               f"activations_ckpt: with train.activation_checkpointing):")
         print(format_table(memory_table(plan)))
-    elif plan.spec.trainer == "lm" and resources.worker["GPU"]:
+    elif plan.sweep.trainer == "lm" and resources.worker["GPU"]:
         print("\nGPU memory: set resources.gpu_memory_gb to see each trial's micro-batch and peak memory here and have "
               "a trial that cannot fit refused before anything runs (`run --address` detects it from the cluster)")
 
 
 def print_search(plan: SweepPlan) -> None:
     """Each cell's walk as the store has it; ensembles and students wait for every cell's optimum."""
-    print(f"\nsearch over {', '.join(plan.spec.search.ladders)}: {states_line(plan.searches)}")
+    print(f"\nsearch over {', '.join(plan.sweep.search.ladders)}: {states_line(plan.searches)}")
     print(format_table(cells_table(plan.searches, losses(plan.snapshot, failed_count=False).get)))
-    if (plan.spec.ensemble or plan.spec.distill) and not plan.graph.has_stages:
+    if (plan.sweep.ensemble or plan.sweep.distill) and not plan.graph.has_stages:
         print("ensembles and students: after the search, at each cell's optimum")

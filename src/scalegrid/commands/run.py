@@ -79,7 +79,7 @@ class Summary:
     def document(self, plan: SweepPlan) -> dict:
         """`run --json-summary`: the summary as one JSON document."""
         return {
-            "sweep": plan.spec.name, "results": str(plan.results), "elapsed_s": round(self.elapsed_s, 3),
+            "sweep": plan.sweep.name, "results": str(plan.results), "elapsed_s": round(self.elapsed_s, 3),
             "exit_code": self.exit_code, "counts": self.counts, "trials": records(self.table), "stages": records(self.stages),
             "searches": records(cells_table(plan.searches, search_losses(plan.snapshot, failed_count=True).get)) if plan.searches else None,
         }
@@ -88,7 +88,7 @@ class Summary:
         """The summary table, the val_loss-by-epochs pivot, the ensembles and students."""
         table = self.table
         print(format_table(table))
-        if plan.spec.trainer == "lm" and table["val_loss"].notna().any():
+        if plan.sweep.trainer == "lm" and table["val_loss"].notna().any():
             print("\nval_loss by epochs (best single model over the other axes; extra ensemble members left out):")
             singles = table[table["member"] == 0]  # a lucky member seed is not a better recipe
             pivot = singles.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min")
@@ -101,7 +101,7 @@ class Summary:
             print(format_table(self.stages))
         c = self.counts
         print(
-            f"\n{plan.spec.name}: {c['done']} completed, {c['diverged']} diverged, {c['failed']} failed, "
+            f"\n{plan.sweep.name}: {c['done']} completed, {c['diverged']} diverged, {c['failed']} failed, "
             f"{c['pending']} not finished of {len(table)} trials in {self.elapsed_s:.1f} s; results in {plan.results}"
         )
 

@@ -45,13 +45,13 @@ def run(args) -> int:
             f"{args.spec}: the spec must be inside the working directory {working_dir} that is shipped to the "
             "cluster; run from its project directory or pass --working-dir"
         ) from None
-    _check_shipped(plan.spec, working_dir)
+    _check_shipped(plan.sweep, working_dir)
     results, results_inside = _results_for_job(plan.results.uri, working_dir)
     client = jobs.job_client(args.address)
     job_id = _submit(client, plan, spec_in_job, results, results_inside, working_dir, args)
     print(job_id)
     print(
-        f"submitted {plan.spec.name} ({len(plan.trials)} trials, results in {redacted(results)}); follow it with "
+        f"submitted {plan.sweep.name} ({len(plan.trials)} trials, results in {redacted(results)}); follow it with "
         f"`scalegrid jobs logs {job_id} --follow`",
         file=sys.stderr,
     )
@@ -92,8 +92,8 @@ def _submit(client, plan, spec_in_job, results, results_inside, working_dir, arg
         return client.submit_job(
             entrypoint=jobs.entrypoint(spec_in_job, results, max_concurrent=args.max_concurrent, no_report=args.no_report),
             runtime_env=jobs.runtime_env(working_dir, results_inside),
-            submission_id=jobs.submission_id(plan.spec.name),
-            metadata={"scalegrid_sweep": plan.spec.name, "scalegrid_results": redacted(results)},
+            submission_id=jobs.submission_id(plan.sweep.name),
+            metadata={"scalegrid_sweep": plan.sweep.name, "scalegrid_results": redacted(results)},
         )
     except Exception as err:  # noqa: BLE001 - upload too large, auth, version mismatch
         raise UserError(f"submit: {jobs.explain(err)}") from None

@@ -64,19 +64,19 @@ def run_sweep(
         # data and trainer modules may do before the session starts: set it first.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     plan = make_plan(source, results=results)
-    check_tracking(plan.spec, plan.results)
+    check_tracking(plan.sweep, plan.results)
     if address:
         check_address(address)
     with contextlib.ExitStack() as cluster:
         if address:  # the last checks need the cluster: joined before anything is written
             cluster.enter_context(ray_session(address))
-            check_feasible(plan.spec.resources, embedded=False)
-            check_shared_results(plan.results, plan.spec.resources)  # a node-local path
+            check_feasible(plan.sweep.resources, embedded=False)
+            check_shared_results(plan.results, plan.sweep.resources)  # a node-local path
             plan = _with_cluster_gpu_memory(plan)  # the cluster's smallest GPU bounds each trial's memory
         elif _has_work(plan):
-            check_feasible(plan.spec.resources, embedded=not _ray_running())
+            check_feasible(plan.sweep.resources, embedded=not _ray_running())
         if plan.results.local_path is not None and _has_work(plan):
-            slots = capacity.concurrent(session_resources(), plan.spec.resources, max_concurrent)
+            slots = capacity.concurrent(session_resources(), plan.sweep.resources, max_concurrent)
             check_space(plan.results.local_path, space_needed(plan, slots=slots))
         if plan.pending or _searching(plan):  # tokens for every budget, or a one-line error with nothing published
             prepare_tokens(plan, on_cluster=bool(address))
@@ -94,12 +94,12 @@ def _train(plan: SweepPlan, spec_path: str, address: str | None, max_concurrent:
     with the store as it is after the run."""
     plan.results.makedirs()
     info = provenance()
-    write_sweep_record(plan.results, plan.spec, spec_path, info, data=plan.data.fields)
+    write_sweep_record(plan.results, plan.sweep, spec_path, info, data=plan.data.fields)
     for path, reason in plan.snapshot.unreadable:
         print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
     searching = _searching(plan)
     if searching:
-        print(f"{plan.spec.name}: search over {', '.join(plan.spec.search.ladders)}: {states_line(plan.searches)}", file=sys.stderr)
+        print(f"{plan.sweep.name}: search over {', '.join(plan.sweep.search.ladders)}: {states_line(plan.searches)}", file=sys.stderr)
     pending, stages_left = _to_do(plan)
     if not pending and not stages_left and not searching:
         return plan
@@ -132,7 +132,7 @@ def write_report(plan: SweepPlan) -> str | None:
 def _with_cluster_gpu_memory(plan: SweepPlan) -> SweepPlan:
     """Without `resources.gpu_memory_gb`, plan every trial's memory on the cluster's smallest GPU
     (refusing one that cannot fit) when its nodes say which GPUs they have."""
-    if plan.spec.resources.gpu_memory_gb or not plan.spec.resources.worker["GPU"]:
+    if plan.sweep.resources.gpu_memory_gb or not plan.sweep.resources.worker["GPU"]:
         return plan
     detected = cluster_gpu_memory_gb()
     return plan.with_gpu_memory(detected) if detected else plan
@@ -157,9 +157,9 @@ def _to_do(plan: SweepPlan):
     """(the trials to train, the ensembles and students left), said on stderr; the stage graph recorded."""
     pending = plan.pending
     if not _searching(plan):  # a search's trials are counted by its own lines
-        print(f"{plan.spec.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
+        print(f"{plan.sweep.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
     stages_left = int((plan.dependants()["state"] != "done").sum()) if plan.graph.has_stages else 0
     if stages_left:
-        print(f"{plan.spec.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
-    store.write_stage_graph(plan.results, plan.spec.name, plan.graph.to_json() if plan.graph.has_stages else None)
+        print(f"{plan.sweep.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
+    store.write_stage_graph(plan.results, plan.sweep.name, plan.graph.to_json() if plan.graph.has_stages else None)
     return pending, stages_left

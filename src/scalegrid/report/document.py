@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from scalegrid.payloads import JsonObject
 from scalegrid.report.figures import Figure
 
 
@@ -31,7 +32,7 @@ class Section:
     paragraphs: list[str] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
-    fits: dict[str, Any] = field(default_factory=dict)  # every fitted number, for fits.json
+    fits: JsonObject = field(default_factory=dict)  # every fitted number, for fits.json
     headline: list[str] = field(default_factory=list)  # one-liners lifted into the summary
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)  # partial inputs, parts left out and why

@@ -51,11 +51,11 @@ def default_workers() -> int:
     return max(0, min(cpus - 1, 8))
 
 
-def _call(name: str, frame: pd.DataFrame, kwargs: dict[str, Any]) -> Any:
+def _call(name: str, frame: pd.DataFrame, kwargs: dict[str, int]) -> Any:
     return WORKER_FUNCTIONS[name](frame, **kwargs)
 
 
-def _in_subprocess(name: str, frame: pd.DataFrame, kwargs: dict[str, Any]) -> Any:
+def _in_subprocess(name: str, frame: pd.DataFrame, kwargs: dict[str, int]) -> Any:
     payload = pickle.dumps((name, frame, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
     proc = subprocess.run(
         [sys.executable, "-m", "scalegrid.report.parallel"], input=payload, capture_output=True, check=False,
@@ -74,7 +74,7 @@ class Workers:
         self.workers = max(0, int(workers))
         self._threads: ThreadPoolExecutor | None = None
 
-    def submit(self, name: str, frame: pd.DataFrame, **kwargs: Any) -> Future:
+    def submit(self, name: str, frame: pd.DataFrame, **kwargs: int) -> Future:
         """`WORKER_FUNCTIONS[name](frame, **kwargs)`, in a worker (or here, with no workers)."""
         if name not in WORKER_FUNCTIONS:
             raise ValueError(f"report workers run only {', '.join(sorted(WORKER_FUNCTIONS))}, not {name!r}")

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from scalegrid.payloads import JsonObject, YamlMapping
+
 # Ranges: generous, but finite: a value past them is a slip (10**30 epochs trains forever; a seed
 # past int64 cannot be written to its row), and every product of them fits int64.
 SEED_MAX = 2**32 - 1  # every generator seeded from a spec (numpy, torch, Python) takes it
@@ -34,8 +36,8 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 # A selector as the spec writes it (`include:`, `exclude:`, `ensemble.where:`, a teacher, a
 # student): axis -> one value or a list of them, free-form YAML until `resolve` types each value by
 # its axis. Explicit model sizes as written, until the shape validates them.
-WrittenSelector = dict[str, Any]
-WrittenModel = dict[str, Any]
+WrittenSelector = YamlMapping
+WrittenModel = YamlMapping
 
 _FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -94,7 +96,7 @@ def hashed_unless_default(default: Any, *, one_value: str | None = None, **kwarg
     return Field(default, json_schema_extra=extra, **kwargs)
 
 
-def hashed_fields(config: BaseModel) -> dict[str, Any]:
+def hashed_fields(config: BaseModel) -> JsonObject:
     """The fields of a config that an identity hashes, nested models included: all but those
     declared `not_hashed`, and those declared `hashed_unless_default` only when set."""
     dumped = config.model_dump(mode="json")

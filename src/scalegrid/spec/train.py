@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
+from scalegrid.payloads import YamlMapping
 from scalegrid.spec.stopping import StopSpec
 from scalegrid.spec.strict import Fraction, Steps, Strict, as_axis, format_error, hashed_unless_default, not_hashed
 
@@ -136,8 +137,8 @@ class _ListedTrain(Strict):
                 raise ValueError(format_error(err.errors()[0])) from None
         return self
 
-    def first(self) -> dict[str, Any]:
-        """Every field at its first value: the fields of one `TrainSpec`."""
+    def first(self) -> YamlMapping:
+        """Every field at its first value: one `TrainSpec`'s fields, as written (validated by it)."""
         return {name: value[0] if name in TRAIN_AXES else value for name, value in self}
 
 

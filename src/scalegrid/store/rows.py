@@ -123,10 +123,9 @@ def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: d
         members=len(config.distill.teacher) if config.distill else 1,  # a student's: its teacher's k
         member=config.member, val_loss=result.val_loss, best_val_loss=result.best_val_loss,
         train_loss=result.train_loss, flops=result.flops, wall_s=wall_s, error=result.error,
-        config_json=canonical_json(identity(config)), device=result.device, world_size=result.extra.get("world_size", 1),
+        config_json=canonical_json(identity(config)), device=result.device, world_size=result.world_size,
         **_teacher_columns(config),
-        stopped_epoch=result.extra.get("stopped_epoch"), memorised_train=result.extra.get("memorised_train"),
-        memorised_val=result.extra.get("memorised_val"),
+        stopped_epoch=result.stopped_epoch, memorised_train=result.memorised_train, memorised_val=result.memorised_val,
     )
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import io
 import random
 import sys
-from typing import Any
 
+from scalegrid.payloads import StateDict
 from scalegrid.storage.layout import CheckpointDir
 from scalegrid.trainers.safe_load import load_torch
 
@@ -38,7 +38,7 @@ def steps(directory: CheckpointDir | None) -> list[int]:
     return sorted(step for name in directory.results.list(*directory.parts) if (step := directory.step_of(name)) is not None)
 
 
-def save(directory: CheckpointDir, step: int, state: dict[str, Any], *, keep: int) -> str:
+def save(directory: CheckpointDir, step: int, state: StateDict, *, keep: int) -> str:
     """One atomic write (temp + rename on a filesystem, one PUT on an object store), then pruning."""
     import torch
 
@@ -50,7 +50,7 @@ def save(directory: CheckpointDir, step: int, state: dict[str, Any], *, keep: in
     return path
 
 
-def load(directory: CheckpointDir, step: int, *, mmap: bool = False) -> dict[str, Any]:
+def load(directory: CheckpointDir, step: int, *, mmap: bool = False) -> StateDict:
     """The checkpoint of `step`, through the weights-only unpickler (`mmap`: map a local file's
     tensors instead of reading them)."""
     parts = (*directory.parts, directory.name(step))
@@ -82,7 +82,7 @@ def resume_point(directory: CheckpointDir | None) -> tuple[int, list[str]]:
     return 0, notes
 
 
-def latest(directory: CheckpointDir | None) -> tuple[int, dict[str, Any] | None]:
+def latest(directory: CheckpointDir | None) -> tuple[int, StateDict | None]:
     """(step, state) of the newest readable checkpoint, or (0, None); unreadable ones are set aside."""
     for step in reversed(steps(directory)):
         try:
@@ -99,7 +99,7 @@ def remove(directory: CheckpointDir) -> None:
         directory.results.delete((*directory.parts, directory.name(step)))
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state() -> StateDict:
     """Every random number generator a trainer may draw from (dropout, sampling, shuffles), as
     tensors and plain numbers (what a weights-only load accepts)."""
     import numpy as np
@@ -115,7 +115,7 @@ def rng_state() -> dict[str, Any]:
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: StateDict) -> None:
     import numpy as np
     import torch
 

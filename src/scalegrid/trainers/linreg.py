@@ -223,5 +223,5 @@ def _result(run: _Run, cfg: TrialConfig) -> TrialResult:
         train_loss=math.nan if diverged else run.curves[-1]["train_loss"],
         error=run.error,
         curves=run.curves,
-        extra={"steps": _total_steps(cfg)},
+        steps=_total_steps(cfg),
     )

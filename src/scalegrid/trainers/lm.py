@@ -228,8 +228,8 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         error=error,
         device=devices.device_name(run.device),
         curves=curves,
-        extra={"steps": state.total_steps, "resumed_from_step": resumed_from, "world_size": run.ranks.world_size,
-               "stopped_epoch": state.stopped_epoch, **memorised},
+        steps=state.total_steps, resumed_from_step=resumed_from, world_size=run.ranks.world_size,
+        stopped_epoch=state.stopped_epoch, **memorised,
     )
 
 

@@ -8,10 +8,11 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
+from scalegrid.payloads import StateDict
 from scalegrid.data.sequences import epoch_orders, load_sequences
 from scalegrid.gpu_memory import loss_chunk_tokens, plan_micro_batch, sharded, usable_bytes
 from scalegrid.spec import TrainSpec
@@ -120,7 +121,7 @@ class TrainState:
         self.train_loss, error = self.losses.read()
         return error
 
-    def state_dict(self, wall_s: float) -> dict[str, Any]:
+    def state_dict(self, wall_s: float) -> StateDict:
         """What a checkpoint holds; under FSDP2 every process calls it and rank 0's is whole."""
         if self.sharded is not None:
             model_state, optim_state = full_state_dicts(self.sharded, self.optimizer)
@@ -140,7 +141,7 @@ class TrainState:
             "stopped": None if self.stopped_epoch is None else [self.stopped_epoch, self.decay_start, self.total_steps],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: StateDict) -> None:
         if self.sharded is not None:
             load_full_state_dicts(self.sharded, self.optimizer, state["model"], state["optimizer"])
         else:

@@ -10,10 +10,10 @@ exactly the losses of one without. It holds the P flattened gradients of one epo
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
+from scalegrid.payloads import StateDict
 from scalegrid.trainers.diagnostics import curvature, epoch_diagnostics, probe_rows
 from scalegrid.trainers.loss import predicted_tokens
 
@@ -55,10 +55,10 @@ class GradientProbe:
         self.epoch_val_losses.append(val_loss)
         return {**stats, "val_curvature": curvature(self.epoch_val_losses)}
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> StateDict:
         return {"previous": None if self.previous is None else self.previous.cpu(), "epoch_val_losses": self.epoch_val_losses}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: StateDict) -> None:
         previous = state["previous"]
         self.previous = None if previous is None else previous.to(self.batches.device)
         self.epoch_val_losses = list(state["epoch_val_losses"])

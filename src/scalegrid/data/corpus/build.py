@@ -30,6 +30,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -64,6 +65,18 @@ class TokenFile:
 
     def close(self) -> None:
         self.file.close()
+
+
+
+class BuildFacts(TypedDict):
+    """What a build wrote: the tokens and documents of each split, and whether it read the whole
+    corpus (False: as far as the largest budget needs)."""
+
+    train_tokens: int
+    val_tokens: int
+    train_documents: int
+    val_documents: int
+    complete: bool
 
 
 def build(spec: DataSpec, identity: DataIdentity, directory: Path, *, need_tokens: int, processes: int,
@@ -202,8 +215,8 @@ def _check_ids(ids: np.ndarray, vocab_size: int, where: str) -> None:
 
 
 def _facts(train: TokenFile, val: TokenFile, complete: bool) -> dict:
-    return {"train_tokens": train.tokens, "val_tokens": val.tokens, "train_documents": train.documents,
-            "val_documents": val.documents, "complete": complete}
+    return BuildFacts(train_tokens=train.tokens, val_tokens=val.tokens, train_documents=train.documents,
+                      val_documents=val.documents, complete=complete)
 
 
 def _check_documents(spec: DataSpec, documents: int, held: int) -> None:

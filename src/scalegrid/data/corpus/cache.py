@@ -22,16 +22,25 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from scalegrid.payloads import JsonObject
 from scalegrid.spec import DataSpec
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, node_cache_dir
 from scalegrid.storage.space import full_is_one_line
-from scalegrid.data.corpus.build import build
+from scalegrid.data.corpus.build import BuildFacts, build
 from scalegrid.data.corpus.sources import token_dtype
 from scalegrid.trial import DataIdentity
+
+
+class CacheMeta(BuildFacts):
+    """A token cache's meta.json: the builder's facts and whose identity the files are."""
+
+    key: str
+    dtype: str  # uint16 | uint32
+    vocab_size: int
+    fields: JsonObject  # the data identity's hashed fields
 
 
 class TokenCache:
@@ -44,7 +53,7 @@ class TokenCache:
         """Where the cache of `key` is read on this machine: in the store, or this node's copy."""
         return self.results.local(*self.results.token_cache(key)) or node_cache_dir() / "tokens" / key
 
-    def meta(self, key: str) -> dict[str, Any] | None:
+    def meta(self, key: str) -> CacheMeta | None:
         """The store's meta.json of `key` (None: not built), read alone: no tokens are mapped."""
         parts = (*self.results.token_cache(key), CACHE_MARKER)
         return json.loads(self.results.read_bytes(*parts)) if self.results.is_file(*parts) else None
@@ -60,7 +69,7 @@ class TokenCache:
         stale = (target / CACHE_MARKER).is_file() and _meta_of(target)["train_tokens"] < min_train_tokens
         return self.results.materialise_dir(self.results.token_cache(key), target, marker=CACHE_MARKER, stale=stale)
 
-    def open(self, key: str, min_train_tokens: int = 0) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
+    def open(self, key: str, min_train_tokens: int = 0) -> tuple[np.memmap, np.memmap, CacheMeta]:
         path = self.load(key, min_train_tokens)
         if path is None:
             raise FileNotFoundError(f"{self.results.shown(*self.results.token_cache(key))}: no token cache (no {CACHE_MARKER})")
@@ -98,23 +107,20 @@ class TokenCache:
         return local
 
 
-def write_meta(directory: Path, identity: DataIdentity, facts: dict[str, Any]) -> None:
+def write_meta(directory: Path, identity: DataIdentity, facts: BuildFacts) -> None:
     """meta.json: what the files hold (`facts` from the builder) and whose identity they are."""
-    meta = {
-        "key": identity.key,
-        "dtype": np.dtype(token_dtype(identity.vocab_size)).name,
-        "vocab_size": identity.vocab_size,
-        "fields": identity.fields,
-        **facts,
-    }
+    meta = CacheMeta(
+        key=identity.key, dtype=np.dtype(token_dtype(identity.vocab_size)).name, vocab_size=identity.vocab_size,
+        fields=identity.fields, **facts,
+    )
     (directory / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
-def _meta_of(directory: Path) -> dict[str, Any]:
+def _meta_of(directory: Path) -> CacheMeta:
     return json.loads((directory / CACHE_MARKER).read_text())
 
 
-def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, dict[str, Any]]:
+def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, CacheMeta]:
     """(train tokens, validation tokens, meta) of a local token-cache directory, as read-only maps."""
     data_dir = Path(data_dir)
     if not (data_dir / CACHE_MARKER).is_file():

@@ -1,6 +1,6 @@
 """Experiment tracking through Ray Tune's own integrations: Weights & Biases, MLflow, TensorBoard.
 
-Tune's config of every trial carries its hyperparameters, flattened (`param_space`), and the
+Tune's config of every trial carries its hyperparameters, flattened (`pack_hyperparameters`), and the
 worker reports every evaluation row to Tune as it happens (`worker.tune_trainable`), so every Tune
 logger callback sees both: those the spec's `tracking:` section turns on (`callbacks`), or any a
 user adds. One tracked run per trial, named by its trial_id:
@@ -18,12 +18,10 @@ the variables Ray's callbacks read in the driver.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import io
 import os
 from pathlib import Path
-from typing import Any
 
 from scalegrid.errors import UserError
 from scalegrid.spec import Sweep
@@ -60,37 +58,23 @@ def pack_hyperparameters(trials: list[Trial]) -> dict[str, Scalar]:
     return {k: v for k, v in each[0].items() if all(e.get(k) == v for e in each[1:])} | {"pack_size": len(each)}
 
 
-def param_space(packs: dict[str, list[Trial]]) -> dict[str, Any]:
-    """Tune's param_space: `pack` (the key the worker looks its trials up by) searched over the
-    packs, and every hyperparameter resolved from it, so each Tune trial's config is flat."""
-    from ray import tune
-
-    table = {key: pack_hyperparameters(trials) for key, trials in packs.items()}
-    names = list(dict.fromkeys(name for params in table.values() for name in params))
-    return {"pack": tune.grid_search(list(table)), **{name: tune.sample_from(functools.partial(_lookup, table, name)) for name in names}}
-
-
-def _lookup(table: dict[str, dict[str, Scalar]], name: str, config: dict) -> Scalar:
-    return table[config["pack"]].get(name)
-
-
 # --- checks, before anything is written -------------------------------------------------------------
 
 
-def check(spec: Sweep, results: ResultsLayout) -> None:
+def check(sweep: Sweep, results: ResultsLayout) -> None:
     """Every tracker the spec turns on can start: its package is installed, W&B has credentials
     (or is offline), MLflow has somewhere to write."""
-    tracking = spec.tracking
+    tracking = sweep.tracking
     if tracking.wandb is not None:
         _need("wandb", "tracking.wandb")
-        if wandb_mode(spec) == "online" and not _wandb_logged_in():
+        if wandb_mode(sweep) == "online" and not _wandb_logged_in():
             raise UserError(
                 "tracking.wandb: no W&B credentials; set WANDB_API_KEY, run `wandb login`, or set "
                 "tracking.wandb.mode: offline (WANDB_MODE=offline) and `wandb sync` later"
             )
     if tracking.mlflow is not None:
         _need("mlflow", "tracking.mlflow")
-        uri = mlflow_uri(spec, results)
+        uri = mlflow_uri(sweep, results)
         if uri.startswith(("sqlite:", "postgresql", "mysql", "mssql")) and importlib.util.find_spec("sqlalchemy") is None:
             raise UserError(f"tracking.mlflow.tracking_uri: {uri} is a database store, which needs MLflow's full package; pip install mlflow")
     if tracking.tensorboard:
@@ -109,22 +93,22 @@ def _wandb_logged_in() -> bool:
         return bool(wandb.login(prompt=False, verify=False))
 
 
-def wandb_mode(spec: Sweep) -> str:
-    return spec.tracking.wandb.mode or os.environ.get("WANDB_MODE") or "online"
+def wandb_mode(sweep: Sweep) -> str:
+    return sweep.tracking.wandb.mode or os.environ.get("WANDB_MODE") or "online"
 
 
-def wandb_dir(spec: Sweep, results: ResultsLayout) -> str | None:
+def wandb_dir(sweep: Sweep, results: ResultsLayout) -> str | None:
     """W&B's local files: the spec's `dir`, else RESULTS/wandb on a local results directory (else W&B's default)."""
-    given = spec.tracking.wandb.dir
+    given = sweep.tracking.wandb.dir
     if given:
         return os.path.abspath(os.path.expanduser(given))
     local = results.local(*results.wandb_dir())
     return str(local) if local is not None else None
 
 
-def mlflow_uri(spec: Sweep, results: ResultsLayout) -> str:
+def mlflow_uri(sweep: Sweep, results: ResultsLayout) -> str:
     """The spec's tracking URI, else $MLFLOW_TRACKING_URI, else a file store in RESULTS/mlruns."""
-    uri = spec.tracking.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = sweep.tracking.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri if "://" in uri or uri.startswith(("sqlite:", "databricks")) else Path(uri).expanduser().resolve().as_uri()
     local = results.local(*results.mlflow_dir())
@@ -139,36 +123,34 @@ def mlflow_uri(spec: Sweep, results: ResultsLayout) -> str:
 # --- the callbacks and their environment ------------------------------------------------------------
 
 
-def callbacks(spec: Sweep, results: ResultsLayout) -> list:
+def callbacks(sweep: Sweep, results: ResultsLayout) -> list:
     """Tune's logger callbacks: its CSV and JSON results (Tune's own experiment state), and the trackers asked for."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
     out: list = [CSVLoggerCallback(), JsonLoggerCallback()]
-    tracking = spec.tracking
+    tracking = sweep.tracking
     if tracking.tensorboard:
         out.append(TBXLoggerCallback())
     if tracking.wandb is not None:
-        out.append(_wandb_callback(spec, results))
+        out.append(_wandb_callback(sweep, results))
     if tracking.mlflow is not None:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        experiment = tracking.mlflow.experiment or spec.name
-        out.append(MLflowLoggerCallback(tracking_uri=mlflow_uri(spec, results), experiment_name=experiment, save_artifact=False))
+        experiment = tracking.mlflow.experiment or sweep.name
+        out.append(MLflowLoggerCallback(tracking_uri=mlflow_uri(sweep, results), experiment_name=experiment, save_artifact=False))
     return out
 
 
-def _wandb_callback(spec: Sweep, results: ResultsLayout):
+def _wandb_callback(sweep: Sweep, results: ResultsLayout):
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    w = spec.tracking.wandb
-    options: dict[str, Any] = {"mode": wandb_mode(spec), "settings": {"silent": True}}
-    if w.entity:
-        options["entity"] = w.entity
-    directory = wandb_dir(spec, results)
+    w = sweep.tracking.wandb
+    directory = wandb_dir(sweep, results)
     if directory:
         os.makedirs(directory, exist_ok=True)
-        options["dir"] = directory
-    callback = WandbLoggerCallback(project=w.project, group=spec.name, **options)
+    where = {"entity": w.entity} if w.entity else {}
+    where |= {"dir": directory} if directory else {}
+    callback = WandbLoggerCallback(project=w.project, group=sweep.name, mode=wandb_mode(sweep), settings={"silent": True}, **where)
     # Tune adds its own `trial_id` to every result, and Ray copies that key into the W&B config,
     # over the scalegrid trial_id the config holds: keep ours.
     callback.AUTO_CONFIG_KEYS = [k for k in WandbLoggerCallback.AUTO_CONFIG_KEYS if k != "trial_id"]
@@ -176,13 +158,13 @@ def _wandb_callback(spec: Sweep, results: ResultsLayout):
 
 
 @contextlib.contextmanager
-def environment(spec: Sweep):
+def environment(sweep: Sweep):
     """The variables Ray's callbacks read in the driver, set while Tune runs: an offline W&B needs
     no key; MLflow 3 refuses a file store unless told it is wanted."""
     wanted: dict[str, str] = {}
-    if spec.tracking.wandb is not None and wandb_mode(spec) == "offline":
+    if sweep.tracking.wandb is not None and wandb_mode(sweep) == "offline":
         wanted["WANDB_MODE"] = "offline"
-    if spec.tracking.mlflow is not None:
+    if sweep.tracking.mlflow is not None:
         wanted["MLFLOW_ALLOW_FILE_STORE"] = "true"
     before = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)

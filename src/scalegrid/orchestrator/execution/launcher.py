@@ -69,7 +69,7 @@ def schedule(
 def _fit_grid(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_concurrent: int | None, owner: str,
               callbacks: Sequence) -> int:
     """`pending` in chunks of CHUNK Tune trials; returns how many another driver held (skipped here)."""
-    sweep = plan.spec
+    sweep = plan.sweep
     # A wsd trunk's epoch counts share one Tune trial, in one process: not when tracked (one tracker
     # run per Tune trial) nor for Ray Train's multi-worker trials.
     group = not sweep.tracking.enabled and sweep.resources.workers == 1
@@ -90,14 +90,14 @@ def search(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int |
     """Walk every cell of a searched spec to its end, training on Ray Tune what the walks need;
     returns the driver (its walks, what it trained)."""
     owner = leases.new_owner()
-    driver = SearchDriver(plan.spec, search_cells(plan.spec, plan.data, plan.results), plan.results, plan.snapshot)
+    driver = SearchDriver(plan.sweep, search_cells(plan.sweep, plan.data, plan.results), plan.results, plan.snapshot)
     if driver.finished:
         return driver
     feed = WalkFeed(driver, slots=slots(plan, max_concurrent), pack=_packed(plan))
     progress = SweepProgress(total=0, planned_flops={}, note=lambda: f"search: {states_line(driver.searches)}")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     launch(plan, feed, provenance, progress=progress, owner=owner, max_concurrent=max_concurrent,
-           name=f"{plan.spec.name}-search-{stamp}-{owner[-6:]}", callbacks=callbacks)
+           name=f"{plan.sweep.name}-search-{stamp}-{owner[-6:]}", callbacks=callbacks)
     wall = time.monotonic() - feed.started
     print(f"search: {driver.trained} trials trained in {duration(wall)}; the {feed.slots} slots were busy "
           f"{feed.busy_fraction:.0%} of the time", file=sys.stderr, flush=True)
@@ -117,7 +117,7 @@ def launch(
     # go on to its summary: what was not finished is finished by the next run.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are `tracking.callbacks`'
-    sweep, full = plan.spec, _stop_when_full()
+    sweep, full = plan.sweep, _stop_when_full()
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, templates=feed.templates, provenance=provenance, owner=owner),
         capacity.tune_resources(sweep.resources),  # a multi-worker trial's workers reserve the rest
@@ -149,7 +149,7 @@ def slots(plan: SweepPlan, max_concurrent: int | None) -> int:
     """Trials at once (`capacity.concurrent`) in the Ray session this process joined."""
     import ray
 
-    return capacity.concurrent(ray.cluster_resources(), plan.spec.resources, max_concurrent)
+    return capacity.concurrent(ray.cluster_resources(), plan.sweep.resources, max_concurrent)
 
 
 _TUNE_STATE_LOGGERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer", "ray.tune.execution.tune_controller")
@@ -205,7 +205,7 @@ def _stop_when_full() -> StopWhenFull:
 def _packed(plan: SweepPlan) -> bool:
     """Pack fast trainers' trials, unless they are tracked: a tracker's run is one Tune trial, and
     each trial gets its own (named by its trial_id)."""
-    sweep = plan.spec
+    sweep = plan.sweep
     if sweep.trainer not in PACKED_TRAINERS:
         return False
     if sweep.tracking.enabled:

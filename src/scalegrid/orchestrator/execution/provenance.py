@@ -35,11 +35,11 @@ def provenance() -> dict[str, str]:
     return {"scalegrid_version": __version__, "git_commit": git_commit() or "unknown"}
 
 
-def write_sweep_record(results: ResultsLayout, spec: Sweep, spec_path: str, info: dict[str, str], *, data: dict) -> str:
+def write_sweep_record(results: ResultsLayout, sweep: Sweep, spec_path: str, info: dict[str, str], *, data: dict) -> str:
     """The resolved spec and the data's identity (file hashes, the hub commit read) beside the
     results, named by their content hash: written once per distinct spec and data."""
-    resolved = spec.spec.model_dump(mode="json")
-    parts = results.sweep_record(f"{spec.name}-{content_hash({'spec': resolved, 'data': data}, 12)}.json")
+    resolved = sweep.spec.model_dump(mode="json")
+    parts = results.sweep_record(f"{sweep.name}-{content_hash({'spec': resolved, 'data': data}, 12)}.json")
     if not results.is_file(*parts):
         record = {
             **info,

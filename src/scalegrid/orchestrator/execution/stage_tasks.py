@@ -56,7 +56,7 @@ def _evaluate_ensembles(ready: list[EnsembleJob], plan: SweepPlan, provenance: d
         return
     import ray
 
-    task = ray.remote(**resources.stage_task(plan.spec))(evaluate_ensemble)
+    task = ray.remote(**resources.stage_task(plan.sweep))(evaluate_ensemble)
     for out in ray.get([task.remote(e, provenance, frozenset(done)) for e in ready]):
         if out["error"]:
             print(f"ensemble at {out['point']}: FAILED ({out['error']})", file=sys.stderr)
@@ -97,7 +97,7 @@ def _make_corpora(corpora: list[CorpusJob], plan: SweepPlan) -> None:
         return
     import ray
 
-    task = ray.remote(**resources.stage_task(plan.spec))(_make_corpus)
+    task = ray.remote(**resources.stage_task(plan.sweep))(_make_corpus)
     for meta in ray.get([task.remote(plan.results, c.corpus_id, c.request, plan.data.key) for c in missing]):
         print(
             f"teacher corpus {meta['id']}: {meta['tokens']:,} tokens from k={len(meta['teacher'])} in "

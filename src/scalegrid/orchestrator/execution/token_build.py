@@ -21,15 +21,15 @@ from scalegrid.storage import ResultsLayout
 
 def prepare_tokens(plan: SweepPlan, *, on_cluster: bool) -> dict | None:
     """Build (or find) the token cache of an lm sweep; returns its meta.json (None: no corpus)."""
-    if plan.spec.trainer != "lm":
+    if plan.sweep.trainer != "lm":
         return None
-    data = plan.spec.data
+    data = plan.sweep.data
     if not on_cluster:
         return _prepare(data, plan.results)
     import ray
 
-    cpus = data.tokenize_cpus or max(int(plan.spec.resources.cpus), 1)
-    task = ray.remote(num_cpus=cpus)(_prepare).options(name=f"tokenize {plan.spec.name}")
+    cpus = data.tokenize_cpus or max(int(plan.sweep.resources.cpus), 1)
+    task = ray.remote(num_cpus=cpus)(_prepare).options(name=f"tokenize {plan.sweep.name}")
     try:
         return ray.get(task.remote(data.model_copy(update={"tokenize_cpus": cpus}), plan.results))
     except ray.exceptions.RayTaskError as err:

@@ -18,7 +18,7 @@ resumes from the trial's newest checkpoint.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 from scalegrid.trainers import trainer_of
 from scalegrid.trial import Report, Trial, TrialResult
@@ -60,7 +60,16 @@ def train_distributed(trial: Trial, report: Report, *, reports: Callable[[Callab
         ray.kill(queue.actor)
 
 
-def _train_worker(config: dict[str, Any]) -> None:
+class WorkerConfig(TypedDict):
+    """Ray Train's `train_loop_config` of a trial: the trial, the queue rank 0 answers on, and how
+    a worker's evaluation rows become Tune reports."""
+
+    trial: Trial
+    queue: Any  # ray.util.queue.Queue
+    reports: Callable[[Callable[[dict], None]], Any]  # send -> a `trial_worker.TuneReports`
+
+
+def _train_worker(config: WorkerConfig) -> None:
     """One Train worker: the trial's trainer on this process's share; rank 0 sends the result."""
     import ray.train
 

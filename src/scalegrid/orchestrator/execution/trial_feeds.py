@@ -121,7 +121,7 @@ class WalkFeed:
             return FINISHED if self.driver.finished else None
         key = pack_key(trials)
         self.running[key] = trials
-        searched = list(self.driver.spec.search.ladders)
+        searched = list(self.driver.sweep.search.ladders)
         return Pack(key, trials, [(self.driver.in_flight[t.trial_id], grid.values_of(t.config, searched), t.trial_id) for t in trials])
 
     def landed(self, key: str) -> None:

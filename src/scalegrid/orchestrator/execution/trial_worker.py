@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Callable
 
 from scalegrid import grid, store
 from scalegrid.errors import StorageFull
@@ -225,7 +225,7 @@ def tune_trainable(config: dict, templates: dict[str, Trial], provenance: dict[s
         tune.report({"warning": text})
 
     counts: dict[str, int] = {}
-    final: dict[str, Any] = {}
+    final: dict[str, str] = {}  # the full-disk line, when the results filled up
     for group in vector_groups(trials):
         try:
             outcomes = run_leased_group(group, reports.row, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)

@@ -28,15 +28,15 @@ class SearchDriver:
     this driver's to train. Every change of a cell's walk rewrites `RESULTS/search/<cell_id>.parquet`.
     """
 
-    def __init__(self, spec: Sweep, cells: list[Cell], results: ResultsLayout, snapshot: store.Snapshot):
-        self.spec, self.cells, self.results = spec, cells, results
+    def __init__(self, sweep: Sweep, cells: list[Cell], results: ResultsLayout, snapshot: store.Snapshot):
+        self.sweep, self.cells, self.results = sweep, cells, results
         self.known = losses(snapshot, failed_count=False)
         self.in_flight: dict[str, str] = {}  # trial_id -> its cell
         self.elsewhere: dict[str, tuple[str, Trial]] = {}  # trial_id -> (cell, trial) another driver trains
         self.trained = 0  # trials of this run that landed with a row
         self.last_poll = 0.0
         self.written: dict[str, tuple] = {}
-        self.searches = replay(spec, cells, self.known.get)
+        self.searches = replay(sweep, cells, self.known.get)
         self._write(set(self.searches))
 
     @property
@@ -115,13 +115,13 @@ class SearchDriver:
 
     def _rewalk(self, dirty: set[str]) -> None:
         if dirty:
-            self.searches = replay(self.spec, self.cells, self.known.get, previous=self.searches, dirty=dirty)
+            self.searches = replay(self.sweep, self.cells, self.known.get, previous=self.searches, dirty=dirty)
             self._write(set(self.searches))
 
     def _write(self, cell_ids: set[str]) -> None:
         """Rewrite the search file of every cell whose walk changed."""
         for cell_id in cell_ids:
-            rows = search_rows(self.spec.name, self.searches[cell_id])
+            rows = search_rows(self.sweep.name, self.searches[cell_id])
             signature = tuple((r.outcome, r.centre, tuple(r.neighbour_losses), r.ladders_json) for r in rows)
             if rows and self.written.get(cell_id) != signature:
                 store.write_search(self.results, cell_id, rows)

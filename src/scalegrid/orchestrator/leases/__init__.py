@@ -33,9 +33,9 @@ from __future__ import annotations
 import os
 import platform
 import uuid
-from typing import Any
 
 from scalegrid.orchestrator.leases import disk, object_store
+from scalegrid.orchestrator.leases.heartbeat import Attempt, LeaseRecord
 from scalegrid.orchestrator.leases.disk import Lease, lease_dir  # noqa: F401 - the lease of a mounted filesystem
 from scalegrid.orchestrator.leases.object_store import ObjectLease
 from scalegrid.storage import ResultsLayout, conditional
@@ -55,19 +55,19 @@ def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: floa
     return _store(results).acquire(results, trial_id, owner=owner, expiry_s=expiry_s)
 
 
-def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> dict[str, Any] | None:
+def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> LeaseRecord | None:
     """The live lease on a trial (its record plus `age_s`), or None when nobody holds one."""
     return _store(results).holder(results, trial_id, expiry_s)
 
 
-def history(results: ResultsLayout, trial_id: str) -> list[dict[str, Any]]:
+def history(results: ResultsLayout, trial_id: str) -> list[Attempt]:
     """Every attempt's start (owner, attempt, resumed_from_step, node), oldest first."""
     return _store(results).history(results, trial_id)
 
 
-def record_start(results: ResultsLayout, trial_id: str, **fields: Any) -> None:
+def record_start(results: ResultsLayout, trial_id: str, *, owner: str, attempt: int, resumed_from_step: int, node: str | None = None) -> None:
     """One attempt's start; only the lease holder writes."""
-    _store(results).record_start(results, trial_id, **fields)
+    _store(results).record_start(results, trial_id, owner=owner, attempt=attempt, resumed_from_step=resumed_from_step, node=node)
 
 
 def new_owner() -> str:

@@ -15,9 +15,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from scalegrid.orchestrator.leases.heartbeat import GEN, Heartbeat, gen_name, history_record, new_record, start_line
+from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, gen_name, history_record, new_record, start_line
 from scalegrid.storage import ResultsLayout
 from scalegrid.storage.space import full_is_one_line
 
@@ -68,7 +67,7 @@ class Lease(Heartbeat):
             self.path.unlink(missing_ok=True)
 
 
-def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> dict[str, Any] | None:
+def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> LeaseRecord | None:
     directory = lease_dir(results, trial_id)
     gens = _generations(directory)
     if not gens:
@@ -82,7 +81,7 @@ def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> dict[str, 
     return {**record, "age_s": age} if _live(record, age, expiry_s) else None
 
 
-def _live(record: dict[str, Any], age_s: float, expiry_s: float) -> bool:
+def _live(record: LeaseRecord, age_s: float, expiry_s: float) -> bool:
     """A lease lives while it beats, unless its process is known dead (same host, pid gone)."""
     if age_s >= expiry_s:
         return False
@@ -137,19 +136,19 @@ def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: floa
     raise RuntimeError(f"could not take the lease of trial {trial_id} in {directory}: too much contention")
 
 
-def history(results: ResultsLayout, trial_id: str) -> list[dict[str, Any]]:
+def history(results: ResultsLayout, trial_id: str) -> list[Attempt]:
     path = lease_dir(results, trial_id) / "history.jsonl"
     if not path.is_file():
         return []
     return [record for line in path.read_text().splitlines() if (record := history_record(line)) is not None]
 
 
-def record_start(results: ResultsLayout, trial_id: str, **fields: Any) -> None:
+def record_start(results: ResultsLayout, trial_id: str, *, owner: str, attempt: int, resumed_from_step: int, node: str | None = None) -> None:
     """Append one attempt's start; only the lease holder writes, so lines never interleave."""
     path = lease_dir(results, trial_id) / "history.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with full_is_one_line(path.parent), open(path, "a") as f:
-        line = start_line(**fields)
+        line = start_line(owner=owner, attempt=attempt, resumed_from_step=resumed_from_step, node=node)
         f.write("\n" + line if _torn(path) else line)  # a torn last line never swallows this one
 
 

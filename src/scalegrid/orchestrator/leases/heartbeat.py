@@ -10,7 +10,7 @@ import platform
 import re
 import threading
 import time
-from typing import Any
+from typing import TypedDict
 
 GEN = re.compile(r"^gen-(\d+)$")
 
@@ -19,17 +19,40 @@ def gen_name(gen: int) -> str:
     return f"gen-{gen:06d}"
 
 
-def new_record(owner: str) -> dict[str, Any]:
-    """What a lease generation holds: who took it, where, when."""
-    return {"owner": owner, "host": platform.node(), "pid": os.getpid(), "acquired_at": time.time()}
+class LeaseRecord(TypedDict, total=False):
+    """What a lease generation holds: who took it, where, when (and, read back, how old it is)."""
+
+    owner: str
+    host: str
+    pid: int
+    acquired_at: float
+    age_s: float  # seconds since its last heartbeat, when read back
 
 
-def start_line(**fields: Any) -> str:
+class Attempt(TypedDict, total=False):
+    """One line of a trial's lease history: an attempt that started training."""
+
+    time: float
+    host: str
+    pid: int
+    owner: str
+    attempt: int  # 1, 2, ...: this owner's attempts at the trial
+    resumed_from_step: int  # the checkpoint's step it started from (0: from scratch)
+    node: str | None  # the Ray node it ran on
+
+
+def new_record(owner: str) -> LeaseRecord:
+    return LeaseRecord(owner=owner, host=platform.node(), pid=os.getpid(), acquired_at=time.time())
+
+
+def start_line(*, owner: str, attempt: int, resumed_from_step: int, node: str | None) -> str:
     """One history line: an attempt's start."""
-    return json.dumps({"time": time.time(), "host": platform.node(), "pid": os.getpid(), **fields}) + "\n"
+    attempt = Attempt(time=time.time(), host=platform.node(), pid=os.getpid(), owner=owner, attempt=attempt,
+                      resumed_from_step=resumed_from_step, node=node)
+    return json.dumps(attempt) + "\n"
 
 
-def history_record(line: str) -> dict[str, Any] | None:
+def history_record(line: str) -> Attempt | None:
     """One history line; a torn one (its writer died, or the disk filled mid-line) is skipped."""
     try:
         record = json.loads(line)

@@ -11,9 +11,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
-from scalegrid.orchestrator.leases.heartbeat import GEN, Heartbeat, gen_name, history_record, new_record, start_line
+from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, gen_name, history_record, new_record, start_line
 from scalegrid.storage import ResultsLayout, conditional
 
 
@@ -24,7 +23,7 @@ class ObjectLease(Heartbeat):
     results: ResultsLayout
     trial_id: str
     gen: int
-    record: dict[str, Any]
+    record: LeaseRecord
     expiry_s: float
     lost: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -55,7 +54,7 @@ def _parts(results: ResultsLayout, trial_id: str, gen: int) -> tuple[str, ...]:
     return (*results.lease_dir(trial_id), gen_name(gen))
 
 
-def _record_of(results: ResultsLayout, trial_id: str, gen: int) -> tuple[dict[str, Any], float] | None:
+def _record_of(results: ResultsLayout, trial_id: str, gen: int) -> tuple[LeaseRecord, float] | None:
     """(the record, its age in seconds) of a lease object; None when it is gone."""
     from pyarrow.fs import FileType
 
@@ -90,18 +89,18 @@ def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: floa
     raise RuntimeError(f"could not take the lease of trial {trial_id} in {results.shown(*results.lease_dir(trial_id))}: too much contention")
 
 
-def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> dict[str, Any] | None:
+def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> LeaseRecord | None:
     gens = _generations(results, trial_id)
     top = _record_of(results, trial_id, gens[-1]) if gens else None
     return {**top[0], "age_s": top[1]} if top is not None and top[1] < expiry_s else None
 
 
-def history(results: ResultsLayout, trial_id: str) -> list[dict[str, Any]]:
+def history(results: ResultsLayout, trial_id: str) -> list[Attempt]:
     """One object per start, named by time."""
     parts = (*results.lease_dir(trial_id), "history")
     return [r for name in results.list(*parts, suffix=".json") if (r := history_record(results.read_bytes(*parts, name).decode())) is not None]
 
 
-def record_start(results: ResultsLayout, trial_id: str, **fields: Any) -> None:
+def record_start(results: ResultsLayout, trial_id: str, *, owner: str, attempt: int, resumed_from_step: int, node: str | None = None) -> None:
     name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
-    results.write_bytes((*results.lease_dir(trial_id), "history", name), start_line(**fields).encode())
+    results.write_bytes((*results.lease_dir(trial_id), "history", name), start_line(owner=owner, attempt=attempt, resumed_from_step=resumed_from_step, node=node).encode())

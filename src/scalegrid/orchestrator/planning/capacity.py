@@ -77,10 +77,10 @@ def longest_first_key(flops: float, r: ResourcesSpec) -> float:
     return flops / (need["GPU"] if need["GPU"] > 0 else max(math.floor(need["CPU"]), 1))
 
 
-def stage_task(spec: Sweep) -> dict[str, float]:
+def stage_task(sweep: Sweep) -> dict[str, float]:
     """`ray.remote` options of an ensemble evaluation and of a teacher corpus's sampling: one
     process on `ensemble.resources`, else on what one worker of a trial holds (its GPUs included:
     the members run there, bf16 on a GPU)."""
-    asked = spec.ensemble.recipe.resources if spec.ensemble is not None else None
-    r = asked if asked is not None else spec.resources
+    asked = sweep.ensemble.recipe.resources if sweep.ensemble is not None else None
+    r = asked if asked is not None else sweep.resources
     return {"num_cpus": r.worker["CPU"], "num_gpus": r.worker["GPU"]}

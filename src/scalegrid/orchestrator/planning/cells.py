@@ -91,13 +91,13 @@ class CellSearch:
 # --- cells and their walks (pure) --------------------------------------------------------------------
 
 
-def search_cells(spec: Sweep, data: DataIdentity, results: ResultsLayout | None = None) -> list[Cell]:
+def search_cells(sweep: Sweep, data: DataIdentity, results: ResultsLayout | None = None) -> list[Cell]:
     """The spec's cells in spec order, each with its trial at the search's start."""
-    searched = sorted(spec.search.ladders)
-    shown = [a for a in grid.cell_points(spec)[0] if a in ("model", "unique_tokens", "seed") or len(spec.values(a)) > 1]
+    searched = sorted(sweep.search.ladders)
+    shown = [a for a in grid.cell_points(sweep)[0] if a in ("model", "unique_tokens", "seed") or len(sweep.values(a)) > 1]
     cells = []
-    for point, trial in grid.point_trials(spec, data, results):
-        keep = spec.trainer == "lm" and spec.keep_weights  # as a grid's trials (`graph.build`); a cell's optimum may become an ensemble member
+    for point, trial in grid.point_trials(sweep, data, results):
+        keep = sweep.trainer == "lm" and sweep.keep_weights  # as a grid's trials (`graph.build`); a cell's optimum may become an ensemble member
         cell_point = point.without(searched)
         cells.append(Cell(
             cell_id=grid.content_hash({"searched": searched, "cell": _cell_identity(trial, searched)}),
@@ -127,13 +127,13 @@ def _with_smaller(cells: list[Cell]) -> list[Cell]:
 
 
 def replay(
-    spec: Sweep, cells: list[Cell], loss_of: Callable[[str], float | None], previous: dict[str, CellSearch] | None = None,
+    sweep: Sweep, cells: list[Cell], loss_of: Callable[[str], float | None], previous: dict[str, CellSearch] | None = None,
     dirty: set[str] | None = None,
 ) -> dict[str, CellSearch]:
     """cell_id -> its walk over the known losses (`loss_of(trial_id)`: None when not run).
 
     With `previous` and `dirty`, only the dirty cells (and those that start from them) walk again."""
-    search, out = spec.search, {}
+    search, out = sweep.search, {}
     rewalked: set[str] = set()
     for cell in sorted(cells, key=lambda c: c.params):  # a smaller model's search first
         if previous is not None and dirty is not None and cell.cell_id not in dirty and cell.smaller not in rewalked:
@@ -152,7 +152,7 @@ def replay(
             ladders, start, lambda p, cell=cell: loss_of(cell.trial_at(p).trial_id),
             cost=lambda p, cell=cell: cell.trial_at(p).config.estimated_flops,
             extend_edges=search.extend_edges, max_extensions=search.max_extensions,
-            valid=spec.valid, original=search.ladders,
+            valid=sweep.valid, original=search.ladders,
         )
         out[cell.cell_id] = CellSearch(cell, path)
     return out
@@ -177,17 +177,17 @@ def loss_of_outcome(status: str | None, val_loss: float | None) -> float | None:
 
 
 def searched_graph(
-    spec: Sweep, data: DataIdentity, results: ResultsLayout, snapshot: store.Snapshot,
+    sweep: Sweep, data: DataIdentity, results: ResultsLayout, snapshot: store.Snapshot,
 ) -> tuple[StageGraph, dict[str, CellSearch]]:
     """The stage graph of a searched spec (its trials: every trial the walks looked at; once every
     cell is finished, its optima are the grid points of the ensembles and students) and the walks."""
-    build(spec, data, results)  # the ensembles and students name cells: checked at the start points
-    cells = search_cells(spec, data, results)
-    searches = replay(spec, cells, losses(snapshot, failed_count=False).get)
+    build(sweep, data, results)  # the ensembles and students name cells: checked at the start points
+    cells = search_cells(sweep, data, results)
+    searches = replay(sweep, cells, losses(snapshot, failed_count=False).get)
     looked_at = list({t.trial_id: t for s in searches.values() for t in s.trials()}.values())
     if not all(s.finished for s in searches.values()):
         return StageGraph(trials=looked_at), searches
-    graph = build(spec, data, results, points=[searches[c.cell_id].centre() for c in cells])
+    graph = build(sweep, data, results, points=[searches[c.cell_id].centre() for c in cells])
     known = {t.trial_id for t in graph.trials}
     graph.trials.extend(t for t in looked_at if t.trial_id not in known)
     return graph, searches

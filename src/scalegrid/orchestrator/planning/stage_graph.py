@@ -97,58 +97,58 @@ class StageGraph:
 
 
 def build(
-    spec: Sweep, data: DataIdentity, results: ResultsLayout | None = None, *, points: list[tuple[Point, Trial]] | None = None,
+    sweep: Sweep, data: DataIdentity, results: ResultsLayout | None = None, *, points: list[tuple[Point, Trial]] | None = None,
 ) -> StageGraph:
     """The graph over the grid's points (`points`: other ones, e.g. the optima a search found)."""
-    points = points if points is not None else grid.point_trials(spec, data, results)
+    points = points if points is not None else grid.point_trials(sweep, data, results)
     results = points[0][1].results
     trials = {t.trial_id: t for _, t in points}
-    in_ensemble = _ensemble_points(spec, points)
-    members_needed, teacher_points = _members_needed(spec, points, in_ensemble)
+    in_ensemble = _ensemble_points(sweep, points)
+    members_needed, teacher_points = _members_needed(sweep, points, in_ensemble)
     graph = StageGraph(trials=[])
     members_of: dict[str, tuple[Trial, ...]] = {}
     for point, plain in points:
         if plain.trial_id not in members_needed or plain.trial_id in members_of:
             continue
         scaled = plain.trial_id in in_ensemble
-        members = tuple(_member(spec, plain, m, scaled) for m in range(members_needed[plain.trial_id]))
+        members = tuple(_member(sweep, plain, m, scaled) for m in range(members_needed[plain.trial_id]))
         for m in members:
             trials.setdefault(m.trial_id, m)
         members_of[plain.trial_id] = members
-        graph.ensembles.append(EnsembleJob(point=_describe(point), members=members, combine=_combine(spec, len(members))))
+        graph.ensembles.append(EnsembleJob(point=_describe(point), members=members, combine=_combine(sweep, len(members))))
         graph.needs_weights.update(m.trial_id for m in members)
-    for d, (point, plain) in zip(spec.distill, teacher_points):
-        _add_student(graph, spec, data, results, d, point, members_of[plain.trial_id][: d.teacher_members])
+    for d, (point, plain) in zip(sweep.distill, teacher_points):
+        _add_student(graph, sweep, data, results, d, point, members_of[plain.trial_id][: d.teacher_members])
     for tid, t in trials.items():
-        keep = tid in graph.needs_weights or (spec.trainer == "lm" and spec.keep_weights)
+        keep = tid in graph.needs_weights or (sweep.trainer == "lm" and sweep.keep_weights)
         graph.trials.append(t.model_copy(update={"save_model": keep}) if keep != t.save_model else t)
     return graph
 
 
-def _ensemble_points(spec: Sweep, points: list[tuple[Point, Trial]]) -> set[str]:
+def _ensemble_points(sweep: Sweep, points: list[tuple[Point, Trial]]) -> set[str]:
     """The trial ids of the grid points that `ensemble.where` picks (all when it is empty)."""
-    if spec.ensemble is None:
+    if sweep.ensemble is None:
         return set()
-    if not spec.ensemble.where:
+    if not sweep.ensemble.where:
         return {t.trial_id for _, t in points}
     picked, used = set(), set()
     for point, trial in points:
-        hits = {i for i, where in enumerate(spec.ensemble.where) if where.matches(point)}
+        hits = {i for i, where in enumerate(sweep.ensemble.where) if where.matches(point)}
         used |= hits
         if hits:
             picked.add(trial.trial_id)
-    grid.refuse_unmatched(spec.ensemble.where, used)
+    grid.refuse_unmatched(sweep.ensemble.where, used)
     return picked
 
 
 def _members_needed(
-    spec: Sweep, points: list[tuple[Point, Trial]], in_ensemble: set[str]
+    sweep: Sweep, points: list[tuple[Point, Trial]], in_ensemble: set[str]
 ) -> tuple[dict[str, int], list[tuple[Point, Trial]]]:
     """(grid point's trial_id -> members it needs: its ensemble's K and any teacher's k, each
     student's teacher grid point)."""
-    needed = {tid: spec.ensemble.max_members for tid in in_ensemble}
+    needed = {tid: sweep.ensemble.max_members for tid in in_ensemble}
     teacher_points = []
-    for d in spec.distill:
+    for d in sweep.distill:
         found = list({t.trial_id: (p, t) for p, t in points if d.teacher.matches(p)}.values())
         if len(found) != 1:
             which = "no grid point" if not found else f"{len(found)} grid points ({'; '.join(_describe(p) for p, _ in found[:2])}; ...)"
@@ -159,10 +159,10 @@ def _members_needed(
     return needed, teacher_points
 
 
-def _member(spec: Sweep, plain: Trial, m: int, in_ensemble: bool) -> Trial:
+def _member(sweep: Sweep, plain: Trial, m: int, in_ensemble: bool) -> Trial:
     """Member m of a grid point: its seed differs; an ensemble's members get the ensemble's overrides."""
     update: dict[str, int | float] = {"member": m}
-    e = spec.ensemble.recipe if spec.ensemble is not None else None
+    e = sweep.ensemble.recipe if sweep.ensemble is not None else None
     if in_ensemble and (e.epochs_scale != 1 or e.weight_decay_scale != 1):
         update["epochs"] = max(1, round(plain.config.epochs * e.epochs_scale))
         update["weight_decay"] = plain.config.weight_decay * e.weight_decay_scale
@@ -172,18 +172,18 @@ def _member(spec: Sweep, plain: Trial, m: int, in_ensemble: bool) -> Trial:
 
 
 def _add_student(
-    graph: StageGraph, spec: Sweep, data: DataIdentity, results: ResultsLayout,
+    graph: StageGraph, sweep: Sweep, data: DataIdentity, results: ResultsLayout,
     d: Distillation, point: Point, teacher: tuple[Trial, ...],
 ) -> None:
     student_point = point | d.student
-    config = grid.trial_config(spec, student_point, data)
+    config = grid.trial_config(sweep, student_point, data)
     teacher_ids = tuple(t.trial_id for t in teacher)
-    combine = _combine(spec, len(teacher_ids))
+    combine = _combine(sweep, len(teacher_ids))
     r = d.recipe
     if r.method == "token":
         distill = TokenDistill(teacher=teacher_ids, temperature=r.temperature, kl_weight=r.kl_weight, combine=combine)
     else:
-        corpus = _corpus_job(spec, d, config, teacher_ids, combine)
+        corpus = _corpus_job(sweep, d, config, teacher_ids, combine)
         if corpus.corpus_id not in {c.corpus_id for c in graph.corpora}:
             graph.corpora.append(corpus)
         distill = SequenceDistill(teacher=teacher_ids, synthetic_weight=r.synthetic_weight, corpus=corpus.corpus_id, combine=combine)
@@ -192,20 +192,20 @@ def _add_student(
     if tid in {s.trial_id for s in graph.students}:
         return
     graph.students.append(Trial(
-        trial_id=tid, sweep=spec.name, model_label=student_point["model"].label, config=config,
-        results=results, data_key=teacher[0].data_key, stage=Stage.DISTILL, fault_tolerance=spec.fault_tolerance,
-        resources=spec.resources,
+        trial_id=tid, sweep=sweep.name, model_label=student_point["model"].label, config=config,
+        results=results, data_key=teacher[0].data_key, stage=Stage.DISTILL, fault_tolerance=sweep.fault_tolerance,
+        resources=sweep.resources,
     ))
 
 
-def _combine(spec: Sweep, k: int) -> str:
+def _combine(sweep: Sweep, k: int) -> str:
     """How k members are averaged: the spec's `ensemble.combine`; one model has nothing to average."""
-    return spec.ensemble.recipe.combine if spec.ensemble is not None and k > 1 else "probs"
+    return sweep.ensemble.recipe.combine if sweep.ensemble is not None and k > 1 else "probs"
 
 
-def _corpus_job(spec: Sweep, d: Distillation, config: TrialConfig, teacher_ids: tuple[str, ...], combine: str) -> CorpusJob:
+def _corpus_job(sweep: Sweep, d: Distillation, config: TrialConfig, teacher_ids: tuple[str, ...], combine: str) -> CorpusJob:
     """The teacher corpus a sequence-level student needs: w / (1 - w) times its real sequences."""
-    seq_len, r = spec.train.seq_len, d.recipe
+    seq_len, r = sweep.train.seq_len, d.recipe
     real = config.unique_tokens // seq_len
     needed = round(r.synthetic_weight / (1 - r.synthetic_weight) * real)
     sequences = max(needed, math.ceil((r.synthetic_tokens or 0) / seq_len))

@@ -26,7 +26,7 @@ from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
 
 @dataclass(frozen=True)
 class SweepPlan:
-    spec: Sweep  # the spec, resolved
+    sweep: Sweep  # the spec, resolved
     results: ResultsLayout
     data: DataIdentity
     graph: StageGraph  # the train stage's trials, ensembles, teacher corpora, students
@@ -41,9 +41,9 @@ class SweepPlan:
     def refresh(self) -> SweepPlan:
         """The same plan with the store read again (after a stage; a search walks again)."""
         snapshot = store.read(self.results)
-        if self.spec.search is None:
+        if self.sweep.search is None:
             return replace(self, snapshot=snapshot)
-        graph, searches = searched_graph(self.spec, self.data, self.results, snapshot)
+        graph, searches = searched_graph(self.sweep, self.data, self.results, snapshot)
         return replace(self, snapshot=snapshot, graph=graph, searches=searches)
 
     def status(self, trial_id: str) -> str:
@@ -85,33 +85,33 @@ class SweepPlan:
         """The plan with every lm trial's micro-batch and peak memory on GPUs of `gpu_memory_gb`
         (raises UserError, naming the fix, for a trial that does not fit)."""
         trials = [*self.graph.trials, *self.graph.students]
-        return replace(self, memory=plan_memory(self.spec, trials, self.data.vocab_size, gpu_memory_gb))
+        return replace(self, memory=plan_memory(self.sweep, trials, self.data.vocab_size, gpu_memory_gb))
 
 
-def make_plan(spec_source: SpecSource | Sweep, *, results: str | None = None) -> SweepPlan:
+def make_plan(source: SpecSource | Sweep, *, results: str | None = None) -> SweepPlan:
     """The plan of a spec file, a spec as a dict (the Python API; its errors name `spec`) or a
     resolved `Sweep`."""
-    spec = spec_source if isinstance(spec_source, Sweep) else load_sweep(spec_source)
-    _check_divisible(spec)
-    root = layout(absolute(results or spec.results_dir))  # trials run in Tune's trial directories
+    sweep = source if isinstance(source, Sweep) else load_sweep(source)
+    _check_divisible(sweep)
+    root = layout(absolute(results or sweep.results_dir))  # trials run in Tune's trial directories
     check_writable(root)
-    identity = describe(spec.data, root)  # reads recorded file hashes, never tokenizes
-    if spec.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
-        check_files(spec.data)  # it opens, has the text field and a document with text
+    identity = describe(sweep.data, root)  # reads recorded file hashes, never tokenizes
+    if sweep.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
+        check_files(sweep.data)  # it opens, has the text field and a document with text
     snapshot = store.read(root)
-    if spec.search is not None:
-        graph, searches = searched_graph(spec, identity, root, snapshot)
-        plan = SweepPlan(spec, root, identity, graph, snapshot, searches)
+    if sweep.search is not None:
+        graph, searches = searched_graph(sweep, identity, root, snapshot)
+        plan = SweepPlan(sweep, root, identity, graph, snapshot, searches)
     else:
-        plan = SweepPlan(spec, root, identity, build(spec, identity, root), snapshot)
-    return plan.with_gpu_memory(spec.resources.gpu_memory_gb) if spec.resources.gpu_memory_gb else plan
+        plan = SweepPlan(sweep, root, identity, build(sweep, identity, root), snapshot)
+    return plan.with_gpu_memory(sweep.resources.gpu_memory_gb) if sweep.resources.gpu_memory_gb else plan
 
 
-def plan_memory(spec: Sweep, trials: list[Trial], vocab_size: int, gpu_memory_gb: float) -> dict[str, MemoryEstimate]:
+def plan_memory(sweep: Sweep, trials: list[Trial], vocab_size: int, gpu_memory_gb: float) -> dict[str, MemoryEstimate]:
     """Model label -> the micro-batch and estimated peak of its trials on a GPU of `gpu_memory_gb`,
     for lm sweeps that ask for GPUs (`memory.py`); the first model that cannot fit is refused."""
-    r = spec.resources
-    if spec.trainer != "lm" or not r.worker["GPU"]:
+    r = sweep.resources
+    if sweep.trainer != "lm" or not r.worker["GPU"]:
         return {}
     budget = usable_bytes(gpu_memory_gb, r.worker["GPU"])  # one worker's GPU
     plans = {}
@@ -145,12 +145,12 @@ def memory_table(plan: SweepPlan) -> pd.DataFrame:
     return frame
 
 
-def _check_divisible(spec: Sweep) -> None:
+def _check_divisible(sweep: Sweep) -> None:
     """The lm trainer trains on exactly unique_tokens tokens, cut into whole sequences."""
-    if spec.trainer != "lm":
+    if sweep.trainer != "lm":
         return
-    seq_len = spec.train.seq_len
-    for i, u in enumerate(spec.data.unique_tokens):
+    seq_len = sweep.train.seq_len
+    for i, u in enumerate(sweep.data.unique_tokens):
         if u % seq_len or u < seq_len:
             lower, upper = max(seq_len, u // seq_len * seq_len), (u // seq_len + 1) * seq_len
             raise UserError(
@@ -202,7 +202,7 @@ def space_needed(plan: SweepPlan, *, slots: int) -> dict[str, int]:
     per_checkpoint = [12 * params + CHECKPOINT_OVERHEAD for params in lm[:slots]]
     return {
         "token cache": _token_cache_bytes(plan) if trials else 0,
-        "checkpoints": (plan.spec.fault_tolerance.keep_checkpoints + 1) * sum(per_checkpoint),
+        "checkpoints": (plan.sweep.fault_tolerance.keep_checkpoints + 1) * sum(per_checkpoint),
         "saved models": sum(4 * t.config.num_params for t in trials if t.save_model),
         "rows": ROW_BYTES * len(trials),
     }
@@ -211,8 +211,8 @@ def space_needed(plan: SweepPlan, *, slots: int) -> dict[str, int]:
 def _token_cache_bytes(plan: SweepPlan) -> int:
     """The token cache a run will publish: nothing when it is there; else at least the largest
     budget plus the validation tokens (a whole-corpus build writes more: an estimate from below)."""
-    data = plan.spec.data
-    if plan.spec.trainer != "lm":
+    data = plan.sweep.data
+    if plan.sweep.trainer != "lm":
         return 0
     if TokenCache(plan.results).meta(plan.data.key) is not None:
         return 0

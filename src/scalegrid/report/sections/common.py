@@ -18,6 +18,7 @@ import pandas as pd
 from scalegrid.analysis.least_squares import FitInputError
 from scalegrid.analysis.laws import power_law
 from scalegrid.report import figures as F
+from scalegrid.payloads import JsonObject
 from scalegrid.report.document import Table, fmt, fmt_ci
 from scalegrid.report.inputs import Inputs
 
@@ -37,7 +38,7 @@ class NoRows(Exception):
     `fits` and `notes`: what the section found before it had to stop (e.g. the best runs of a grid
     with one model size); a skipped section still shows them in fits.json."""
 
-    def __init__(self, reason: str, *, fits: dict[str, Any] | None = None, notes: Sequence[str] = ()):
+    def __init__(self, reason: str, *, fits: JsonObject | None = None, notes: Sequence[str] = ()):
         super().__init__(reason)
         self.fits = dict(fits or {})
         self.notes = list(notes)
@@ -53,7 +54,7 @@ class Context:
     bootstrap: int = 1000
     seed: int = 0
     workers: Any = None  # parallel.Workers, for the slow per-group fits
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, object] = field(default_factory=dict)  # shared results by key (`once`), the ensemble fits in flight
 
     def once(self, key: str, make: Callable[[], Any]) -> Any:
         """Compute a shared analysis result once (an error is re-raised to every section asking)."""
