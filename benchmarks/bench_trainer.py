@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro-batch-size", default="auto", help="an integer or auto (the trainer's default)")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="auto: on a GPU only")
     parser.add_argument("--activation-checkpointing", action="store_true")
-    parser.add_argument("--loss-chunk-tokens", type=int, help="positions per loss chunk (default: by vocab, memory.py)")
+    parser.add_argument("--loss-chunk-tokens", type=int, help="positions per loss chunk (default: by vocab, gpu_memory.py)")
     parser.add_argument("--warmup-steps", type=int, help="untimed steps (compilation happens here); default 100, --paper 10")
     parser.add_argument("--steps", type=int, help="timed optimizer steps; default 300, --paper 20")
     parser.add_argument("--side", choices=["trainer", "plain"], help=argparse.SUPPRESS)  # one measurement, in a child

@@ -229,7 +229,7 @@ def _fill_mid_trial(tmp: Path, disk: Path) -> Result:
     ids = trial_ids(spec)
     proc = start("run", str(spec), "--no-report")
     assert wait_for(lambda: any(checkpoints(results, t) for t in ids), proc), kill_group(proc)[-3000:]
-    with open(disk / "ballast", "wb") as ballast:  # another writer takes the rest of the disk
+    with open(disk / "ballast", "wb", buffering=0) as ballast:  # another writer takes the rest (unbuffered: nothing left to flush at close)
         try:
             while True:
                 ballast.write(b"\0" * (1 << 16))

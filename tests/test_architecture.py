@@ -107,6 +107,30 @@ def test_listed_exceptions_still_need_to_be():
     assert not stale, f"remove these from EXCEPTIONS: {stale}"
 
 
+def test_no_scalegrid_import_hides_inside_a_function():
+    """Every scalegrid dependency is at the top of its module, where import-linter and a reader see
+    it; only external packages (Ray, torch, matplotlib) are imported where they are first needed."""
+    hidden = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and (inner.level or (inner.module or "").startswith("scalegrid")):
+                    hidden.append(f"{path.relative_to(SRC)}:{inner.lineno}")
+                if isinstance(inner, ast.Import) and any(a.name.startswith("scalegrid") for a in inner.names):
+                    hidden.append(f"{path.relative_to(SRC)}:{inner.lineno}")
+    assert not hidden, hidden
+
+
+def test_free_form_payloads_are_named_once():
+    """`dict[str, Any]` only in payloads.py: everything else is typed (a Sweep, a Point, a
+    TypedDict), and the three payloads that are free-form by nature carry their names."""
+    loose = [f"{path.relative_to(SRC)}:{i}" for path in sorted(SRC.rglob("*.py")) if path.name != "payloads.py"
+             for i, line in enumerate(path.read_text().splitlines(), 1) if "dict[str, Any]" in line]
+    assert not loose, loose
+
+
 @pytest.mark.parametrize("module", ["scalegrid.cli", "scalegrid.orchestrator.planning.sweep_plan", "scalegrid.store"])
 def test_planning_never_imports_torch_or_ray(module):
     """`plan`, `status` and `fit` start in well under a second: torch and Ray load only where a trial runs."""

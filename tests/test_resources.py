@@ -1,4 +1,4 @@
-"""What trials reserve and how many run at once (`orchestrator/resources.py`): pure, no Ray."""
+"""What trials reserve and how many run at once (`orchestrator/planning/capacity.py`): pure, no Ray."""
 
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ class FileId(_Frozen):
 class _CorpusData(_Frozen):
     tokenizer: TokenizerId
     validation: ValidationSpec
-    recipe: str  # trainers/corpus/build.py DATA_VERSION
+    recipe: str  # data/corpus/build.py DATA_VERSION
     vocab_size: int
     # The training documents' order: a seed permutes the whole corpus, None keeps the stream's order.
     shuffle_seed: int | None = hashed_unless_default(SHUFFLE_SEED)

@@ -233,7 +233,7 @@ def write_paper_grid(
 
 
 def write_paper_search(results: Path, losses: dict, ladders: dict, sweep: str) -> None:
-    """Each (size, budget)'s walk (`analysis.search.local_search`) over the grid's losses, from its
+    """Each (size, budget)'s walk (`analysis.walk.local_search`) over the grid's losses, from its
     ladders' low ends, written as `search/` rows."""
     from scalegrid.analysis.walk import CERTIFIED, local_search
 

@@ -2,7 +2,7 @@
 
 What `run` does first, on its own: a corpus can be tokenized on CPU machines before GPU time is
 spent, and `run` then finds the cache ready. With `--address` the build is a Ray task on the
-cluster (`orchestrator/tokens.py`).
+cluster (`orchestrator/execution/token_build.py`).
 """
 
 from __future__ import annotations

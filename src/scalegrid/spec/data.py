@@ -63,7 +63,7 @@ class ValidationSpec(Strict):
 
 UniqueTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]  # a token budget: an axis
 DataOrder = Literal["shuffled", "sequential"]  # the order an epoch visits the training sequences in: an axis
-SHUFFLE_SEED = 0x5CA1E7  # the default order of a finite corpus' training documents (trainers/corpus)
+SHUFFLE_SEED = 0x5CA1E7  # the default order of a finite corpus' training documents (data/corpus)
 
 
 class DataSpec(Strict):

@@ -5,12 +5,12 @@ Every path under RESULTS is named here, once:
     runs/<trial_id>.parquet          one row per trial (store.py)
     curves/<trial_id>.parquet        one row per evaluation
     ensembles/<row_id>.parquet       one row per (grid point, k)
-    search/<cell_id>.parquet         one row per step of a cell's search (orchestrator/search.py)
+    search/<cell_id>.parquet         one row per step of a cell's search (orchestrator/planning/cells.py)
     models/<trial_id>/               final weights, `save_pretrained` (config.json written last)
     checkpoints/<trial_id>/          a running trial's checkpoints (trainers/checkpoint.py)
     trunks/<trunk_id>/               a wsd trunk's states where shorter epoch counts branch off (trainers/trunks.py)
     leases/<trial_id>/               who trains a trial now (gen-N), and its attempts (history.jsonl; on S3 history/<time>.json) (orchestrator/leases.py)
-    cache/tokens/<key>/              a tokenized corpus (trainers/corpus/cache.py; meta.json written last)
+    cache/tokens/<key>/              a tokenized corpus (data/corpus/cache.py; meta.json written last)
     cache/files/<fingerprint>.json   a local corpus file's SHA-256, found by its cheap fingerprint
     cache/hub/<source>.json          the commit a hub source without a pinned revision was read at
     cache/teacher/<corpus_id>/       a teacher-generated corpus (trainers/distill.py; meta.json last)

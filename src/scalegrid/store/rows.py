@@ -83,7 +83,7 @@ class CurveRow:
 
 @dataclass(frozen=True)
 class SearchRow:
-    """One row of `search/`: one step of a cell's search (`orchestrator/search.py`)."""
+    """One row of `search/`: one step of a cell's search (`orchestrator/planning/cells.py`)."""
 
     cell_id: str
     sweep: str

@@ -22,7 +22,7 @@ AdamW, SDPA attention and torch.compile per decoder layer (`parallelize.py`).
         forward_backward_step             the batch in micro-batches, gradients accumulated
 
 A trial of `resources.workers` > 1 runs this same loop in every Ray Train worker
-(`orchestrator/train_launch.py`): each takes its share of every batch and the gradients are
+(`orchestrator/execution/train_workers.py`): each takes its share of every batch and the gradients are
 averaged under DDP or FSDP2 (`parallelize.py`: `Ranks`, `gradient_sync`); rank 0 alone writes
 checkpoints and the saved model (gathered whole from the shards under FSDP2).
 
@@ -83,7 +83,7 @@ def train(
     training set (`extra_sequences`, [n, seq_len]) or replaces the loss of a batch (`batch_loss`);
     a `wsd` epochs axis starts from and saves trunk states (`trunk`, `trunks.py`)."""
     run = Run.build(trial, extra_sequences, batch_loss)
-    run.trunk = trunk  # one process only: `runner.make_packs` groups trunks of one-worker trials
+    run.trunk = trunk  # one process only: `trial_feeds.make_packs` groups trunks of one-worker trials
     state = TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr,
                        probe=GradientProbe.build(run) if run.t.diagnostics else None)
     state.sharded = run.step if is_sharded(run.step) else None

@@ -189,7 +189,7 @@ def gpu_budget(device: torch.device) -> int:
 def micro_batch_size(trial: Trial, vocab_size: int, device: torch.device, shards: int = 1) -> int:
     """Sequences per forward/backward: `train.micro_batch_size`, or under `auto` the whole batch on
     a CPU and on a GPU the largest divisor of the batch whose estimated peak fits this trial's
-    share of the GPU's memory (`memory.py`; raises naming the fix when none does)."""
+    share of the GPU's memory (`gpu_memory.py`; raises naming the fix when none does)."""
     t = trial.config.train
     if t.micro_batch_size != "auto":
         return t.micro_batch_size

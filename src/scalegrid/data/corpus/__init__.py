@@ -4,5 +4,5 @@
 file's SHA-256 without re-hashing it on every plan), `hub.py` (the commit a hub dataset is read
 at), `encode.py` (tokenizer processes), `build.py` (the split and order recipe, written into
 `train.bin` / `val.bin`), `cache.py` (where a built cache lives and how nodes read it).
-`trainers/data.py` ties them together: `describe` and `prepare`.
+`data/identity.py` ties them together: `describe` and `prepare`.
 """

@@ -166,7 +166,9 @@ def environment(sweep: Sweep):
         wanted["WANDB_MODE"] = "offline"
     if sweep.tracking.mlflow is not None:
         wanted["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    before = {name: os.environ.get(name) for name in wanted}
+    # MLflow sets MLFLOW_TRACKING_URI to the store it logged to (for its subprocesses): restored
+    # afterwards, or the next sweep of this process would log into this one's store.
+    before = {name: os.environ.get(name) for name in [*wanted, "MLFLOW_TRACKING_URI"]}
     os.environ.update(wanted)
     try:
         yield

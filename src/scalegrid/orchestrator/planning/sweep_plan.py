@@ -1,7 +1,7 @@
 """Spec -> trials -> what the store already holds: the plan that `plan`, `run` and `status` share.
 
 Everything here validates and reads; nothing writes. `run` writes only after `make_plan` (and
-the token cache's build, `orchestrator/tokens.py`, which checks the corpus before publishing)
+the token cache's build, `orchestrator/execution/token_build.py`, which checks the corpus before publishing)
 have passed, so a bad input leaves the results directory as it was. A plan reads the store once (`store.read`); `refresh` reads it again at a stage boundary.
 """
 
@@ -109,7 +109,7 @@ def make_plan(source: SpecSource | Sweep, *, results: str | None = None) -> Swee
 
 def plan_memory(sweep: Sweep, trials: list[Trial], vocab_size: int, gpu_memory_gb: float) -> dict[str, MemoryEstimate]:
     """Model label -> the micro-batch and estimated peak of its trials on a GPU of `gpu_memory_gb`,
-    for lm sweeps that ask for GPUs (`memory.py`); the first model that cannot fit is refused."""
+    for lm sweeps that ask for GPUs (`gpu_memory.py`); the first model that cannot fit is refused."""
     r = sweep.resources
     if sweep.trainer != "lm" or not r.worker["GPU"]:
         return {}
