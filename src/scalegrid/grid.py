@@ -87,6 +87,8 @@ def cell_points(sweep: Sweep) -> list[Point]:
                 seen.add(point)
                 points.append(point)
     refuse_unmatched(sweep.exclude, used)
+    if not points:
+        raise UserError("exclude: its entries remove every grid point; keep at least one point of the grid")
     return points
 
 
