@@ -42,7 +42,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from scalegrid.storage.local import atomic_dir
-from scalegrid.storage.space import full_is_one_line
+from scalegrid.storage.space import storage_errors_are_one_line
 from scalegrid.storage.uri import OBJECT_STORES, parse, redacted
 
 Parts = tuple[str, ...]
@@ -206,12 +206,12 @@ class ResultsLayout:
     # --- writing ---------------------------------------------------------------------------------
 
     def makedirs(self, *parts: str) -> None:
-        with full_is_one_line(self.shown()):
+        with storage_errors_are_one_line(self.shown()):
             self.fs.create_dir(self.path(*parts), recursive=True)  # a no-op on object stores
 
     def write_atomic(self, parts: Parts, write: Callable[[str, object], None]) -> str:
         """Call `write(path, filesystem)` so that readers never see a partial file at `parts`; a
-        full disk is a `StorageFull` and leaves no temporary."""
+        full disk is a `StorageError` and leaves no temporary."""
         final = self.path(*parts)
         if self.object_store:  # one PUT (or a completed multipart upload) is atomic
             write(final, self.fs)
@@ -219,7 +219,7 @@ class ResultsLayout:
         parent, name = final.rsplit("/", 1)
         tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            with full_is_one_line(self.shown()):
+            with storage_errors_are_one_line(self.shown()):
                 self.fs.create_dir(parent, recursive=True)
                 write(tmp, self.fs)
                 self.fs.move(tmp, final)  # rename(2): atomic on one filesystem
@@ -278,7 +278,7 @@ class ResultsLayout:
         all (a rename on a filesystem; on an object store every file uploaded, `marker` last)."""
         local = self.local(*parts)
         if local is not None:
-            with full_is_one_line(self.shown()):
+            with storage_errors_are_one_line(self.shown()):
                 return str(atomic_dir(local, fill, marker=marker, replace=replace))
         if not replace and self.is_file(*parts, marker):
             return self.uri_of(*parts)
@@ -308,7 +308,7 @@ class ResultsLayout:
                     rel = info.path[len(base):].lstrip("/")
                     self.download((*parts, *rel.split("/")), tmp / rel)
 
-        with full_is_one_line(target.parent):
+        with storage_errors_are_one_line(target.parent):
             return atomic_dir(target, fill, marker=marker, replace=stale)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from scalegrid.payloads import JsonObject
 from scalegrid.spec import DataSpec
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, node_cache_dir
-from scalegrid.storage.space import full_is_one_line
+from scalegrid.storage.space import storage_errors_are_one_line
 from scalegrid.data.corpus.build import BuildFacts, build
 from scalegrid.data.corpus.sources import token_dtype
 from scalegrid.trial import DataIdentity
@@ -79,11 +79,11 @@ class TokenCache:
               revision: str | None = None, grow: bool = False) -> Path:
         """Tokenize `spec` in scratch space and publish it (replacing a smaller copy when `grow`)."""
         scratch_root = node_cache_dir() / "building"
-        with full_is_one_line(scratch_root):  # a full disk is one line naming where, never a traceback
+        with storage_errors_are_one_line(scratch_root):  # a full disk is one line naming where, never a traceback
             scratch_root.mkdir(parents=True, exist_ok=True)
             scratch = Path(tempfile.mkdtemp(prefix=f"{identity.key}.", dir=scratch_root))
         try:
-            with full_is_one_line(scratch_root):
+            with storage_errors_are_one_line(scratch_root):
                 facts = build(spec, identity, scratch, need_tokens=need_tokens, processes=processes, revision=revision)
                 write_meta(scratch, identity, facts)
             return self.publish(identity.key, scratch, replace=grow)
@@ -99,7 +99,7 @@ class TokenCache:
                 shutil.move(str(entry), tmp / entry.name)  # a rename on one filesystem
 
         target = self.local_dir(key)
-        with full_is_one_line(target.parent):
+        with storage_errors_are_one_line(target.parent):
             local = atomic_dir(target, fill, marker=CACHE_MARKER, replace=replace)
         parts = self.results.token_cache(key)
         if self.results.object_store and (replace or not self.results.is_file(*parts, CACHE_MARKER)):

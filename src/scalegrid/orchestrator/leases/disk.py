@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, gen_name, history_record, new_record, start_line
 from scalegrid.storage import ResultsLayout
-from scalegrid.storage.space import full_is_one_line
+from scalegrid.storage.space import storage_errors_are_one_line
 
 
 def lease_dir(results: ResultsLayout, trial_id: str) -> Path:
@@ -106,7 +106,7 @@ def _process_alive(pid: int) -> bool:
 def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: float) -> tuple[Lease | None, dict | None]:
     """(our lease, None), or (None, the live lease of another owner)."""
     directory = lease_dir(results, trial_id)
-    with full_is_one_line(directory):
+    with storage_errors_are_one_line(directory):
         directory.mkdir(parents=True, exist_ok=True)
     record = new_record(owner)
     for _ in range(20):  # each retry follows someone else's successful create: a short loop
@@ -123,7 +123,7 @@ def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: floa
         target = _path(directory, (gens[-1] if gens else 0) + 1)
         tmp = directory / f".{target.name}.{uuid.uuid4().hex[:8]}"
         try:
-            with full_is_one_line(directory):
+            with storage_errors_are_one_line(directory):
                 tmp.write_text(json.dumps(record))
                 os.link(tmp, target)  # atomic; fails when another taker got this generation first
         except FileExistsError:
@@ -147,7 +147,7 @@ def record_start(results: ResultsLayout, trial_id: str, *, owner: str, attempt: 
     """Append one attempt's start; only the lease holder writes, so lines never interleave."""
     path = lease_dir(results, trial_id) / "history.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with full_is_one_line(path.parent), open(path, "a") as f:
+    with storage_errors_are_one_line(path.parent), open(path, "a") as f:
         line = start_line(owner=owner, attempt=attempt, resumed_from_step=resumed_from_step, node=node)
         f.write("\n" + line if _torn(path) else line)  # a torn last line never swallows this one
 
