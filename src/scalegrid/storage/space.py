@@ -75,14 +75,16 @@ def storage_errors_are_one_line(path: str | Path) -> Iterator[None]:
         raise
 
 
-def check_space(path: str | Path, needs: dict[str, int]) -> None:
+def check_space(path: str | Path, needs: dict[str, int], *, where: str = "results") -> None:
     """Refuse up front a run whose estimated writes (`needs`: what -> bytes) do not fit in the
-    free space at `path` (a local path; object stores report none)."""
+    free space at `path` (a local path; object stores report none). `where`: what the path is, and
+    the flag or variable that moves it."""
     free, total = free_bytes(path), sum(needs.values())
     if free is None or total <= free:
         return
     parts = ", ".join(f"{what} {size_text(n)}" for what, n in needs.items() if n)
+    move = "choose another --results" if where == "results" else f"point {where} elsewhere"
     raise StorageError(
-        f"results: {path} has {size_text(free)} free, but this run needs about {size_text(total)} ({parts}); "
-        "free space or choose another --results"
+        f"{where}: {path} has {size_text(free)} free, but this run needs about {size_text(total)} ({parts}); "
+        f"free space or {move}"
     )

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,8 @@ import numpy as np
 from scalegrid.payloads import JsonObject
 from scalegrid.spec import DataSpec
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, node_cache_dir
-from scalegrid.storage.space import storage_errors_are_one_line
+from scalegrid.storage.local import process_alive
+from scalegrid.storage.space import check_space, storage_errors_are_one_line
 from scalegrid.data.corpus.build import BuildFacts, build
 from scalegrid.data.corpus.sources import token_dtype
 from scalegrid.trial import DataIdentity
@@ -81,7 +84,12 @@ class TokenCache:
         scratch_root = node_cache_dir() / "building"
         with storage_errors_are_one_line(scratch_root):  # a full disk is one line naming where, never a traceback
             scratch_root.mkdir(parents=True, exist_ok=True)
+            remove_abandoned(scratch_root)
+            itemsize = np.dtype(token_dtype(identity.vocab_size)).itemsize
+            check_space(scratch_root, {"the token cache being built": (need_tokens + spec.validation.max_tokens) * itemsize},
+                        where="SCALEGRID_CACHE")
             scratch = Path(tempfile.mkdtemp(prefix=f"{identity.key}.", dir=scratch_root))
+            (scratch / OWNER).write_text(json.dumps({"host": platform.node(), "pid": os.getpid()}))
         try:
             with storage_errors_are_one_line(scratch_root):
                 facts = build(spec, identity, scratch, need_tokens=need_tokens, processes=processes, revision=revision)
@@ -105,6 +113,24 @@ class TokenCache:
         if self.results.object_store and (replace or not self.results.is_file(*parts, CACHE_MARKER)):
             self.results.upload_tree(local, parts, last=CACHE_MARKER)
         return local
+
+
+OWNER = ".owner.json"  # who builds in a scratch directory: its host and pid
+ABANDONED_S = 24 * 3600  # a scratch directory without an owner, untouched this long, is a dead build's
+
+
+def remove_abandoned(scratch_root: Path) -> None:
+    """Scratch directories of builds that died on this host (a killed `prepare`): removed, so a
+    killed build leaves nothing behind for good. Another live build's directory is left alone."""
+    for scratch in scratch_root.iterdir():
+        try:
+            owner = json.loads((scratch / OWNER).read_text())
+            mine = owner.get("host") == platform.node()
+            dead = mine and not process_alive(int(owner["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):  # no owner: a build from before owners, or torn
+            dead = time.time() - scratch.stat().st_mtime > ABANDONED_S
+        if dead:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_meta(directory: Path, identity: DataIdentity, facts: BuildFacts) -> None:

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from scalegrid.storage.local import process_alive
+
 POLL_S = 0.5
 GRACE_S = 3.0
 
@@ -37,19 +39,6 @@ def session_processes(session_dir: str) -> list[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process its parent has not reaped yet is dead too
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def reap(session_dir: str) -> None:
     """SIGTERM every process of the session, then SIGKILL what is left after GRACE_S."""
     for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 0.0)):
@@ -62,14 +51,14 @@ def reap(session_dir: str) -> None:
         deadline = time.monotonic() + wait
         while pids and time.monotonic() < deadline:
             time.sleep(0.1)
-            pids = [p for p in pids if alive(p)]
+            pids = [p for p in pids if process_alive(p)]
 
 
 def main(driver: int, session_dir: str) -> None:
     gone_since = None
     while True:
         time.sleep(POLL_S)
-        if not alive(driver):
+        if not process_alive(driver):
             reap(session_dir)
             return
         if session_processes(session_dir):

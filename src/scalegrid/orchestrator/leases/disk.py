@@ -18,6 +18,7 @@ from pathlib import Path
 
 from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, gen_name, history_record, new_record, start_line
 from scalegrid.storage import ResultsLayout
+from scalegrid.storage.local import process_alive
 from scalegrid.storage.space import storage_errors_are_one_line
 
 
@@ -86,21 +87,8 @@ def _live(record: LeaseRecord, age_s: float, expiry_s: float) -> bool:
     if age_s >= expiry_s:
         return False
     if record.get("host") == platform.node() and isinstance(record.get("pid"), int):
-        return _process_alive(record["pid"])
+        return process_alive(record["pid"])
     return True
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process its parent has not reaped yet is dead too
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: float) -> tuple[Lease | None, dict | None]:
