@@ -153,7 +153,8 @@ def point_trials(sweep: Sweep, data: DataIdentity, results: ResultsLayout | None
         tid = trial_id(config)
         trial = trials.setdefault(tid, Trial(
             trial_id=tid, sweep=sweep.name, model_label=point["model"].label, config=config,
-            results=results, data_key=data_key, fault_tolerance=sweep.fault_tolerance, resources=sweep.resources,
+            results=results, data_key=data_key, data_spec=sweep.data if data_key else None,
+            fault_tolerance=sweep.fault_tolerance, resources=sweep.resources,
         ))
         out.append((point, trial))
     return out

@@ -32,6 +32,7 @@ from scalegrid.orchestrator.execution.ray_session import (
     check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session, session_resources,
 )
 from scalegrid.orchestrator.execution.stage_tasks import run_stages
+from scalegrid.orchestrator.execution.store_healing import heal
 from scalegrid.orchestrator.execution.token_build import prepare_tokens
 from scalegrid.orchestrator.planning import capacity
 from scalegrid.orchestrator.planning.cells import states_line
@@ -95,8 +96,7 @@ def _train(plan: SweepPlan, spec_path: str, address: str | None, max_concurrent:
     plan.results.makedirs()
     info = provenance()
     write_sweep_record(plan.results, plan.sweep, spec_path, info, data=plan.data.fields)
-    for path, reason in plan.snapshot.unreadable:
-        print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
+    heal(plan)  # what the store holds damaged is set aside, and made again below
     searching = _searching(plan)
     if searching:
         print(f"{plan.sweep.name}: search over {', '.join(plan.sweep.search.ladders)}: {states_line(plan.searches)}", file=sys.stderr)

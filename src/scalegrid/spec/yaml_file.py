@@ -28,7 +28,8 @@ def read_yaml(path: Path) -> YamlMapping | list | str | int | float | None:
     """The document in `path`, checked against the limits above; YAML's own errors in one line."""
     problem = why_not_a_file(path)
     if problem:
-        raise UserError(f"{path}: the spec file is {problem}; pass the path of a sweep YAML such as sweeps/quickstart.yaml")
+        what = "spec file not found" if problem == "not found" else f"the spec file is {problem}"
+        raise UserError(f"{path}: {what}; pass the path of a sweep YAML such as sweeps/quickstart.yaml")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_SPEC_BYTES + 1)

@@ -32,6 +32,7 @@ published the same way (`publish_dir`).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import tempfile
 import time
@@ -199,6 +200,15 @@ class ResultsLayout:
             if i.type == FileType.File and i.base_name.endswith(suffix) and not i.base_name.startswith(".")
         )
 
+    def entries(self, *parts: str, suffix: str = "") -> tuple[list[str], list[str]]:
+        """(the files, and the other things: directories, FIFOs, broken links) directly under
+        `parts` whose names end in `suffix`, hidden ones left out, each sorted."""
+        from pyarrow.fs import FileSelector, FileType
+
+        infos = self.fs.get_file_info(FileSelector(self.path(*parts), allow_not_found=True))
+        named = [i for i in infos if i.base_name.endswith(suffix) and not i.base_name.startswith(".")]
+        return sorted(i.base_name for i in named if i.type == FileType.File), sorted(i.base_name for i in named if i.type != FileType.File)
+
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as f:
             return f.read()
@@ -249,6 +259,18 @@ class ResultsLayout:
         aside = (*parts[:-1], f"{parts[-1]}{CORRUPT_SUFFIX}{int(time.time())}")
         self.move(parts, aside)
         return aside
+
+    def set_aside_dir(self, parts: Parts, marker: str) -> str:
+        """Set a published directory aside: on a filesystem the directory is renamed
+        `<name>.corrupt-<time>`; on an object store its `marker` is (the rest is written over when
+        the directory is published again). Either way it no longer counts as published."""
+        local = self.local(*parts)
+        if local is None:
+            return self.shown(*self.set_aside((*parts, marker)))
+        aside = local.with_name(f"{local.name}{CORRUPT_SUFFIX}{int(time.time())}")
+        with storage_errors_are_one_line(self.shown()):
+            os.rename(local, aside)
+        return str(aside)
 
     def download(self, parts: Parts, target: Path) -> None:
         """Copy the file at `parts` to a local path."""

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 from scalegrid.payloads import JsonObject
 from scalegrid.spec import DataSpec
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, node_cache_dir
+from scalegrid.storage.artifacts import token_cache_problem
 from scalegrid.storage.local import process_alive
 from scalegrid.storage.space import check_space, storage_errors_are_one_line
 from scalegrid.data.corpus.build import BuildFacts, build
@@ -59,7 +61,13 @@ class TokenCache:
     def meta(self, key: str) -> CacheMeta | None:
         """The store's meta.json of `key` (None: not built), read alone: no tokens are mapped."""
         parts = (*self.results.token_cache(key), CACHE_MARKER)
-        return json.loads(self.results.read_bytes(*parts)) if self.results.is_file(*parts) else None
+        if not self.results.is_file(*parts):
+            return None
+        try:
+            meta = json.loads(self.results.read_bytes(*parts))
+        except ValueError:  # damaged: as if not built (`run` sets it aside: `problem`)
+            return None
+        return meta if isinstance(meta, dict) else None
 
     def train_tokens(self, key: str) -> int | None:
         meta = self.meta(key)
@@ -71,6 +79,22 @@ class TokenCache:
         target = self.local_dir(key)
         stale = (target / CACHE_MARKER).is_file() and _meta_of(target)["train_tokens"] < min_train_tokens
         return self.results.materialise_dir(self.results.token_cache(key), target, marker=CACHE_MARKER, stale=stale)
+
+    def problem(self, key: str) -> str | None:
+        """Why the published cache of `key` cannot be read (None: it can, or there is none); on an
+        object store, of this node's copy."""
+        local = self.results.local(*self.results.token_cache(key)) or self.load(key)
+        if local is None or not (local / CACHE_MARKER).is_file():
+            return None
+        return token_cache_problem(local, CACHE_MARKER)
+
+    def set_aside(self, key: str, why: str) -> None:
+        """A damaged cache out of the way (see `storage/artifacts.py`), with a warning: it is built again."""
+        parts = self.results.token_cache(key)
+        aside = self.results.set_aside_dir(parts, CACHE_MARKER)
+        shutil.rmtree(node_cache_dir() / "tokens" / key, ignore_errors=True)  # this node's copy of it, if any
+        print(f"scalegrid: warning: {self.results.shown(*parts)} is damaged ({why}); set aside as {aside}, it is built again",
+              file=sys.stderr)
 
     def open(self, key: str, min_train_tokens: int = 0) -> tuple[np.memmap, np.memmap, CacheMeta]:
         path = self.load(key, min_train_tokens)
@@ -146,14 +170,20 @@ def _meta_of(directory: Path) -> CacheMeta:
     return json.loads((directory / CACHE_MARKER).read_text())
 
 
+class DamagedCache(ValueError):
+    """A token cache whose files do not pass `storage/artifacts.token_cache_problem`."""
+
+
 def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, CacheMeta]:
-    """(train tokens, validation tokens, meta) of a local token-cache directory, as read-only maps."""
+    """(train tokens, validation tokens, meta) of a local token-cache directory, as read-only maps;
+    a directory whose meta.json and token files disagree (or name code) is a `DamagedCache`."""
     data_dir = Path(data_dir)
     if not (data_dir / CACHE_MARKER).is_file():
         raise FileNotFoundError(f"{data_dir} is not a token-cache directory (no {CACHE_MARKER})")
+    why = token_cache_problem(data_dir, CACHE_MARKER)
+    if why:
+        raise DamagedCache(f"{data_dir}: {why}")
     meta = _meta_of(data_dir)
-    if meta.get("dtype") not in ("uint16", "uint32"):  # read from the store: never an object dtype
-        raise ValueError(f"{data_dir / CACHE_MARKER}: dtype {meta.get('dtype')!r} is not a token dtype")
     dtype = np.dtype(meta["dtype"])
     train = np.memmap(data_dir / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
     val = np.memmap(data_dir / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))

@@ -109,7 +109,7 @@ def run_leased(
     try:
         with lease.heartbeating():
             while True:
-                if store.run_status(results, trial.trial_id) in DONE_STATUSES:
+                if done_here(trial):
                     return ALREADY_DONE  # another driver finished it between our plan and our lease
                 attempt = 1 + sum(h.get("owner") == owner for h in leases.history(results, trial.trial_id))
                 resumed_from, notes = checkpoint.resume_point(trial.checkpoint_dir)  # unreadable ones set aside
@@ -126,6 +126,13 @@ def run_leased(
                         raise  # Ray Tune retries the trial; the retry takes this lease over (same owner)
     finally:
         lease.release()
+
+
+def done_here(trial: Trial) -> bool:
+    """Its run row says done, and the model a stage needs of it is saved (a member trained without
+    `keep_weights` is trained again to save it: the same result, deterministic, and its weights)."""
+    done = store.run_status(trial.results, trial.trial_id) in DONE_STATUSES
+    return done and not (trial.save_model and not trial.results.has_model(trial.trial_id))
 
 
 def _ray_node() -> str | None:
@@ -190,7 +197,7 @@ def run_leased_group(
                 continue
             held.callback(lease.release)
             held.enter_context(lease.heartbeating())
-            if store.run_status(results, trial.trial_id) in DONE_STATUSES:
+            if done_here(trial):
                 outcomes[trial.trial_id] = ALREADY_DONE
             else:
                 mine.append(trial)

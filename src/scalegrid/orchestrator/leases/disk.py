@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, gen_name, history_record, new_record, start_line
+from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, parse_record, gen_name, history_record, new_record, start_line
 from scalegrid.storage import ResultsLayout
 from scalegrid.storage.local import process_alive
 from scalegrid.storage.space import storage_errors_are_one_line
@@ -76,8 +76,8 @@ def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> LeaseRecor
     path = _path(directory, gens[-1])
     try:
         age = time.time() - path.stat().st_mtime
-        record = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):  # released while we looked
+        record = parse_record(path.read_text(errors="replace"))
+    except FileNotFoundError:  # released while we looked
         return None
     return {**record, "age_s": age} if _live(record, age, expiry_s) else None
 
@@ -103,8 +103,8 @@ def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: floa
             top = _path(directory, gens[-1])
             try:
                 age = time.time() - top.stat().st_mtime
-                current = json.loads(top.read_text())
-            except (FileNotFoundError, ValueError):
+                current = parse_record(top.read_text(errors="replace"))
+            except FileNotFoundError:
                 continue  # released or replaced while we looked
             if current.get("owner") != owner and _live(current, age, expiry_s):
                 return None, {**current, "age_s": age}

@@ -62,7 +62,7 @@ class SweepPlan:
 
     def dependants(self) -> pd.DataFrame:
         """The ensembles and students of the grid with their state: done, pending or blocked."""
-        return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done)
+        return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done, self.results.has_model)
 
     def table(self) -> pd.DataFrame:
         """One row per trial: identity, axes, size, tokens, FLOPs and status."""
