@@ -54,7 +54,7 @@ class SweepRun:
 
 def run_sweep(
     source: SpecSource | Sweep, *, results: str | None = None, address: str | None = None, max_concurrent: int | None = None,
-    report: bool = True, callbacks: Sequence = (),
+    report: bool = True, callbacks: Sequence = (), max_trials: int | None = None,
 ) -> SweepRun:
     """Validate everything, train what the store lacks, then write the report (`report`). `source`:
     a YAML file, a spec as a dict (the Python API) or a resolved `Sweep`; `callbacks`: Ray Tune
@@ -64,7 +64,7 @@ def run_sweep(
         # Keep the embedded Ray on 127.0.0.1. Ray reads this when it is imported, which the
         # data and trainer modules may do before the session starts: set it first.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    plan = make_plan(source, results=results)
+    plan = make_plan(source, results=results, max_trials=max_trials)
     check_tracking(plan.sweep, plan.results)
     if address:
         check_address(address)

@@ -191,7 +191,10 @@ def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, CacheMeta]:
 
 
 def default_processes(spec: DataSpec) -> int:
-    """Tokenizer processes: the spec's `tokenize_cpus`, else every CPU this process may use."""
-    if spec.tokenize_cpus:
-        return spec.tokenize_cpus
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Tokenizer processes: the spec's `tokenize_cpus` or every CPU this process may use, never more
+    than those CPUs (each process holds a tokenizer and batches: more would only cost memory)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if spec.tokenize_cpus and spec.tokenize_cpus > cpus:
+        print(f"data.tokenize_cpus: {spec.tokenize_cpus} asked, this machine gives {cpus} CPUs: {cpus} tokenizer processes",
+              file=sys.stderr)
+    return min(spec.tokenize_cpus or cpus, cpus)

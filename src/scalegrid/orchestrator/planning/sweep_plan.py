@@ -17,6 +17,7 @@ from scalegrid.data.checks import check_files, check_outside_data
 from scalegrid.data.identity import TokenCache, describe, token_dtype
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
+from scalegrid.grid import check_size
 from scalegrid.orchestrator.planning.stage_graph import StageGraph, build, dependants
 from scalegrid.orchestrator.planning.cells import CellSearch, searched_graph
 from scalegrid.spec import SpecSource, Sweep, load_sweep
@@ -88,10 +89,11 @@ class SweepPlan:
         return replace(self, memory=plan_memory(self.sweep, trials, self.data.vocab_size, gpu_memory_gb))
 
 
-def make_plan(source: SpecSource | Sweep, *, results: str | None = None) -> SweepPlan:
+def make_plan(source: SpecSource | Sweep, *, results: str | None = None, max_trials: int | None = None) -> SweepPlan:
     """The plan of a spec file, a spec as a dict (the Python API; its errors name `spec`) or a
-    resolved `Sweep`."""
+    resolved `Sweep`; a sweep over `max_trials` (default `grid.MAX_TRIALS`) is refused first."""
     sweep = source if isinstance(source, Sweep) else load_sweep(source)
+    check_size(sweep, max_trials)
     _check_divisible(sweep)
     if results is not None and not results.strip():
         raise UserError("--results: an empty path; give the results directory, or leave --results out for the spec's")
