@@ -67,7 +67,6 @@ DRIVER = textwrap.dedent(
 )
 
 
-@pytest.mark.heavy  # ./scripts/test.sh -m heavy
 def test_worker_node_killed_mid_trial_resumes_from_checkpoint_on_the_other_node(write_spec, tmp_path):
     results = tmp_path / "results"
     spec = write_spec({

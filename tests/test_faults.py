@@ -74,7 +74,6 @@ def test_a_trial_out_of_retries_is_a_failed_row_and_the_rest_finish(ray_local, w
     assert "FAILED" in capsys.readouterr().err
 
 
-@pytest.mark.heavy  # ./scripts/test.sh -m heavy
 def test_two_drivers_on_one_grid_train_every_trial_once(write_spec, tmp_path):
     results = tmp_path / "results"
     spec = write_spec({**TINY_LM, "seed": list(range(6)), "train": {**TINY_LM["train"], "batch_size": 4}})
