@@ -117,7 +117,7 @@ def test_a_teacher_corpus_and_a_token_cache_are_checked_from_their_files(tmp_pat
     np.save(corpus / "tokens.npy", np.arange(6, dtype=np.int32))
     assert teacher_corpus_problem(corpus, CACHE_MARKER) is None
     np.save(corpus / "tokens.npy", np.array([{"a": 1}] * 6, dtype=object), allow_pickle=True)
-    assert "not token ids" in teacher_corpus_problem(corpus, CACHE_MARKER)
+    assert "Python objects in dtype" in teacher_corpus_problem(corpus, CACHE_MARKER)  # refused from its header, never unpickled
 
     cache = tmp_path / "cache"
     cache.mkdir()

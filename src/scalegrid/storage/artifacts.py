@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scalegrid.storage.uri import first_line
+
 MAX_HEADER_BYTES = 100 << 20  # a safetensors header is JSON describing the tensors: megabytes at most
 PICKLED = ("pytorch_model.bin", "training_args.bin", "optimizer.pt")  # weights as pickles: refused, never loaded
 CODE_KEYS = ("auto_map",)  # a config naming code to import (`trust_remote_code`)
@@ -81,11 +83,10 @@ def teacher_corpus_problem(directory: Path, meta_name: str) -> str | None:
     try:
         meta = json.loads((directory / meta_name).read_text())
         sequences, seq_len = int(meta["sequences"]), int(meta["seq_len"])
-        with open(directory / "tokens.npy", "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, _, dtype = np.lib.format._read_array_header(f, version, max_header_size=1 << 16)
+        tokens = np.load(directory / "tokens.npy", mmap_mode="r", allow_pickle=False)  # the header only; an object array refuses
+        shape, dtype = tokens.shape, tokens.dtype
     except (OSError, ValueError, KeyError, TypeError) as err:
-        return f"tokens.npy or {meta_name} does not read ({err.__class__.__name__})"
+        return f"tokens.npy or {meta_name} does not read ({first_line(err, 120)})"
     if dtype.kind not in "iu":
         return f"tokens.npy holds {dtype}, not token ids"
     if int(np.prod(shape)) != sequences * seq_len:
