@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 from sweep_fixtures import TINY_LM
 from scalegrid import load_curves, load_runs

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sweep_fixtures import LINREG, TINY_LM
+from sweep_fixtures import TINY_LM
 from scalegrid import load_runs, store
 from scalegrid.cli import main
 from scalegrid.orchestrator import leases

@@ -81,7 +81,20 @@ def _footer_problem(meta: pq.FileMetaData, rule: TableRule, schema: pa.Schema) -
 
 
 def _castable(found: pa.DataType, declared: pa.DataType) -> bool:
-    return found == declared or found == pa.null() or (pa.types.is_integer(found) and pa.types.is_floating(declared))
+    """Whether the scan's cast to the declared type keeps the column's meaning (pandas writes large
+    strings, narrower ints and floats; a list's items are judged alike)."""
+    t = pa.types
+    if found == declared or t.is_null(found):
+        return True
+    kinds = (t.is_string, t.is_large_string), (t.is_integer,), (t.is_floating,), (t.is_timestamp,), (t.is_boolean,)
+    for kind in kinds:
+        if any(k(declared) for k in kind) and any(k(found) for k in kind):
+            return True
+    if t.is_floating(declared) and t.is_integer(found):
+        return True
+    if (t.is_list(declared) or t.is_large_list(declared)) and (t.is_list(found) or t.is_large_list(found)):
+        return _castable(found.value_type, declared.value_type)
+    return False
 
 
 def misnamed(table: str, ids: list[str | None], files: list[str]) -> dict[str, str]:

@@ -128,7 +128,8 @@ class TokenCache:
 
         def fill(tmp: Path) -> None:
             for entry in built.iterdir():
-                shutil.move(str(entry), tmp / entry.name)  # a rename on one filesystem
+                if entry.name != OWNER:  # who built it stays in the scratch directory
+                    shutil.move(str(entry), tmp / entry.name)  # a rename on one filesystem
 
         target = self.local_dir(key)
         with storage_errors_are_one_line(target.parent):

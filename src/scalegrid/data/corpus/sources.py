@@ -73,7 +73,8 @@ def resolve_files(spec: DataSpec) -> list[SourceFile]:
             problem = why_not_a_file(path)
             if problem:
                 kinds = ".npy, .bin, .parquet or .arrow" if spec.source == "tokens" else ".txt, .jsonl or .parquet"
-                raise UserError(f"{where}: {path} is {problem}; give the path of a {kinds} file")
+                what = "not found" if problem == "not found" else f"is {problem}"
+                raise UserError(f"{where}: {path} {what}; give the path of a {kinds} file")
             resolved.append(SourceFile(path, _format(path, spec.format, where, allowed), where))
     return resolved
 
