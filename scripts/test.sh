@@ -12,4 +12,4 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 export PATH="$PWD/.venv/bin:$PATH"  # tests start `scalegrid`, `ray` and `python` as a user's shell would
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"  # the slowest tests printed: the suite has a 20-min budget on 2 cores
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"  # the slowest tests printed: the whole suite, install included, has a 15-minute budget on 2 cores

@@ -296,6 +296,131 @@ def kill_in_report(tmp: Path) -> Result:
     return verdict("kill -9 in the report", "re-run report whole", results, ids, before, started)
 
 
+def read_only_mid_trial(tmp: Path, size_mb: int = 64) -> Result | None:
+    """The results' filesystem is remounted read-only mid-trial: one line, exit 1; made writable
+    again, the re-run finishes. None where no tmpfs can be mounted."""
+    with tmpfs(tmp / "disk", size_mb) as mounted:
+        if not mounted:
+            return None
+        started, results = time.monotonic(), tmp / "disk" / "results"
+        spec = write_spec(tmp, results)
+        ids = trial_ids(spec)
+        proc = start("run", str(spec), "--no-report")
+        assert wait_for(lambda: any(checkpoints(results, t) for t in ids), proc), kill_group(proc)[-3000:]
+        subprocess.run(["mount", "-o", "remount,ro", str(tmp / "disk")], check=True)
+        out = proc.communicate(timeout=600)[0].decode()
+        errors = [line for line in out.splitlines() if line.startswith("scalegrid: error:")]
+        assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+        assert len(errors) == 1 and "has become read-only" in errors[0], out[-3000:]
+        subprocess.run(["mount", "-o", "remount,rw", str(tmp / "disk")], check=True)
+        before = completed_rows(results)
+        code, out = scalegrid("run", str(spec), "--no-report")
+        assert code == 0, out[-3000:]
+        return verdict("read-only mid-trial", "one line, exit 1; writable again, the re-run finished", results, ids, before, started)
+
+
+STAGES = {"seed": [0, 1], "ensemble": {"members": [2], "where": [{"seed": 0}]},
+          "distill": [{"teacher": {"seed": 0, "members": 2}, "method": "sequence", "synthetic_weight": 0.5}]}
+
+
+def _model(results: Path, ids: list[str]) -> Path:
+    runs = {p.stem for p in (results / "models").iterdir() if p.is_dir()}
+    return results / "models" / next(t for t in ids if t in runs)
+
+
+def _token_cache(results: Path) -> Path:
+    return next((results / "cache" / "tokens").iterdir())
+
+
+def _plant_lease(results: Path, ids: list[str]) -> None:
+    lease = results / "leases" / ids[0]
+    lease.mkdir(parents=True, exist_ok=True)
+    (lease / "gen-000099").write_text('{"garbage')
+    old = time.time() - 3600
+    os.utime(lease / "gen-000099", (old, old))
+    (results / "runs" / f"{ids[0]}.parquet").unlink()  # its trial must train again, under that lease
+
+
+DAMAGES = {  # the store's file kinds, each damaged as issue 25 found them
+    "run file a directory": lambda r, ids: ((r / "runs" / f"{ids[0]}.parquet").unlink(), (r / "runs" / f"{ids[0]}.parquet").mkdir()),
+    "foreign run file": lambda r, ids: _write_parquet(r / "runs" / f"{ids[0]}.parquet", {"a": [1], "b": [2]}),
+    "run file copied": lambda r, ids: shutil.copy(r / "runs" / f"{ids[0]}.parquet", r / "runs" / "0000000000000000.parquet"),
+    "planted FAILED row": lambda r, ids: _planted_failed(r, ids[0]),
+    "unreadable lease": _plant_lease,
+    "pickled member weights": lambda r, ids: (_model(r, ids) / "pytorch_model.bin").write_bytes(b"\x80\x04pickle"),
+    "safetensors header of 2^62": lambda r, ids: (_model(r, ids) / "model.safetensors").write_bytes((2**62).to_bytes(8, "little") + b"{}"),
+    "teacher corpus of objects": lambda r, ids: _object_corpus(r),
+    "token cache that overstates": lambda r, ids: _overstate(_token_cache(r)),
+    "tokenizer naming code": lambda r, ids: (_token_cache(r) / "tokenizer" / "tokenizer_config.json").write_text('{"auto_map": {"AutoTokenizer": "x.T"}}'),
+}
+
+
+def _write_parquet(path: Path, columns: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.unlink(missing_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
+def _planted_failed(results: Path, trial_id: str) -> None:
+    import pyarrow.parquet as pq
+
+    row = pq.read_table(results / "runs" / f"{trial_id}.parquet").to_pylist()[0] | {"status": "FAILED"}
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist([row]), results / "runs" / "ffffffffffffffff.parquet")
+
+
+def _object_corpus(results: Path) -> None:
+    import numpy as np
+
+    corpus = next((results / "cache" / "teacher").iterdir())
+    np.save(corpus / "tokens.npy", np.array([{"a": 1}] * 4, dtype=object), allow_pickle=True)
+    for ensemble in (results / "runs").glob("*.parquet"):  # the student that read it: trained again on the new corpus
+        if _stage(ensemble) == "distill":
+            ensemble.unlink()
+
+
+def _stage(path: Path) -> str:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["stage"]).column("stage")[0].as_py()
+
+
+def _overstate(cache: Path) -> None:
+    import json
+
+    meta = json.loads((cache / "meta.json").read_text())
+    (cache / "meta.json").write_text(json.dumps(meta | {"train_tokens": meta["train_tokens"] * 10}))
+
+
+def damaged(kind: str):
+    """A scenario: the sweep (with an ensemble and a sequence-level student) runs, one file of
+    `kind` is damaged, the re-run sets it aside, names it and makes what it stood for again."""
+
+    def scenario(tmp: Path) -> Result:
+        started, results = time.monotonic(), tmp / "results"
+        spec = write_spec(tmp, results, **STAGES)
+        ids = trial_ids(spec)
+        code, out = scalegrid("run", str(spec), "--no-report")
+        assert code == 0, out[-3000:]
+        DAMAGES[kind](results, ids)
+        before = completed_rows(results)
+        code, out = scalegrid("run", str(spec), "--no-report")
+        assert code == 0 and "Traceback" not in out, out[-3000:]
+        said = [line for line in out.splitlines() if "is damaged" in line or "set aside" in line]
+        assert said or kind == "unreadable lease", out[-3000:]
+        from scalegrid import load_runs
+
+        runs = load_runs(results)
+        assert set(runs["status"]) == {"COMPLETED"} and set(ids) <= set(runs["trial_id"]), out[-3000:]
+        outcome = said[0].split("warning: ", 1)[-1][:90] if said else "the lease expired and was taken over"
+        return verdict(f"damaged: {kind}", outcome, results, ids, {t: m for t, m in before.items() if t in ids}, started)
+
+    return scenario
+
+
 SCENARIOS = {
     "planted checkpoints": planted_checkpoints,
     "deleted token cache": deleted_token_cache,
@@ -303,6 +428,8 @@ SCENARIOS = {
     "kill mid-trial": kill_mid_trial,
     "kill at tokenization": kill_at_tokenization,
     "kill in report": kill_in_report,
+    "read-only mid-trial": read_only_mid_trial,
+    **{f"damaged: {kind}": damaged(kind) for kind in DAMAGES},
 }
 
 

@@ -40,7 +40,6 @@ def project(tmp_path: Path, spec: dict) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.heavy  # ./scripts/test.sh -m heavy
 def test_submit_runs_the_sweep_as_a_ray_job(tmp_path):
     proj = project(tmp_path, LINREG)
     with RayHead(num_cpus=2) as head:

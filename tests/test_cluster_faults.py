@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 from sweep_fixtures import TINY_LM
 from scalegrid import load_curves, load_runs
@@ -67,7 +66,6 @@ DRIVER = textwrap.dedent(
 )
 
 
-@pytest.mark.heavy  # ./scripts/test.sh -m heavy
 def test_worker_node_killed_mid_trial_resumes_from_checkpoint_on_the_other_node(write_spec, tmp_path):
     results = tmp_path / "results"
     spec = write_spec({

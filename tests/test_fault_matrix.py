@@ -43,3 +43,10 @@ def test_a_run_that_cannot_fit_is_refused_before_writing(tmp_path):
         assert code == 1 and out.strip().splitlines()[-1].startswith("scalegrid: error: results: "), out
         assert "has 1.0 MiB free, but this run needs about" in out and "checkpoints" in out, out
         assert list((tmp_path / "disk").iterdir()) == []
+
+
+def test_a_read_only_remount_mid_trial_is_one_line_and_the_rerun_finishes(tmp_path):
+    result = fault_matrix.read_only_mid_trial(tmp_path)
+    if result is None:
+        pytest.skip("no tmpfs can be mounted on this machine (needs root)")
+    assert result.complete and result.rows_lost == 0 and result.trials_twice == 0

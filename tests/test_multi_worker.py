@@ -94,7 +94,7 @@ def assert_from_pretrained_reproduces(results, row) -> None:
         ({"workers": 2.5}, "resources.workers"),
         ({"gpus": 1, "gpus_per_worker": 2, "workers": 2}, "gpus and gpus_per_worker disagree"),
         ({"cpus": 2, "cpus_per_worker": 1}, "cpus and cpus_per_worker disagree"),
-        ({"cpus_per_worker": 0}, "resources.cpus_per_worker: must be > 0"),
+        ({"cpus_per_worker": 0}, "resources.cpus_per_worker: must be between 0.0001 and 4096"),
     ],
 )
 def test_bad_resources_are_one_line_naming_the_field(resources, expected):

@@ -20,7 +20,6 @@ import yaml
 
 from scalegrid.cli import main
 
-pytestmark = pytest.mark.heavy  # ~1.5 min: ./scripts/test.sh -m heavy (benchmarks/bench_reuse.py runs the whole sweep)
 
 SWEEP = Path(__file__).parents[1] / "sweeps" / "linreg-reuse.yaml"
 LARGEST_TESTED = 4096

@@ -76,6 +76,18 @@ CONTRADICTIONS = [
     {"distill": [{"teacher": {"epochs": 1, "seed": 0, "members": 2}, "student": {"epochs": 0}}]},
     {"distill": [{"teacher": {"epochs": 1, "seed": 0, "members": 2}, "method": "sequence", "synthetic_weight": 1}]},
     {"trainer": "linreg", "model": {"dims": 8}, "data": {"source": "gaussian", "unique_tokens": 128}},  # with ensemble:
+    {"results": "/"},  # results paths (issue 25): the root, an empty path
+    {"results": ""},
+    {"seed": list(range(1000)), "lr": [i / 1000 for i in range(1, 401)]},  # a grid over the cap, refused unexpanded
+    {"exclude": [{"seed": 0}, {"seed": 1}, {"epochs": 1}, {"epochs": 2}, {"epochs": 3}]},  # every point excluded
+]
+
+# Mutations of the YAML text that no dict can carry (issue 25): a key given twice, alias bombs.
+TEXT_MUTATIONS = [
+    ("a key given twice", lambda text: text + text.splitlines()[0] + "\n"),
+    ("an alias bomb", lambda text: text + "bombs:\n  a: &a [1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"  {c}: &{c} [{', '.join([f'*{p}'] * 8)}]\n" for p, c in zip("abcdefg", "bcdefgh")) + "exclude: [{seed: *h}]\n"),
+    ("aliases within bounds", lambda text: text + "extra: &x [1, 2]\ninclude: [{seed: *x}]\n"),
 ]
 
 # Only `run` can judge these (the cluster, the tokenized corpus); plan accepts them.
@@ -263,9 +275,10 @@ def populated(ray_local, tmp_path_factory):
     return root / "results"
 
 
-def write(directory, spec: dict, n: int):
+def write(directory, spec: dict, n: int, text_mutation=None):
     path = directory / f"case-{n}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    text = yaml.safe_dump(spec, sort_keys=False)
+    path.write_text(text_mutation[1](text) if text_mutation else text)
     return path
 
 
@@ -277,13 +290,14 @@ def test_any_spec_mutation_keeps_the_promise(populated, tmp_path_factory):
 
     @settings(max_examples=CASES, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(base=st.sampled_from(sorted(BASES)), mutations=st.lists(MUTATION, min_size=1, max_size=3))
-    def plan_keeps_the_promise(base, mutations):
+    @given(base=st.sampled_from(sorted(BASES)), mutations=st.lists(MUTATION, min_size=1, max_size=3),
+           text=st.one_of(st.none(), st.none(), st.none(), st.sampled_from(TEXT_MUTATIONS)))
+    def plan_keeps_the_promise(base, mutations, text):
         spec = {**copy.deepcopy(BASES[base]), "results": str(populated)}
         for apply, _ in mutations:
             apply(spec)
-        context = f"{base}: {'; '.join(what for _, what in mutations)}"
-        code, err = command("plan", str(write(directory, spec, sum(outcomes.values()))))
+        context = f"{base}: {'; '.join(what for _, what in mutations)}" + (f"; {text[0]}" if text else "")
+        code, err = command("plan", str(write(directory, spec, sum(outcomes.values()), text)))
         assert_promise(code, err, context)
         assert tree_digest(populated) == before, context
         outcomes[code] += 1

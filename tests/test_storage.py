@@ -184,14 +184,14 @@ def test_checkpoints_on_an_object_store(s3_endpoint):
 
 def test_a_full_device_is_one_line_naming_the_path(tmp_path):
     """/dev/full answers every write with ENOSPC: a real full device, no monkeypatching."""
-    from scalegrid.errors import StorageFull
-    from scalegrid.storage.space import check_space, full_is_one_line
+    from scalegrid.errors import StorageError
+    from scalegrid.storage.space import check_space, storage_errors_are_one_line
 
-    with pytest.raises(StorageFull, match=rf"results: {tmp_path} is full \(.* free\); free space or choose another --results"):
-        with full_is_one_line(tmp_path), open("/dev/full", "wb") as device:
+    with pytest.raises(StorageError, match=rf"results: {tmp_path} is full \(.* free\); free space or choose another --results"):
+        with storage_errors_are_one_line(tmp_path), open("/dev/full", "wb") as device:
             device.write(b"x" * 4096)
             device.flush()
-    with pytest.raises(StorageFull, match=r"needs about .* \(checkpoints 8192.0 TiB\); free space"):
+    with pytest.raises(StorageError, match=r"needs about .* \(checkpoints 8192.0 TiB\); free space"):
         check_space(tmp_path, {"token cache": 0, "checkpoints": 2**53})
     check_space(tmp_path, {"rows": 1024})  # fits: nothing said
 

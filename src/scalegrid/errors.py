@@ -14,8 +14,9 @@ class UserError(Exception):
         super().__init__(" ".join(message.split()))  # always one line
 
 
-class StorageFull(UserError):
-    """The results' filesystem (or quota) is full: one line naming the path and the space needed.
+class StorageError(UserError):
+    """The results' storage stopped taking writes (full, over quota, read-only, failing): one line
+    naming the path and what to do.
 
     Not bad input: the run stops (exit code 1) with everything written so far intact, and the
     same command finishes the rest once there is room."""

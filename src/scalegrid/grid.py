@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
@@ -33,6 +34,7 @@ from scalegrid.storage import ResultsLayout, absolute, layout
 from scalegrid.trial import DataIdentity, Trial, TrialConfig
 
 TRIAL_ID_CHARS = 16
+MAX_TRIALS = 200_000  # a sweep larger than this is refused before it is expanded (`--max-trials` raises it)
 
 def canonical_json(value: object) -> str:
     """JSON with sorted keys and no spaces: what every identity hashes."""
@@ -58,6 +60,29 @@ def ensemble_id(member_ids: list[str], combine: str = "probs") -> str:
     if len(member_ids) > 1 and combine != "probs":
         key["combine"] = combine
     return content_hash(key)
+
+
+def size_bound(sweep: Sweep) -> int:
+    """At most how many trials the sweep plans, counted before anything is expanded: its grid points
+    (or cells) with their include sub-grids, times the ensembles' members, plus the students."""
+    searched = sweep.search.ladders if sweep.search else {}
+    axes = [a for a in POINT_AXES if a not in searched]
+    full = {axis: len(sweep.values(axis)) for axis in axes}
+    points = sum(math.prod(grid[a] for a in axes) for grid in [full] + [full | {a: len(v) for a, v in s.values} for s in sweep.include])
+    members = sweep.ensemble.max_members if sweep.ensemble is not None else 1
+    return points * members + len(sweep.distill)
+
+
+def check_size(sweep: Sweep, max_trials: int | None) -> None:
+    """Refuse, in one line, a sweep larger than `max_trials` (default MAX_TRIALS) before it is expanded."""
+    limit = MAX_TRIALS if max_trials is None else max_trials
+    bound = size_bound(sweep)
+    if bound > limit:
+        what = "cells" if sweep.search else "trials"
+        raise UserError(
+            f"the sweep has up to {bound:,} {what}, over the limit of {limit:,}; narrow its axes, or pass "
+            f"--max-trials {bound} to plan it anyway (about 10 s and 0.5 GB of memory per 100,000 trials)"
+        )
 
 
 def grid_points(sweep: Sweep) -> list[Point]:
@@ -87,6 +112,8 @@ def cell_points(sweep: Sweep) -> list[Point]:
                 seen.add(point)
                 points.append(point)
     refuse_unmatched(sweep.exclude, used)
+    if not points:
+        raise UserError("exclude: its entries remove every grid point; keep at least one point of the grid")
     return points
 
 
@@ -151,7 +178,8 @@ def point_trials(sweep: Sweep, data: DataIdentity, results: ResultsLayout | None
         tid = trial_id(config)
         trial = trials.setdefault(tid, Trial(
             trial_id=tid, sweep=sweep.name, model_label=point["model"].label, config=config,
-            results=results, data_key=data_key, fault_tolerance=sweep.fault_tolerance, resources=sweep.resources,
+            results=results, data_key=data_key, data_spec=sweep.data if data_key else None,
+            fault_tolerance=sweep.fault_tolerance, resources=sweep.resources,
         ))
         out.append((point, trial))
     return out

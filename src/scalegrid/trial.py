@@ -26,6 +26,7 @@ from scalegrid.spec import (
     FaultToleranceSpec,
     GaussianDataSpec,
     ResourcesSpec,
+    DataSpec,
     SyntheticCorpusSpec,
     TrainSpec,
     ValidationSpec,
@@ -278,6 +279,7 @@ class Trial(BaseModel):
     config: TrialConfig
     results: ResultsLayout  # the results store, parsed once
     data_key: str | None = None  # the token cache of this trial's corpus (lm); None for generated data
+    data_spec: DataSpec | None = None  # how to build that cache again, should it vanish or be damaged mid-sweep
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()  # checkpoints, retries, leases
     resources: ResourcesSpec = ResourcesSpec()  # what it reserves: one process, or `workers` Ray Train workers
     save_model: bool = False  # keep the final weights in RESULTS/models/<trial_id>/

@@ -32,15 +32,15 @@ def runs_182() -> pd.DataFrame:
 
 def test_repetitions_match_the_papers_columns(runs_182):
     rep = Repetition.of(runs_182.params, runs_182.tokens, runs_182.unique_tokens, MUENNIGHOFF2023_BASE)
-    np.testing.assert_allclose(rep.unique_params, runs_182.U_N, rtol=1e-12)
-    np.testing.assert_allclose(rep.param_repeats, runs_182.R_N, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(rep.data_repeats, runs_182.R_D, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rep.unique_params, runs_182.U_N, rtol=1e-9)
+    np.testing.assert_allclose(rep.param_repeats, runs_182.R_N, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(rep.data_repeats, runs_182.R_D, rtol=1e-9, atol=1e-12)
 
 
 def test_law_with_published_constants_reproduces_the_papers_predictions(runs_182):
     pred = data_constrained_loss(runs_182.params, runs_182.tokens, runs_182.unique_tokens,
                                  **MUENNIGHOFF2023_R_STAR)
-    np.testing.assert_allclose(pred, runs_182.pred_loss_paper_fit, rtol=1e-12)
+    np.testing.assert_allclose(pred, runs_182.pred_loss_paper_fit, rtol=1e-9)
 
 
 def test_fit_with_frozen_base_law_matches_the_published_r_star(runs_182):

@@ -78,8 +78,9 @@ def _runs_table() -> pd.DataFrame:
 def test_power_law_per_group_from_a_results_directory(tmp_path, capsys):
     runs = tmp_path / "results" / "runs"
     runs.mkdir(parents=True)
-    for i, row in _runs_table().iterrows():
-        row.to_frame().T.astype(_runs_table().dtypes.to_dict()).to_parquet(runs / f"r{i}.parquet")
+    table = _runs_table().assign(sweep="s")  # the columns every run file holds, named by its trial (store/validation.py)
+    for _, row in table.iterrows():
+        row.to_frame().T.astype(table.dtypes.to_dict()).to_parquet(runs / f"{row['trial_id']}.parquet")
     (runs / "broken.parquet").write_bytes(b"not parquet")
     (runs / ".hidden-tmp.parquet").write_bytes(b"half written")
     code, out, err = run_fit(capsys, "power-law", tmp_path / "results", "--x", "params",

@@ -174,7 +174,7 @@ def test_blocks_of_steps_are_single_steps_up_to_rounding(monkeypatch):
                          warmup_fraction=0.0, data=TESTBED) for lr in (0.7, 0.2, 0.05)]
     blocked = [r.val_loss for r in linreg.train_many(trials)]
     monkeypatch.setattr(linreg, "ROWS_PER_BLOCK", 1)
-    assert [r.val_loss for r in linreg.train_many(trials)] == pytest.approx(blocked, rel=1e-11)
+    assert [r.val_loss for r in linreg.train_many(trials)] == pytest.approx(blocked, rel=1e-9)
 
 
 def test_vector_groups_are_the_lrs_of_one_grid_point():
@@ -195,7 +195,7 @@ def test_testbed_problem_is_the_issues():
     assert h.sum() == pytest.approx(1.0) and h[9] / h[0] == pytest.approx((18 / 9) ** -2)
     signal = h * w_star**2
     assert signal.sum() == pytest.approx(1.0)
-    np.testing.assert_allclose(signal / signal[0], (i / 9) ** -3, rtol=1e-12)
+    np.testing.assert_allclose(signal / signal[0], (i / 9) ** -3, rtol=1e-10)
 
 
 def test_data_per_seed_draws_each_seeds_own_nested_samples():

@@ -34,11 +34,11 @@ def test_chunked_loss_and_gradients_equal_the_plain_path(chunk):
     x = torch.randint(1000, (3, 48), generator=torch.Generator().manual_seed(0))
     plain, plain_grads = grads_after(model, lambda m: reference_loss(m, x))
     loss, grads = grads_after(model, lambda m: lm_loss(m, x, predicted_tokens(x), chunk_tokens=chunk))
-    assert abs(loss.item() - plain.item()) <= 1e-12 * plain.item()
+    assert abs(loss.item() - plain.item()) <= 1e-10 * plain.item()
     for g, p in zip(grads, plain_grads):
         assert (g - p).abs().max() <= 1e-10 * p.abs().max()
     with torch.no_grad():  # evaluation: chunks without checkpointing
-        assert abs(lm_loss(model, x, predicted_tokens(x), chunk_tokens=chunk).item() - plain.item()) <= 1e-12 * plain.item()
+        assert abs(lm_loss(model, x, predicted_tokens(x), chunk_tokens=chunk).item() - plain.item()) <= 1e-10 * plain.item()
 
 
 def test_logits_of_one_chunk_take_hugging_faces_loss_unchanged():
@@ -55,7 +55,7 @@ def test_micro_batch_losses_add_up_to_the_batch_mean():
     x = torch.randint(1000, (5, 48), generator=torch.Generator().manual_seed(1))
     whole = reference_loss(model, x)
     parts = sum(lm_loss(model, micro, predicted_tokens(x), chunk_tokens=40) for micro in x.split(2))  # 2 + 2 + 1
-    assert abs(parts.item() - whole.item()) <= 1e-12 * whole.item()
+    assert abs(parts.item() - whole.item()) <= 1e-10 * whole.item()
 
 
 def test_no_fused_kernel_on_a_cpu_machine():
@@ -81,4 +81,4 @@ def test_ensemble_log_probabilities_in_chunks_equal_the_whole_logits():
     x = torch.randint(1000, (3, 48), generator=torch.Generator().manual_seed(2))
     whole = next_token_logprobs(model, x, chunk_tokens=10**6)
     assert whole.shape == (3 * 47,)
-    assert torch.allclose(next_token_logprobs(model, x, chunk_tokens=37), whole, rtol=0, atol=1e-12)
+    assert torch.allclose(next_token_logprobs(model, x, chunk_tokens=37), whole, rtol=0, atol=1e-10)

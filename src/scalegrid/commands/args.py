@@ -23,3 +23,9 @@ def int_at_least(minimum: int):
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+
+
+def add_max_trials(parser: argparse.ArgumentParser) -> None:
+    """`--max-trials N`: plan a sweep larger than the default limit (`grid.MAX_TRIALS`)."""
+    parser.add_argument("--max-trials", type=positive_int, default=None,
+                        help="plan a sweep of more trials than 200,000, the limit that catches a runaway grid")

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         table = drop_missing(table, [*by, *columns])
         fits = per_group(table, by, lambda rows: fit(drop_highest(rows, loss, args.drop_highest_loss)))
     except FitInputError as err:
-        raise UserError(f"{args.kind}: {err}") from err
+        raise UserError(f"{args.kind}: {str(err).removeprefix(f'{args.kind}: ')}") from err
     if args.json:
         print(json.dumps(to_document(args, fits), allow_nan=False, default=str))
     else:

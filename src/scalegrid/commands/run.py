@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from scalegrid.commands.args import positive_int
+from scalegrid.commands.args import add_max_trials, positive_int
 from scalegrid.commands.output import print_json, records
 from scalegrid.orchestrator.pipeline import run_sweep
 from scalegrid.orchestrator.planning.cells import cells_table, states_line
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     sub.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
     sub.add_argument("--address", help="Ray cluster address HOST:PORT (default: an embedded local Ray)")
     sub.add_argument("--results", help="results directory (default: the spec's `results:`)")
+    add_max_trials(sub)
     sub.add_argument("--max-concurrent", type=positive_int, help="trials running at once (default: as resources allow)")
     sub.add_argument("--no-report", action="store_true", help="do not write the scaling report at the end")
     sub.add_argument("--json-summary", action="store_true",
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    done = run_sweep(args.spec, results=args.results, address=args.address, max_concurrent=args.max_concurrent,
+    done = run_sweep(args.spec, results=args.results, address=args.address, max_concurrent=args.max_concurrent, max_trials=args.max_trials,
                      report=not args.no_report)
     plan = done.plan
     summary = Summary.of(plan, done.trained_s)

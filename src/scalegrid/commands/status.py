@@ -70,4 +70,4 @@ def dependants_of(results: ResultsLayout, snapshot: store.Snapshot) -> pd.DataFr
     graph = store.read_stage_graphs(results)
     if not graph["ensembles"] and not graph["students"]:
         return None
-    return dependants(graph, snapshot.status, snapshot.ensembles_done)
+    return dependants(graph, snapshot.status, snapshot.ensembles_done, results.has_model)

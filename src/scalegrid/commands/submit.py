@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from scalegrid.commands.args import positive_int
+from scalegrid.commands.args import add_max_trials, positive_int
 from scalegrid.data.corpus.sources import resolve_files
 from scalegrid.errors import UserError
 from scalegrid.orchestrator.execution import ray_jobs as jobs
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     sub.add_argument("--address", help="the Ray dashboard, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)")
     sub.add_argument("--results", help="results directory or URI (default: the spec's `results:`); use s3://, gs:// "
                                        "or file:///shared/... on a multi-node cluster")
+    add_max_trials(sub)
     sub.add_argument("--working-dir", type=Path, default=Path("."),
                      help="the directory shipped to the cluster (default: the current one)")
     sub.add_argument("--max-concurrent", type=positive_int, help="trials running at once (default: as resources allow)")
@@ -37,7 +38,7 @@ def run(args) -> int:
     if not working_dir.is_dir():
         raise UserError(f"--working-dir {args.working_dir}: not a directory")
     spec_path = Path(args.spec).resolve()
-    plan = make_plan(args.spec, results=args.results)  # every spec and results check, before the cluster is asked
+    plan = make_plan(args.spec, results=args.results, max_trials=args.max_trials)  # every spec and results check, before the cluster is asked
     try:
         spec_in_job = spec_path.relative_to(working_dir).as_posix()
     except ValueError:

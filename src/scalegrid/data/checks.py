@@ -12,10 +12,14 @@ naming the file and what is wrong, instead of a `datasets` traceback inside toke
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import glob
+import os
+from pathlib import Path
 
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec
-from scalegrid.storage import first_line
+from scalegrid.storage import ResultsLayout, first_line
 from scalegrid.data.corpus.sources import resolve_files
 
 
@@ -75,3 +79,28 @@ def _quiet(datasets):
         yield
     finally:
         datasets.logging.set_verbosity(verbosity)
+
+
+def check_outside_data(results: ResultsLayout, spec: DataSpec) -> None:
+    """Results never inside a data glob: the sweep's own files (leases, rows, caches) would match it,
+    and the next run would read them as its corpus (or, changed, see a different corpus)."""
+    if results.local_path is None:
+        return
+    for i, entry in enumerate(spec.files):
+        if glob.has_magic(entry) and glob_reaches(entry, results.local_path):
+            raise UserError(
+                f"results: {results.local_path} is inside data.files[{i}] ({entry}): the sweep's own files would become "
+                "its corpus; put the results elsewhere (--results) or narrow the pattern"
+            )
+
+
+def glob_reaches(pattern: str, path: Path) -> bool:
+    """Whether the glob `pattern` can match a path under `path` (or `path` itself)."""
+    parts = Path(os.path.abspath(os.path.expanduser(pattern))).parts
+    target = Path(os.path.abspath(path)).parts
+    for pat, part in zip(parts, target):
+        if pat == "**":
+            return True
+        if not fnmatch.fnmatchcase(part, pat):
+            return False
+    return len(parts) >= len(target)

@@ -81,6 +81,9 @@ def prepare(spec: DataSpec, results: ResultsLayout, *, processes: int | None = N
     built (a too-short or empty corpus is a UserError and publishes nothing)."""
     identity = describe(spec, results)
     cache, need = TokenCache(results), spec.max_unique_tokens
+    why = cache.problem(identity.key)
+    if why:
+        cache.set_aside(identity.key, why)
     meta = cache.meta(identity.key)
     if meta is None or (meta["train_tokens"] < need and not meta.get("complete", True)):
         revision = identity.config.revision if spec.source == "hub" else None

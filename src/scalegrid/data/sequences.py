@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scalegrid.data.corpus.cache import TokenCache
+from scalegrid.data.corpus.cache import DamagedCache, TokenCache
+from scalegrid.data.identity import prepare
 from scalegrid.trial import Trial
 
 
@@ -14,7 +15,13 @@ def load_sequences(trial: Trial, device: torch.device) -> tuple[torch.Tensor, to
     cfg, seq_len = trial.config, trial.config.train.seq_len
     if trial.data_key is None:
         raise ValueError("the lm trainer needs Trial.data_key (the token cache of its corpus)")
-    train, val, meta = TokenCache(trial.results).open(trial.data_key, min_train_tokens=cfg.unique_tokens)
+    try:
+        train, val, meta = TokenCache(trial.results).open(trial.data_key, min_train_tokens=cfg.unique_tokens)
+    except (FileNotFoundError, DamagedCache):
+        if trial.data_spec is None:
+            raise
+        prepare(trial.data_spec, trial.results)  # deleted or damaged since it was built: built again (set aside first)
+        train, val, meta = TokenCache(trial.results).open(trial.data_key, min_train_tokens=cfg.unique_tokens)
     if cfg.unique_tokens % seq_len:
         raise ValueError(f"unique_tokens {cfg.unique_tokens} is not a multiple of train.seq_len {seq_len}")
     if cfg.unique_tokens > len(train):

@@ -32,6 +32,7 @@ from scalegrid.orchestrator.execution.ray_session import (
     check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session, session_resources,
 )
 from scalegrid.orchestrator.execution.stage_tasks import run_stages
+from scalegrid.orchestrator.execution.store_healing import heal
 from scalegrid.orchestrator.execution.token_build import prepare_tokens
 from scalegrid.orchestrator.planning import capacity
 from scalegrid.orchestrator.planning.cells import states_line
@@ -53,7 +54,7 @@ class SweepRun:
 
 def run_sweep(
     source: SpecSource | Sweep, *, results: str | None = None, address: str | None = None, max_concurrent: int | None = None,
-    report: bool = True, callbacks: Sequence = (),
+    report: bool = True, callbacks: Sequence = (), max_trials: int | None = None,
 ) -> SweepRun:
     """Validate everything, train what the store lacks, then write the report (`report`). `source`:
     a YAML file, a spec as a dict (the Python API) or a resolved `Sweep`; `callbacks`: Ray Tune
@@ -63,7 +64,7 @@ def run_sweep(
         # Keep the embedded Ray on 127.0.0.1. Ray reads this when it is imported, which the
         # data and trainer modules may do before the session starts: set it first.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    plan = make_plan(source, results=results)
+    plan = make_plan(source, results=results, max_trials=max_trials)
     check_tracking(plan.sweep, plan.results)
     if address:
         check_address(address)
@@ -95,8 +96,7 @@ def _train(plan: SweepPlan, spec_path: str, address: str | None, max_concurrent:
     plan.results.makedirs()
     info = provenance()
     write_sweep_record(plan.results, plan.sweep, spec_path, info, data=plan.data.fields)
-    for path, reason in plan.snapshot.unreadable:
-        print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
+    heal(plan)  # what the store holds damaged is set aside, and made again below
     searching = _searching(plan)
     if searching:
         print(f"{plan.sweep.name}: search over {', '.join(plan.sweep.search.ladders)}: {states_line(plan.searches)}", file=sys.stderr)

@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from scalegrid.errors import UserError
 from scalegrid.spec.resolve import Sweep, resolve
 from scalegrid.spec.strict import describe_error
 from scalegrid.spec.sweep import SweepSpec
+from scalegrid.spec.yaml_file import read_yaml
 
 SpecSource = str | Path | dict
 
@@ -33,19 +33,7 @@ def parse_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: spec file not found; pass the path of a sweep YAML such as sweeps/quickstart.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise UserError(f"{path}: YAML syntax error{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read the spec ({err.__class__.__name__}); check the file") from None
-    return parse_spec(raw, source=str(path))
+    return parse_spec(read_yaml(Path(path)), source=str(path))
 
 
 def load_sweep(source: SpecSource) -> Sweep:

@@ -15,14 +15,27 @@ from scalegrid.spec.axes import POINT_AXES, check_axes_named
 from scalegrid.spec.strict import MAX_TOKENS, Fraction, Seed, Steps, Strict, WrittenSelector, as_axis, closest
 
 
+RAY_UNIT = 1e-4  # Ray's smallest share of a resource: a reservation below it is refused by Ray itself
+
+
 class ResourcesSpec(Strict):
-    cpus: float = Field(1.0, gt=0, le=4096)
+    cpus: float = Field(1.0, ge=RAY_UNIT, le=4096)
     gpus: float = Field(0.0, ge=0, le=1024)
-    gpu_memory_gb: float | None = Field(None, gt=0, le=100_000)  # memory of one GPU: `plan` checks every trial fits (default: detected)
+    gpu_memory_gb: float | None = Field(None, ge=2, le=100_000)  # memory of one GPU: `plan` checks every trial fits (default: detected)
     # A trial on several processes: Ray Train workers (`orchestrator/execution/train_workers.py`); `cpus`/`gpus` are the one-worker form.
     workers: int = Field(1, ge=1, le=4096)  # > 1: the trial is a TorchTrainer of this many workers (DDP, or FSDP2)
     gpus_per_worker: float | None = Field(None, ge=0, le=1024)  # default: `gpus`
-    cpus_per_worker: float | None = Field(None, gt=0, le=4096)  # default: `cpus`
+    cpus_per_worker: float | None = Field(None, ge=RAY_UNIT, le=4096)  # default: `cpus`
+
+    @field_validator("gpus", "gpus_per_worker")
+    @classmethod
+    def _a_share_ray_can_hold(cls, value: float | None):
+        """Ray holds GPUs in units of 0.0001: a share of one GPU, or whole GPUs."""
+        if value and value < RAY_UNIT:
+            raise ValueError(f"must be 0 or at least {RAY_UNIT:g}, Ray's smallest share (got {value:g})")
+        if value and value > 1 and value != int(value):
+            raise ValueError(f"a share of one GPU (at most 1) or whole GPUs (got {value:g})")
+        return value
 
     @model_validator(mode="after")
     def _one_way_to_say_it(self):

@@ -151,7 +151,9 @@ def format_error(err: dict, schema: dict | None = None) -> str:
 
 def _short(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+    if len(text) <= 60:
+        return text
+    return f"{text[:40]}... ({len(value) if isinstance(value, str) else len(text)} characters)"
 
 
 @functools.cache

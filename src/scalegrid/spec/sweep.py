@@ -59,7 +59,7 @@ class SweepSpec(Strict):
     train: TrainGrid = TrainGrid()
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
-    results: str | None = None  # default: results/<name>
+    results: str | None = Field(None, min_length=1)  # default: results/<name>
     keep_weights: bool = True  # every lm trial's final model in Hugging Face format under RESULTS/models/ (members and teachers always)
     tracking: TrackingSpec = TrackingSpec()
     ensemble: EnsembleSpec | None = None

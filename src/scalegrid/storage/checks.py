@@ -41,6 +41,8 @@ def check_writable(results: ResultsLayout) -> None:
     if path is None:
         check_reachable(results)
         return
+    if path == Path(path.anchor):
+        raise UserError(f"results: {path} is the filesystem's root; give a directory of its own for the sweep's results")
     existing = path
     while not _exists(existing):
         existing = existing.parent

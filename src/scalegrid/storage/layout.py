@@ -32,6 +32,7 @@ published the same way (`publish_dir`).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import tempfile
 import time
@@ -42,7 +43,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from scalegrid.storage.local import atomic_dir
-from scalegrid.storage.space import full_is_one_line
+from scalegrid.storage.space import storage_errors_are_one_line
 from scalegrid.storage.uri import OBJECT_STORES, parse, redacted
 
 Parts = tuple[str, ...]
@@ -199,6 +200,15 @@ class ResultsLayout:
             if i.type == FileType.File and i.base_name.endswith(suffix) and not i.base_name.startswith(".")
         )
 
+    def entries(self, *parts: str, suffix: str = "") -> tuple[list[str], list[str]]:
+        """(the files, and the other things: directories, FIFOs, broken links) directly under
+        `parts` whose names end in `suffix`, hidden ones left out, each sorted."""
+        from pyarrow.fs import FileSelector, FileType
+
+        infos = self.fs.get_file_info(FileSelector(self.path(*parts), allow_not_found=True))
+        named = [i for i in infos if i.base_name.endswith(suffix) and not i.base_name.startswith(".")]
+        return sorted(i.base_name for i in named if i.type == FileType.File), sorted(i.base_name for i in named if i.type != FileType.File)
+
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as f:
             return f.read()
@@ -206,12 +216,12 @@ class ResultsLayout:
     # --- writing ---------------------------------------------------------------------------------
 
     def makedirs(self, *parts: str) -> None:
-        with full_is_one_line(self.shown()):
+        with storage_errors_are_one_line(self.shown()):
             self.fs.create_dir(self.path(*parts), recursive=True)  # a no-op on object stores
 
     def write_atomic(self, parts: Parts, write: Callable[[str, object], None]) -> str:
         """Call `write(path, filesystem)` so that readers never see a partial file at `parts`; a
-        full disk is a `StorageFull` and leaves no temporary."""
+        full disk is a `StorageError` and leaves no temporary."""
         final = self.path(*parts)
         if self.object_store:  # one PUT (or a completed multipart upload) is atomic
             write(final, self.fs)
@@ -219,7 +229,7 @@ class ResultsLayout:
         parent, name = final.rsplit("/", 1)
         tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            with full_is_one_line(self.shown()):
+            with storage_errors_are_one_line(self.shown()):
                 self.fs.create_dir(parent, recursive=True)
                 write(tmp, self.fs)
                 self.fs.move(tmp, final)  # rename(2): atomic on one filesystem
@@ -250,6 +260,18 @@ class ResultsLayout:
         self.move(parts, aside)
         return aside
 
+    def set_aside_dir(self, parts: Parts, marker: str) -> str:
+        """Set a published directory aside: on a filesystem the directory is renamed
+        `<name>.corrupt-<time>`; on an object store its `marker` is (the rest is written over when
+        the directory is published again). Either way it no longer counts as published."""
+        local = self.local(*parts)
+        if local is None:
+            return self.shown(*self.set_aside((*parts, marker)))
+        aside = local.with_name(f"{local.name}{CORRUPT_SUFFIX}{int(time.time())}")
+        with storage_errors_are_one_line(self.shown()):
+            os.rename(local, aside)
+        return str(aside)
+
     def download(self, parts: Parts, target: Path) -> None:
         """Copy the file at `parts` to a local path."""
         from pyarrow.fs import LocalFileSystem, copy_files
@@ -278,7 +300,7 @@ class ResultsLayout:
         all (a rename on a filesystem; on an object store every file uploaded, `marker` last)."""
         local = self.local(*parts)
         if local is not None:
-            with full_is_one_line(self.shown()):
+            with storage_errors_are_one_line(self.shown()):
                 return str(atomic_dir(local, fill, marker=marker, replace=replace))
         if not replace and self.is_file(*parts, marker):
             return self.uri_of(*parts)
@@ -308,7 +330,7 @@ class ResultsLayout:
                     rel = info.path[len(base):].lstrip("/")
                     self.download((*parts, *rel.split("/")), tmp / rel)
 
-        with full_is_one_line(target.parent):
+        with storage_errors_are_one_line(target.parent):
             return atomic_dir(target, fill, marker=marker, replace=stale)
 
 

@@ -51,3 +51,18 @@ def can_create_in(directory: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host is alive (a killed process its parent has not reaped
+    yet, a zombie, is dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -1,7 +1,7 @@
 """Free space: a full filesystem or quota is one line naming the path, never a traceback.
 
     check_space(path, needs)            up front: refuse a run whose estimate does not fit
-    with full_is_one_line(path): ...    around writes: ENOSPC / EDQUOT become `StorageFull`
+    with storage_errors_are_one_line(path): ...    around writes: ENOSPC / EDQUOT become `StorageError`
 
 Every writer under RESULTS goes through one of these (`ResultsLayout`'s writes, the leases, the
 token cache); their temporary files are removed on the way out, so a full disk leaves nothing
@@ -16,15 +16,16 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from scalegrid.errors import StorageFull
+from scalegrid.errors import StorageError
 from scalegrid.storage.uri import is_uri
 
-FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
-def is_full(err: BaseException) -> bool:
-    """A write failed for want of space (pyarrow's OSErrors carry the errno too)."""
-    return isinstance(err, StorageFull) or (isinstance(err, OSError) and err.errno in FULL_ERRNOS)
+def is_storage_failure(err: BaseException) -> bool:
+    """A write failed because the storage stopped taking writes (full, over quota, read-only, an
+    I/O error), not because of what was written (pyarrow's OSErrors carry the errno too)."""
+    return isinstance(err, StorageError) or (isinstance(err, OSError) and err.errno in STORAGE_ERRNOS)
 
 
 def free_bytes(path: str | Path) -> int | None:
@@ -48,34 +49,42 @@ def size_text(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def full_error(path: str | Path, needed: int | None = None) -> StorageFull:
+def storage_error(path: str | Path, needed: int | None = None, errno_: int = errno.ENOSPC) -> StorageError:
+    """The one line of a storage failure at `path` (by its errno), and how to go on."""
+    again = "then run the same command again: finished trials are kept"
+    if errno_ == errno.EROFS:
+        return StorageError(f"results: {path} has become read-only; make it writable or choose another --results, {again}")
+    if errno_ == errno.EIO:
+        return StorageError(f"results: {path}: the storage failed a write (an I/O error); check the disk or the mount, {again}")
     free = free_bytes(path)
     need = f"; this run needs about {size_text(needed)} more" if needed else ""
-    return StorageFull(
+    return StorageError(
         f"results: {path} is full ({size_text(free) if free is not None else 'no space'} free{need}); free space "
-        "or choose another --results, then run the same command again: finished trials are kept"
+        f"or choose another --results, {again}"
     )
 
 
 @contextlib.contextmanager
-def full_is_one_line(path: str | Path) -> Iterator[None]:
-    """Turn a full filesystem or quota inside the block into a `StorageFull` naming `path`."""
+def storage_errors_are_one_line(path: str | Path) -> Iterator[None]:
+    """Turn a storage failure inside the block (full, quota, read-only, I/O) into a `StorageError` naming `path`."""
     try:
         yield
     except OSError as err:
-        if err.errno in FULL_ERRNOS and not isinstance(err, StorageFull):
-            raise full_error(path) from None
+        if err.errno in STORAGE_ERRNOS and not isinstance(err, StorageError):
+            raise storage_error(path, errno_=err.errno) from None
         raise
 
 
-def check_space(path: str | Path, needs: dict[str, int]) -> None:
+def check_space(path: str | Path, needs: dict[str, int], *, where: str = "results") -> None:
     """Refuse up front a run whose estimated writes (`needs`: what -> bytes) do not fit in the
-    free space at `path` (a local path; object stores report none)."""
+    free space at `path` (a local path; object stores report none). `where`: what the path is, and
+    the flag or variable that moves it."""
     free, total = free_bytes(path), sum(needs.values())
     if free is None or total <= free:
         return
     parts = ", ".join(f"{what} {size_text(n)}" for what, n in needs.items() if n)
-    raise StorageFull(
-        f"results: {path} has {size_text(free)} free, but this run needs about {size_text(total)} ({parts}); "
-        "free space or choose another --results"
+    move = "choose another --results" if where == "results" else f"point {where} elsewhere"
+    raise StorageError(
+        f"{where}: {path} has {size_text(free)} free, but this run needs about {size_text(total)} ({parts}); "
+        f"free space or {move}"
     )

@@ -6,12 +6,12 @@ from scalegrid.store.rows import (
 )
 from scalegrid.store.tables import (
     Scan, Snapshot, concat_runs, load_curves, load_ensembles, load_runs, load_search, read, read_stage_graphs, run_outcome,
-    run_status, scan, write_curves, write_ensemble, write_run, write_search, write_stage_graph,
+    run_status, scan, set_aside_damaged, write_curves, write_ensemble, write_run, write_search, write_stage_graph,
 )
 
 __all__ = [
     "CURVE_SCHEMA", "RUN_COLUMNS", "RUN_SCHEMA", "SCHEMAS", "SEARCH_SCHEMA", "CurveRow", "RunRow", "SearchRow", "ensemble_row",
     "schema_of", "trial_row", "Scan", "Snapshot", "concat_runs", "load_curves", "load_ensembles", "load_runs", "load_search",
-    "read", "read_stage_graphs", "run_outcome", "run_status", "scan", "write_curves", "write_ensemble", "write_run",
+    "read", "read_stage_graphs", "run_outcome", "run_status", "scan", "set_aside_damaged", "write_curves", "write_ensemble", "write_run",
     "write_search", "write_stage_graph",
 ]

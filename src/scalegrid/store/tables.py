@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import FileType
 
 from scalegrid.storage import ResultsLayout, check_readable, layout
 from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH
 from scalegrid.trial import DONE_STATUSES, Status
-from scalegrid.store.rows import RUN_SCHEMA, SCHEMAS, RunRow, SearchRow
+from scalegrid.store.rows import SCHEMAS, RunRow, SearchRow
+from scalegrid.store.validation import RULES, footers, misnamed
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -67,17 +69,10 @@ def _write(results: ResultsLayout, table: str, row_id: str, rows: list[dict]) ->
     schema = SCHEMAS[table]
     data = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
     parts = results.row_file(table, row_id)
-    if results.is_file(*parts) and not _readable(results, parts):
-        results.set_aside(parts)
+    kind = results.info(*parts).type
+    if kind not in (FileType.NotFound, FileType.File) or (kind == FileType.File and footers(results, table, [parts[-1]])[0]):
+        results.set_aside(parts)  # a damaged file (or a directory in its place) never blocks the new row
     return results.write_atomic(parts, lambda path, fs: pq.write_table(data, path, filesystem=fs))
-
-
-def _readable(results: ResultsLayout, parts: tuple[str, ...]) -> bool:
-    try:
-        pq.read_metadata(results.path(*parts), filesystem=results.fs)
-        return True
-    except Exception:  # noqa: BLE001 - truncated, not Parquet, unreadable
-        return False
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -99,45 +94,42 @@ class Scan:
 
 
 def scan(results: ResultsLayout, table: str) -> Scan:
-    """Every file of `runs`, `curves`, `ensembles` or `search` in one multi-threaded read with the declared
-    schema (older files' missing columns read as null); if some file does not read, one file at
-    a time, so the unreadable ones are named and skipped."""
+    """Every file of `runs`, `curves`, `ensembles` or `search` whose footer passes the table's rule
+    (`validation.py`), in one multi-threaded read with the declared schema (older files' missing
+    columns read as null); a file whose rows name another id is left out too. Damaged files are
+    reported (path, why), never deleted here: `run` sets them aside (`set_aside_damaged`)."""
     import pyarrow.dataset as ds
 
-    schema = SCHEMAS.get(table, RUN_SCHEMA)  # another directory of run files reads as runs
-    names = results.list(table, suffix=".parquet")
-    if not names:
-        return Scan(schema.empty_table().to_pandas())
-    paths = [results.path(table, name) for name in names]
-    try:
-        data = ds.dataset(paths, schema=schema, format="parquet", filesystem=results.fs).to_table(use_threads=True)
-        return Scan(data.to_pandas())
-    except Exception:  # noqa: BLE001 - a truncated or foreign file: find out which
-        return _scan_one_by_one(results, table, names)
+    schema = SCHEMAS[table]
+    files, others = results.entries(table, suffix=".parquet")
+    by_footer, rows_of = footers(results, table, files)
+    damaged = {name: "not a file" for name in others} | by_footer
+    good = [name for name in files if name not in damaged]
+    if not good:
+        return Scan(schema.empty_table().to_pandas(), _shown(results, table, damaged))
+    paths = [results.path(table, name) for name in good]
+    rows = [rows_of[name] for name in good]
+    data = ds.dataset(paths, schema=schema, format="parquet", filesystem=results.fs).to_table(use_threads=True)
+    origin = [path for path, n in zip(paths, rows) for _ in range(n)]  # the scan keeps the files' order
+    misnamed_files = misnamed(table, data.column(RULES[table].id_column).to_pylist(), origin)
+    if misnamed_files:
+        keep = pa.array([path.rsplit("/", 1)[-1] not in misnamed_files for path in origin])
+        data, damaged = data.filter(keep), damaged | misnamed_files
+    return Scan(data.to_pandas(), _shown(results, table, damaged))
 
 
-def _scan_one_by_one(results: ResultsLayout, table: str, names: list[str]) -> Scan:
-    schema = SCHEMAS.get(table, RUN_SCHEMA)
-    tables, unreadable = [], []
-    for name in names:
-        try:
-            data = pq.read_table(results.path(table, name), filesystem=results.fs)
-            tables.append(_conform(data, schema))
-        except Exception as err:  # noqa: BLE001 - truncated, not Parquet, other columns: report, never delete
-            unreadable.append((results.shown(table, name), err.__class__.__name__))
-    frame = pa.concat_tables(tables) if tables else schema.empty_table()
-    return Scan(frame.to_pandas(), unreadable)
+def _shown(results: ResultsLayout, table: str, damaged: dict[str, str]) -> list[tuple[str, str]]:
+    return [(results.shown(table, name), why) for name, why in sorted(damaged.items())]
 
 
-def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A table with exactly `schema`'s columns: missing ones null; one of another type is an error."""
-    if "trial_id" not in data.column_names:
-        raise ValueError("no trial_id column: not a scalegrid results file")
-    columns = [
-        data.column(f.name).cast(f.type) if f.name in data.column_names else pa.nulls(len(data), f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
+def set_aside_damaged(results: ResultsLayout, table: str, damaged: list[tuple[str, str]]) -> None:
+    """Rename each damaged file of `table` aside (`<name>.corrupt-<time>`) with a warning: what it
+    stood for is redone (a trial retrained, an ensemble evaluated again). `run` does this before it
+    writes; `plan`, `status` and `report` only warn."""
+    for shown, why in damaged:
+        name = shown.rsplit("/", 1)[-1]
+        aside = results.set_aside((table, name))
+        print(f"scalegrid: warning: {shown} is damaged ({why}); set aside as {aside[-1]}, what it held is redone", file=sys.stderr)
 
 
 @dataclass
@@ -147,7 +139,12 @@ class Snapshot:
 
     runs: pd.DataFrame
     ensembles: pd.DataFrame
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    damaged: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # table -> [(path, why)], left out
+
+    @property
+    def unreadable(self) -> list[tuple[str, str]]:
+        """Every damaged file of runs/ and ensembles/: (path, why)."""
+        return [entry for found in self.damaged.values() for entry in found]
 
     @functools.cached_property
     def status(self) -> dict[str, str]:
@@ -178,7 +175,7 @@ class Snapshot:
 def read(results: ResultsLayout) -> Snapshot:
     """One scan of runs/ and one of ensembles/."""
     runs, ensembles = scan(results, RUNS), scan(results, ENSEMBLES)
-    return Snapshot(runs.frame, ensembles.frame, runs.unreadable + ensembles.unreadable)
+    return Snapshot(runs.frame, ensembles.frame, {RUNS: runs.unreadable, ENSEMBLES: ensembles.unreadable})
 
 
 def load_runs(results) -> pd.DataFrame:
@@ -241,20 +238,21 @@ def read_stage_graphs(results: ResultsLayout) -> dict:
 
 
 def run_outcome(results: ResultsLayout, trial_id: str) -> tuple[str, float] | None:
-    """(status, val_loss) of a trial's run row, or None when there is none or it cannot be read."""
+    """(status, val_loss) of a trial's run row, or None when there is none or it is damaged
+    (`validation.py`: a copy, a planted row, a foreign file count as no row)."""
+    name = results.row_file(RUNS, trial_id)[-1]
     try:
-        data = pq.read_table(results.path(*results.row_file(RUNS, trial_id)), columns=["status", "val_loss"], filesystem=results.fs)
-        return data.column("status")[0].as_py(), data.column("val_loss")[0].as_py()
-    except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: not done
+        if footers(results, RUNS, [name])[0]:
+            return None
+        data = pq.read_table(results.path(RUNS, name), columns=["trial_id", "status", "val_loss"], filesystem=results.fs)
+    except Exception:  # noqa: BLE001 - missing, unreadable: not done
         return None
+    if data.num_rows != 1 or data.column("trial_id")[0].as_py() != trial_id:
+        return None
+    return data.column("status")[0].as_py(), data.column("val_loss")[0].as_py()
 
 
 def run_status(results: ResultsLayout, trial_id: str) -> str | None:
-    """The status in a trial's run row, or None when there is none or it cannot be read."""
-    try:
-        data = pq.read_table(results.path(*results.row_file(RUNS, trial_id)), columns=["status"], filesystem=results.fs)
-        return data.column("status")[0].as_py()
-    except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: not done
-        return None
-
-
+    """The status in a trial's run row, or None when there is none or it is damaged."""
+    outcome = run_outcome(results, trial_id)
+    return None if outcome is None else outcome[0]

@@ -59,7 +59,8 @@ class TokenFile:
     def append(self, ids: np.ndarray, documents: int = 0) -> None:
         if self.limit is not None:
             ids = ids[: max(self.limit - self.tokens, 0)]
-        np.ascontiguousarray(ids, dtype=self.dtype).tofile(self.file)
+        # A file write, not ndarray.tofile: a full disk is then ENOSPC (tofile's OSError carries no errno)
+        self.file.write(memoryview(np.ascontiguousarray(ids, dtype=self.dtype)).cast("B"))
         self.tokens += len(ids)
         self.documents += documents
 

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,9 @@ import numpy as np
 from scalegrid.payloads import JsonObject
 from scalegrid.spec import DataSpec
 from scalegrid.storage import CACHE_MARKER, ResultsLayout, atomic_dir, node_cache_dir
-from scalegrid.storage.space import full_is_one_line
+from scalegrid.storage.artifacts import token_cache_problem
+from scalegrid.storage.local import process_alive
+from scalegrid.storage.space import check_space, storage_errors_are_one_line
 from scalegrid.data.corpus.build import BuildFacts, build
 from scalegrid.data.corpus.sources import token_dtype
 from scalegrid.trial import DataIdentity
@@ -56,7 +61,13 @@ class TokenCache:
     def meta(self, key: str) -> CacheMeta | None:
         """The store's meta.json of `key` (None: not built), read alone: no tokens are mapped."""
         parts = (*self.results.token_cache(key), CACHE_MARKER)
-        return json.loads(self.results.read_bytes(*parts)) if self.results.is_file(*parts) else None
+        if not self.results.is_file(*parts):
+            return None
+        try:
+            meta = json.loads(self.results.read_bytes(*parts))
+        except ValueError:  # damaged: as if not built (`run` sets it aside: `problem`)
+            return None
+        return meta if isinstance(meta, dict) else None
 
     def train_tokens(self, key: str) -> int | None:
         meta = self.meta(key)
@@ -69,6 +80,22 @@ class TokenCache:
         stale = (target / CACHE_MARKER).is_file() and _meta_of(target)["train_tokens"] < min_train_tokens
         return self.results.materialise_dir(self.results.token_cache(key), target, marker=CACHE_MARKER, stale=stale)
 
+    def problem(self, key: str) -> str | None:
+        """Why the published cache of `key` cannot be read (None: it can, or there is none); on an
+        object store, of this node's copy."""
+        local = self.results.local(*self.results.token_cache(key)) or self.load(key)
+        if local is None or not (local / CACHE_MARKER).is_file():
+            return None
+        return token_cache_problem(local, CACHE_MARKER)
+
+    def set_aside(self, key: str, why: str) -> None:
+        """A damaged cache out of the way (see `storage/artifacts.py`), with a warning: it is built again."""
+        parts = self.results.token_cache(key)
+        aside = self.results.set_aside_dir(parts, CACHE_MARKER)
+        shutil.rmtree(node_cache_dir() / "tokens" / key, ignore_errors=True)  # this node's copy of it, if any
+        print(f"scalegrid: warning: {self.results.shown(*parts)} is damaged ({why}); set aside as {aside}, it is built again",
+              file=sys.stderr)
+
     def open(self, key: str, min_train_tokens: int = 0) -> tuple[np.memmap, np.memmap, CacheMeta]:
         path = self.load(key, min_train_tokens)
         if path is None:
@@ -79,11 +106,16 @@ class TokenCache:
               revision: str | None = None, grow: bool = False) -> Path:
         """Tokenize `spec` in scratch space and publish it (replacing a smaller copy when `grow`)."""
         scratch_root = node_cache_dir() / "building"
-        with full_is_one_line(scratch_root):  # a full disk is one line naming where, never a traceback
+        with storage_errors_are_one_line(scratch_root):  # a full disk is one line naming where, never a traceback
             scratch_root.mkdir(parents=True, exist_ok=True)
+            remove_abandoned(scratch_root)
+            itemsize = np.dtype(token_dtype(identity.vocab_size)).itemsize
+            check_space(scratch_root, {"the token cache being built": (need_tokens + spec.validation.max_tokens) * itemsize},
+                        where="SCALEGRID_CACHE")
             scratch = Path(tempfile.mkdtemp(prefix=f"{identity.key}.", dir=scratch_root))
+            (scratch / OWNER).write_text(json.dumps({"host": platform.node(), "pid": os.getpid()}))
         try:
-            with full_is_one_line(scratch_root):
+            with storage_errors_are_one_line(scratch_root):
                 facts = build(spec, identity, scratch, need_tokens=need_tokens, processes=processes, revision=revision)
                 write_meta(scratch, identity, facts)
             return self.publish(identity.key, scratch, replace=grow)
@@ -96,15 +128,34 @@ class TokenCache:
 
         def fill(tmp: Path) -> None:
             for entry in built.iterdir():
-                shutil.move(str(entry), tmp / entry.name)  # a rename on one filesystem
+                if entry.name != OWNER:  # who built it stays in the scratch directory
+                    shutil.move(str(entry), tmp / entry.name)  # a rename on one filesystem
 
         target = self.local_dir(key)
-        with full_is_one_line(target.parent):
+        with storage_errors_are_one_line(target.parent):
             local = atomic_dir(target, fill, marker=CACHE_MARKER, replace=replace)
         parts = self.results.token_cache(key)
         if self.results.object_store and (replace or not self.results.is_file(*parts, CACHE_MARKER)):
             self.results.upload_tree(local, parts, last=CACHE_MARKER)
         return local
+
+
+OWNER = ".owner.json"  # who builds in a scratch directory: its host and pid
+ABANDONED_S = 24 * 3600  # a scratch directory without an owner, untouched this long, is a dead build's
+
+
+def remove_abandoned(scratch_root: Path) -> None:
+    """Scratch directories of builds that died on this host (a killed `prepare`): removed, so a
+    killed build leaves nothing behind for good. Another live build's directory is left alone."""
+    for scratch in scratch_root.iterdir():
+        try:
+            owner = json.loads((scratch / OWNER).read_text())
+            mine = owner.get("host") == platform.node()
+            dead = mine and not process_alive(int(owner["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):  # no owner: a build from before owners, or torn
+            dead = time.time() - scratch.stat().st_mtime > ABANDONED_S
+        if dead:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_meta(directory: Path, identity: DataIdentity, facts: BuildFacts) -> None:
@@ -120,14 +171,20 @@ def _meta_of(directory: Path) -> CacheMeta:
     return json.loads((directory / CACHE_MARKER).read_text())
 
 
+class DamagedCache(ValueError):
+    """A token cache whose files do not pass `storage/artifacts.token_cache_problem`."""
+
+
 def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, CacheMeta]:
-    """(train tokens, validation tokens, meta) of a local token-cache directory, as read-only maps."""
+    """(train tokens, validation tokens, meta) of a local token-cache directory, as read-only maps;
+    a directory whose meta.json and token files disagree (or name code) is a `DamagedCache`."""
     data_dir = Path(data_dir)
     if not (data_dir / CACHE_MARKER).is_file():
         raise FileNotFoundError(f"{data_dir} is not a token-cache directory (no {CACHE_MARKER})")
+    why = token_cache_problem(data_dir, CACHE_MARKER)
+    if why:
+        raise DamagedCache(f"{data_dir}: {why}")
     meta = _meta_of(data_dir)
-    if meta.get("dtype") not in ("uint16", "uint32"):  # read from the store: never an object dtype
-        raise ValueError(f"{data_dir / CACHE_MARKER}: dtype {meta.get('dtype')!r} is not a token dtype")
     dtype = np.dtype(meta["dtype"])
     train = np.memmap(data_dir / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
     val = np.memmap(data_dir / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
@@ -135,7 +192,10 @@ def open_tokens(data_dir: Path) -> tuple[np.memmap, np.memmap, CacheMeta]:
 
 
 def default_processes(spec: DataSpec) -> int:
-    """Tokenizer processes: the spec's `tokenize_cpus`, else every CPU this process may use."""
-    if spec.tokenize_cpus:
-        return spec.tokenize_cpus
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Tokenizer processes: the spec's `tokenize_cpus` or every CPU this process may use, never more
+    than those CPUs (each process holds a tokenizer and batches: more would only cost memory)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if spec.tokenize_cpus and spec.tokenize_cpus > cpus:
+        print(f"data.tokenize_cpus: {spec.tokenize_cpus} asked, this machine gives {cpus} CPUs: {cpus} tokenizer processes",
+              file=sys.stderr)
+    return min(spec.tokenize_cpus or cpus, cpus)

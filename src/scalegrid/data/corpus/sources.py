@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scalegrid.errors import UserError
+from scalegrid.files import why_not_a_file
 from scalegrid.spec import DataSpec
 from scalegrid.data.synthetic import generate_documents
 from scalegrid.storage import first_line
@@ -69,9 +70,11 @@ def resolve_files(spec: DataSpec) -> list[SourceFile]:
         else:
             paths = [os.path.expanduser(entry)]
         for path in paths:
-            if not os.path.isfile(path):
+            problem = why_not_a_file(path)
+            if problem:
                 kinds = ".npy, .bin, .parquet or .arrow" if spec.source == "tokens" else ".txt, .jsonl or .parquet"
-                raise UserError(f"{where}: {path} not found; give the path of a {kinds} file")
+                what = "not found" if problem == "not found" else f"is {problem}"
+                raise UserError(f"{where}: {path} {what}; give the path of a {kinds} file")
             resolved.append(SourceFile(path, _format(path, spec.format, where, allowed), where))
     return resolved
 

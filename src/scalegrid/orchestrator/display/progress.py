@@ -136,7 +136,7 @@ class SweepProgress:
         elapsed = now - self.start
         finished = sum(sum(o.values()) for o in self.outcomes.values())
         failed, diverged, elsewhere = self.count("FAILED") + self.count("LOST"), self.count("DIVERGED"), self.count("ELSEWHERE")
-        done = self.already_done + finished - failed - elsewhere - self.count("DISK_FULL")
+        done = self.already_done + finished - failed - elsewhere - self.count("STORAGE_FAILED")
         parts = [f"[{duration(elapsed)}] {done}/{self.total + self.already_done} done, {len(self.running)} running, {failed} failed, {diverged} diverged"]
         if elsewhere:
             parts[0] += f", {elsewhere} running elsewhere"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import functools
 import logging
 import os
@@ -32,6 +33,7 @@ import time
 from collections.abc import Sequence
 
 from scalegrid import store
+from scalegrid.errors import StorageError
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.display import tracking
 from scalegrid.orchestrator.display.progress import SweepProgress, duration, progress_callback
@@ -41,7 +43,7 @@ from scalegrid.orchestrator.execution.walk_driver import SearchDriver
 from scalegrid.orchestrator.planning import capacity
 from scalegrid.orchestrator.planning.cells import search_cells, states_line
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, space_needed
-from scalegrid.storage.space import full_error, is_full
+from scalegrid.storage.space import storage_error, is_storage_failure
 from scalegrid.trial import Trial
 
 CHUNK = 256  # Tune trials per Tuner.fit()
@@ -139,9 +141,11 @@ def launch(
         results = tuner.fit()
     skipped = sum((r.metrics or {}).get("n_ELSEWHERE", 0) for r in results)
     del tuner, trainable, results  # nothing of a finished chunk stays referenced
-    if full.message:  # stop with one line that says how much the rest needs
+    if full.message is not None:  # stop with one line: for a full store, how much the rest needs
+        if full.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageError(full.message)
         needs = space_needed(plan.refresh(), slots=slots(plan, max_concurrent))
-        raise full_error(plan.results.shown(), needed=sum(needs.values()))
+        raise storage_error(plan.results.shown(), needed=sum(needs.values()))
     return skipped
 
 
@@ -168,25 +172,27 @@ def _logs_filtered(log_filter: logging.Filter):
 
 
 class StopWhenFull(logging.Filter):
-    """Stops every trial once the results' filesystem is full (a worker reports it, or Tune's own
-    state sync logs it): the rest would fail too. Tune's log of it is dropped: one line says it.
-    (`_stop_when_full` adds Tune's `Stopper` base class.)"""
+    """Stops every trial once the results' storage stops taking writes (full, read-only, failing: a
+    worker reports it, or Tune's own state sync logs it): the rest would fail too. Tune's log of it
+    is dropped: one line says it. (`_stop_when_full` adds Tune's `Stopper` base class.)"""
 
     def __init__(self):
         logging.Filter.__init__(self)
         self.message: str | None = None
+        self.errno: int = errno.ENOSPC
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        if result.get("disk_full"):
-            self.message = result["disk_full"]
+        if result.get("storage_failed"):
+            self.message, self.errno = result["storage_failed"], int(result.get("storage_errno", errno.ENOSPC))
         return False
 
     def stop_all(self) -> bool:
         return self.message is not None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and is_full(record.exc_info[1]):
-            self.message = self.message or str(record.exc_info[1])
+        if record.exc_info and is_storage_failure(record.exc_info[1]):
+            if self.message is None:
+                self.message, self.errno = str(record.exc_info[1]), getattr(record.exc_info[1], "errno", None) or errno.ENOSPC
             return False
         return True
 

@@ -17,14 +17,16 @@ import contextlib
 import logging
 import os
 import socket
+import subprocess
 import sys
 from urllib.parse import urlparse
 
+from scalegrid import signals
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GPU_MEMORY_GB
 from scalegrid.orchestrator.planning import capacity as resources
 from scalegrid.spec import ResourcesSpec
-from scalegrid.storage import ResultsLayout
+from scalegrid.storage import ResultsLayout, first_line
 
 CONNECT_TIMEOUT_S = 10
 HANDSHAKE_TIMEOUT_S = 25  # the whole child process, Ray's import included
@@ -76,7 +78,6 @@ def check_address(address: str) -> None:
 
 def handshake_fails(address: str, host_port: str) -> str | None:
     """Why Ray's own handshake with `address` fails within HANDSHAKE_TIMEOUT_S, or None."""
-    import subprocess
 
     script = _CLIENT_HANDSHAKE if address.startswith("ray://") else _GCS_HANDSHAKE
     try:
@@ -195,13 +196,30 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
         except (ConnectionError, RuntimeError) as err:
             raise UserError(f"--address {address}: cannot join a Ray cluster there ({' '.join(str(err).split())[:200]})") from None
     else:
-        # Keep the embedded Ray on 127.0.0.1: nothing listens on a public interface. `local`: a Ray of
-        # its own, even where another `ray start` runs on this machine (ray.init() would join that one).
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-        node = ray.nodes()[0]
-        print(f"embedded Ray on {node['NodeManagerAddress']} ({int(node['Resources'].get('CPU', 0))} CPUs, no dashboard)", file=sys.stderr)
+        _start_embedded(num_cpus)
+    signals.install()  # Ray's core worker installed its own SIGTERM handler (a stack dump): ours again
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _start_embedded(num_cpus: int | None) -> None:
+    """An embedded Ray on 127.0.0.1 (nothing listens on a public interface) and its reaper; a Ray
+    that does not start is one line. `local`: a Ray of its own, even where another `ray start`
+    runs on this machine (ray.init() would join that one)."""
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as err:  # noqa: BLE001 - Ray's own start failures (a timeout, a port, shared memory)
+        raise UserError(f"the embedded Ray did not start ({first_line(err, 200)}); free memory and /dev/shm, "
+                        "or join a running cluster with --address") from None
+    session_dir = ray._private.worker._global_node.get_session_dir_path()  # no public name for it in Ray 2.60
+    subprocess.Popen(  # stops the session's processes if this driver is killed outright (`ray_reaper.py`)
+        [sys.executable, "-m", "scalegrid.orchestrator.execution.ray_reaper", str(os.getpid()), session_dir],
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    node = ray.nodes()[0]
+    print(f"embedded Ray on {node['NodeManagerAddress']} ({int(node['Resources'].get('CPU', 0))} CPUs, no dashboard)", file=sys.stderr)

@@ -18,6 +18,7 @@ lease taken first, one `train_many` call for those held, then each trial's rows.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import math
 import os
@@ -28,15 +29,15 @@ from collections.abc import Sequence
 from typing import Callable
 
 from scalegrid import grid, store
-from scalegrid.errors import StorageFull
+from scalegrid.errors import StorageError
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.execution import train_workers as train_launch
-from scalegrid.storage.space import full_error, is_full
+from scalegrid.storage.space import storage_error, is_storage_failure
 from scalegrid.trainers import checkpoint, many_trainer_of, trainer_of, vector_groups
 from scalegrid.trial import DONE_STATUSES, Trial, TrialResult
 
 ELSEWHERE, ALREADY_DONE = "ELSEWHERE", "ALREADY_DONE"  # outcomes of a trial this worker did not train
-DISK_FULL = "DISK_FULL"  # the results filled up: no row written, the driver stops the run
+STORAGE_FAILED = "STORAGE_FAILED"  # the results filled up: no row written, the driver stops the run
 
 
 def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, reraise: bool = False) -> store.RunRow:
@@ -48,7 +49,7 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
     try:
         result = _trainer(trial)(trial, report)
     except Exception as err:  # a bug or a bad corpus fails this trial only
-        if reraise or is_full(err):  # a full disk fails no trial: the run stops, the next one resumes
+        if reraise or is_storage_failure(err):  # a full disk fails no trial: the run stops, the next one resumes
             raise
         result = TrialResult.failed(trial.config, _error_text(err))
     return _write(trial, result, time.perf_counter() - start, provenance)
@@ -83,7 +84,7 @@ def execute_many(trials: Sequence[Trial], provenance: dict[str, str], *, reraise
     try:
         results = many_trainer_of(trials[0])(trials, None)
     except Exception as err:  # noqa: BLE001 - the pass's trials fail, not the sweep
-        if reraise or is_full(err):  # a full disk fails no trial: the run stops, the next one resumes
+        if reraise or is_storage_failure(err):  # a full disk fails no trial: the run stops, the next one resumes
             raise
         results = [TrialResult.failed(t.config, _error_text(err)) for t in trials]
     share = (time.perf_counter() - start) / len(trials)
@@ -108,7 +109,7 @@ def run_leased(
     try:
         with lease.heartbeating():
             while True:
-                if store.run_status(results, trial.trial_id) in DONE_STATUSES:
+                if done_here(trial):
                     return ALREADY_DONE  # another driver finished it between our plan and our lease
                 attempt = 1 + sum(h.get("owner") == owner for h in leases.history(results, trial.trial_id))
                 resumed_from, notes = checkpoint.resume_point(trial.checkpoint_dir)  # unreadable ones set aside
@@ -121,10 +122,17 @@ def run_leased(
                 try:
                     return execute(trial, report, provenance, reraise=not last)
                 except Exception as err:
-                    if not retry_here or is_full(err):
+                    if not retry_here or is_storage_failure(err):
                         raise  # Ray Tune retries the trial; the retry takes this lease over (same owner)
     finally:
         lease.release()
+
+
+def done_here(trial: Trial) -> bool:
+    """Its run row says done, and the model a stage needs of it is saved (a member trained without
+    `keep_weights` is trained again to save it: the same result, deterministic, and its weights)."""
+    done = store.run_status(trial.results, trial.trial_id) in DONE_STATUSES
+    return done and not (trial.save_model and not trial.results.has_model(trial.trial_id))
 
 
 def _ray_node() -> str | None:
@@ -189,7 +197,7 @@ def run_leased_group(
                 continue
             held.callback(lease.release)
             held.enter_context(lease.heartbeating())
-            if store.run_status(results, trial.trial_id) in DONE_STATUSES:
+            if done_here(trial):
                 outcomes[trial.trial_id] = ALREADY_DONE
             else:
                 mine.append(trial)
@@ -201,7 +209,7 @@ def run_leased_group(
                 outcomes.update((row.trial_id, row) for row in execute_many(mine, provenance, reraise=attempt <= ft.max_failures))
                 break
             except Exception as err:  # noqa: BLE001 - retried here while attempts remain
-                if is_full(err):
+                if is_storage_failure(err):
                     raise
                 continue
     return [outcomes[t.trial_id] for t in trials]
@@ -225,16 +233,18 @@ def tune_trainable(config: dict, templates: dict[str, Trial], provenance: dict[s
         tune.report({"warning": text})
 
     counts: dict[str, int] = {}
-    final: dict[str, str] = {}  # the full-disk line, when the results filled up
+    final: dict[str, str | int] = {}  # why the results stopped taking writes, and its errno
     for group in vector_groups(trials):
         try:
             outcomes = run_leased_group(group, reports.row, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
         except Exception as err:
-            if not is_full(err):
+            if not is_storage_failure(err):
                 raise
             # No retry (there is no room for one) and no FAILED row: the driver stops and says so.
-            counts[DISK_FULL] = counts.get(DISK_FULL, 0) + len(trials) - sum(counts.values())
-            final["disk_full"] = str(err if isinstance(err, StorageFull) else full_error(group[0].results.shown()))
+            counts[STORAGE_FAILED] = counts.get(STORAGE_FAILED, 0) + len(trials) - sum(counts.values())
+            code = getattr(err, "errno", None) or errno.ENOSPC
+            final["storage_failed"] = str(err if isinstance(err, StorageError) else storage_error(group[0].results.shown(), errno_=code))
+            final["storage_errno"] = code
             break
         for trial, outcome in zip(group, outcomes):
             status = outcome if isinstance(outcome, str) else outcome.status

@@ -16,9 +16,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, gen_name, history_record, new_record, start_line
+from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, parse_record, gen_name, history_record, new_record, start_line
 from scalegrid.storage import ResultsLayout
-from scalegrid.storage.space import full_is_one_line
+from scalegrid.storage.local import process_alive
+from scalegrid.storage.space import storage_errors_are_one_line
 
 
 def lease_dir(results: ResultsLayout, trial_id: str) -> Path:
@@ -75,8 +76,8 @@ def holder(results: ResultsLayout, trial_id: str, expiry_s: float) -> LeaseRecor
     path = _path(directory, gens[-1])
     try:
         age = time.time() - path.stat().st_mtime
-        record = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):  # released while we looked
+        record = parse_record(path.read_text(errors="replace"))
+    except FileNotFoundError:  # released while we looked
         return None
     return {**record, "age_s": age} if _live(record, age, expiry_s) else None
 
@@ -86,27 +87,14 @@ def _live(record: LeaseRecord, age_s: float, expiry_s: float) -> bool:
     if age_s >= expiry_s:
         return False
     if record.get("host") == platform.node() and isinstance(record.get("pid"), int):
-        return _process_alive(record["pid"])
+        return process_alive(record["pid"])
     return True
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process its parent has not reaped yet is dead too
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: float) -> tuple[Lease | None, dict | None]:
     """(our lease, None), or (None, the live lease of another owner)."""
     directory = lease_dir(results, trial_id)
-    with full_is_one_line(directory):
+    with storage_errors_are_one_line(directory):
         directory.mkdir(parents=True, exist_ok=True)
     record = new_record(owner)
     for _ in range(20):  # each retry follows someone else's successful create: a short loop
@@ -115,15 +103,15 @@ def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: floa
             top = _path(directory, gens[-1])
             try:
                 age = time.time() - top.stat().st_mtime
-                current = json.loads(top.read_text())
-            except (FileNotFoundError, ValueError):
+                current = parse_record(top.read_text(errors="replace"))
+            except FileNotFoundError:
                 continue  # released or replaced while we looked
             if current.get("owner") != owner and _live(current, age, expiry_s):
                 return None, {**current, "age_s": age}
         target = _path(directory, (gens[-1] if gens else 0) + 1)
         tmp = directory / f".{target.name}.{uuid.uuid4().hex[:8]}"
         try:
-            with full_is_one_line(directory):
+            with storage_errors_are_one_line(directory):
                 tmp.write_text(json.dumps(record))
                 os.link(tmp, target)  # atomic; fails when another taker got this generation first
         except FileExistsError:
@@ -147,7 +135,7 @@ def record_start(results: ResultsLayout, trial_id: str, *, owner: str, attempt: 
     """Append one attempt's start; only the lease holder writes, so lines never interleave."""
     path = lease_dir(results, trial_id) / "history.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with full_is_one_line(path.parent), open(path, "a") as f:
+    with storage_errors_are_one_line(path.parent), open(path, "a") as f:
         line = start_line(owner=owner, attempt=attempt, resumed_from_step=resumed_from_step, node=node)
         f.write("\n" + line if _torn(path) else line)  # a torn last line never swallows this one
 

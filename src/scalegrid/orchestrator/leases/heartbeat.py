@@ -41,6 +41,19 @@ class Attempt(TypedDict, total=False):
     node: str | None  # the Ray node it ran on
 
 
+UNREADABLE = "unknown (its lease file does not read)"
+
+
+def parse_record(text: str) -> LeaseRecord:
+    """A lease generation's record; one that does not read (torn, planted, not JSON) is a lease of an
+    unknown owner: it holds the trial until it expires by its age, then is taken over."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return LeaseRecord(owner=UNREADABLE)
+    return record if isinstance(record, dict) and isinstance(record.get("owner"), str) else LeaseRecord(owner=UNREADABLE)
+
+
 def new_record(owner: str) -> LeaseRecord:
     return LeaseRecord(owner=owner, host=platform.node(), pid=os.getpid(), acquired_at=time.time())
 

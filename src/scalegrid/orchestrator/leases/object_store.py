@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, gen_name, history_record, new_record, start_line
+from scalegrid.orchestrator.leases.heartbeat import GEN, Attempt, Heartbeat, LeaseRecord, parse_record, gen_name, history_record, new_record, start_line
 from scalegrid.storage import ResultsLayout, conditional
 
 
@@ -63,8 +63,8 @@ def _record_of(results: ResultsLayout, trial_id: str, gen: int) -> tuple[LeaseRe
     if info.type != FileType.File:
         return None
     try:
-        return json.loads(results.read_bytes(*parts)), time.time() - info.mtime.timestamp()
-    except (FileNotFoundError, ValueError):  # released while we looked
+        return parse_record(results.read_bytes(*parts).decode(errors="replace")), time.time() - info.mtime.timestamp()
+    except FileNotFoundError:  # released while we looked
         return None
 
 

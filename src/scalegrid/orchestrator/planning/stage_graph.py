@@ -18,6 +18,7 @@ pending or blocked (a member FAILED or DIVERGED).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -193,7 +194,8 @@ def _add_student(
         return
     graph.students.append(Trial(
         trial_id=tid, sweep=sweep.name, model_label=student_point["model"].label, config=config,
-        results=results, data_key=teacher[0].data_key, stage=Stage.DISTILL, fault_tolerance=sweep.fault_tolerance,
+        results=results, data_key=teacher[0].data_key, data_spec=teacher[0].data_spec, stage=Stage.DISTILL,
+        fault_tolerance=sweep.fault_tolerance,
         resources=sweep.resources,
     ))
 
@@ -229,18 +231,34 @@ def blocker(member_ids: list[str], status: dict[str, str]) -> str | None:
     return f"member {', '.join(bad)}" if bad else None
 
 
-def dependants(graph_json: dict, status: dict[str, str], ensemble_rows: set[str]) -> pd.DataFrame:
-    """One row per ensemble job and student: what, state (done | pending | blocked | failed) and why."""
+def dependants(
+    graph_json: dict, status: dict[str, str], ensemble_rows: set[str], has_model: Callable[[str], bool] = lambda tid: True,
+) -> pd.DataFrame:
+    """One row per ensemble job and student: what, state (done | pending | blocked | failed) and why
+    (a pending one says what it waits for)."""
     rows = []
     for e in graph_json.get("ensembles", []):
         blocked = blocker(e["members"], status)
         state = "done" if set(e["rows"]) <= ensemble_rows else "blocked" if blocked else "pending"
+        why = blocked if state == "blocked" else waiting_for(e["members"], status, has_model) if state == "pending" else ""
         rows.append({"stage": "ensemble", "what": f"K={len(e['members'])} at {e['point']}", "id": e["rows"][-1],
-                     "state": state, "why": blocked if state == "blocked" else ""})
+                     "state": state, "why": why})
     for s in graph_json.get("students", []):
         blocked = blocker(s["teacher"], status)
         own = status.get(s["trial_id"])
         state = "done" if own in DONE_STATUSES else "blocked" if blocked else "failed" if own == Status.FAILED.value else "pending"
+        why = f"teacher {blocked}" if state == "blocked" else waiting_for(s["teacher"], status, has_model) if state == "pending" else ""
         rows.append({"stage": "distill", "what": f"{s['model']} ({s['method']}) from k={len(s['teacher'])}",
-                     "id": s["trial_id"], "state": state, "why": f"teacher {blocked}" if state == "blocked" else ""})
+                     "id": s["trial_id"], "state": state, "why": why})
     return pd.DataFrame(rows, columns=["stage", "what", "id", "state", "why"])
+
+
+def waiting_for(member_ids: list[str], status: dict[str, str], has_model: Callable[[str], bool]) -> str:
+    """What a pending ensemble or student waits for: members to train, or their saved weights."""
+    untrained = [tid for tid in member_ids if status.get(tid) not in DONE_STATUSES]
+    if untrained:
+        return f"{len(untrained)} of its {len(member_ids)} members to train ({untrained[0]}, ...): `scalegrid run` trains them"
+    unsaved = [tid for tid in member_ids if not has_model(tid)]
+    if unsaved:
+        return f"the saved weights of member {unsaved[0]}: `scalegrid run` trains it again and keeps them"
+    return "its turn: `scalegrid run` makes it"

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 
 from scalegrid import store
-from scalegrid.data.checks import check_files
+from scalegrid.data.checks import check_files, check_outside_data
 from scalegrid.data.identity import TokenCache, describe, token_dtype
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
+from scalegrid.grid import check_size
 from scalegrid.orchestrator.planning.stage_graph import StageGraph, build, dependants
 from scalegrid.orchestrator.planning.cells import CellSearch, searched_graph
 from scalegrid.spec import SpecSource, Sweep, load_sweep
@@ -62,7 +63,7 @@ class SweepPlan:
 
     def dependants(self) -> pd.DataFrame:
         """The ensembles and students of the grid with their state: done, pending or blocked."""
-        return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done)
+        return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done, self.results.has_model)
 
     def table(self) -> pd.DataFrame:
         """One row per trial: identity, axes, size, tokens, FLOPs and status."""
@@ -88,13 +89,17 @@ class SweepPlan:
         return replace(self, memory=plan_memory(self.sweep, trials, self.data.vocab_size, gpu_memory_gb))
 
 
-def make_plan(source: SpecSource | Sweep, *, results: str | None = None) -> SweepPlan:
+def make_plan(source: SpecSource | Sweep, *, results: str | None = None, max_trials: int | None = None) -> SweepPlan:
     """The plan of a spec file, a spec as a dict (the Python API; its errors name `spec`) or a
-    resolved `Sweep`."""
+    resolved `Sweep`; a sweep over `max_trials` (default `grid.MAX_TRIALS`) is refused first."""
     sweep = source if isinstance(source, Sweep) else load_sweep(source)
+    check_size(sweep, max_trials)
     _check_divisible(sweep)
-    root = layout(absolute(results or sweep.results_dir))  # trials run in Tune's trial directories
+    if results is not None and not results.strip():
+        raise UserError("--results: an empty path; give the results directory, or leave --results out for the spec's")
+    root = layout(absolute(sweep.results_dir if results is None else results))  # trials run in Tune's trial directories
     check_writable(root)
+    check_outside_data(root, sweep.data)
     identity = describe(sweep.data, root)  # reads recorded file hashes, never tokenizes
     if sweep.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
         check_files(sweep.data)  # it opens, has the text field and a document with text
@@ -153,10 +158,8 @@ def _check_divisible(sweep: Sweep) -> None:
     for i, u in enumerate(sweep.data.unique_tokens):
         if u % seq_len or u < seq_len:
             lower, upper = max(seq_len, u // seq_len * seq_len), (u // seq_len + 1) * seq_len
-            raise UserError(
-                f"data.unique_tokens[{i}]: {u} is not a whole number of train.seq_len={seq_len} sequences; "
-                f"use {lower} or {upper}"
-            )
+            fix = f"use {lower}" if lower == upper else f"use {lower} or {upper}"
+            raise UserError(f"data.unique_tokens[{i}]: {u} is not a whole number of train.seq_len={seq_len} sequences; {fix}")
 
 
 def format_table(frame: pd.DataFrame) -> str:
