@@ -23,3 +23,20 @@ def int_at_least(minimum: int):
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """`--set key.path=value`, repeatable: a spec field set from the command line (`spec.load_sweep`)."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+        help="set a spec field as if written in the YAML (repeatable), e.g. --set train.lr=1e-3 --set epochs=[1,2,4]",
+    )
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """`-q` (errors, warnings and the result only) and `-v` (Ray's own messages and the workers' output too)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
+                       help="no live progress: errors, warnings and the result only")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
+                       help="also Ray's own messages and the trials' output (otherwise kept in a log file)")

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from scalegrid.commands.args import positive_int
+from scalegrid.commands.args import add_overrides, add_verbosity, positive_int
 from scalegrid.commands.output import print_json, records
 from scalegrid.orchestrator.pipeline import run_sweep
 from scalegrid.orchestrator.planning.cells import cells_table, states_line
 from scalegrid.orchestrator.planning.cells import losses as search_losses
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table
+from scalegrid.spec import load_sweep
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
 
@@ -29,12 +30,14 @@ def register(subparsers) -> None:
     sub.add_argument("--no-report", action="store_true", help="do not write the scaling report at the end")
     sub.add_argument("--json-summary", action="store_true",
                      help="print the summary as one JSON document on stdout (progress stays on stderr)")
+    add_overrides(sub)
+    add_verbosity(sub)
     sub.set_defaults(func=run)
 
 
 def run(args) -> int:
-    done = run_sweep(args.spec, results=args.results, address=args.address, max_concurrent=args.max_concurrent,
-                     report=not args.no_report)
+    done = run_sweep(load_sweep(args.spec, args.overrides), results=args.results, address=args.address,
+                     max_concurrent=args.max_concurrent, report=not args.no_report, verbosity=args.verbosity)
     plan = done.plan
     summary = Summary.of(plan, done.trained_s)
     if args.json_summary:

@@ -6,8 +6,8 @@ process with a deadline (a GCS answers a node-info request; a Ray Client server 
 connection), so that a port where something else listens (an HTTP server) is refused too. Once
 joined, `check_feasible` refuses trials that no node of the cluster (nor, with an autoscaler, any
 node type it may add) can ever hold. Workers' own output
-is not forwarded (Ray's shutdown chatter drowns the progress lines): a trial's error is in its
-run row, and the full worker logs stay in Ray's session directory. When Ray is already
+is not forwarded unless -v (Ray's shutdown chatter drowns the progress lines): a trial's error is
+in its run row, and the full worker logs stay in Ray's session directory. When Ray is already
 initialised in this process (a notebook, the test suite), that session is used and left running.
 """
 
@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GPU_MEMORY_GB
+from scalegrid.orchestrator.display import console
 from scalegrid.orchestrator.planning import capacity as resources
 from scalegrid.spec import ResourcesSpec
 from scalegrid.storage import ResultsLayout
@@ -189,18 +190,20 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
     if ray.is_initialized():
         yield
         return
+    verbose = console.level() >= console.VERBOSE  # -v: Ray's own messages and the workers' output too
+    shown = {"logging_level": logging.INFO if verbose else logging.WARNING, "log_to_driver": verbose}
     if address:
         try:  # `run` checked the address; `auto` with no local cluster is refused here
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, **shown)
         except (ConnectionError, RuntimeError) as err:
             raise UserError(f"--address {address}: cannot join a Ray cluster there ({' '.join(str(err).split())[:200]})") from None
     else:
         # Keep the embedded Ray on 127.0.0.1: nothing listens on a public interface. `local`: a Ray of
         # its own, even where another `ray start` runs on this machine (ray.init() would join that one).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **shown)
         node = ray.nodes()[0]
-        print(f"embedded Ray on {node['NodeManagerAddress']} ({int(node['Resources'].get('CPU', 0))} CPUs, no dashboard)", file=sys.stderr)
+        console.info(f"embedded Ray on {node['NodeManagerAddress']} ({int(node['Resources'].get('CPU', 0))} CPUs, no dashboard)")
     try:
         yield
     finally:
