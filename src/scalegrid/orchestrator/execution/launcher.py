@@ -23,17 +23,15 @@ here and resumes from its checkpoint.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 
 from scalegrid import store
 from scalegrid.orchestrator import leases
-from scalegrid.orchestrator.display import tracking
+from scalegrid.orchestrator.display import console, tracking
 from scalegrid.orchestrator.display.progress import SweepProgress, duration, progress_callback
 from scalegrid.orchestrator.execution.trial_feeds import Feed, GridFeed, WalkFeed, make_packs, tune_searcher
 from scalegrid.orchestrator.execution.trial_worker import tune_trainable
@@ -77,11 +75,10 @@ def _fit_grid(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str],
     progress = SweepProgress(total=0, planned_flops={}, already_done=len(plan.trials) - len(pending))
     for pack in GridFeed(packs).packs:  # every pack's FLOPs known from the start: the ETA weighs them all
         progress.planned(pack.key, pack.flops, len(pack.trials))
-    stamp, skipped = dt.datetime.now().strftime("%Y%m%d-%H%M%S"), 0
+    skipped = 0
     for first in range(0, len(packs), CHUNK):
-        name = f"{sweep.name}-{stamp}-{owner[-6:]}" + (f"-{first // CHUNK}" if first else "")
         outcome = launch(plan, GridFeed(packs[first:first + CHUNK]), provenance, progress=progress, owner=owner,
-                         max_concurrent=max_concurrent, name=name, callbacks=callbacks)
+                         max_concurrent=max_concurrent, callbacks=callbacks)
         skipped += outcome
     return skipped
 
@@ -95,21 +92,23 @@ def search(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int |
         return driver
     feed = WalkFeed(driver, slots=slots(plan, max_concurrent), pack=_packed(plan))
     progress = SweepProgress(total=0, planned_flops={}, note=lambda: f"search: {states_line(driver.searches)}")
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    launch(plan, feed, provenance, progress=progress, owner=owner, max_concurrent=max_concurrent,
-           name=f"{plan.sweep.name}-search-{stamp}-{owner[-6:]}", callbacks=callbacks)
+    launch(plan, feed, provenance, progress=progress, owner=owner, max_concurrent=max_concurrent, callbacks=callbacks)
     wall = time.monotonic() - feed.started
-    print(f"search: {driver.trained} trials trained in {duration(wall)}; the {feed.slots} slots were busy "
-          f"{feed.busy_fraction:.0%} of the time", file=sys.stderr, flush=True)
+    console.info(f"search: {driver.trained} trials trained in {duration(wall)}; the {feed.slots} slots were busy "
+                 f"{feed.busy_fraction:.0%} of the time")
     return driver
 
 
 def launch(
     plan: SweepPlan, feed: Feed, provenance: dict[str, str], *, progress: SweepProgress, owner: str,
-    max_concurrent: int | None, name: str, callbacks: Sequence = (),
+    max_concurrent: int | None, callbacks: Sequence = (),
 ) -> int:
     """Run `feed` under one Tuner until it is finished; returns how many of its trials another
-    driver held (skipped here). Raises the one-line full-disk error when the results filled up."""
+    driver held (skipped here). Raises the one-line full-disk error when the results filled up.
+
+    Every Tuner of a sweep, each invocation's, each chunk's and a search's, keeps its state in one
+    directory, RESULTS/tune/<sweep>/, a trial's under its trial_id: one TensorBoard run per trial,
+    however often the sweep was resumed."""
     from ray import tune  # Ray loads where a sweep runs, never where it is planned
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
@@ -129,7 +128,7 @@ def launch(
             trial_name_creator=_name, trial_dirname_creator=_name,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=plan.results.uri_of(*plan.results.tune_dir()), verbose=0,
+            name=sweep.name, storage_path=plan.results.uri_of(*plan.results.tune_dir()), verbose=0,
             callbacks=[progress_callback(progress), *tracking.callbacks(sweep, plan.results), *callbacks],
             failure_config=tune.FailureConfig(max_failures=sweep.fault_tolerance.max_failures), stop=full,
         ),
@@ -209,7 +208,7 @@ def _packed(plan: SweepPlan) -> bool:
     if sweep.trainer not in PACKED_TRAINERS:
         return False
     if sweep.tracking.enabled:
-        print(f"tracking: each {sweep.trainer} trial is its own Tune trial (one tracked run each), not packed", file=sys.stderr)
+        console.info(f"tracking: each {sweep.trainer} trial is its own Tune trial (one tracked run each), not packed")
         return False
     return True
 
@@ -226,7 +225,7 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
     ]
     if not others:
         return []
-    print(f"waiting for {len(others)} trials running elsewhere (leases held by other drivers)", file=sys.stderr, flush=True)
+    console.info(f"waiting for {len(others)} trials running elsewhere (leases held by other drivers)")
     again = []
     while others:
         waiting = []
@@ -241,7 +240,7 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
         if others:
             time.sleep(POLL_S)
     if again:
-        print(f"{len(again)} trials were left unfinished elsewhere: scheduling them here", file=sys.stderr, flush=True)
+        console.info(f"{len(again)} trials were left unfinished elsewhere: scheduling them here")
     return again
 
 

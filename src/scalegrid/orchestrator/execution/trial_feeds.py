@@ -53,7 +53,7 @@ class Pack:
     entries: list[Entry]
 
     def config(self) -> dict[str, object]:
-        """The Tune trial's config: the pack, its trials to rebuild, and their hyperparameters."""
+        """The Tune trial's config: the pack, its trials to rebuild (`tracking.ROUTING`), and their hyperparameters."""
         return {"pack": self.key, "trials": [list(e) for e in self.entries], **pack_hyperparameters(self.trials)}
 
     @property
