@@ -72,9 +72,10 @@ def _fit_grid(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str],
     # run per Tune trial) nor for Ray Train's multi-worker trials.
     group = not sweep.tracking.enabled and sweep.resources.workers == 1
     packs = make_packs(pending, _packed(plan), slots(plan, max_concurrent), group=group)
-    progress = SweepProgress(total=0, planned_flops={}, already_done=len(plan.trials) - len(pending))
+    progress = SweepProgress(total=0, planned_flops={}, already_done=len(plan.trials) - len(pending),
+                             slots=slots(plan, max_concurrent))
     for pack in GridFeed(packs).packs:  # every pack's FLOPs known from the start: the ETA weighs them all
-        progress.planned(pack.key, pack.flops, len(pack.trials))
+        progress.planned(pack.key, pack.flops, len(pack.trials), pack.trials[0].model_label)
     skipped = 0
     for first in range(0, len(packs), CHUNK):
         outcome = launch(plan, GridFeed(packs[first:first + CHUNK]), provenance, progress=progress, owner=owner,
@@ -91,7 +92,8 @@ def search(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int |
     if driver.finished:
         return driver
     feed = WalkFeed(driver, slots=slots(plan, max_concurrent), pack=_packed(plan))
-    progress = SweepProgress(total=0, planned_flops={}, note=lambda: f"search: {states_line(driver.searches)}")
+    progress = SweepProgress(total=0, planned_flops={}, slots=feed.slots, open_ended=True,
+                             note=lambda: f"search: {states_line(driver.searches)}")
     launch(plan, feed, provenance, progress=progress, owner=owner, max_concurrent=max_concurrent, callbacks=callbacks)
     wall = time.monotonic() - feed.started
     console.info(f"search: {driver.trained} trials trained in {duration(wall)}; the {feed.slots} slots were busy "
@@ -116,7 +118,7 @@ def launch(
     # go on to its summary: what was not finished is finished by the next run.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are `tracking.callbacks`'
-    sweep, full = plan.sweep, _stop_when_full()
+    sweep, full, shown = plan.sweep, _stop_when_full(), progress_callback(progress)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, templates=feed.templates, provenance=provenance, owner=owner),
         capacity.tune_resources(sweep.resources),  # a multi-worker trial's workers reserve the rest
@@ -129,13 +131,16 @@ def launch(
         ),
         run_config=tune.RunConfig(
             name=sweep.name, storage_path=plan.results.uri_of(*plan.results.tune_dir()), verbose=0,
-            callbacks=[progress_callback(progress), *tracking.callbacks(sweep, plan.results), *callbacks],
+            callbacks=[shown, *tracking.callbacks(sweep, plan.results), *callbacks],
             failure_config=tune.FailureConfig(max_failures=sweep.fault_tolerance.max_failures), stop=full,
         ),
     )
     # Tune's own writes into RESULTS/tune meet a full disk too: its logs of it are filtered
     with _logs_filtered(full), tracking.environment(sweep):
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        finally:
+            shown.close()  # the live table is gone before anything else is printed, interrupted or not
     skipped = sum((r.metrics or {}).get("n_ELSEWHERE", 0) for r in results)
     del tuner, trainable, results  # nothing of a finished chunk stays referenced
     if full.message:  # stop with one line that says how much the rest needs
