@@ -62,7 +62,7 @@ def test_the_sweep_record_holds_the_overridden_spec(ray_local, write_spec, tmp_p
     assert main(["run", str(spec), "--set", "epochs=3", "--set", "data.unique_tokens=[128]", "-q", "--no-report"]) == 0
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "results" / "sweeps").glob("*.json")]
     assert record["spec"]["epochs"] == [3] and record["spec"]["data"]["unique_tokens"] == [128]
-    assert record["spec_path"] == f"{spec} with --set epochs=3 data.unique_tokens=[128]"
+    assert record["spec_path"] == str(spec) and record["overrides"] == ["epochs=3", "data.unique_tokens=[128]"]
 
 
 def test_submit_passes_the_overrides_to_the_job():

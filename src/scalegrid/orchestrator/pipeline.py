@@ -29,7 +29,7 @@ from scalegrid import store
 from scalegrid.orchestrator.display import console
 from scalegrid.orchestrator.display.tracking import check as check_tracking
 from scalegrid.orchestrator.execution import launcher
-from scalegrid.orchestrator.execution.provenance import provenance, write_sweep_record
+from scalegrid.orchestrator.execution.provenance import provenance, reproduce_command, write_sweep_record
 from scalegrid.orchestrator.execution.ray_session import (
     check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session, session_resources,
 )
@@ -90,8 +90,7 @@ def _run_sweep(source: SpecSource | Sweep, results: str | None, address: str | N
             check_space(plan.results.local_path, space_needed(plan, slots=slots))
         if plan.pending or _searching(plan):  # tokens for every budget, or a one-line error with nothing published
             prepare_tokens(plan, on_cluster=bool(address))
-        spec_path = str(source) if isinstance(source, (str, Path)) else "(a spec given as a dict)" if isinstance(source, dict) else source.source
-        plan = _train(plan, spec_path, address, max_concurrent, callbacks)
+        plan = _train(plan, address, max_concurrent, callbacks)
     trained_s = time.perf_counter() - start
     if not report:
         return SweepRun(plan, trained_s)
@@ -99,12 +98,14 @@ def _run_sweep(source: SpecSource | Sweep, results: str | None, address: str | N
     return SweepRun(plan, trained_s, index, time.perf_counter() - start - trained_s)
 
 
-def _train(plan: SweepPlan, spec_path: str, address: str | None, max_concurrent: int | None, callbacks: Sequence) -> SweepPlan:
+def _train(plan: SweepPlan, address: str | None, max_concurrent: int | None, callbacks: Sequence) -> SweepPlan:
     """Every input is valid: from here on the results directory is written. Returns the plan
     with the store as it is after the run."""
     plan.results.makedirs()
     info = provenance()
-    write_sweep_record(plan.results, plan.sweep, spec_path, info, data=plan.data.fields)
+    # what a saved model's card says reproduces it: the command, and the resolved spec it ran
+    info["sweep_record"] = write_sweep_record(plan.results, plan.sweep, info, data=plan.data.fields)
+    info["command"] = reproduce_command(plan.sweep, plan.results)
     for path, reason in plan.snapshot.unreadable:
         print(f"scalegrid: warning: {path} is unreadable ({reason}); skipped and kept, its trial will be re-run", file=sys.stderr)
     searching = _searching(plan)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -91,4 +92,5 @@ def load_sweep(source: SpecSource, overrides: Sequence[str] = ()) -> Sweep:
     raw = source if isinstance(source, dict) else read_yaml(source)
     name = "spec" if isinstance(source, dict) else str(source)
     shown = f"{name} with --set {' '.join(overrides)}" if overrides else name
-    return resolve(parse_spec(with_overrides(raw, overrides), source=shown), source=shown)
+    sweep = resolve(parse_spec(with_overrides(raw, overrides), source=shown), source=shown)
+    return replace(sweep, file=None if isinstance(source, dict) else str(source), overrides=tuple(overrides))

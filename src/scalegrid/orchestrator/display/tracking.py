@@ -37,9 +37,8 @@ from scalegrid.errors import UserError
 from scalegrid.spec import Sweep
 from scalegrid.storage import ResultsLayout
 from scalegrid.store import CurveRow
-from scalegrid.trial import Stage, Trial
+from scalegrid.trial import Scalar, Trial
 
-Scalar = str | int | float | bool | None
 ROUTING = ("pack", "trials")  # a Tune trial's config besides its hyperparameters (`trial_feeds.Pack.config`)
 CURVE_METRICS = frozenset(f.name for f in dataclasses.fields(CurveRow)) - {"trial_id"}  # what a tracker logs
 EXTRAS = {"wandb": "scalegrid[wandb]", "mlflow": "scalegrid[mlflow]", "tensorboardX": "tensorboardX"}
@@ -48,24 +47,9 @@ EXTRAS = {"wandb": "scalegrid[wandb]", "mlflow": "scalegrid[mlflow]", "tensorboa
 # --- what a tracked run is told: the trial's hyperparameters --------------------------------------
 
 
-def hyperparameters(trial: Trial) -> dict[str, Scalar]:
-    """A trial's config as trackers show it: flat names, plain values."""
-    c = trial.config
-    params: dict[str, Scalar] = {
-        "trial_id": trial.trial_id, "sweep": trial.sweep, "stage": Stage(trial.stage).value, "trainer": c.trainer,
-        "model": trial.model_label, "params": c.num_params, "params_nonembed": c.num_params_nonembed,
-        "unique_tokens": c.unique_tokens, "epochs": c.epochs, "lr": c.lr, "weight_decay": c.weight_decay,
-        "seed": c.seed, "member": c.member, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
-        **{f"train.{name}": value for name, value in c.train.model_dump(mode="json").items()},
-    }
-    if c.distill is not None:
-        params |= {"teacher_members": len(c.distill.teacher), "distill_method": c.distill.method, "combine": c.distill.combine}
-    return params
-
-
 def pack_hyperparameters(trials: list[Trial]) -> dict[str, Scalar]:
     """One Tune trial's config: its trial's hyperparameters, or for a pack those all its trials share."""
-    each = [hyperparameters(t) for t in trials]
+    each = [t.hyperparameters() for t in trials]
     if len(each) == 1:
         return each[0]
     return {k: v for k, v in each[0].items() if all(e.get(k) == v for e in each[1:])} | {"pack_size": len(each)}
