@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from scalegrid import store
-from scalegrid.data.checks import check_files
+from scalegrid.analysis import by_size
+from scalegrid.data.checks import check_files, check_size
+from scalegrid.data.corpus.build import check_covers
 from scalegrid.data.identity import TokenCache, describe, token_dtype
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
@@ -65,7 +67,7 @@ class SweepPlan:
         return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done)
 
     def table(self) -> pd.DataFrame:
-        """One row per trial: identity, axes, size, tokens, FLOPs and status."""
+        """One row per trial: identity, axes, size, tokens, FLOPs and status; smallest model first."""
         rows = []
         for t in self.trials:
             c = t.config
@@ -75,7 +77,7 @@ class SweepPlan:
                 "params": c.num_params, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
                 **self._memory_columns(t.model_label), "status": self.status(t.trial_id),
             })
-        return pd.DataFrame(rows)
+        return by_size(pd.DataFrame(rows)).reset_index(drop=True)
 
     def _memory_columns(self, label: str) -> dict:
         estimate = self.memory.get(label)
@@ -96,8 +98,12 @@ def make_plan(source: SpecSource | Sweep, *, results: str | None = None) -> Swee
     root = layout(absolute(results or sweep.results_dir))  # trials run in Tune's trial directories
     check_writable(root)
     identity = describe(sweep.data, root)  # reads recorded file hashes, never tokenizes
-    if sweep.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
+    cached = TokenCache(root).meta(identity.key) if sweep.trainer == "lm" else None
+    if sweep.trainer == "lm" and cached is None:  # the files will be read: open each now
         check_files(sweep.data)  # it opens, has the text field and a document with text
+        check_size(sweep.data)  # its files can hold the largest budget
+    elif cached is not None and cached.get("complete"):
+        check_covers(sweep.data, cached)  # the whole corpus was read: every budget fits in it
     snapshot = store.read(root)
     if sweep.search is not None:
         graph, searches = searched_graph(sweep, identity, root, snapshot)
@@ -132,7 +138,7 @@ def plan_memory(sweep: Sweep, trials: list[Trial], vocab_size: int, gpu_memory_g
 def memory_table(plan: SweepPlan) -> pd.DataFrame:
     """Per model: where the estimated peak GPU memory of a training step goes, in GiB."""
     rows = []
-    for label, m in plan.memory.items():
+    for label, m in sorted(plan.memory.items(), key=lambda item: item[1].weights):  # smallest model first
         rows.append({
             "model": label, "micro_batch": m.micro_batch, "weights": m.weights, "gradients": m.gradients,
             "adamw": m.optimizer, "bf16_copies": m.weight_copies,
