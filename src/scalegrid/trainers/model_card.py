@@ -82,16 +82,3 @@ def _flat(fields: JsonObject, prefix: str = "") -> dict[str, object]:
 
 def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def tokenizer_files(trial: Trial) -> dict[str, bytes]:
-    """The Hugging Face tokenizer files of the trial's corpus (none for pre-tokenized arrays)."""
-    if trial.data_key is None:
-        return {}
-    cache = TokenCache(trial.results)
-    kind = (cache.meta(trial.data_key) or {}).get("tokenizer")
-    if kind not in TOKENIZERS:
-        return {}
-    return hf_files(load_saved(kind, cache.load(trial.data_key) / "tokenizer"))  # the copy the trainer read
-
-
