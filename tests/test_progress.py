@@ -47,20 +47,23 @@ def test_the_share_done_moves_between_evaluations_at_each_trial_own_speed():
 
 
 def test_the_eta_is_the_slot_time_left_and_never_less_than_a_running_trial_needs():
-    # Two slots; a running trial needs 20 s more at its speed; three trials of the same model wait.
+    # Two slots, four trials of one model: a (3e9 FLOPs) and b (1e9) start at 0, c and d wait.
     state = SweepProgress(total=4, planned_flops={"a": 3e9, "b": 1e9, "c": 1e9, "d": 1e9}, start=0.0, slots=2,
                           models={"a": "m", "b": "m", "c": "m", "d": "m"})
     state.started("a", "a", now=0.0)
-    state.result("a", row(100, 6400, 10.0, 3.0, 1e9), now=10.0)  # 1e8 FLOPs/s: 20 s left
-    # slot time: a's 20 s plus 10 s for each waiting one (no trial finished: nothing beyond training known)
-    assert state.eta_s(10.0) == (20 + 3 * 10) / 2
-    state.result("a", {"flops_done": 3e9, "n_COMPLETED": 1}, now=30.0)
-    state.finished("a", now=34.0)  # 34 s from its start, 30 s of them training: 4 s beyond training
-    assert state.eta_s(34.0) == 3 * (10 + 4) / 2
-    state.started("b", "b", now=34.0)
-    state.result("b", row(10, 640, 2.0, 4.0, 4e8), now=38.0)  # it trains at 2e8 FLOPs/s: 3 s left
-    model_speed = (1e9 + 4e8) / (10 + 2)  # the waiting ones: at their model's speed over all its rows
-    assert math.isclose(state.eta_s(38.0), (3 + 2 * (1e9 / model_speed + 4)) / 2, rel_tol=1e-12)
+    state.started("b", "b", now=0.0)
+    state.result("a", row(100, 6400, 10.0, 3.0, 1e9), now=10.0)  # 1e8 FLOPs/s over its 10 s of training
+    state.result("b", row(50, 3200, 5.0, 3.5, 5e8), now=10.0)  # 1e8 FLOPs/s, but 5 s of its 10 went to starting
+    # 20 slot-seconds so far, 15 of them training: 2.5 s beyond training per trial started
+    assert state.beyond_training_per_trial(10.0) == 2.5
+    # a needs 20 s more, b 5 s, c and d 10 s each at the model's speed plus 2.5 s: over two slots
+    assert state.eta_s(10.0) == (20 + 5 + 2 * (10 + 2.5)) / 2
+    state.result("b", {"flops_done": 1e9, "n_COMPLETED": 1}, now=16.0)
+    state.finished("b", now=16.0)
+    state.started("c", "c", now=16.0)
+    # 32 slot-seconds, 26 training (b's 10, a's 16 so far at its speed): 2 s per trial of three
+    assert state.beyond_training_per_trial(16.0) == 2.0
+    assert state.eta_s(16.0) == (14 + 10 + (10 + 2)) / 2  # a 14 s, c 10 s (running: its start behind it), d 12 s
     # A lone slow trial: the ETA is its own remaining time, not the slot time shared over the slots.
     lone = SweepProgress(total=1, planned_flops={"x": 1e9}, start=0.0, slots=4)
     lone.started("x", "x", now=0.0)

@@ -10,9 +10,10 @@ them (its first row: since it started training); the summary's tokens/s is the s
 running trials'.
 
 The ETA is the slot time left, spread over the slots: each running trial's remaining FLOPs at its
-own speed, plus each trial not started yet at its model's measured speed and the time a trial
-costs beyond training (starting its process, evaluating, saving: measured on the trials so far).
-It is never less than the longest remaining time of a running trial. FLOPs, not trial counts,
+own speed, plus each trial not started yet at its model's measured speed and the slot time a
+trial costs beyond training (Tune placing it, its process starting, evaluating, saving: the slot
+time so far that training does not explain, per trial started). It is never less than the longest
+remaining time of a running trial. FLOPs, not trial counts,
 weigh the share done: a grid scheduled longest-first finishes its first trials late and its last
 ones quickly.
 
@@ -115,8 +116,8 @@ class SweepProgress:
     reported: dict[str, dict[str, int]] = field(default_factory=dict)  # the outcome a running Tune trial reported last
     flops_done: dict[str, float] = field(default_factory=dict)  # at the last row (all planned, once finished)
     speeds: dict[str, Speed] = field(default_factory=dict)  # model -> its trials' training speed
-    beyond_training_s: float = 0.0  # the finished Tune trials' time not spent training (start, evaluation, saving)
-    beyond_training_n: int = 0  # how many finished Tune trials that time is of
+    first_start: float | None = None  # when the first Tune trial started: the slots are busy from here
+    finished_training_s: float = 0.0  # the finished Tune trials' training time (their FLOPs at their speed)
     waiting: int = 0  # Tune trials waiting for resources (no node has room for one now)
     note: Callable[[], str] | None = None  # a last part of the summary line: a search's cells
 
@@ -129,7 +130,9 @@ class SweepProgress:
             self.total += size
 
     def started(self, key: str, label: str, now: float | None = None) -> None:
-        self.running[key] = Running(label, time.monotonic() if now is None else now)
+        now = time.monotonic() if now is None else now
+        self.first_start = now if self.first_start is None else self.first_start
+        self.running[key] = Running(label, now)
 
     def result(self, key: str, result: dict, now: float | None = None) -> None:
         """One reported result: an evaluation row, a pack's count, or a trial's outcome (`n_<STATUS>`)."""
@@ -162,10 +165,8 @@ class SweepProgress:
         last = self.running.pop(key, None)
         reported = self.reported.pop(key, None)
         self.outcomes[key] = {"LOST": self.pack_sizes.get(key, 1)} if lost else reported or {"FAILED": self.pack_sizes.get(key, 1)}
-        if last is not None and last.flops_per_s and not lost:
-            training_s = self.planned_flops.get(key, 0.0) / last.flops_per_s
-            self.beyond_training_s += max(0.0, now - last.started_at - training_s)
-            self.beyond_training_n += 1
+        if last is not None and last.flops_per_s and not lost:  # else all its time was beyond training
+            self.finished_training_s += self.planned_flops.get(key, 0.0) / last.flops_per_s
         self.flops_done[key] = self.planned_flops.get(key, 0.0)
         return last
 
@@ -195,7 +196,7 @@ class SweepProgress:
         if not left or everything is None:
             return None
         per_model = {model: s.per_s for model, s in self.speeds.items()}
-        beyond = self.beyond_training_s / self.beyond_training_n if self.beyond_training_n else 0.0
+        beyond = self.beyond_training_per_trial(now)
         slot_s, longest = 0.0, 0.0
         for key in left:
             running = self.running.get(key)
@@ -206,6 +207,17 @@ class SweepProgress:
                 longest = max(longest, remaining)
             slot_s += remaining + (0.0 if running is not None else beyond)
         return max(slot_s / max(1, self.slots), longest)
+
+    def beyond_training_per_trial(self, now: float) -> float:
+        """The slot time a Tune trial has cost beyond training: all the slots' time since the first
+        trial started that no trial's training explains, over the trials started (a running one's
+        start is behind it)."""
+        if self.first_start is None:
+            return 0.0
+        training_s = self.finished_training_s + sum(
+            self.done_now(key, now) / r.flops_per_s for key, r in self.running.items() if r.flops_per_s)
+        started = len(self.outcomes) + len(self.running)
+        return max(0.0, self.slots * (now - self.first_start) - training_s) / max(1, started)
 
     def tokens_per_s(self) -> float:
         """The summary's tokens/s: the sum of the running trials' (the same speed their rows show)."""
