@@ -9,12 +9,13 @@ import math
 import pytest
 
 from sweep_fixtures import LINREG, TINY_LM
-from tracking_files import tensorboard_scalars, wandb_runs
+from tracking_files import tensorboard_hparams, tensorboard_scalars, wandb_runs
 from scalegrid import load_curves, load_runs
 from scalegrid.cli import main
 
 TRACKED = {"wandb": {"project": "scalegrid-test", "mode": "offline"}, "mlflow": {}, "tensorboard": True}
 HYPERPARAMETERS = ["unique_tokens", "epochs", "lr", "weight_decay", "seed", "member"]
+METRICS = {"epoch", "tokens_seen", "train_loss", "val_loss", "lr", "wall_s"}  # an evaluation row; its step is the axis
 
 
 def val_loss_histories(results) -> dict[str, list[float]]:
@@ -23,19 +24,32 @@ def val_loss_histories(results) -> dict[str, list[float]]:
 
 
 def test_wandb_mlflow_and_tensorboard_hold_one_run_per_trial(ray_local, write_spec, tmp_path, monkeypatch, capsys):
+    """Each tracker's files read back: one run per trial named by its trial_id, its real
+    hyperparameters (not Tune's `pack` / `trials`), every evaluation row at its optimizer step (not
+    Tune's report counter), none of Tune's bookkeeping as metrics, TensorBoard's HParams with the
+    final val_loss, and one Tune directory for the sweep however many times it runs."""
     results = tmp_path / "results"
     assert main(["run", str(write_spec({**LINREG, "tracking": TRACKED})), "--no-report"]) == 0
     assert "not packed" in capsys.readouterr().err  # one Tune trial, so one tracked run, per linreg trial
+    spec = write_spec({**LINREG, "epochs": [1, 2, 3], "tracking": TRACKED})  # the sweep extended: a second invocation
+    assert main(["run", str(spec), "--no-report"]) == 0
     runs = load_runs(results).set_index("trial_id")
-    histories = val_loss_histories(results)
-    assert len(runs) == 4 and all(len(h) == runs.loc[tid, "epochs"] for tid, h in histories.items())
+    curves = load_curves(results).sort_values("step")
+    rows = {tid: frame for tid, frame in curves.groupby("trial_id")}
+    assert len(runs) == 6 and all(len(rows[tid]) == runs.loc[tid, "epochs"] for tid in runs.index)
+    assert all(list(frame["step"]) != list(range(1, len(frame) + 1)) for frame in rows.values())  # steps, not report counts
+    assert sorted(p.name for p in (results / "tune").iterdir() if p.is_dir()) == ["lin"]  # one directory per sweep
 
     tracked = {run.name: run for run in wandb_runs(results / "wandb")}
     assert sorted(tracked) == sorted(runs.index)
     for tid, run in tracked.items():
         assert run.group == "lin" and run.config["trial_id"] == tid and run.config["params"] == 64
         assert {k: run.config[k] for k in HYPERPARAMETERS} == {k: runs.loc[tid, k] for k in HYPERPARAMETERS}
-        assert [row["val_loss"] for row in run.history if "val_loss" in row] == histories[tid]
+        assert not set(run.config) & {"pack", "trials", "trial_log_path", "pid", "hostname", "date"}
+        logged = [row for row in run.history if "val_loss" in row]
+        assert [row["_step"] for row in logged] == list(rows[tid]["step"])
+        assert [row["val_loss"] for row in logged] == list(rows[tid]["val_loss"])
+        assert {k for row in logged for k in row if not k.startswith("_")} == METRICS
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only when asked to
     from mlflow import MlflowClient
@@ -46,14 +60,21 @@ def test_wandb_mlflow_and_tensorboard_hold_one_run_per_trial(ray_local, write_sp
     assert sorted(found) == sorted(runs.index)
     for tid, run in found.items():
         assert run.data.params["trial_id"] == tid and float(run.data.params["lr"]) == runs.loc[tid, "lr"]
-        assert int(run.data.params["epochs"]) == runs.loc[tid, "epochs"]
+        assert int(run.data.params["epochs"]) == runs.loc[tid, "epochs"] and not set(run.data.params) & {"pack", "trials"}
+        assert set(run.data.metrics) == METRICS  # no pid, done, time_*, config/*
         logged = sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)
-        assert [m.value for m in logged] == histories[tid]
+        assert [(m.step, m.value) for m in logged] == list(zip(rows[tid]["step"], rows[tid]["val_loss"]))
 
-    for tid, history in histories.items():
-        (events,) = results.glob(f"tune/*/{tid}/events.out.tfevents.*")
-        values = [v for _, v in tensorboard_scalars(events, "ray/tune/val_loss")]
-        assert len(values) == len(history) and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(values, history))
+    for tid, frame in rows.items():
+        (events,) = results.glob(f"tune/lin/{tid}/events.out.tfevents.*")
+        scalars = tensorboard_scalars(events)
+        assert set(scalars) == METRICS
+        assert [step for step, _ in scalars["val_loss"]] == list(frame["step"])
+        assert all(math.isclose(v, loss, rel_tol=1e-6) for (_, v), loss in zip(scalars["val_loss"], frame["val_loss"]))
+        shown = tensorboard_hparams(events)  # the HParams tab: the real hyperparameters, the final val_loss
+        assert shown.metrics == ["val_loss"] and shown.params["trial_id"] == tid and not set(shown.params) & {"pack", "trials"}
+        assert {k: shown.params[k] for k in HYPERPARAMETERS} == {k: float(runs.loc[tid, k]) for k in HYPERPARAMETERS}
+        assert shown.params["model"] == "dims=64" and math.isclose(scalars["val_loss"][-1][1], runs.loc[tid, "val_loss"], rel_tol=1e-6)
 
 
 def test_a_tracked_search_logs_one_run_per_trained_trial(ray_local, write_spec, tmp_path, monkeypatch):
@@ -86,6 +107,7 @@ def test_untracked_runs_write_no_tracker_files(ray_local, write_spec, tmp_path):
     assert main(["run", str(write_spec(TINY_LM)), "--no-report"]) == 0
     assert not (results / "wandb").exists() and not (results / "mlruns").exists()
     assert not list(results.glob("tune/*/*/events.out.tfevents.*"))  # Tune's own TensorBoard logger is off too
+    assert [p.name for p in (results / "tune").iterdir() if p.is_dir()] == ["tiny"]  # the sweep's one directory
     (trial_dir,) = [p for p in results.glob("tune/*/*") if p.is_dir()]
     assert trial_dir.name == load_runs(results)["trial_id"].item()  # a Tune trial is named by its trial_id
 

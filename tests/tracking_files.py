@@ -22,7 +22,7 @@ class WandbRun:
     name: str
     group: str
     config: dict = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # each logged row, its step under "_step"
 
 
 def _wandb_records(path: Path):
@@ -65,15 +65,49 @@ def wandb_runs(directory: Path) -> list[WandbRun]:
     return runs
 
 
-def tensorboard_scalars(path: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of every scalar `tag` in one event file."""
+def _tensorboard_events(path: Path):
     from tensorboardX.proto import event_pb2
 
-    data, pos, out = path.read_bytes(), 0, []
+    data, pos = path.read_bytes(), 0
     while pos < len(data):
         (length,) = struct.unpack("<Q", data[pos : pos + 8])
         event = event_pb2.Event()
         event.ParseFromString(data[pos + 12 : pos + 12 + length])
         pos += 12 + length + 4
-        out += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+        yield event
+
+
+def tensorboard_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> (step, value) of every scalar in one event file."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for event in _tensorboard_events(path):
+        for value in event.summary.value:
+            if value.WhichOneof("value") == "simple_value":
+                out.setdefault(value.tag, []).append((event.step, value.simple_value))
     return out
+
+
+@dataclass
+class HParams:
+    params: dict  # name -> value, as TensorBoard's HParams tab shows them
+    metrics: list[str]  # the scalar tags it shows as the trial's metrics
+
+
+def tensorboard_hparams(path: Path) -> HParams | None:
+    """What TensorBoard's HParams plugin reads from one event file (its experiment and session start)."""
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    found = HParams({}, [])
+    for event in _tensorboard_events(path):
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name != "hparams":
+                continue
+            data = HParamsPluginData()
+            data.ParseFromString(value.metadata.plugin_data.content)
+            kind = data.WhichOneof("data")
+            if kind == "experiment":
+                found.metrics += [m.name.tag for m in data.experiment.metric_infos]
+            elif kind == "session_start_info":
+                for name, v in data.session_start_info.hparams.items():
+                    found.params[name] = getattr(v, v.WhichOneof("kind"))
+    return found if found.params else None

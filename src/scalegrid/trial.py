@@ -34,6 +34,8 @@ from scalegrid.spec import (
     hashed_unless_default,
 )
 from scalegrid.payloads import JsonObject
+
+Scalar = str | int | float | bool | None  # a hyperparameter's value as trackers take it
 from scalegrid.storage import ResultsLayout
 from scalegrid.storage.layout import CheckpointDir
 
@@ -289,6 +291,20 @@ class Trial(BaseModel):
     def checkpoint_dir(self) -> CheckpointDir:
         """Where this trial's checkpoints live, on any results store."""
         return self.results.checkpoints(self.trial_id)
+
+    def hyperparameters(self) -> dict[str, Scalar]:
+        """The trial as trackers and model cards show it: flat names, plain values."""
+        c = self.config
+        params: dict[str, Scalar] = {
+            "trial_id": self.trial_id, "sweep": self.sweep, "stage": Stage(self.stage).value, "trainer": c.trainer,
+            "model": self.model_label, "params": c.num_params, "params_nonembed": c.num_params_nonembed,
+            "unique_tokens": c.unique_tokens, "epochs": c.epochs, "lr": c.lr, "weight_decay": c.weight_decay,
+            "seed": c.seed, "member": c.member, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
+            **{f"train.{name}": value for name, value in c.train.model_dump(mode="json").items()},
+        }
+        if c.distill is not None:
+            params |= {"teacher_members": len(c.distill.teacher), "distill_method": c.distill.method, "combine": c.distill.combine}
+        return params
 
 
 @dataclass

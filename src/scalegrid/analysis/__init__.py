@@ -50,7 +50,7 @@ from scalegrid.analysis.reuse import (
     one_pass_reference,
     reuse_analysis,
 )
-from scalegrid.analysis.tables import completed, drop_highest
+from scalegrid.analysis.tables import by_size, completed, drop_highest, models_by_size
 
 __all__ = [
     "BaseLaw",
@@ -65,6 +65,7 @@ __all__ = [
     "ReuseAnalysis",
     "TunedOnePass",
     "best_runs",
+    "by_size",
     "chinchilla_loss",
     "completed",
     "data_constrained_loss",
@@ -86,6 +87,7 @@ __all__ = [
     "joint_scaling",
     "local_optimality",
     "local_optimality_neighbours",
+    "models_by_size",
     "muennighoff_reuse",
     "one_pass_reference",
     "one_pass_risk",

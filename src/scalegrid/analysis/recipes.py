@@ -26,7 +26,7 @@ import pandas as pd
 
 from scalegrid.analysis.least_squares import FitInputError, FitResult, Objective, params_table, percentile_ci
 from scalegrid.analysis.laws import fit_log_linear, fit_power_law, inverse_power_law, power_law
-from scalegrid.analysis.tables import completed, groups, of_stage, per_group, require_columns
+from scalegrid.analysis.tables import by_size, completed, groups, of_stage, per_group, require_columns
 
 SIZE_AND_DATA = ("model", "unique_tokens")
 HPARAM_AXES = ("epochs", "lr", "weight_decay")
@@ -40,7 +40,8 @@ def best_runs(
     loss: str = LOSS,
     stage: str | None = "train",
 ) -> pd.DataFrame:
-    """The lowest-loss COMPLETED row per group `by` (over every other axis), sorted by `by`."""
+    """The lowest-loss COMPLETED row per group `by` (over every other axis), smallest model first
+    (by `params`), then sorted by `by`."""
     rows = of_stage(completed(runs), stage)
     require_columns(rows, *by, loss)
     # a table concatenated from per-trial files repeats index labels: pick rows by position
@@ -48,7 +49,7 @@ def best_runs(
     if rows.empty:
         raise FitInputError(f"no COMPLETED rows with a finite {loss!r} to choose from")
     best = rows.loc[rows.groupby(list(by), sort=True)[loss].idxmin()]
-    return best.sort_values(list(by)).reset_index(drop=True)
+    return by_size(best.sort_values(list(by)), *by).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------

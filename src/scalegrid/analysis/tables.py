@@ -77,6 +77,18 @@ def of_stage(df: pd.DataFrame, stage: str | Sequence[str] | None) -> pd.DataFram
     return rows
 
 
+def by_size(df: pd.DataFrame, *then: str) -> pd.DataFrame:
+    """The rows with the smallest model first (by `params`), then by `then`, the order otherwise
+    kept: llama-50k before llama-1m, where a sort by name puts llama-1m first."""
+    keys = [c for c in dict.fromkeys(("params", *then)) if c in df.columns]
+    return df.sort_values(keys, kind="stable") if keys else df
+
+
+def models_by_size(df: pd.DataFrame) -> list[str]:
+    """The `model` labels of a table, smallest first (by `params` where the table has it)."""
+    return list(by_size(df.dropna(subset=["model"]))["model"].drop_duplicates())
+
+
 def drop_highest(df: pd.DataFrame, column: str, k: int) -> pd.DataFrame:
     """Drop the k rows with the highest `column` (Besiroglu et al. drop Chinchilla's 5 highest)."""
     if k < 0:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sys
 
-from scalegrid.commands.args import add_max_trials
+from scalegrid.commands.args import add_max_trials, add_overrides
 from scalegrid.commands.output import print_json, records, unreadable
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table, make_plan, memory_table, totals, totals_line
 from scalegrid.orchestrator.planning.cells import cells_table, losses, states_line
+from scalegrid.spec import load_sweep
 
 
 def register(subparsers) -> None:
@@ -19,11 +20,12 @@ def register(subparsers) -> None:
     sub.add_argument("--results", help="results directory (default: the spec's `results:`)")
     add_max_trials(sub)
     sub.add_argument("--json", action="store_true", help="print one JSON document: trials, totals, ensembles and students")
+    add_overrides(sub)
     sub.set_defaults(func=run)
 
 
 def run(args) -> int:
-    plan = make_plan(args.spec, results=args.results, max_trials=args.max_trials)
+    plan = make_plan(load_sweep(args.spec, args.overrides), results=args.results, max_trials=args.max_trials)
     table = plan.table()
     stage_rows = plan.dependants() if plan.graph.has_stages else None
     if args.json:

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from scalegrid.commands.args import add_max_trials, positive_int
+from scalegrid.analysis import models_by_size
+from scalegrid.commands.args import add_max_trials, add_overrides, add_verbosity, positive_int
 from scalegrid.commands.output import print_json, records
 from scalegrid.orchestrator.pipeline import run_sweep
 from scalegrid.orchestrator.planning.cells import cells_table, states_line
 from scalegrid.orchestrator.planning.cells import losses as search_losses
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table
+from scalegrid.spec import load_sweep
 
 SUMMARY_COLUMNS = ["trial_id", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed", "member", "status", "val_loss", "wall_s"]
 
@@ -30,12 +32,14 @@ def register(subparsers) -> None:
     sub.add_argument("--no-report", action="store_true", help="do not write the scaling report at the end")
     sub.add_argument("--json-summary", action="store_true",
                      help="print the summary as one JSON document on stdout (progress stays on stderr)")
+    add_overrides(sub)
+    add_verbosity(sub)
     sub.set_defaults(func=run)
 
 
 def run(args) -> int:
-    done = run_sweep(args.spec, results=args.results, address=args.address, max_concurrent=args.max_concurrent, max_trials=args.max_trials,
-                     report=not args.no_report)
+    done = run_sweep(load_sweep(args.spec, args.overrides), results=args.results, address=args.address,
+                     max_concurrent=args.max_concurrent, max_trials=args.max_trials, report=not args.no_report, verbosity=args.verbosity)
     plan = done.plan
     summary = Summary.of(plan, done.trained_s)
     if args.json_summary:
@@ -53,7 +57,8 @@ def run(args) -> int:
 class Summary:
     """What a run ends with: a row per trial, the ensembles and students, the exit code and why."""
 
-    table: pd.DataFrame  # SUMMARY_COLUMNS, one row per train-stage trial
+    table: pd.DataFrame  # SUMMARY_COLUMNS, one row per train-stage trial, smallest model first
+    models: list[str]  # the models, smallest first
     stages: pd.DataFrame | None  # ensembles and students with their state and val_loss
     elapsed_s: float
     exit_code: int
@@ -70,7 +75,7 @@ class Summary:
             losses = plan.snapshot.all_runs.drop_duplicates("trial_id", keep="last").set_index("trial_id")["val_loss"]
             stages["val_loss"] = [losses.get(i) for i in stages["id"]]  # an ensemble's: its largest k
         code, advice = _exit_code(table["status"].value_counts(), stages)
-        return cls(table[SUMMARY_COLUMNS], stages, elapsed_s, code, advice)
+        return cls(table[SUMMARY_COLUMNS], models_by_size(table), stages, elapsed_s, code, advice)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -93,6 +98,7 @@ class Summary:
             print("\nval_loss by epochs (best single model over the other axes; extra ensemble members left out):")
             singles = table[table["member"] == 0]  # a lucky member seed is not a better recipe
             pivot = singles.pivot_table(index=["model", "unique_tokens"], columns="epochs", values="val_loss", aggfunc="min")
+            pivot = pivot.reindex(self.models, level="model")  # smallest model first, as the table above
             print(pivot.map(lambda v: f"{v:.4f}" if pd.notna(v) else "-").to_string())
         if plan.searches is not None:
             print(f"\nsearch: {states_line(plan.searches)}")

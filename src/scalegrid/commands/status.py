@@ -29,7 +29,8 @@ def run(args) -> int:
     snapshot = store.read(results)
     runs = snapshot.runs
     counts = {str(status): int(n) for status, n in runs["status"].value_counts().items()}
-    shown = runs[COLUMNS].sort_values(["sweep", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"]) if len(runs) else None
+    order = ["sweep", "params", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"]  # smallest model first
+    shown = runs.sort_values(order, kind="stable")[COLUMNS] if len(runs) else None
     stage_rows = dependants_of(results, snapshot)
     cells = search_cells(results)
     if args.json:
@@ -62,7 +63,7 @@ def search_cells(results: ResultsLayout) -> pd.DataFrame | None:
     if not len(cells):
         return None
     cells["state"] = [f"at edge ({', '.join(e)})" if o == "edge" else o for o, e in zip(cells["outcome"], cells["edge_axes"])]
-    return cells.rename(columns={"loss": "val_loss"}).sort_values(["sweep", "unique_tokens", "params"])
+    return cells.rename(columns={"loss": "val_loss"}).sort_values(["sweep", "params", "unique_tokens"])
 
 
 def dependants_of(results: ResultsLayout, snapshot: store.Snapshot) -> pd.DataFrame | None:

@@ -1,8 +1,9 @@
 """`scalegrid submit SPEC --address http://HEAD:8265`: run a sweep on a Ray cluster as a Ray job.
 
-Validates the spec here first (the same checks as `run`: nothing is submitted on bad input),
-submits `scalegrid run SPEC --address auto` with the current directory and this scalegrid as the
-job's runtime environment, prints the job id and returns. Follow it with `scalegrid jobs logs`.
+Validates the spec here first (the same checks as `run`, `--set` overrides included: nothing is
+submitted on bad input), submits `scalegrid run SPEC --address auto` (with the same overrides and
+`-q` / `-v`) with the current directory and this scalegrid as the job's runtime environment,
+prints the job id and returns. Follow it with `scalegrid jobs logs`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-from scalegrid.commands.args import add_max_trials, positive_int
+from scalegrid.commands.args import add_max_trials, add_overrides, add_verbosity, positive_int
 from scalegrid.data.corpus.sources import resolve_files
 from scalegrid.errors import UserError
 from scalegrid.orchestrator.execution import ray_jobs as jobs
 from scalegrid.orchestrator.planning.sweep_plan import make_plan
+from scalegrid.spec import load_sweep
 from scalegrid.storage import is_uri, redacted
 
 
@@ -30,6 +32,8 @@ def register(subparsers) -> None:
                      help="the directory shipped to the cluster (default: the current one)")
     sub.add_argument("--max-concurrent", type=positive_int, help="trials running at once (default: as resources allow)")
     sub.add_argument("--no-report", action="store_true", help="do not write the scaling report at the end")
+    add_overrides(sub)
+    add_verbosity(sub)
     sub.set_defaults(func=run)
 
 
@@ -38,7 +42,7 @@ def run(args) -> int:
     if not working_dir.is_dir():
         raise UserError(f"--working-dir {args.working_dir}: not a directory")
     spec_path = Path(args.spec).resolve()
-    plan = make_plan(args.spec, results=args.results, max_trials=args.max_trials)  # every spec and results check, before the cluster is asked
+    plan = make_plan(load_sweep(args.spec, args.overrides), results=args.results, max_trials=args.max_trials)  # every check, before the cluster is asked
     try:
         spec_in_job = spec_path.relative_to(working_dir).as_posix()
     except ValueError:
@@ -91,7 +95,8 @@ def _results_for_job(results: str, working_dir: Path) -> tuple[str, str | None]:
 def _submit(client, plan, spec_in_job, results, results_inside, working_dir, args) -> str:
     try:
         return client.submit_job(
-            entrypoint=jobs.entrypoint(spec_in_job, results, max_concurrent=args.max_concurrent, no_report=args.no_report),
+            entrypoint=jobs.entrypoint(spec_in_job, results, max_concurrent=args.max_concurrent, no_report=args.no_report,
+                                       overrides=args.overrides, verbosity=args.verbosity),
             runtime_env=jobs.runtime_env(working_dir, results_inside),
             submission_id=jobs.submission_id(plan.sweep.name),
             metadata={"scalegrid_sweep": plan.sweep.name, "scalegrid_results": redacted(results)},

@@ -1,4 +1,5 @@
-"""Up-front checks of a corpus' files, before anything is written or tokenized.
+"""Up-front checks of a corpus' files, before anything is written or tokenized: each file, and
+whether they can hold the largest budget at all.
 
 Each file of `data.files` is opened through `datasets` in streaming mode, the way the corpus is
 read later, and read only until its first document with text: it must parse in its format, have
@@ -7,6 +8,14 @@ such text at least one token; blank documents are dropped). A failure is one `Us
 naming the file and what is wrong, instead of a `datasets` traceback inside tokenization.
 
     >>> check_files(spec.data)      # plan and run call it through orchestrator/plan.make_plan
+
+`check_corpus_size` refuses a corpus that cannot hold the largest budget, with both sizes, from the
+files' sizes alone: an uncompressed text file makes at most one token per byte of its text (every
+tokenizer here gives a token at least one byte; a document's end token and a SentencePiece
+tokenizer's leading space are paid for by its line's end and its JSON quoting: at most 2 tokens
+per line of a .txt), a token file exactly its ids. Compressed and Parquet text files bound nothing
+without being read (a gzip file's recorded size is only its last member's; Parquet may store a
+repeated document once): their corpus is counted when tokenized (`scalegrid prepare`).
 """
 
 from __future__ import annotations
@@ -17,10 +26,14 @@ import glob
 import os
 from pathlib import Path
 
+import numpy as np
+
 from scalegrid.errors import UserError
 from scalegrid.spec import DataSpec
 from scalegrid.storage import ResultsLayout, first_line
-from scalegrid.data.corpus.sources import resolve_files
+from scalegrid.data.corpus.sources import SourceFile, resolve_files, token_dtype
+
+TOKENS_PER_BYTE = {"json": 1, "text": 2}  # at most, of an uncompressed file of this format (see above)
 
 
 def check_files(spec: DataSpec) -> None:
@@ -104,3 +117,34 @@ def glob_reaches(pattern: str, path: Path) -> bool:
         if not fnmatch.fnmatchcase(part, pat):
             return False
     return len(parts) >= len(target)
+
+
+def check_corpus_size(spec: DataSpec) -> None:
+    """A `files` or `tokens` corpus whose files cannot hold the largest budget is refused, with both sizes."""
+    if spec.source not in ("files", "tokens"):
+        return
+    files = resolve_files(spec)
+    most = [_most_tokens(f, spec) for f in files]
+    if None in most:
+        return  # a file that bounds nothing unread: counted when tokenized
+    training = sum(most) - (spec.validation.max_tokens if spec.source == "tokens" else 0)  # token files: validation first
+    need = max(spec.unique_tokens)
+    if training < need:
+        size = sum(os.path.getsize(f.path) for f in files)
+        what = "ids" if spec.source == "tokens" else "tokens (a token is at least one byte of text)"
+        raise UserError(
+            f"data.unique_tokens: the largest budget, {need:,} tokens, is more than the corpus holds: its {len(files)} "
+            f"file(s) of {size:,} bytes make at most {max(training, 0):,} training {what}; add data.files or lower the budget"
+        )
+
+
+def _most_tokens(file: SourceFile, spec: DataSpec) -> int | None:
+    """At most how many tokens a file makes (token files: exactly), or None when its size says nothing."""
+    if file.format == "bin":
+        return os.path.getsize(file.path) // np.dtype(token_dtype(spec.vocab_size)).itemsize
+    if file.format == "npy":
+        return int(np.load(file.path, mmap_mode="r", allow_pickle=False).size)
+    compressed = os.path.splitext(file.path)[1].lower() not in (".txt", ".text", ".md", ".json", ".jsonl", ".ndjson")
+    if compressed or file.format not in TOKENS_PER_BYTE:
+        return None
+    return TOKENS_PER_BYTE[file.format] * os.path.getsize(file.path)

@@ -29,6 +29,7 @@ import numpy as np
 
 from scalegrid.errors import UserError
 from scalegrid.spec import TokenizerSpec
+from scalegrid.data.corpus import hub
 from scalegrid.data.fingerprint import file_sha256
 
 EOS_TEXT = "<|endoftext|>"
@@ -216,9 +217,22 @@ def _load_hf(path: str):
     if looks_like_path and not local.is_dir():
         reason = "it is not a directory" if local.exists() else "it does not exist"
         raise UserError(f"data.tokenizer.path: {path} is not a loadable tokenizer directory; {reason}: {fix}")
+    cached_only = False
+    if not looks_like_path:  # a hub id: one brief question first, not the hub client's retries
+        access = hub.hub_access(path)
+        if access in (hub.GATED, hub.MISSING):
+            what = "a gated repository you have no access to (accept its licence on the hub and `hf auth login`)" \
+                if access == hub.GATED else "not a repository the hub serves to you (check the id; `hf auth login` for a private one)"
+            raise UserError(f"data.tokenizer.path: {path} is {what}; {hub.OFFLINE_FIX}")
+        cached_only = access != hub.READABLE
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_like_path else path)
+        tokenizer = AutoTokenizer.from_pretrained(str(local) if looks_like_path else path, local_files_only=cached_only)
     except Exception as err:  # transformers raises OSError, ValueError, KeyError, ... for a bad directory
+        if cached_only:
+            raise UserError(
+                f"data.tokenizer.path: {path}: the hub cannot be asked ({access}) and the tokenizer is not in the Hugging "
+                f"Face cache; {hub.OFFLINE_FIX}"
+            ) from None
         detail = (str(err).strip().splitlines() or [""])[0][:200]
         raise UserError(
             f"data.tokenizer.path: {path} is not a loadable tokenizer directory; {fix} ({type(err).__name__}: {detail})"

@@ -17,6 +17,7 @@ after the ensembles and students), and the last read feeds the report and the ca
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import sys
 import time
@@ -25,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scalegrid import store
+from scalegrid.orchestrator.display import console
 from scalegrid.orchestrator.display.tracking import check as check_tracking
 from scalegrid.orchestrator.execution import launcher
-from scalegrid.orchestrator.execution.provenance import provenance, write_sweep_record
+from scalegrid.orchestrator.execution.provenance import provenance, reproduce_command, write_sweep_record
 from scalegrid.orchestrator.execution.ray_session import (
     check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session, session_resources,
 )
@@ -39,6 +41,7 @@ from scalegrid.orchestrator.planning.cells import states_line
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, make_plan, space_needed
 from scalegrid.report import report_of
 from scalegrid.spec import SpecSource, Sweep
+from scalegrid.storage import node_cache_dir
 from scalegrid.storage.space import check_space
 
 
@@ -54,11 +57,18 @@ class SweepRun:
 
 def run_sweep(
     source: SpecSource | Sweep, *, results: str | None = None, address: str | None = None, max_concurrent: int | None = None,
-    report: bool = True, callbacks: Sequence = (), max_trials: int | None = None,
+    report: bool = True, callbacks: Sequence = (), max_trials: int | None = None, verbosity: int = console.NORMAL,
 ) -> SweepRun:
     """Validate everything, train what the store lacks, then write the report (`report`). `source`:
-    a YAML file, a spec as a dict (the Python API) or a resolved `Sweep`; `callbacks`: Ray Tune
-    callbacks of the caller's, beside the progress and the spec's trackers."""
+    a YAML file, a spec as a dict (the Python API) or a resolved `Sweep` (the command line's, with
+    its `--set` overrides); `callbacks`: Ray Tune callbacks of the caller's, beside the progress
+    and the spec's trackers; `verbosity`: `console.QUIET`, `NORMAL` or `VERBOSE` (-q, -v)."""
+    with console.verbosity(verbosity):
+        return _run_sweep(source, results, address, max_concurrent, report, callbacks, max_trials)
+
+
+def _run_sweep(source: SpecSource | Sweep, results: str | None, address: str | None, max_concurrent: int | None,
+               report: bool, callbacks: Sequence, max_trials: int | None) -> SweepRun:
     start = time.perf_counter()
     if not address:
         # Keep the embedded Ray on 127.0.0.1. Ray reads this when it is imported, which the
@@ -81,8 +91,7 @@ def run_sweep(
             check_space(plan.results.local_path, space_needed(plan, slots=slots))
         if plan.pending or _searching(plan):  # tokens for every budget, or a one-line error with nothing published
             prepare_tokens(plan, on_cluster=bool(address))
-        spec_path = str(source) if isinstance(source, (str, Path)) else "(a spec given as a dict)"
-        plan = _train(plan, spec_path, address, max_concurrent, callbacks)
+        plan = _train(plan, address, max_concurrent, callbacks)
     trained_s = time.perf_counter() - start
     if not report:
         return SweepRun(plan, trained_s)
@@ -90,20 +99,22 @@ def run_sweep(
     return SweepRun(plan, trained_s, index, time.perf_counter() - start - trained_s)
 
 
-def _train(plan: SweepPlan, spec_path: str, address: str | None, max_concurrent: int | None, callbacks: Sequence) -> SweepPlan:
+def _train(plan: SweepPlan, address: str | None, max_concurrent: int | None, callbacks: Sequence) -> SweepPlan:
     """Every input is valid: from here on the results directory is written. Returns the plan
     with the store as it is after the run."""
     plan.results.makedirs()
     info = provenance()
-    write_sweep_record(plan.results, plan.sweep, spec_path, info, data=plan.data.fields)
+    # what a saved model's card says reproduces it: the command, and the resolved spec it ran
+    info["sweep_record"] = write_sweep_record(plan.results, plan.sweep, info, data=plan.data.fields)
+    info["command"] = reproduce_command(plan.sweep, plan.results)
     heal(plan)  # what the store holds damaged is set aside, and made again below
     searching = _searching(plan)
     if searching:
-        print(f"{plan.sweep.name}: search over {', '.join(plan.sweep.search.ladders)}: {states_line(plan.searches)}", file=sys.stderr)
+        console.info(f"{plan.sweep.name}: search over {', '.join(plan.sweep.search.ladders)}: {states_line(plan.searches)}")
     pending, stages_left = _to_do(plan)
     if not pending and not stages_left and not searching:
         return plan
-    with ray_session(address):
+    with console.ray_messages_kept(ray_log_file(plan)), ray_session(address):
         if searching:  # the walks first: their optima are the grid points of the ensembles and students
             launcher.search(plan, info, max_concurrent=max_concurrent, callbacks=callbacks)
             plan = plan.refresh()
@@ -117,6 +128,12 @@ def _train(plan: SweepPlan, spec_path: str, address: str | None, max_concurrent:
             run_stages(plan, plan.snapshot, info, max_concurrent=max_concurrent, callbacks=callbacks)
             plan = plan.refresh()
     return plan
+
+
+def ray_log_file(plan: SweepPlan) -> Path:
+    """Where Ray's own messages of this run go unless -v: RESULTS/logs/, or this node's cache for remote results."""
+    parts = plan.results.ray_log(f"{plan.sweep.name}-{dt.datetime.now():%Y%m%d-%H%M%S}.log")
+    return plan.results.local(*parts) or node_cache_dir().joinpath(*parts)
 
 
 def write_report(plan: SweepPlan) -> str | None:
@@ -157,9 +174,9 @@ def _to_do(plan: SweepPlan):
     """(the trials to train, the ensembles and students left), said on stderr; the stage graph recorded."""
     pending = plan.pending
     if not _searching(plan):  # a search's trials are counted by its own lines
-        print(f"{plan.sweep.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
+        console.info(f"{plan.sweep.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run")
     stages_left = int((plan.dependants()["state"] != "done").sum()) if plan.graph.has_stages else 0
     if stages_left:
-        print(f"{plan.sweep.name}: {stages_left} ensembles and students to do once their inputs are complete", file=sys.stderr)
+        console.info(f"{plan.sweep.name}: {stages_left} ensembles and students to do once their inputs are complete")
     store.write_stage_graph(plan.results, plan.sweep.name, plan.graph.to_json() if plan.graph.has_stages else None)
     return pending, stages_left

@@ -56,8 +56,8 @@ class Distillation:
 class Sweep:
     """A spec resolved: what grid, stage graph, search and plan consume."""
 
-    spec: SweepSpec  # as written, with the defaults applied and the search typed: what RESULTS/sweeps/ records
-    source: str  # where it came from, for messages
+    spec: SweepSpec  # as written (with any `--set` overrides), the defaults applied, the search typed: what RESULTS/sweeps/ records
+    source: str  # where it came from, for messages (the file and its overrides, or `spec`)
     axes: tuple[tuple[str, tuple[AxisValue, ...]], ...]  # every axis not searched -> its typed values
     train: TrainSpec  # every train field at its first value
     include: tuple[Selector, ...] = ()
@@ -65,6 +65,8 @@ class Sweep:
     search: Ladders | None = None
     ensemble: Ensembles | None = None
     distill: tuple[Distillation, ...] = ()
+    file: str | None = None  # the spec file (None: a dict from the Python API)
+    overrides: tuple[str, ...] = ()  # the command line's `--set key.path=value`, applied to the file's spec
 
     def values(self, axis: str) -> tuple[AxisValue, ...]:
         """The grid's values on an axis not searched (one value for an axis that does not vary)."""

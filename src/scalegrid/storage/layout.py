@@ -21,6 +21,7 @@ Every path under RESULTS is named here, once:
     wandb/                           W&B's local run files (`tracking: wandb`)
     mlruns/                          MLflow's default file store (`tracking: mlflow`)
     report/                          the scaling report
+    logs/<sweep>-<time>.log          Ray's own messages of a run on this machine (shown instead with -v)
 
 The root is a local directory or a URI on shared storage (`storage/uri.py`); all I/O goes through
 its pyarrow filesystem, so every method works on a path, `file://` and object stores alike. A file
@@ -150,6 +151,10 @@ class ResultsLayout:
 
     def report_dir(self) -> Parts:
         return ("report",)
+
+    def ray_log(self, name: str) -> Parts:
+        """What Ray wrote to a driver's stderr during a run (`orchestrator/display/console.py`)."""
+        return ("logs", name)
 
     def has_model(self, trial_id: str) -> bool:
         return self.is_file(*self.model_dir(trial_id), MODEL_MARKER)

@@ -1,5 +1,5 @@
 """A trial's final model in Hugging Face format: `RESULTS/models/<trial_id>/` (save_pretrained,
-safetensors), with the tokenizer of its corpus beside it.
+safetensors), with the tokenizer of its corpus beside it and a model card (README.md).
 
 Kept for every lm trial unless the spec says `keep_weights: false` (ensemble members and teachers
 always), apart from training checkpoints: this is what ensemble evaluation and distillation load,
@@ -7,11 +7,16 @@ and what a researcher opens with `AutoModelForCausalLM.from_pretrained` and
 `AutoTokenizer.from_pretrained` (`tokenizers.hf_files`: the byte and bpe tokenizers as Hugging
 Face fast tokenizers; a corpus of pre-tokenized arrays has no tokenizer to save). The directory is
 published whole (written under a temporary name and renamed; on an object store uploaded with
-`config.json` last), so a directory that exists is complete.
+`config.json` last), so a directory that exists is complete. Its `config.json` says which trial it
+is (`scalegrid: {trial_id, sweep, ...}`) and carries the tokenizer's `eos_token_id` and
+`bos_token_id`, so `generate` stops where the tokenizer ends a document. The card (`model_card`:
+`model_card.py`: the trial's hyperparameters, its data's identity, its losses and the command that
+trains it again) is written by the worker once the trial's result is known, before its run row.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -19,7 +24,7 @@ import torch
 from scalegrid.storage import MODEL_MARKER, ResultsLayout, node_cache_dir
 from scalegrid.data.corpus.cache import TokenCache
 from scalegrid.data.tokenizers import TOKENIZERS, hf_files, load_saved
-from scalegrid.trial import Trial
+from scalegrid.trial import Stage, Trial
 
 
 def save_model(model: torch.nn.Module, trial: Trial, state_dict: dict[str, torch.Tensor] | None = None) -> str:
@@ -34,8 +39,26 @@ def save_model(model: torch.nn.Module, trial: Trial, state_dict: dict[str, torch
         for name, content in tokenizer.items():
             (directory / name).write_bytes(content)
         model.save_pretrained(directory, state_dict=state_dict)
+        describe_in_config(directory, trial, with_tokenizer=bool(tokenizer))
 
     return results.publish_dir(results.model_dir(trial.trial_id), fill, marker=MODEL_MARKER, replace=True)
+
+
+def describe_in_config(directory: Path, trial: Trial, *, with_tokenizer: bool) -> None:
+    """config.json (and generation_config.json) of a saved model: the trial it is, and the special
+    tokens of the tokenizer saved beside it (the model trains with none set)."""
+    special: dict[str, int | None] = {"eos_token_id": None, "bos_token_id": None}
+    if with_tokenizer:
+        from transformers import AutoTokenizer
+
+        saved = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
+        special = {"eos_token_id": saved.eos_token_id, "bos_token_id": saved.bos_token_id}
+    who = {"trial_id": trial.trial_id, "sweep": trial.sweep, "model": trial.model_label, "stage": Stage(trial.stage).value,
+           "data_key": trial.data_key}
+    for name, extra in (("config.json", {**special, "scalegrid": who}), ("generation_config.json", special)):
+        path = directory / name
+        if path.is_file():
+            path.write_text(json.dumps(json.loads(path.read_text()) | extra, indent=2, sort_keys=True) + "\n")
 
 
 def tokenizer_files(trial: Trial) -> dict[str, bytes]:

@@ -1,4 +1,10 @@
-"""The commit a hub dataset is read at: resolved once when planned, so trial ids notice new data.
+"""The hub, asked once and briefly: the commit a hub dataset is read at (resolved once when planned,
+so trial ids notice new data), and whether a repository is readable here (`hub_access`).
+
+`plan` must work offline and fail fast: every question to the hub is one request of at most
+HUB_TIMEOUT_S (the hub client's own retries on an unreachable host took 49 s before a tokenizer
+gave up); a gated or missing repository is one line that says how to plan without it
+(`OFFLINE_FIX`).
 
 A hub source's identity holds the commit SHA of the dataset repository, not a branch name:
 `resolve_revision` asks the hub API (`huggingface_hub`, `HF_ENDPOINT` honoured) which commit
@@ -20,6 +26,34 @@ from scalegrid.spec import DataSpec
 from scalegrid.storage import ResultsLayout, first_line
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+HUB_TIMEOUT_S = 10.0  # one question to the hub, at most this long
+READABLE, GATED, MISSING = "readable", "gated", "missing"
+OFFLINE_FIX = ("to plan without the hub: give a local copy of a tokenizer of the same vocabulary "
+               "(--set data.tokenizer.path=DIR, a directory written by save_pretrained) or, once it is in your "
+               "Hugging Face cache, set HF_HUB_OFFLINE=1")
+
+
+def hub_access(repo_id: str, repo_type: str = "model") -> str:
+    """What the hub says of this repository for this user, in one request: READABLE, GATED,
+    MISSING, or why it could not be asked (offline, no answer within HUB_TIMEOUT_S)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    try:
+        answer = get_session().get(f"{endpoint}/api/{repo_type}s/{repo_id}/auth-check", headers=build_hf_headers(),
+                                   timeout=HUB_TIMEOUT_S)
+        hf_raise_for_status(answer)
+        return READABLE
+    except GatedRepoError:  # before RepositoryNotFoundError: it is one
+        return GATED
+    except RepositoryNotFoundError:
+        return MISSING
+    except Exception as err:  # noqa: BLE001 - no network, a timeout, a hub error: the cache may still have it
+        return f"no answer from {endpoint} within {HUB_TIMEOUT_S:g} s ({type(err).__name__}: {first_line(err, 100)})"
 
 
 def source_name(spec: DataSpec) -> str:
@@ -36,29 +70,36 @@ def resolve_revision(spec: DataSpec, results: ResultsLayout | None) -> str:
             "(or its .parquet / .txt files)"
         )
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
+    if spec.revision and _COMMIT.match(spec.revision):
+        return spec.revision  # a commit is its own answer: no hub needed
     asked = spec.revision or "the default branch"
     try:
-        info = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).dataset_info(spec.hub, revision=spec.revision, timeout=30)
+        info = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).dataset_info(spec.hub, revision=spec.revision, timeout=HUB_TIMEOUT_S)
         return info.sha
     except RevisionNotFoundError:
         raise UserError(f"data.revision: {spec.revision!r} is not a branch, tag or commit of {spec.hub}; check it on the hub") from None
-    except RepositoryNotFoundError as err:  # also gated and private repositories without a token
+    except GatedRepoError:
+        raise UserError(
+            f"data.hub: {spec.hub} is a gated dataset you have no access to: accept its terms on the hub and log in "
+            "(`hf auth login`); to plan without the hub, set data.revision to its full commit SHA, or use local copies "
+            "of its files (source: files)"
+        ) from None
+    except RepositoryNotFoundError as err:  # also private repositories without a token
         raise UserError(
             f"data.hub: {spec.hub} is not a dataset the hub serves to you ({type(err).__name__}); "
-            "check the id, or log in (`hf auth login`) for a gated one"
+            "check the id, or log in (`hf auth login`) for a private one"
         ) from None
     except Exception as err:  # noqa: BLE001 - offline mode, no network, a hub error: fall back to what is known
         offline = f"{type(err).__name__}: {first_line(err, 120)}"
-    if spec.revision and _COMMIT.match(spec.revision):
-        return spec.revision
     recorded = recorded_revision(spec, results)
     if recorded is not None:
         return recorded
     raise UserError(
         f"data.revision: cannot ask the hub which commit {asked} of {spec.hub} is ({offline}) and no earlier run "
-        "recorded it; set data.revision to a full commit SHA, or plan once online"
+        "recorded it; to plan without the hub, set data.revision to a full commit SHA, or plan once online "
+        "(HF_HUB_OFFLINE=1 then uses the commit recorded)"
     )
 
 

@@ -1,14 +1,21 @@
 """Experiment tracking through Ray Tune's own integrations: Weights & Biases, MLflow, TensorBoard.
 
-Tune's config of every trial carries its hyperparameters, flattened (`pack_hyperparameters`), and the
-worker reports every evaluation row to Tune as it happens (`worker.tune_trainable`), so every Tune
-logger callback sees both: those the spec's `tracking:` section turns on (`callbacks`), or any a
-user adds. One tracked run per trial, named by its trial_id:
+Tune's config of every trial carries its hyperparameters, flattened (`pack_hyperparameters`), beside
+the pack and the trials to rebuild, and the worker reports every evaluation row to Tune as it
+happens (`worker.tune_trainable`), so every Tune logger callback sees both: those the spec's
+`tracking:` section turns on (`callbacks`), or any a user adds. One tracked run per trial, named by
+its trial_id:
 
     tracking:
       wandb: {project: my-project}     # W&B group = the sweep's name; files under RESULTS/wandb/
       mlflow: {}                       # experiment = the sweep's name; file store RESULTS/mlruns/
-      tensorboard: true                # event files under RESULTS/tune/<run>/<trial_id>/
+      tensorboard: true                # event files under RESULTS/tune/<sweep>/<trial_id>/
+
+Ray's callbacks log every key of every result at Tune's report counter and the whole config as
+parameters; the subclasses here (`TensorBoardRuns`, `WandbRuns`, `MlflowRuns`) log what a
+researcher reads instead: the hyperparameters (`tracked_hyperparameters`), each evaluation row's
+numbers with the optimizer step as the step axis (`training_metrics`: tokens seen is a metric),
+and for TensorBoard's HParams tab the final val_loss.
 
 `check` validates the section before anything is written (packages installed, W&B credentials
 unless offline, a place for MLflow's store); `environment` sets, for the duration of a Tune run,
@@ -18,41 +25,31 @@ the variables Ray's callbacks read in the driver.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import importlib.util
 import io
+import math
 import os
 from pathlib import Path
 
 from scalegrid.errors import UserError
 from scalegrid.spec import Sweep
 from scalegrid.storage import ResultsLayout
-from scalegrid.trial import Stage, Trial
+from scalegrid.store import CurveRow
+from scalegrid.trial import Scalar, Trial
 
-Scalar = str | int | float | bool | None
+ROUTING = ("pack", "trials")  # a Tune trial's config besides its hyperparameters (`trial_feeds.Pack.config`)
+CURVE_METRICS = frozenset(f.name for f in dataclasses.fields(CurveRow)) - {"trial_id"}  # what a tracker logs
 EXTRAS = {"wandb": "scalegrid[wandb]", "mlflow": "scalegrid[mlflow]", "tensorboardX": "tensorboardX"}
 
 
 # --- what a tracked run is told: the trial's hyperparameters --------------------------------------
 
 
-def hyperparameters(trial: Trial) -> dict[str, Scalar]:
-    """A trial's config as trackers show it: flat names, plain values."""
-    c = trial.config
-    params: dict[str, Scalar] = {
-        "trial_id": trial.trial_id, "sweep": trial.sweep, "stage": Stage(trial.stage).value, "trainer": c.trainer,
-        "model": trial.model_label, "params": c.num_params, "params_nonembed": c.num_params_nonembed,
-        "unique_tokens": c.unique_tokens, "epochs": c.epochs, "lr": c.lr, "weight_decay": c.weight_decay,
-        "seed": c.seed, "member": c.member, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
-        **{f"train.{name}": value for name, value in c.train.model_dump(mode="json").items()},
-    }
-    if c.distill is not None:
-        params |= {"teacher_members": len(c.distill.teacher), "distill_method": c.distill.method, "combine": c.distill.combine}
-    return params
-
-
 def pack_hyperparameters(trials: list[Trial]) -> dict[str, Scalar]:
     """One Tune trial's config: its trial's hyperparameters, or for a pack those all its trials share."""
-    each = [hyperparameters(t) for t in trials]
+    each = [t.hyperparameters() for t in trials]
     if len(each) == 1:
         return each[0]
     return {k: v for k, v in each[0].items() if all(e.get(k) == v for e in each[1:])} | {"pack_size": len(each)}
@@ -123,38 +120,145 @@ def mlflow_uri(sweep: Sweep, results: ResultsLayout) -> str:
 # --- the callbacks and their environment ------------------------------------------------------------
 
 
+def tracked_hyperparameters(config: dict[str, object]) -> dict[str, object]:
+    """What a tracker logs as a Tune trial's parameters: its config without the pack and the trials
+    to rebuild (`trial_feeds.Pack.config`), which are routing, not hyperparameters."""
+    return {k: v for k, v in config.items() if k not in ROUTING}
+
+
+def training_metrics(result: dict[str, object]) -> dict[str, float] | None:
+    """An evaluation row as a tracker logs it: the curve's numbers, the optimizer step included
+    (each tracker's step axis); None for any other result (a pack's count, a trial's outcome) and
+    none of Tune's own bookkeeping (pid, timestamp, time_*, done, config)."""
+    if "step" not in result:
+        return None
+    return {k: float(v) for k, v in result.items()
+            if k in CURVE_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
 def callbacks(sweep: Sweep, results: ResultsLayout) -> list:
     """Tune's logger callbacks: its CSV and JSON results (Tune's own experiment state), and the trackers asked for."""
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     out: list = [CSVLoggerCallback(), JsonLoggerCallback()]
-    tracking = sweep.tracking
+    tracking, trackers = sweep.tracking, _tracker_classes()
     if tracking.tensorboard:
-        out.append(TBXLoggerCallback())
+        out.append(trackers["tensorboard"]())
     if tracking.wandb is not None:
-        out.append(_wandb_callback(sweep, results))
+        w, directory = tracking.wandb, wandb_dir(sweep, results)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        where = {"entity": w.entity} if w.entity else {}
+        where |= {"dir": directory} if directory else {}
+        out.append(trackers["wandb"](project=w.project, group=sweep.name, mode=wandb_mode(sweep), settings={"silent": True}, **where))
     if tracking.mlflow is not None:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
-
         experiment = tracking.mlflow.experiment or sweep.name
-        out.append(MLflowLoggerCallback(tracking_uri=mlflow_uri(sweep, results), experiment_name=experiment, save_artifact=False))
+        out.append(trackers["mlflow"](tracking_uri=mlflow_uri(sweep, results), experiment_name=experiment, save_artifact=False))
     return out
 
 
-def _wandb_callback(sweep: Sweep, results: ResultsLayout):
-    from ray.air.integrations.wandb import WandbLoggerCallback
+class TensorBoardRuns:
+    """Ray's TensorBoard logger, logging what a researcher reads: each evaluation row's numbers at
+    the optimizer step (tags `val_loss`, `train_loss`, `tokens_seen`, ...), and when the trial ends
+    its hyperparameters in the HParams plugin with its final val_loss as the metric. A Tune trial
+    that trained nothing here (another driver held it) writes no event file."""
 
-    w = sweep.tracking.wandb
-    directory = wandb_dir(sweep, results)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    where = {"entity": w.entity} if w.entity else {}
-    where |= {"dir": directory} if directory else {}
-    callback = WandbLoggerCallback(project=w.project, group=sweep.name, mode=wandb_mode(sweep), settings={"silent": True}, **where)
-    # Tune adds its own `trial_id` to every result, and Ray copies that key into the W&B config,
-    # over the scalegrid trial_id the config holds: keep ours.
-    callback.AUTO_CONFIG_KEYS = [k for k in WandbLoggerCallback.AUTO_CONFIG_KEYS if k != "trial_id"]
-    return callback
+    def log_trial_start(self, trial) -> None:
+        pass  # the writer opens with the first row
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        metrics = training_metrics(result)
+        if not metrics:
+            return
+        if trial not in self._trial_writer:
+            trial.init_local_path()
+            self._trial_writer[trial] = self._summary_writer_cls(trial.local_path, flush_secs=30)
+        step = int(metrics.pop("step"))
+        for name, value in metrics.items():
+            self._trial_writer[trial].add_scalar(name, value, global_step=step)
+        self._trial_result[trial] = metrics
+        self._trial_writer[trial].flush()
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        from tensorboardX.summary import hparams
+
+        writer, last = self._trial_writer.pop(trial, None), self._trial_result.pop(trial, {})
+        if writer is None:
+            return
+        if "val_loss" in last:  # TensorBoard's HParams tab: the trial's hyperparameters and its final loss
+            params = {k: v for k, v in tracked_hyperparameters(trial.config).items() if v is not None}
+            for summary in hparams(hparam_dict=params, metric_dict={"val_loss": last["val_loss"]}):
+                writer.file_writer.add_summary(summary)
+        writer.close()
+
+
+class WandbRuns:
+    """Ray's W&B logger with the trial's hyperparameters as the run's config and each evaluation
+    row logged at the optimizer step (W&B's step axis), through the logging actor below."""
+
+    def log_trial_start(self, trial) -> None:
+        init = dict(id=trial.trial_id, name=str(trial), resume=False, reinit=True, allow_val_change=True,
+                    group=self.group, project=self.project, config=tracked_hyperparameters(trial.config))
+        self._start_logging_actor(trial, [], **(init | self.kwargs))
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        metrics = training_metrics(result)
+        if not metrics:
+            return
+        if trial not in self._trial_logging_actors:
+            self.log_trial_start(trial)
+        self._trial_queues[trial].put((self.RESULT, metrics))
+
+
+class WandbStepActor:
+    """The W&B logging actor's loop, logging each row at its optimizer step (Ray's logs at Tune's
+    report counter) and nothing of Tune's."""
+
+    def run(self) -> None:
+        os.environ["WANDB_START_METHOD"] = "thread"
+        self._wandb.init(*self.args, **self.kwargs)
+        while True:
+            kind, row = self.queue.get()
+            if kind == self.END:
+                break
+            if kind == self.RESULT:
+                step = int(row.pop("step"))
+                self._wandb.log(row, step=step)
+        self._wandb.finish()
+
+
+class MlflowRuns:
+    """Ray's MLflow logger, logging the trial's hyperparameters as the run's parameters and each
+    evaluation row's numbers at the optimizer step."""
+
+    def log_trial_start(self, trial) -> None:
+        if trial not in self._trial_runs:
+            run = self.mlflow_util.start_run(tags={**self.tags, "trial_name": str(trial)}, run_name=str(trial))
+            self._trial_runs[trial] = run.info.run_id
+        self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=tracked_hyperparameters(trial.config))
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        metrics = training_metrics(result)
+        if metrics:
+            step = int(metrics.pop("step"))
+            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
+
+
+@functools.cache
+def _tracker_classes() -> dict[str, type]:
+    """The trackers as Ray's own callbacks (Ray loads where a sweep runs, never where it is planned)."""
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem, _WandbLoggingActor
+    from ray.tune.logger import TBXLoggerCallback
+
+    module = {"__module__": __name__}
+    queue_items = {"RESULT": _QueueItem.RESULT, "END": _QueueItem.END}
+    actor = type("WandbStepLoggingActor", (WandbStepActor, _WandbLoggingActor), module | queue_items)
+    return {
+        "tensorboard": type("TensorBoardCallback", (TensorBoardRuns, TBXLoggerCallback), module),
+        "wandb": type("WandbCallback", (WandbRuns, WandbLoggerCallback), module | queue_items | {"_logger_actor_cls": actor}),
+        "mlflow": type("MlflowCallback", (MlflowRuns, MLflowLoggerCallback), module),
+    }
 
 
 @contextlib.contextmanager

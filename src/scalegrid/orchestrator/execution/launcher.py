@@ -23,19 +23,17 @@ here and resumes from its checkpoint.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import functools
 import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 
 from scalegrid import store
 from scalegrid.errors import StorageError
 from scalegrid.orchestrator import leases
-from scalegrid.orchestrator.display import tracking
+from scalegrid.orchestrator.display import console, tracking
 from scalegrid.orchestrator.display.progress import SweepProgress, duration, progress_callback
 from scalegrid.orchestrator.execution.trial_feeds import Feed, GridFeed, WalkFeed, make_packs, tune_searcher
 from scalegrid.orchestrator.execution.trial_worker import tune_trainable
@@ -76,14 +74,14 @@ def _fit_grid(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str],
     # run per Tune trial) nor for Ray Train's multi-worker trials.
     group = not sweep.tracking.enabled and sweep.resources.workers == 1
     packs = make_packs(pending, _packed(plan), slots(plan, max_concurrent), group=group)
-    progress = SweepProgress(total=0, planned_flops={}, already_done=len(plan.trials) - len(pending))
+    progress = SweepProgress(total=0, planned_flops={}, already_done=len(plan.trials) - len(pending),
+                             slots=slots(plan, max_concurrent))
     for pack in GridFeed(packs).packs:  # every pack's FLOPs known from the start: the ETA weighs them all
-        progress.planned(pack.key, pack.flops, len(pack.trials))
-    stamp, skipped = dt.datetime.now().strftime("%Y%m%d-%H%M%S"), 0
+        progress.planned(pack.key, pack.flops, len(pack.trials), pack.trials[0].model_label)
+    skipped = 0
     for first in range(0, len(packs), CHUNK):
-        name = f"{sweep.name}-{stamp}-{owner[-6:]}" + (f"-{first // CHUNK}" if first else "")
         outcome = launch(plan, GridFeed(packs[first:first + CHUNK]), provenance, progress=progress, owner=owner,
-                         max_concurrent=max_concurrent, name=name, callbacks=callbacks)
+                         max_concurrent=max_concurrent, callbacks=callbacks)
         skipped += outcome
     return skipped
 
@@ -96,22 +94,25 @@ def search(plan: SweepPlan, provenance: dict[str, str], *, max_concurrent: int |
     if driver.finished:
         return driver
     feed = WalkFeed(driver, slots=slots(plan, max_concurrent), pack=_packed(plan))
-    progress = SweepProgress(total=0, planned_flops={}, note=lambda: f"search: {states_line(driver.searches)}")
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    launch(plan, feed, provenance, progress=progress, owner=owner, max_concurrent=max_concurrent,
-           name=f"{plan.sweep.name}-search-{stamp}-{owner[-6:]}", callbacks=callbacks)
+    progress = SweepProgress(total=0, planned_flops={}, slots=feed.slots, open_ended=True,
+                             note=lambda: f"search: {states_line(driver.searches)}")
+    launch(plan, feed, provenance, progress=progress, owner=owner, max_concurrent=max_concurrent, callbacks=callbacks)
     wall = time.monotonic() - feed.started
-    print(f"search: {driver.trained} trials trained in {duration(wall)}; the {feed.slots} slots were busy "
-          f"{feed.busy_fraction:.0%} of the time", file=sys.stderr, flush=True)
+    console.info(f"search: {driver.trained} trials trained in {duration(wall)}; the {feed.slots} slots were busy "
+                 f"{feed.busy_fraction:.0%} of the time")
     return driver
 
 
 def launch(
     plan: SweepPlan, feed: Feed, provenance: dict[str, str], *, progress: SweepProgress, owner: str,
-    max_concurrent: int | None, name: str, callbacks: Sequence = (),
+    max_concurrent: int | None, callbacks: Sequence = (),
 ) -> int:
     """Run `feed` under one Tuner until it is finished; returns how many of its trials another
-    driver held (skipped here). Raises the one-line full-disk error when the results filled up."""
+    driver held (skipped here). Raises the one-line full-disk error when the results filled up.
+
+    Every Tuner of a sweep, each invocation's, each chunk's and a search's, keeps its state in one
+    directory, RESULTS/tune/<sweep>/, a trial's under its trial_id: one TensorBoard run per trial,
+    however often the sweep was resumed."""
     from ray import tune  # Ray loads where a sweep runs, never where it is planned
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
@@ -119,7 +120,7 @@ def launch(
     # go on to its summary: what was not finished is finished by the next run.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are `tracking.callbacks`'
-    sweep, full = plan.sweep, _stop_when_full()
+    sweep, full, shown = plan.sweep, _stop_when_full(), progress_callback(progress)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, templates=feed.templates, provenance=provenance, owner=owner),
         capacity.tune_resources(sweep.resources),  # a multi-worker trial's workers reserve the rest
@@ -131,14 +132,17 @@ def launch(
             trial_name_creator=_name, trial_dirname_creator=_name,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=plan.results.uri_of(*plan.results.tune_dir()), verbose=0,
-            callbacks=[progress_callback(progress), *tracking.callbacks(sweep, plan.results), *callbacks],
+            name=sweep.name, storage_path=plan.results.uri_of(*plan.results.tune_dir()), verbose=0,
+            callbacks=[shown, *tracking.callbacks(sweep, plan.results), *callbacks],
             failure_config=tune.FailureConfig(max_failures=sweep.fault_tolerance.max_failures), stop=full,
         ),
     )
     # Tune's own writes into RESULTS/tune meet a full disk too: its logs of it are filtered
     with _logs_filtered(full), tracking.environment(sweep):
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        finally:
+            shown.close()  # the live table is gone before anything else is printed, interrupted or not
     skipped = sum((r.metrics or {}).get("n_ELSEWHERE", 0) for r in results)
     del tuner, trainable, results  # nothing of a finished chunk stays referenced
     if full.message is not None:  # stop with one line: for a full store, how much the rest needs
@@ -215,7 +219,7 @@ def _packed(plan: SweepPlan) -> bool:
     if sweep.trainer not in PACKED_TRAINERS:
         return False
     if sweep.tracking.enabled:
-        print(f"tracking: each {sweep.trainer} trial is its own Tune trial (one tracked run each), not packed", file=sys.stderr)
+        console.info(f"tracking: each {sweep.trainer} trial is its own Tune trial (one tracked run each), not packed")
         return False
     return True
 
@@ -232,7 +236,7 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
     ]
     if not others:
         return []
-    print(f"waiting for {len(others)} trials running elsewhere (leases held by other drivers)", file=sys.stderr, flush=True)
+    console.info(f"waiting for {len(others)} trials running elsewhere (leases held by other drivers)")
     again = []
     while others:
         waiting = []
@@ -247,7 +251,7 @@ def _after_others(trials: list[Trial], owner: str) -> list[Trial]:
         if others:
             time.sleep(POLL_S)
     if again:
-        print(f"{len(again)} trials were left unfinished elsewhere: scheduling them here", file=sys.stderr, flush=True)
+        console.info(f"{len(again)} trials were left unfinished elsewhere: scheduling them here")
     return again
 
 

@@ -20,6 +20,7 @@ import os
 import shlex
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -110,12 +111,18 @@ def call(client, method: str, *args):
         raise UserError(f"{where}: {explain(err)}") from None
 
 
-def entrypoint(spec: str, results: str, *, max_concurrent: int | None, no_report: bool) -> str:
+def entrypoint(spec: str, results: str, *, max_concurrent: int | None, no_report: bool, overrides: Sequence[str] = (),
+               verbosity: int = 0) -> str:
+    """The job's command: `scalegrid run` of the spec with the submitter's options and `--set` overrides."""
     argv = ["python", "-m", "scalegrid.cli", "run", spec, "--address", "auto", "--results", results]
     if max_concurrent:
         argv += ["--max-concurrent", str(max_concurrent)]
     if no_report:
         argv.append("--no-report")
+    for override in overrides:
+        argv += ["--set", override]
+    if verbosity:
+        argv.append("-v" if verbosity > 0 else "-q")
     return shlex.join(argv)
 
 

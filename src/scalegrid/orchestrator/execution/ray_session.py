@@ -6,8 +6,8 @@ process with a deadline (a GCS answers a node-info request; a Ray Client server 
 connection), so that a port where something else listens (an HTTP server) is refused too. Once
 joined, `check_feasible` refuses trials that no node of the cluster (nor, with an autoscaler, any
 node type it may add) can ever hold. Workers' own output
-is not forwarded (Ray's shutdown chatter drowns the progress lines): a trial's error is in its
-run row, and the full worker logs stay in Ray's session directory. When Ray is already
+is not forwarded unless -v (Ray's shutdown chatter drowns the progress lines): a trial's error is
+in its run row, and the full worker logs stay in Ray's session directory. When Ray is already
 initialised in this process (a notebook, the test suite), that session is used and left running.
 """
 
@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from scalegrid import signals
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GPU_MEMORY_GB
+from scalegrid.orchestrator.display import console
 from scalegrid.orchestrator.planning import capacity as resources
 from scalegrid.spec import ResourcesSpec
 from scalegrid.storage import ResultsLayout, first_line
@@ -190,13 +191,15 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
     if ray.is_initialized():
         yield
         return
+    verbose = console.level() >= console.VERBOSE  # -v: Ray's own messages and the workers' output too
+    shown = {"logging_level": logging.INFO if verbose else logging.WARNING, "log_to_driver": verbose}
     if address:
         try:  # `run` checked the address; `auto` with no local cluster is refused here
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, **shown)
         except (ConnectionError, RuntimeError) as err:
             raise UserError(f"--address {address}: cannot join a Ray cluster there ({' '.join(str(err).split())[:200]})") from None
     else:
-        _start_embedded(num_cpus)
+        _start_embedded(num_cpus, shown)
     signals.install()  # Ray's core worker installed its own SIGTERM handler (a stack dump): ours again
     try:
         yield
@@ -204,7 +207,7 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
         ray.shutdown()
 
 
-def _start_embedded(num_cpus: int | None) -> None:
+def _start_embedded(num_cpus: int | None, shown: dict[str, int | bool]) -> None:
     """An embedded Ray on 127.0.0.1 (nothing listens on a public interface) and its reaper; a Ray
     that does not start is one line. `local`: a Ray of its own, even where another `ray start`
     runs on this machine (ray.init() would join that one)."""
@@ -212,7 +215,7 @@ def _start_embedded(num_cpus: int | None) -> None:
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **shown)
     except Exception as err:  # noqa: BLE001 - Ray's own start failures (a timeout, a port, shared memory)
         raise UserError(f"the embedded Ray did not start ({first_line(err, 200)}); free memory and /dev/shm, "
                         "or join a running cluster with --address") from None
@@ -222,4 +225,4 @@ def _start_embedded(num_cpus: int | None) -> None:
         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     node = ray.nodes()[0]
-    print(f"embedded Ray on {node['NodeManagerAddress']} ({int(node['Resources'].get('CPU', 0))} CPUs, no dashboard)", file=sys.stderr)
+    console.info(f"embedded Ray on {node['NodeManagerAddress']} ({int(node['Resources'].get('CPU', 0))} CPUs, no dashboard)")

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Sequence
 
 from scalegrid import store, trainers
+from scalegrid.orchestrator.display import console
 from scalegrid.orchestrator.planning import capacity as resources
 from scalegrid.orchestrator.planning.stage_graph import CorpusJob, EnsembleJob, blocker
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan
@@ -61,11 +62,10 @@ def _evaluate_ensembles(ready: list[EnsembleJob], plan: SweepPlan, provenance: d
         if out["error"]:
             print(f"ensemble at {out['point']}: FAILED ({out['error']})", file=sys.stderr)
             continue
-        print(
+        console.info(
             f"ensemble at {out['point']}: K={len(out['losses'])} in {out['seconds']:.1f} s "
             f"({', '.join(f'{s:.2f}' for s in out['seconds_per_member'])} s per member); "
-            f"loss by k {', '.join(f'{v:.4f}' for v in out['losses'])}",
-            file=sys.stderr,
+            f"loss by k {', '.join(f'{v:.4f}' for v in out['losses'])}"
         )
 
 
@@ -99,10 +99,9 @@ def _make_corpora(corpora: list[CorpusJob], plan: SweepPlan) -> None:
 
     task = ray.remote(**resources.stage_task(plan.sweep))(_make_corpus)
     for meta in ray.get([task.remote(plan.results, c.corpus_id, c.request, plan.data.key) for c in missing]):
-        print(
+        console.info(
             f"teacher corpus {meta['id']}: {meta['tokens']:,} tokens from k={len(meta['teacher'])} in "
-            f"{meta['seconds']:.1f} s ({meta['tokens_per_s']:,.0f} tokens/s, {meta['device']}, KV cache)",
-            file=sys.stderr,
+            f"{meta['seconds']:.1f} s ({meta['tokens_per_s']:,.0f} tokens/s, {meta['device']}, KV cache)"
         )
 
 
@@ -122,4 +121,4 @@ def _corpus_ready(results: ResultsLayout, student: Trial) -> bool:
 def _say_blocked(what: str, where: str, member_ids: list[str], status: dict[str, str]) -> None:
     why = blocker(member_ids, status)
     state = f"blocked: {'teacher ' if what == 'student' else ''}{why}" if why else "waiting for its members"
-    print(f"{what} {where}: {state}", file=sys.stderr)
+    console.info(f"{what} {where}: {state}")

@@ -53,7 +53,7 @@ class Pack:
     entries: list[Entry]
 
     def config(self) -> dict[str, object]:
-        """The Tune trial's config: the pack, its trials to rebuild, and their hyperparameters."""
+        """The Tune trial's config: the pack, its trials to rebuild (`tracking.ROUTING`), and their hyperparameters."""
         return {"pack": self.key, "trials": [list(e) for e in self.entries], **pack_hyperparameters(self.trials)}
 
     @property
@@ -154,7 +154,7 @@ class FeedSearcherBase:
         if pack is None:
             return None
         self.keys[trial_id] = pack.key
-        self.progress.planned(pack.key, pack.flops, len(pack.trials))
+        self.progress.planned(pack.key, pack.flops, len(pack.trials), pack.trials[0].model_label)
         return pack.config()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

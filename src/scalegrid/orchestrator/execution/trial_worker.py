@@ -34,7 +34,8 @@ from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.execution import train_workers as train_launch
 from scalegrid.storage.space import storage_error, is_storage_failure
 from scalegrid.trainers import checkpoint, many_trainer_of, trainer_of, vector_groups
-from scalegrid.trial import DONE_STATUSES, Trial, TrialResult
+from scalegrid.trainers.model_card import write_model_card
+from scalegrid.trial import DONE_STATUSES, Status, Trial, TrialResult
 
 ELSEWHERE, ALREADY_DONE = "ELSEWHERE", "ALREADY_DONE"  # outcomes of a trial this worker did not train
 STORAGE_FAILED = "STORAGE_FAILED"  # the results filled up: no row written, the driver stops the run
@@ -67,9 +68,12 @@ def _error_text(err: Exception) -> str:
 
 
 def _write(trial: Trial, result: TrialResult, wall_s: float, provenance: dict[str, str]) -> store.RunRow:
-    """A trained trial's curves, then its run row (the row last: it marks the trial done)."""
+    """A trained trial's curves, its saved model's card, then its run row (the row last: it marks
+    the trial done)."""
     if result.curves:
         store.write_curves(trial.results, trial.trial_id, result.curves)
+    if result.status == Status.COMPLETED and trial.save_model and trial.results.has_model(trial.trial_id):
+        write_model_card(trial, result, provenance)  # the saved model's README.md, before the row marks it done
     row = store.trial_row(trial, result, wall_s=wall_s, provenance=provenance)
     store.write_run(trial.results, row)
     if row.status in DONE_STATUSES:

@@ -226,9 +226,10 @@ def _step_row(sweep: str, cell: Cell, i: int, step: Step, now: dt.datetime) -> s
 
 
 def cells_table(searches: dict[str, CellSearch], loss_of: Callable[[str], float | None]) -> pd.DataFrame:
-    """One row per cell: its state, centre, the centre's loss, trials looked at and still to run."""
+    """One row per cell: its state, centre, the centre's loss, trials looked at and still to run;
+    smallest model first."""
     rows = []
-    for s in searches.values():
+    for s in sorted(searches.values(), key=lambda s: s.cell.params):
         centre, trial = s.centre()
         loss = loss_of(trial.trial_id) if s.path else None
         rows.append({

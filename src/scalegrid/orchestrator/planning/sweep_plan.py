@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from scalegrid import store
-from scalegrid.data.checks import check_files, check_outside_data
+from scalegrid.analysis import by_size
+from scalegrid.data.checks import check_corpus_size, check_files, check_outside_data
+from scalegrid.data.corpus.build import check_covers
 from scalegrid.data.identity import TokenCache, describe, token_dtype
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
@@ -66,7 +68,7 @@ class SweepPlan:
         return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done, self.results.has_model)
 
     def table(self) -> pd.DataFrame:
-        """One row per trial: identity, axes, size, tokens, FLOPs and status."""
+        """One row per trial: identity, axes, size, tokens, FLOPs and status; smallest model first."""
         rows = []
         for t in self.trials:
             c = t.config
@@ -76,7 +78,7 @@ class SweepPlan:
                 "params": c.num_params, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
                 **self._memory_columns(t.model_label), "status": self.status(t.trial_id),
             })
-        return pd.DataFrame(rows)
+        return by_size(pd.DataFrame(rows)).reset_index(drop=True)
 
     def _memory_columns(self, label: str) -> dict:
         estimate = self.memory.get(label)
@@ -101,8 +103,12 @@ def make_plan(source: SpecSource | Sweep, *, results: str | None = None, max_tri
     check_writable(root)
     check_outside_data(root, sweep.data)
     identity = describe(sweep.data, root)  # reads recorded file hashes, never tokenizes
-    if sweep.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
+    cached = TokenCache(root).meta(identity.key) if sweep.trainer == "lm" else None
+    if sweep.trainer == "lm" and cached is None:  # the files will be read: open each now
         check_files(sweep.data)  # it opens, has the text field and a document with text
+        check_corpus_size(sweep.data)  # its files can hold the largest budget
+    elif cached is not None and cached.get("complete"):
+        check_covers(sweep.data, cached)  # the whole corpus was read: every budget fits in it
     snapshot = store.read(root)
     if sweep.search is not None:
         graph, searches = searched_graph(sweep, identity, root, snapshot)
@@ -137,7 +143,7 @@ def plan_memory(sweep: Sweep, trials: list[Trial], vocab_size: int, gpu_memory_g
 def memory_table(plan: SweepPlan) -> pd.DataFrame:
     """Per model: where the estimated peak GPU memory of a training step goes, in GiB."""
     rows = []
-    for label, m in plan.memory.items():
+    for label, m in sorted(plan.memory.items(), key=lambda item: item[1].weights):  # smallest model first
         rows.append({
             "model": label, "micro_batch": m.micro_batch, "weights": m.weights, "gradients": m.gradients,
             "adamw": m.optimizer, "bf16_copies": m.weight_copies,

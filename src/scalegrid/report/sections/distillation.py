@@ -23,7 +23,7 @@ LOSS_SERIES = (  # label, column of the distillation table, colour, marker
 @dataclass(frozen=True)
 class DistillationNumbers:
     retention: pd.DataFrame  # distillation(): a row per student, in the analysis's order (fits.json)
-    by_student: pd.DataFrame  # the same rows by model and token budget, as shown
+    by_student: pd.DataFrame  # the same rows by model size and token budget, as shown
     params_of: pd.Series  # model -> parameters
 
 
@@ -39,8 +39,10 @@ def distillation_numbers(ctx: Context) -> DistillationNumbers:
     table = distillation(ctx.inputs.runs)
     if table.empty:
         raise NoRows("distilled students have no matching single-model and ensemble (teacher) runs")
-    return DistillationNumbers(retention=table, by_student=table.sort_values(["model", "unique_tokens"]),
-                               params_of=ctx.inputs.completed.groupby("model")["params"].first())
+    params_of = ctx.inputs.completed.groupby("model")["params"].first()
+    size = table["model"].map(params_of).rename("params")  # smallest model first, not by name
+    by_student = table.assign(params=size).sort_values(["params", "model", "unique_tokens"]).drop(columns="params")
+    return DistillationNumbers(retention=table, by_student=by_student, params_of=params_of)
 
 
 def draw_distillation(ctx: Context, s: Section, numbers: DistillationNumbers) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from scalegrid.analysis import models_by_size
 from scalegrid.report import figures as F
 from scalegrid.report.document import Section, Table, fmt
 from scalegrid.report.inputs import FAILED
@@ -50,6 +51,7 @@ def summary_numbers(ctx: Context) -> SummaryNumbers:
     stage = runs["stage"].fillna("train")
     train = runs[stage == "train"]
     grid = {col: sorted(train[col].dropna().unique()) if col in train else [] for col, _, _ in GRID_AXES}
+    grid["model"] = models_by_size(train) if "model" in train else []  # smallest first, not by name
     flops = pd.to_numeric(runs["flops"], errors="coerce")
     wall = pd.to_numeric(runs["wall_s"], errors="coerce")
     tokens = pd.to_numeric(runs["tokens_seen"], errors="coerce")
