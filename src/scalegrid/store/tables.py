@@ -4,6 +4,7 @@
     RESULTS/curves/<trial_id>.parquet    one `CurveRow` per evaluation
     RESULTS/ensembles/<row_id>.parquet   one `RunRow` per (grid point, k): an ensemble of the first k members
     RESULTS/search/<cell_id>.parquet     one `SearchRow` per step of a cell's search, rewritten as it advances
+    RESULTS/evals/<eval_id>.parquet      one `EvalRow` per metric of a downstream evaluation (a model on a task)
 
 Every file is written with the whole declared schema (columns a row does not use are null), so
 pandas, polars and DuckDB globs see the same columns in every file. The schemas are derived from
@@ -28,9 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scalegrid.storage import ResultsLayout, check_readable, layout
-from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH
+from scalegrid.storage.layout import CURVES, ENSEMBLES, EVALS, RUNS, SEARCH
 from scalegrid.trial import DONE_STATUSES, Status
-from scalegrid.store.rows import RUN_SCHEMA, SCHEMAS, RunRow, SearchRow
+from scalegrid.store.rows import RUN_SCHEMA, SCHEMAS, EvalRow, RunRow, SearchRow
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -54,6 +55,18 @@ def write_curves(results: ResultsLayout, trial_id: str, rows: list[dict]) -> str
 def write_search(results: ResultsLayout, cell_id: str, rows: list[SearchRow]) -> str:
     """A cell's search so far, every step, replacing the file written at its previous step."""
     return _write(results, SEARCH, cell_id, [dataclasses.asdict(r) for r in rows])
+
+
+def write_eval(results: ResultsLayout, rows: list[EvalRow]) -> str:
+    """One evaluation's rows (a metric each, or its FAILED row), replacing a FAILED attempt's."""
+    return _write(results, EVALS, rows[0].eval_id, [dataclasses.asdict(r) for r in rows])
+
+
+def load_evals(results) -> pd.DataFrame:
+    """Every downstream evaluation (RESULTS/evals/), one row per model, task and metric."""
+    found = scan(_readable_root(results), EVALS)
+    found.warn()
+    return found.frame
 
 
 def load_search(results) -> pd.DataFrame:
@@ -131,8 +144,8 @@ def _scan_one_by_one(results: ResultsLayout, table: str, names: list[str]) -> Sc
 
 def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     """A table with exactly `schema`'s columns: missing ones null; one of another type is an error."""
-    if "trial_id" not in data.column_names:
-        raise ValueError("no trial_id column: not a scalegrid results file")
+    if schema.names[0] not in data.column_names:  # each table's first column is its id (trial_id, cell_id, eval_id)
+        raise ValueError(f"no {schema.names[0]} column: not a scalegrid results file")
     columns = [
         data.column(f.name).cast(f.type) if f.name in data.column_names else pa.nulls(len(data), f.type)
         for f in schema
@@ -142,12 +155,13 @@ def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
 
 @dataclass
 class Snapshot:
-    """The store's runs/ and ensembles/ as read at one moment: what the plan, the stages, the
-    summary and the report all look at between two stage boundaries."""
+    """The store's runs/, ensembles/ and evals/ as read at one moment: what the plan, the stages,
+    the summary and the report all look at between two stage boundaries."""
 
     runs: pd.DataFrame
     ensembles: pd.DataFrame
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    evals: pd.DataFrame = field(default_factory=lambda: SCHEMAS[EVALS].empty_table().to_pandas())
 
     @functools.cached_property
     def status(self) -> dict[str, str]:
@@ -166,6 +180,13 @@ class Snapshot:
             return set()
         return set(self.ensembles.loc[self.ensembles["status"] == Status.COMPLETED.value, "trial_id"])
 
+    @functools.cached_property
+    def evals_done(self) -> set[str]:
+        """Downstream evaluations written COMPLETED (a FAILED one is tried again)."""
+        if not len(self.evals):
+            return set()
+        return set(self.evals.loc[self.evals["status"] == Status.COMPLETED.value, "eval_id"])
+
     @property
     def all_runs(self) -> pd.DataFrame:
         """runs/ and ensembles/ together, as the analysis reads them."""
@@ -176,9 +197,9 @@ class Snapshot:
 
 
 def read(results: ResultsLayout) -> Snapshot:
-    """One scan of runs/ and one of ensembles/."""
-    runs, ensembles = scan(results, RUNS), scan(results, ENSEMBLES)
-    return Snapshot(runs.frame, ensembles.frame, runs.unreadable + ensembles.unreadable)
+    """One scan of runs/, one of ensembles/ and one of evals/."""
+    runs, ensembles, evals = scan(results, RUNS), scan(results, ENSEMBLES), scan(results, EVALS)
+    return Snapshot(runs.frame, ensembles.frame, runs.unreadable + ensembles.unreadable + evals.unreadable, evals.frame)
 
 
 def load_runs(results) -> pd.DataFrame:
