@@ -45,6 +45,11 @@ class TaskRef:
     output_type: str  # multiple_choice | loglikelihood | loglikelihood_rolling | "" (a Python task)
     yaml_path: str | None = None  # a task of an `include` directory (absolute); None: the harness's own, or synthetic_facts
 
+    @property
+    def local(self) -> bool:
+        """Its data is on this machine (an `include` task, synthetic_facts): no hub is needed."""
+        return self.yaml_path is not None or self.name == FACTS_TASK
+
 
 def harness_version() -> str | None:
     """The installed lm-evaluation-harness's version; None when it is not installed."""

@@ -250,7 +250,7 @@ def write_stage_graph(results: ResultsLayout, sweep: str, graph: dict | None) ->
 
 def read_stage_graphs(results: ResultsLayout) -> dict:
     """Every sweep's stage graph in the results, merged (an unreadable file is left out)."""
-    merged: dict[str, list] = {"ensembles": [], "students": []}
+    merged: dict[str, list] = {"ensembles": [], "students": [], "evaluations": []}
     for name in results.list(*results.stage_graphs(), suffix=".json"):
         try:
             graph = json.loads(results.read_bytes(*results.stage_graphs(), name))
