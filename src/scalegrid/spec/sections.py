@@ -39,6 +39,13 @@ class ResourcesSpec(Strict):
         return {"CPU": self.cpus if self.cpus_per_worker is None else self.cpus_per_worker, "GPU": gpus}
 
 
+def one_process(value: ResourcesSpec | None, what: str) -> ResourcesSpec | None:
+    """The resources of a stage's Ray task: one process, never Ray Train workers."""
+    if value is not None and value.workers != 1:
+        raise ValueError(f"workers: {what} is one process (got {value.workers}); give its cpus and gpus")
+    return value
+
+
 class FaultToleranceSpec(Strict):
     """How a trial survives faults. Not part of any trial's identity: none of it changes a result."""
 
@@ -113,9 +120,7 @@ class EnsembleSpec(Strict):
     @field_validator("resources")
     @classmethod
     def _one_process(cls, value: ResourcesSpec | None):
-        if value is not None and value.workers != 1:
-            raise ValueError(f"workers: an ensemble evaluation is one process (got {value.workers}); give its cpus and gpus")
-        return value
+        return one_process(value, "an ensemble evaluation")
 
     @field_validator("where")
     @classmethod
@@ -220,6 +225,4 @@ class EvaluateSpec(Strict):
     @field_validator("resources")
     @classmethod
     def _one_process(cls, value: ResourcesSpec | None):
-        if value is not None and value.workers != 1:
-            raise ValueError(f"workers: an evaluation is one process (got {value.workers}); give its cpus and gpus")
-        return value
+        return one_process(value, "an evaluation")
