@@ -49,8 +49,11 @@ def run(args) -> int:
     if evaluations is not None:
         counts = evaluations["state"].value_counts()
         tasks = ", ".join(f"{t.name} (v{t.version})" if t.version else t.name for t in plan.tasks)
-        print(f"\ndownstream evaluations on {tasks}, harness {plan.harness}: {', '.join(f'{n} {state}' for state, n in counts.items())}")
-        print(format_table(evaluations))
+        if evaluations.empty:  # a search names its models when its cells have ended
+            print(f"\ndownstream evaluations on {tasks}, harness {plan.harness}: after the search, of each cell's optimum")
+        else:
+            print(f"\ndownstream evaluations on {tasks}, harness {plan.harness}: {', '.join(f'{n} {state}' for state, n in counts.items())}")
+            print(format_table(evaluations))
     return 0
 
 

@@ -45,12 +45,20 @@ def run_evaluations(plan: SweepPlan, provenance: dict[str, str]) -> int:
     recipe = plan.sweep.spec.evaluate
     print(f"{plan.sweep.name}: evaluating {len(by_model)} models on {len({j.task.name for j in pending})} tasks "
           f"({len(pending)} evaluations, harness {plan.harness})", file=sys.stderr)
-    waiting = [task.remote(jobs[0].model, [j.task for j in jobs], [j.eval_id for j in jobs], recipe, plan.harness, provenance)
-               for jobs in by_model.values()]
+    start, labels = time.perf_counter(), {}
+    for jobs in by_model.values():
+        ref = task.remote(jobs[0].model, [j.task for j in jobs], [j.eval_id for j in jobs], recipe, plan.harness, provenance)
+        labels[ref] = jobs[0].model.label
+    waiting = list(labels)
     while waiting:
         ready, waiting = ray.wait(waiting, num_returns=1)
-        for line in ray.get(ready[0]):
+        try:
+            lines = ray.get(ready[0])
+        except ray.exceptions.RayError as err:  # its worker died (memory, a node lost): nothing written, the next run retries
+            lines = [f"evaluate {labels[ready[0]]}: FAILED ({type(err).__name__}: {str(err).strip().splitlines()[0][:300]})"]
+        for line in lines:
             print(line, file=sys.stderr)
+    print(f"{plan.sweep.name}: {len(pending)} evaluations of {len(by_model)} models in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return len(pending)
 
 

@@ -107,6 +107,7 @@ def write_downstream(s: Section, numbers: DownstreamNumbers) -> None:
     ))
     for _, r in ordering.iterrows():
         line = f"Downstream ({r['task']}, {r['models']} models): the ordering by validation loss {WORDS[r['verdict']]}"
-        s.paragraphs.append(f"{line} ({r['concordant']} pairs agree, {r['discordant']} disagree, of {r['pairs']}; "
-                            f"Kendall's tau {fmt(r['kendall_tau'], 3)}).")
-        s.headline.append(f"{line.split(':', 1)[0]}: ordering by loss {r['verdict']}")
+        s.paragraphs.append(f"{line} (of {r['pairs']} pairs, {r['beyond_noise']} differ beyond noise: {r['concordant']} ordered "
+                            f"as their losses, {r['discordant']} against them; Kendall's tau over all pairs {fmt(r['kendall_tau'], 3)}).")
+        s.headline.append(f"{line.split(':', 1)[0]}: ordering by loss {r['verdict']} "
+                          f"({r['beyond_noise']} of {r['pairs']} pairs differ beyond noise)")
