@@ -109,12 +109,17 @@ def _entries(paths: list[Path]) -> dict[str, list[str]]:
     for name, entry in TaskIndex.build(paths).items():
         cfg = entry.cfg or {}
         version = (cfg.get("metadata") or {}).get("version")
-        children = cfg.get("task") if isinstance(cfg.get("task"), list) else sorted(getattr(entry, "tags", ()) or ())
-        some = ", ".join(str(c) for c in children[:3]) + (", ..." if len(children) > 3 else "") if entry.kind != Kind.TASK else ""
-        where = str(entry.yaml_path) if entry.yaml_path is not None else ""
-        out[name] = [kinds.get(entry.kind, "task"), "" if version is None else str(version), str(cfg.get("output_type") or ""),
-                     where if entry.kind in (Kind.TASK, Kind.PY_TASK) else some]
+        kind = kinds.get(entry.kind, "task")
+        last = (str(entry.yaml_path) if entry.yaml_path is not None else "") if kind == "task" else _some_children(entry, cfg)
+        out[name] = [kind, "" if version is None else str(version), str(cfg.get("output_type") or ""), last]
     return out
+
+
+def _some_children(entry, cfg) -> str:
+    """A group's first tasks (its `task:` list) or a tag's (the tasks that carry it), for a message."""
+    listed = cfg.get("task") if isinstance(cfg.get("task"), list) else sorted(getattr(entry, "tags", ()) or ())
+    names = [c if isinstance(c, str) else str(c.get("group") or c.get("task")) for c in listed]
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _local_index(include: list[str]) -> dict[str, tuple[str, str, str, str]]:
