@@ -42,7 +42,7 @@ def run_evaluations(plan: SweepPlan, provenance: dict[str, str]) -> int:
     if all(j.task.local for j in pending):
         options["runtime_env"] = {"env_vars": OFFLINE}
     task = ray.remote(**options)(evaluate_model)
-    recipe = plan.sweep.spec.evaluate
+    recipe = plan.sweep.evaluate
     print(f"{plan.sweep.name}: evaluating {len(by_model)} models on {len({j.task.name for j in pending})} tasks "
           f"({len(pending)} evaluations, harness {plan.harness})", file=sys.stderr)
     start, labels = time.perf_counter(), {}

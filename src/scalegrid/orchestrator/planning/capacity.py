@@ -87,7 +87,7 @@ def stage_task(sweep: Sweep) -> dict[str, float]:
 
 def evaluation_task(sweep: Sweep) -> dict[str, float]:
     """`ray.remote` options of a downstream evaluation: `evaluate.resources`, else one trial worker's."""
-    return _one_process(sweep.spec.evaluate.resources if sweep.spec.evaluate is not None else None, sweep)
+    return _one_process(sweep.evaluate.resources if sweep.evaluate is not None else None, sweep)
 
 
 def _one_process(asked: ResourcesSpec | None, sweep: Sweep) -> dict[str, float]:

@@ -68,7 +68,7 @@ def evaluation_jobs(
 ) -> list[EvalJob]:
     """Every evaluation `evaluate:` asks for, with its state from the store (`has_model`: whether a
     trial's final weights are saved)."""
-    e = sweep.spec.evaluate
+    e = sweep.evaluate
     if e is None or not tasks:
         return []
     models: list[EvalModel | str] = []  # a str: a cell whose best is not chosen yet, in words

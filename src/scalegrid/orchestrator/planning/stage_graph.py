@@ -133,7 +133,7 @@ def build(
     for tid, t in trials.items():
         keep = tid in graph.needs_weights or (sweep.trainer == "lm" and sweep.keep_weights)
         graph.trials.append(t.model_copy(update={"save_model": keep}) if keep != t.save_model else t)
-    evaluated = sweep.spec.evaluate is not None and "students" in sweep.spec.evaluate.which
+    evaluated = sweep.evaluate is not None and "students" in sweep.evaluate.which
     graph.students = [s.model_copy(update={"save_model": True}) if evaluated or sweep.keep_weights else s for s in graph.students]
     graph.needs_weights.update(s.trial_id for s in graph.students if evaluated)
     graph.cells = _cells(points, {t.trial_id: t for t in graph.trials})

@@ -106,7 +106,7 @@ def make_plan(source: SpecSource | Sweep, *, results: str | None = None) -> Swee
     identity = describe(sweep.data, root)  # reads recorded file hashes, never tokenizes
     if sweep.trainer == "lm" and TokenCache(root).meta(identity.key) is None:  # the files will be read: open each now
         check_files(sweep.data)  # it opens, has the text field and a document with text
-    evaluate = sweep.spec.evaluate
+    evaluate = sweep.evaluate
     tasks = () if evaluate is None else resolve_tasks(evaluate.tasks, evaluate.include, synthetic=getattr(identity.config, "synthetic", None))
     snapshot = store.read(root)
     if sweep.search is not None:
