@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[eval]"
 exec .venv/bin/scalegrid run sweeps/quickstart.yaml "$@"

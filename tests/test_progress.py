@@ -4,7 +4,6 @@ a terminal gets a live table, anything else plain lines."""
 from __future__ import annotations
 
 import io
-import math
 import os
 import re
 import subprocess

@@ -30,6 +30,10 @@ def test_curve_columns_are_documented_in_order():
     assert documented("`curves/`") == [(f.name, f.type) for f in store.CURVE_SCHEMA]
 
 
+def test_eval_columns_are_documented_in_order():
+    assert documented("`evals/`") == [(f.name, f.type) for f in store.EVAL_SCHEMA]
+
+
 def results_with_every_stage(root: Path) -> dict[str, list[str]]:
     """A results directory written by the store's own writers: the train-stage trials, ensembles
     (k = 1..3, averaged by probabilities and by logits) and a token-level student of a real stage graph."""

@@ -21,6 +21,7 @@ _EXPORTS = {
     "load_runs": "scalegrid.store",  # one row per trial (train, distill) and per ensemble
     "load_ensembles": "scalegrid.store",  # the ensemble rows (one per grid point and member count k)
     "load_curves": "scalegrid.store",  # one row per evaluation
+    "load_evals": "scalegrid.store",  # one row per downstream evaluation's metric (model, task, metric)
 }
 
 

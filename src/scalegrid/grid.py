@@ -62,6 +62,15 @@ def ensemble_id(member_ids: list[str], combine: str = "probs") -> str:
     return content_hash(key)
 
 
+def evaluation_id(model_id: str, task: str, task_version: str, num_fewshot: int, limit: int | None, harness: str) -> str:
+    """A downstream evaluation's id: the model (a trial or an ensemble row), the task and its
+    version, the shots, the examples and the harness's version; nothing else (batch size, device)."""
+    return content_hash({
+        "model": model_id, "task": task, "task_version": task_version, "num_fewshot": num_fewshot, "limit": limit,
+        "harness": harness,
+    })
+
+
 def size_bound(sweep: Sweep) -> int:
     """At most how many trials the sweep plans, counted before anything is expanded: its grid points
     (or cells) with their include sub-grids, times the ensembles' members, plus the students."""

@@ -339,6 +339,22 @@ class TrialResult:
         return replace(self, status=status, error=error)
 
 
+@dataclass
+class TaskScores:
+    """What one downstream task scored for one model (`trainers/harness.py`): every metric the
+    harness reported with its standard error (NaN when it gives none), or the error it raised."""
+
+    task: str
+    version: str  # the task's version as the harness reported it
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (value, stderr)
+    samples: int = 0  # examples scored
+    truncated: int = 0  # loglikelihood requests whose context was cut from the left to fit `max_length`
+    max_length: int = 0  # the model's context, in tokens
+    seconds: float = 0.0
+    device: str = "cpu"
+    error: str | None = None
+
+
 class Report(Protocol):
     """Called by a trainer at every evaluation with one curve row; forwards live progress."""
 

@@ -7,6 +7,7 @@ The paper grid (`write_paper_grid`): sizes N x token budgets D x epochs x weight
                          distance from its optimum (zero at the optimum, which is on the grid)
     ensemble of K      = E(D) - G + A / N^alpha + G / K^kappa   (joint asymptote E(D) - G)
     distilled student  = single - retention (single - teacher)
+    downstream accuracy = 0.3 + 0.5 (the largest loss - loss) / (its range): falling with the loss
 
 plus a little Gaussian noise, so every fitted number the report shows has a known true value.
 The reuse grid (`write_reuse_grid`) is the multi-epoch testbed: a loss over (samples N, epochs K)
@@ -126,6 +127,7 @@ def write_paper_grid(
     seeds=(0,),
     members=MEMBERS,
     distill: bool = True,
+    downstream: bool = True,
     n_failed: int = 0,
     curves: int = 40,
     noise: float = 0.001,
@@ -168,18 +170,22 @@ def write_paper_grid(
         ))
         out.failed_ids.append(tid)
 
+    stage_rows = []  # (trial_id, row) of the largest ensembles and the students: what is evaluated downstream
     for n in sizes:
         for d in budgets:
             for m in members:
                 tid = _tid(sweep, "ensemble", n, d, m)
                 loss = law.ensemble(n, d, m) + rng.normal(0, noise)
-                write_run(results, base_row(
+                row = base_row(
                     trial_id=tid, sweep=sweep, stage="ensemble", model=_model_name(n), params=int(n),
                     params_nonembed=int(0.85 * n), unique_tokens=int(d), epochs=law.epochs_opt(n),
                     tokens_seen=int(d * law.epochs_opt(n) * m), lr=law.lr_opt, weight_decay=law.wd_opt(n),
                     members=m, val_loss=loss, best_val_loss=loss, train_loss=float("nan"),
                     flops=0.0, wall_s=30.0 * m,
-                ))
+                )
+                write_run(results, row)
+                if m == max(members):
+                    stage_rows.append((tid, row))
                 out.trial_ids.append(tid)
 
     if distill and members:
@@ -190,15 +196,25 @@ def write_paper_grid(
             teacher = law.ensemble(student, d, teacher_k)
             loss = single - law.retention * (single - teacher) + rng.normal(0, noise / 4)
             tid = _tid(sweep, "distill", student, d)
-            write_run(results, base_row(
+            row = base_row(
                 trial_id=tid, sweep=sweep, stage="distill", model=_model_name(student),
                 params=int(student), params_nonembed=int(0.85 * student), unique_tokens=int(d),
                 epochs=law.epochs_opt(student), tokens_seen=int(d * law.epochs_opt(student)),
                 lr=law.lr_opt, weight_decay=law.wd_opt(student), members=teacher_k, val_loss=loss,
                 best_val_loss=loss, train_loss=float("nan"), flops=6.0 * student * d, wall_s=100.0,
                 config_json=json.dumps({"teacher": {"model": _model_name(student), "members": teacher_k}}),
-            ))
+            )
+            write_run(results, row)
+            stage_rows.append((tid, row))
             out.trial_ids.append(tid)
+
+    if downstream:  # each (size, budget)'s best single model, its largest ensemble, the students
+        best = {}
+        for tid, loss, k, d, n, wd, lr in train_ids:
+            if (n, d) not in best or loss < best[(n, d)][1]:
+                best[(n, d)] = (tid, loss, n, d, "train", 1)
+        scored = list(best.values()) + [(t, r.val_loss, r.params, r.unique_tokens, r.stage, r.members) for t, r in stage_rows]
+        write_downstream(results, scored, sweep)
 
     # learning curves: the best run of every (size, budget), and the 1- and 16-epoch runs of the
     # smallest size at the smallest budget with otherwise optimal settings (under- and over-trained)
@@ -230,6 +246,23 @@ def write_paper_grid(
         write_paper_search(results, losses, {"epochs": epochs, "weight_decay": weight_decays, "lr": lrs}, sweep)
     out.n_rows = len(out.trial_ids) + len(out.failed_ids)
     return out
+
+
+def write_downstream(results: Path, scored: list[tuple], sweep: str) -> None:
+    """evals/ rows of one task, for (trial_id, loss, params, unique_tokens, stage, members): an
+    accuracy that falls with the loss (the ordering by loss holds by construction), stderr 0.005."""
+    losses = [loss for _, loss, *_ in scored]
+    top, spread = max(losses), max(losses) - min(losses)
+    for tid, loss, n, d, stage, k in scored:
+        accuracy = 0.3 + 0.5 * (top - loss) / spread
+        store.write_eval(layout(results), [store.EvalRow(
+            eval_id=_tid(sweep, "eval", tid), sweep=sweep, model_id=tid, stage=stage, status="COMPLETED",
+            model=_model_name(n), params=int(n), unique_tokens=int(d), epochs=8, members=int(k), combine=None, task="facts",
+            task_version="1", num_fewshot=0, limit=None, metric="acc", value=accuracy, stderr=0.005, samples=10_000,
+            truncated=0, max_length=4096, harness_version="0.4.13", device="cpu", wall_s=1.0, error=None,
+            finished_at=dt.datetime(2025, 9, 30, 12, 0, tzinfo=dt.timezone.utc), scalegrid_version="0.1.0",
+            git_commit="synthetic", hostname="test",
+        )])
 
 
 def write_paper_search(results: Path, losses: dict, ladders: dict, sweep: str) -> None:

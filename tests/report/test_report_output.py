@@ -22,7 +22,8 @@ from scalegrid.storage import layout
 from synthetic_results import SIZES, WEIGHT_DECAYS, PaperLaw, write_paper_grid, write_reuse_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["summary", "params", "epochs", "hyperparameters", "search", "ensembles", "data", "distillation", "reuse", "curves"]
+SECTIONS = ["summary", "params", "epochs", "hyperparameters", "search", "ensembles", "data", "distillation", "reuse", "curves",
+            "downstream"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,6 +55,16 @@ def test_every_figure_is_drawn_and_no_part_fails(paper_report):
     drawn = [Path(f).stem for s in sections.values() for f in s["figures"]]
     assert sorted(drawn) == sorted(FIGURE_NAMES)
     assert not [n for s in sections.values() for n in s["notes"] if "could not be made" in n]
+
+
+def test_downstream_accuracy_that_falls_with_the_loss_keeps_the_ordering(paper_report):
+    """The synthetic accuracies fall with the loss, far beyond their 0.005 standard errors: the
+    section's verdict is that the ordering by loss holds, and the summary says so."""
+    downstream = paper_report.fits["sections"]["downstream"]
+    (ordering,) = downstream["fits"]["loss_ordering"]
+    assert ordering["verdict"] == "holds" and ordering["discordant"] == 0 and ordering["kendall_tau"] == 1.0
+    assert {r["stage"] for r in downstream["fits"]["table"]} == {"train", "ensemble", "distill"}
+    assert "ordering by loss holds" in paper_report.markdown.split("## 2.")[0]
 
 
 def test_partial_results_are_marked(paper_report):
@@ -178,7 +189,7 @@ def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
     """Two sizes at one budget, no ensembles, students or curves, a sweep still running."""
     results = tmp_path / "results"
     write_paper_grid(results, sizes=(150e6, 300e6), budgets=(200e6,), epochs=(1, 2), weight_decays=(0.8,),
-                     lrs=(3e-3,), members=(), distill=False, curves=0, sweep="quickstart")
+                     lrs=(3e-3,), members=(), distill=False, downstream=False, curves=0, sweep="quickstart")
     spec = {  # the resolved spec `scalegrid run` records beside the results: a 12-point grid
         "name": "quickstart", "trainer": "linreg", "model": {"dims": 64}, "lr": 0.05, "epochs": [1, 2, 4, 8],
         "data": {"source": "gaussian", "unique_tokens": [128, 256, 512]}, "train": {"batch_size": 8},
@@ -194,6 +205,7 @@ def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
     assert reasons["ensembles"] == "no ensemble runs (stage `ensemble`, `members` = K) in the store"
     assert reasons["distillation"] == "no distillation runs (stage `distill`) in the store"
     assert reasons["curves"] == "no learning curves in the store (RESULTS/curves)"
+    assert reasons["downstream"].startswith("no downstream evaluations (RESULTS/evals/)")
     assert reasons["data"].startswith("no recipe has asymptotes per token budget")
     assert reasons["hyperparameters"] == "the grid has one weight decay and one learning rate; nothing to compare"
     assert reasons["summary"] is None and reasons["epochs"] is None  # what the rows do support is there
@@ -201,7 +213,7 @@ def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
     assert fits["partial_reasons"] == ["sweep quickstart: 8 trials of its grid have no result yet"]
     md = (out / "report.md").read_text()
     assert reasons["search"].startswith("no search in this results directory")
-    assert md.count("*Skipped: ") == 7
+    assert md.count("*Skipped: ") == 8
     assert "sweep quickstart: 8 trials of its grid have no result yet" in md
 
 

@@ -11,6 +11,7 @@ from scalegrid.commands.args import add_max_trials, add_overrides
 from scalegrid.commands.output import print_json, records, unreadable
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table, make_plan, memory_table, totals, totals_line
 from scalegrid.orchestrator.planning.cells import cells_table, losses, states_line
+from scalegrid.orchestrator.planning.evaluations import jobs_table
 from scalegrid.spec import load_sweep
 
 
@@ -28,13 +29,14 @@ def run(args) -> int:
     plan = make_plan(load_sweep(args.spec, args.overrides), results=args.results, max_trials=args.max_trials)
     table = plan.table()
     stage_rows = plan.dependants() if plan.graph.has_stages else None
+    evaluations = jobs_table(plan.evaluations()) if plan.tasks else None
     if args.json:
         print_json({
             "sweep": plan.sweep.name, "results": str(plan.results), "totals": totals(table),
             "trials": records(table), "stages": records(stage_rows),
             "memory": records(memory_table(plan)) if plan.memory else None,
             "searches": records(cells_table(plan.searches, losses(plan.snapshot, failed_count=False).get)) if plan.searches else None,
-            "unreadable": unreadable(plan.snapshot.unreadable),
+            "evaluations": records(evaluations), "unreadable": unreadable(plan.snapshot.unreadable),
         })
         return 0
     for path, reason in plan.snapshot.unreadable:
@@ -48,6 +50,14 @@ def run(args) -> int:
         counts = stage_rows["state"].value_counts()
         print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in counts.items())}")
         print(format_table(stage_rows))
+    if evaluations is not None:
+        counts = evaluations["state"].value_counts()
+        tasks = ", ".join(f"{t.name} (v{t.version})" if t.version else t.name for t in plan.tasks)
+        if evaluations.empty:  # a search names its models when its cells have ended
+            print(f"\ndownstream evaluations on {tasks}, harness {plan.harness}: after the search, of each cell's optimum")
+        else:
+            print(f"\ndownstream evaluations on {tasks}, harness {plan.harness}: {', '.join(f'{n} {state}' for state, n in counts.items())}")
+            print(format_table(evaluations))
     return 0
 
 

@@ -63,6 +63,7 @@ class Summary:
     elapsed_s: float
     exit_code: int
     advice: str | None  # the line on stderr that says what to do about a non-zero exit
+    evaluations: pd.DataFrame | None = None  # each downstream evaluation: its state and score
 
     @classmethod
     def of(cls, plan: SweepPlan, elapsed_s: float) -> Summary:
@@ -75,7 +76,10 @@ class Summary:
             losses = plan.snapshot.all_runs.drop_duplicates("trial_id", keep="last").set_index("trial_id")["val_loss"]
             stages["val_loss"] = [losses.get(i) for i in stages["id"]]  # an ensemble's: its largest k
         code, advice = _exit_code(table["status"].value_counts(), stages)
-        return cls(table[SUMMARY_COLUMNS], models_by_size(table), stages, elapsed_s, code, advice)
+        evaluations = evaluation_rows(plan) if plan.tasks else None
+        if code == 0 and evaluations is not None and (evaluations["state"] == "failed").any():
+            code, advice = 1, "some evaluations FAILED: see `error` in RESULTS/evals/ (`scalegrid.load_evals`); a re-run retries them"
+        return cls(table[SUMMARY_COLUMNS], models_by_size(table), stages, elapsed_s, code, advice, evaluations)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -87,6 +91,7 @@ class Summary:
         return {
             "sweep": plan.sweep.name, "results": str(plan.results), "elapsed_s": round(self.elapsed_s, 3),
             "exit_code": self.exit_code, "counts": self.counts, "trials": records(self.table), "stages": records(self.stages),
+            "evaluations": records(self.evaluations),
             "searches": records(cells_table(plan.searches, search_losses(plan.snapshot, failed_count=True).get)) if plan.searches else None,
         }
 
@@ -106,11 +111,30 @@ class Summary:
         if self.stages is not None:
             print("\nensembles and students:")
             print(format_table(self.stages))
+        if self.evaluations is not None:
+            print("\ndownstream evaluations (± one standard error):")
+            print(format_table(self.evaluations))
         c = self.counts
         print(
             f"\n{plan.sweep.name}: {c['done']} completed, {c['diverged']} diverged, {c['failed']} failed, "
             f"{c['pending']} not finished of {len(table)} trials in {self.elapsed_s:.1f} s; results in {plan.results}"
         )
+
+
+def evaluation_rows(plan: SweepPlan) -> pd.DataFrame:
+    """One row per downstream evaluation: the model and task, its state (a FAILED one: `failed`) and
+    its score (acc_norm where the task has it, else acc)."""
+    evals = plan.snapshot.evals
+    rows = []
+    for job in plan.evaluations():
+        mine = evals[evals["eval_id"] == job.eval_id] if len(evals) else evals
+        metric = next((m for m in ("acc_norm", "acc") if m in set(mine.get("metric", ()))), None)
+        score = mine[mine["metric"] == metric].iloc[-1] if metric else None
+        failed = job.state != "done" and len(mine) and (mine["status"] == "FAILED").any()
+        rows.append({"what": job.what, "state": "failed" if failed else job.state, "metric": metric or "-",
+                     "score": f"{score['value']:.3f} ± {score['stderr']:.3f}" if score is not None else "-",
+                     "why": (mine["error"].iloc[-1] or "")[:80] if failed else job.why})
+    return pd.DataFrame(rows, columns=["what", "state", "metric", "score", "why"])
 
 
 def _exit_code(counts: pd.Series, stage_rows: pd.DataFrame | None) -> tuple[int, str | None]:

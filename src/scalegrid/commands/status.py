@@ -1,5 +1,5 @@
-"""`scalegrid status RESULTS`: trials by status, the table of runs, each searched cell's state, and the
-ensembles and students of a results directory."""
+"""`scalegrid status RESULTS`: trials by status, the table of runs, each searched cell's state, the
+ensembles and students, and the downstream evaluations (done, pending, waiting, blocked) of a results directory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pandas as pd
 from scalegrid import store
 from scalegrid.analysis.walk import search_outcomes
 from scalegrid.commands.output import print_json, records, unreadable
+from scalegrid.orchestrator.planning.evaluations import recorded_states
 from scalegrid.orchestrator.planning.stage_graph import dependants
 from scalegrid.orchestrator.planning.sweep_plan import format_table
 from scalegrid.storage import ResultsLayout, check_readable, layout
@@ -31,13 +32,15 @@ def run(args) -> int:
     counts = {str(status): int(n) for status, n in runs["status"].value_counts().items()}
     order = ["sweep", "params", "model", "unique_tokens", "epochs", "lr", "weight_decay", "seed"]  # smallest model first
     shown = runs.sort_values(order, kind="stable")[COLUMNS] if len(runs) else None
-    stage_rows = dependants_of(results, snapshot)
+    graph = store.read_stage_graphs(results)
+    stage_rows = dependants_of(graph, snapshot, results)
+    evaluations = recorded_states(graph["evaluations"], snapshot) if graph["evaluations"] else None
     cells = search_cells(results)
     if args.json:
         print_json({
             "results": str(results), "trials": len(runs), "counts": counts, "runs": records(shown),
             "stages": records(stage_rows), "searches": records(cells.drop(columns=["edge_axes"], errors="ignore") if cells is not None else None),
-            "unreadable": unreadable(snapshot.unreadable),
+            "evaluations": records(evaluations), "unreadable": unreadable(snapshot.unreadable),
         })
         return 0
     snapshot.warn()
@@ -54,6 +57,11 @@ def run(args) -> int:
         states = stage_rows["state"].value_counts()
         print(f"\nensembles and students: {', '.join(f'{n} {state}' for state, n in states.items())}")
         print(format_table(stage_rows))
+    if evaluations is not None:
+        states = evaluations["state"].value_counts()
+        print(f"\nevaluations: {', '.join(f'{n} {state}' for state, n in states.items())} (rows: RESULTS/evals/)")
+        if (evaluations["state"] != "done").any():
+            print(format_table(evaluations[evaluations["state"] != "done"]))
     return 0
 
 
@@ -66,9 +74,8 @@ def search_cells(results: ResultsLayout) -> pd.DataFrame | None:
     return cells.rename(columns={"loss": "val_loss"}).sort_values(["sweep", "params", "unique_tokens"])
 
 
-def dependants_of(results: ResultsLayout, snapshot: store.Snapshot) -> pd.DataFrame | None:
+def dependants_of(graph: dict, snapshot: store.Snapshot, results: ResultsLayout) -> pd.DataFrame | None:
     """Ensembles and students of the latest runs (RESULTS/stages/): done, pending or blocked; None without any."""
-    graph = store.read_stage_graphs(results)
     if not graph["ensembles"] and not graph["students"]:
         return None
     return dependants(graph, snapshot.status, snapshot.ensembles_done, results.has_model)

@@ -17,6 +17,10 @@ half as paraphrases (the same facts in other templates and order, new filler).
 Everything is drawn from one `numpy` generator seeded by `spec.seed`; `GENERATOR_VERSION` is part
 of the corpus identity, so bump it whenever the output for a given spec changes.
 
+`fact_questions` turns the fact table into a multiple-choice test ("the color of zorvak is" ->
+which of four values), most frequent entities first: what a model learned of the world, the
+downstream task of the quickstart (`data/eval_tasks.py` writes it for lm-evaluation-harness).
+
     >>> docs = generate_documents(SyntheticCorpusSpec(documents=10, seed=1))
     >>> docs == generate_documents(SyntheticCorpusSpec(documents=10, seed=1))
     True
@@ -45,12 +49,15 @@ _VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
 _CODAS = ("", "", "", "n", "r", "k", "s", "l")
 
 
+FACT_CHOICES = 4  # a question's options: the true value and three other values of the attribute
+FACTS_VERSION = 1  # of `fact_questions`: bump it whenever its questions for a given spec change
+
+
 def generate_documents(spec: SyntheticCorpusSpec) -> list[str]:
     rng = np.random.default_rng(spec.seed)
-    filler, entities, attributes, values, fact_table = _world(spec, rng)
+    filler, entities, attributes, values, fact_table, entity_rank = _ranked_world(spec, rng)
     filler_cdf = _zipf_cdf(spec.filler_words, spec.zipf_exponent)
     entity_cdf = _zipf_cdf(spec.entities, spec.zipf_exponent)
-    entity_rank = rng.permutation(spec.entities)  # which entity is the most frequent is random too
 
     def fact_sentences(facts: np.ndarray) -> list[str]:
         templates = rng.integers(len(TEMPLATES), size=len(facts))
@@ -102,6 +109,34 @@ def facts(spec: SyntheticCorpusSpec) -> dict[tuple[str, str], str]:
         for e in range(spec.entities)
         for a in range(spec.attributes)
     }
+
+
+def fact_questions(spec: SyntheticCorpusSpec, choices: int = FACT_CHOICES) -> list[dict[str, str | int | list[str]]]:
+    """One question per fact, the most frequent entity's facts first (so the first questions are
+    about the facts a corpus repeats most): {"query": "the color of zorvak is", "choices": [4
+    values of the attribute, shuffled], "gold": the true value's index}. The distractors are drawn
+    from a generator of their own, seeded by the corpus's seed: the same spec, the same questions."""
+    _, entities, attributes, values, table, entity_rank = _ranked_world(spec, np.random.default_rng(spec.seed))
+    pick = np.random.default_rng([spec.seed, FACTS_VERSION])
+    n = min(choices, spec.values_per_attribute)
+    questions = []
+    for e in entity_rank.tolist():
+        for a in range(spec.attributes):
+            true = int(table[e, a])
+            others = pick.choice(np.delete(np.arange(spec.values_per_attribute), true), size=n - 1, replace=False)
+            options = pick.permutation(np.concatenate([[true], others])).tolist()
+            questions.append({
+                "query": f"the {attributes[a]} of {entities[e]} is", "choices": [str(values[a, v]) for v in options],
+                "gold": options.index(true),
+            })
+    return questions
+
+
+def _ranked_world(spec: SyntheticCorpusSpec, rng: np.random.Generator):
+    """The world (`_world`) and its entities by frequency rank: entity_rank[r] is the r-th most
+    frequent entity (which one is random too). The first draws of the corpus generator."""
+    world = _world(spec, rng)
+    return (*world, rng.permutation(spec.entities))
 
 
 def _world(spec: SyntheticCorpusSpec, rng: np.random.Generator):

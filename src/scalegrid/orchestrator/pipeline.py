@@ -1,7 +1,7 @@
 """The sweep pipeline, for `scalegrid run` and `scalegrid.run` alike:
 
     validate -> prepare (token cache) -> search (walk the cells) -> schedule (the grid's trials)
-             -> stages (ensembles, teacher corpora, students) -> report
+             -> stages (ensembles, teacher corpora, students) -> evaluate (downstream tasks) -> report
 
     done = run_sweep("sweeps/quickstart.yaml")    # or a dict, or a resolved Sweep
     done.plan.snapshot.all_runs                   # the store as it is after the run
@@ -11,7 +11,8 @@ Everything is checked before anything is written: the spec (resolved once), the 
 cluster address, that trials fit a node and the results' disk, and the corpus (the token cache is
 built, and checked, before any trial starts). From there the results directory is written. The
 store is read once at each stage boundary (when planned, after the search, after the train stage,
-after the ensembles and students), and the last read feeds the report and the caller's summary.
+after the ensembles and students, after the evaluations), and the last read feeds the report and
+the caller's summary.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from scalegrid import store
 from scalegrid.orchestrator.display import console
 from scalegrid.orchestrator.display.tracking import check as check_tracking
 from scalegrid.orchestrator.execution import launcher
+from scalegrid.orchestrator.execution.evaluations import run_evaluations
 from scalegrid.orchestrator.execution.provenance import provenance, reproduce_command, write_sweep_record
 from scalegrid.orchestrator.execution.ray_session import (
     check_address, check_feasible, check_shared_results, cluster_gpu_memory_gb, ray_session, session_resources,
@@ -38,6 +40,7 @@ from scalegrid.orchestrator.execution.store_healing import heal
 from scalegrid.orchestrator.execution.token_build import prepare_tokens
 from scalegrid.orchestrator.planning import capacity
 from scalegrid.orchestrator.planning.cells import states_line
+from scalegrid.orchestrator.planning.evaluations import BLOCKED, DONE, jobs_json
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, make_plan, space_needed
 from scalegrid.report import report_of
 from scalegrid.spec import SpecSource, Sweep
@@ -111,8 +114,8 @@ def _train(plan: SweepPlan, address: str | None, max_concurrent: int | None, cal
     searching = _searching(plan)
     if searching:
         console.info(f"{plan.sweep.name}: search over {', '.join(plan.sweep.search.ladders)}: {states_line(plan.searches)}")
-    pending, stages_left = _to_do(plan)
-    if not pending and not stages_left and not searching:
+    pending, stages_left, evaluations_left = _to_do(plan)
+    if not pending and not stages_left and not evaluations_left and not searching:
         return plan
     with console.ray_messages_kept(ray_log_file(plan)), ray_session(address):
         if searching:  # the walks first: their optima are the grid points of the ensembles and students
@@ -120,13 +123,16 @@ def _train(plan: SweepPlan, address: str | None, max_concurrent: int | None, cal
             plan = plan.refresh()
             if _searching(plan):  # interrupted: a re-run goes on from the store
                 return plan
-            pending, stages_left = _to_do(plan)
+            pending, stages_left, evaluations_left = _to_do(plan)
         if pending:
             launcher.schedule(plan, info, max_concurrent=max_concurrent, callbacks=callbacks)
             plan = plan.refresh()
         if stages_left:
             run_stages(plan, plan.snapshot, info, max_concurrent=max_concurrent, callbacks=callbacks)
             plan = plan.refresh()
+        if evaluations_left and run_evaluations(plan, info):
+            plan = plan.refresh()
+            _record_stages(plan)  # `status` reads the evaluations' states from the final record
     return plan
 
 
@@ -162,8 +168,9 @@ def _ray_running() -> bool:
 
 
 def _has_work(plan: SweepPlan) -> bool:
-    """Trials to train, or ensembles and students not done: Ray is needed."""
-    return bool(plan.pending) or _searching(plan) or (plan.graph.has_stages and bool((plan.dependants()["state"] != "done").any()))
+    """Trials to train, ensembles and students not done, or evaluations to run: Ray is needed."""
+    stages = plan.graph.has_stages and bool((plan.dependants()["state"] != "done").any())
+    return bool(plan.pending) or _searching(plan) or stages or any(j.state not in (DONE, BLOCKED) for j in plan.evaluations())
 
 
 def _searching(plan: SweepPlan) -> bool:
@@ -171,12 +178,25 @@ def _searching(plan: SweepPlan) -> bool:
 
 
 def _to_do(plan: SweepPlan):
-    """(the trials to train, the ensembles and students left), said on stderr; the stage graph recorded."""
+    """(the trials to train, the ensembles and students left, the evaluations left), said on stderr;
+    the stage graph recorded."""
     pending = plan.pending
     if not _searching(plan):  # a search's trials are counted by its own lines
         console.info(f"{plan.sweep.name}: {len(plan.trials)} trials, {len(plan.trials) - len(pending)} done, {len(pending)} to run")
     stages_left = int((plan.dependants()["state"] != "done").sum()) if plan.graph.has_stages else 0
     if stages_left:
         console.info(f"{plan.sweep.name}: {stages_left} ensembles and students to do once their inputs are complete")
-    store.write_stage_graph(plan.results, plan.sweep.name, plan.graph.to_json() if plan.graph.has_stages else None)
-    return pending, stages_left
+    evaluations = plan.evaluations()
+    left = sum(j.state not in (DONE, BLOCKED) for j in evaluations)
+    if evaluations:
+        console.info(f"{plan.sweep.name}: {len(evaluations)} downstream evaluations, {sum(j.state == DONE for j in evaluations)} done, "
+                     f"{left} to run once their models are trained")
+    _record_stages(plan, evaluations)
+    return pending, stages_left, left
+
+
+def _record_stages(plan: SweepPlan, evaluations=None) -> None:
+    """RESULTS/stages/<sweep>.json: the ensembles, students and evaluations, for `status`."""
+    evaluations = plan.evaluations() if evaluations is None else evaluations
+    graph = {**plan.graph.to_json(), "evaluations": jobs_json(evaluations)} if plan.graph.has_stages or evaluations else None
+    store.write_stage_graph(plan.results, plan.sweep.name, graph)

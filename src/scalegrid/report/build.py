@@ -32,6 +32,7 @@ from scalegrid.report.sections import (
     section_curves,
     section_data,
     section_distillation,
+    section_downstream,
     section_ensembles,
     section_epochs,
     section_hyperparameters,
@@ -52,6 +53,7 @@ SECTIONS = (
     ("distillation", "Distillation", section_distillation),
     ("reuse", "Multi-epoch reuse", section_reuse),
     ("curves", "Learning curves", section_curves),
+    ("downstream", "Downstream accuracy", section_downstream),
 )
 
 
@@ -133,6 +135,7 @@ def _build(key: str, title: str, fn, ctx: Context) -> Section:
 FIGURE_NAMES = (
     "params_scaling", "epochs", "loss_vs_weight_decay", "loss_vs_lr", "optimal_hyperparameters", "ensembles",
     "joint_scaling", "data_scaling", "distillation", "reuse", "curves", "search_paths", "search_optimal_hyperparameters",
+    "downstream",
 )
 
 
@@ -177,7 +180,7 @@ def report_of(results: str | Path | ResultsLayout, out: Path | None = None, **op
     if root.local_path is not None:
         return write_report(root.local_path, out, **options)
     check_readable(root)
-    with materialised(root, "runs", "ensembles", "curves", "sweeps") as local:
+    with materialised(root, "runs", "ensembles", "curves", "sweeps", "evals") as local:
         index = write_report(local, out, **options)
         if out is not None:
             return index

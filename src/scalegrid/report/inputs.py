@@ -34,6 +34,7 @@ class Inputs:
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
     expected: dict[str, int] = field(default_factory=dict)  # sweep name -> grid size of its latest spec
     search: pd.DataFrame = field(default_factory=pd.DataFrame)  # RESULTS/search/: one row per step of a cell's search
+    evals: pd.DataFrame = field(default_factory=pd.DataFrame)  # RESULTS/evals/: one row per downstream evaluation's metric
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -108,6 +109,7 @@ def load_inputs(results_dir: str | Path, snapshot: store.Snapshot | None = None)
         unreadable=snapshot.unreadable + curves.unreadable + search.unreadable,
         expected=expected_trials(results),
         search=search.frame,
+        evals=snapshot.evals,
     )
 
 

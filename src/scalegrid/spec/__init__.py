@@ -7,7 +7,7 @@
     stopping.py   `epochs: {max, stop}`: the adaptive stop and its rules
     ladders.py    `search:` and the arithmetic of ladders
     axes.py       the axes, their typed values (`Model`, `Point`, `Selector`)
-    sections.py   resources, fault tolerance, tracking, ensemble, distill
+    sections.py   resources, fault tolerance, tracking, ensemble, distill, evaluate
     sweep.py      `SweepSpec`: the spec as written, validated
     resolve.py    `Sweep`: every value typed once, every default applied
     load.py       YAML / dict -> `Sweep`
@@ -20,7 +20,9 @@ from scalegrid.spec.data import SHUFFLE_SEED, DataSpec, GaussianDataSpec, Synthe
 from scalegrid.spec.ladders import Ladders, SearchSpec
 from scalegrid.spec.load import SpecSource, load_spec, load_sweep, parse_spec
 from scalegrid.spec.resolve import Distillation, Ensembles, Sweep, resolve
-from scalegrid.spec.sections import DistillSpec, EnsembleSpec, FaultToleranceSpec, MlflowSpec, ResourcesSpec, TrackingSpec, WandbSpec
+from scalegrid.spec.sections import (
+    DistillSpec, EnsembleSpec, EvaluateSpec, FaultToleranceSpec, MlflowSpec, ResourcesSpec, TrackingSpec, WandbSpec,
+)
 from scalegrid.spec.stopping import StopSpec
 from scalegrid.spec.strict import describe_error, hashed_fields, hashed_unless_default, not_hashed
 from scalegrid.spec.sweep import SweepSpec
@@ -31,6 +33,6 @@ __all__ = [
     "AxisValue", "Model", "Point", "Selector", "axis_key", "model_label", "shape_from_dict",
     "DataSpec", "GaussianDataSpec", "SyntheticCorpusSpec", "TokenizerSpec", "ValidationSpec", "Ladders", "SearchSpec",
     "SpecSource", "load_spec", "load_sweep", "parse_spec", "Distillation", "Ensembles", "Sweep", "resolve",
-    "DistillSpec", "EnsembleSpec", "FaultToleranceSpec", "MlflowSpec", "ResourcesSpec", "TrackingSpec", "WandbSpec",
+    "DistillSpec", "EnsembleSpec", "EvaluateSpec", "FaultToleranceSpec", "MlflowSpec", "ResourcesSpec", "TrackingSpec", "WandbSpec",
     "StopSpec", "describe_error", "hashed_fields", "hashed_unless_default", "not_hashed", "SweepSpec", "TrainGrid", "TrainSpec",
 ]

@@ -20,7 +20,7 @@ from scalegrid.errors import UserError
 from scalegrid.spec.axes import POINT_AXES, AxisContext, AxisValue, Model, Point, Selector, typed_selector, typed_values
 from scalegrid.spec.data import DataSpec
 from scalegrid.spec.ladders import Ladders, SearchSpec, monotone, on_ladder
-from scalegrid.spec.sections import DistillSpec, EnsembleSpec, FaultToleranceSpec, ResourcesSpec, TrackingSpec
+from scalegrid.spec.sections import DistillSpec, EnsembleSpec, EvaluateSpec, FaultToleranceSpec, ResourcesSpec, TrackingSpec
 from scalegrid.spec.sweep import SweepSpec
 from scalegrid.spec.train import TRAIN_AXES, TrainSpec
 
@@ -111,6 +111,11 @@ class Sweep:
     @property
     def keep_weights(self) -> bool:
         return self.spec.keep_weights
+
+    @property
+    def evaluate(self) -> EvaluateSpec | None:
+        """`evaluate:` as validated: nothing in it is typed by an axis (its tasks are found at `plan`)."""
+        return self.spec.evaluate
 
     @property
     def results_dir(self) -> str:

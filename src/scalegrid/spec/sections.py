@@ -1,6 +1,7 @@
 """The spec's sections beside the grid's axes: what a trial reserves (`resources`), how it survives
 faults (`fault_tolerance`), where it is tracked (`tracking`), and the stages after the train stage
-(`ensemble`, `distill`). None of `resources`, `fault_tolerance` or `tracking` is in a trial id.
+(`ensemble`, `distill`, `evaluate`). None of `resources`, `fault_tolerance`, `tracking` or
+`evaluate` is in a trial id.
 Selectors (`ensemble.where`, a student's `teacher` and `student`) are kept as written here and
 typed by the axes' own checks in `resolve.py`.
 """
@@ -49,6 +50,13 @@ class ResourcesSpec(Strict):
         """What one worker (the whole trial when workers is 1) reserves: {"CPU": c, "GPU": g}."""
         gpus = self.gpus if self.gpus_per_worker is None else self.gpus_per_worker
         return {"CPU": self.cpus if self.cpus_per_worker is None else self.cpus_per_worker, "GPU": gpus}
+
+
+def one_process(value: ResourcesSpec | None, what: str) -> ResourcesSpec | None:
+    """The resources of a stage's Ray task: one process, never Ray Train workers."""
+    if value is not None and value.workers != 1:
+        raise ValueError(f"workers: {what} is one process (got {value.workers}); give its cpus and gpus")
+    return value
 
 
 class FaultToleranceSpec(Strict):
@@ -125,9 +133,7 @@ class EnsembleSpec(Strict):
     @field_validator("resources")
     @classmethod
     def _one_process(cls, value: ResourcesSpec | None):
-        if value is not None and value.workers != 1:
-            raise ValueError(f"workers: an ensemble evaluation is one process (got {value.workers}); give its cpus and gpus")
-        return value
+        return one_process(value, "an ensemble evaluation")
 
     @field_validator("where")
     @classmethod
@@ -184,3 +190,52 @@ class DistillSpec(Strict):
     @property
     def teacher_members(self) -> int:
         return int(self.teacher.get("members", 1))
+
+
+EVAL_WHICH = ("best", "trials", "ensembles", "students")  # what `evaluate.which` may name
+MAX_EXAMPLES = 10**9
+
+
+class EvaluateSpec(Strict):
+    """Downstream evaluation with lm-evaluation-harness, after the other stages.
+
+    `which` models are scored on `tasks`: `best` (each cell's best model: the searched optimum, or
+    the lowest validation loss among a grid cell's points: the axes a search could tune varied, the
+    others fixed), `trials` (every trained trial), `ensembles` (each ensemble of k > 1 members that
+    `ensemble.members` lists) and `students`. Not in any trial id: an evaluation is named by its own
+    identity (the model, the task and its version, `num_fewshot`, `limit`, the harness's version),
+    so a re-run evaluates nothing twice and a new task evaluates only what is missing. A task is a
+    name of the harness's task list, of a task directory in `include` (lm-evaluation-harness YAML;
+    relative `dataset_kwargs.data_files` there are relative to the YAML file), or `synthetic_facts`:
+    scalegrid's own multiple-choice task made from a synthetic corpus's fact table.
+    """
+
+    tasks: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=lambda: ["arc_easy", "piqa", "sciq"], min_length=1, max_length=1000,
+    )
+    num_fewshot: int = Field(0, ge=0, le=1000)
+    limit: int | None = Field(None, ge=1, le=MAX_EXAMPLES)  # the first `limit` examples of each task; None: all
+    batch_size: int = Field(32, ge=1, le=65536)  # sequences per forward pass (not in the identity: it changes no score)
+    which: list[Literal["best", "trials", "ensembles", "students"]] = Field(
+        default_factory=lambda: ["best", "ensembles", "students"], min_length=1,
+    )
+    include: list[Annotated[str, Field(min_length=1, max_length=4096)]] = []  # directories of local task YAMLs
+    resources: ResourcesSpec | None = None  # of one evaluation (one process); default: one trial worker's
+
+    @field_validator("tasks", "which", "include", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any):
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("tasks", "which")
+    @classmethod
+    def _once_each(cls, value: list[str]):
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed twice; name each once")
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _one_process(cls, value: ResourcesSpec | None):
+        return one_process(value, "an evaluation")

@@ -21,6 +21,7 @@
     ensemble: {members: [1, 2, 4], where: [{model: llama-50k}], combine: probs}   # K members per matching point
     distill:                          # students of a teacher: a grid point's ensemble of k, or one model
       - {teacher: {model: llama-50k, members: 4}, student: {model: llama-50k}, method: token}
+    evaluate: {tasks: [arc_easy, piqa, sciq], num_fewshot: 0, which: [best, ensembles, students]}
     search:                           # instead of grid lists: locally-optimal values per cell
       axes: {epochs: [1, 2, 4, 8, 16], weight_decay: [0, 0.1, 0.2, 0.4, 0.8, 1.6]}
       start: {epochs: 4, weight_decay: 0.1}   # or `from_smaller`: the next smaller model's optimum
@@ -39,7 +40,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from scalegrid.spec.axes import AXES, EXTRA_AXES, SEARCHABLE, TRAINER_NAMES, Epochs, LearningRate, Model, WeightDecay, check_axes_named
 from scalegrid.spec.data import DataSpec
 from scalegrid.spec.ladders import SearchSpec
-from scalegrid.spec.sections import DistillSpec, EnsembleSpec, FaultToleranceSpec, ResourcesSpec, TrackingSpec
+from scalegrid.spec.sections import DistillSpec, EnsembleSpec, EvaluateSpec, FaultToleranceSpec, ResourcesSpec, TrackingSpec
 from scalegrid.spec.stopping import StopSpec, epochs_section
 from scalegrid.spec.strict import MAX_NAME, Seed, Strict, WrittenModel, WrittenSelector, as_axis, closest, describe_error
 from scalegrid.spec.train import TrainGrid
@@ -65,6 +66,7 @@ class SweepSpec(Strict):
     ensemble: EnsembleSpec | None = None
     distill: list[DistillSpec] = []
     search: SearchSpec | None = None
+    evaluate: EvaluateSpec | None = None  # downstream evaluation (lm-evaluation-harness); not in trial ids
 
     @model_validator(mode="before")
     @classmethod
@@ -138,6 +140,27 @@ class SweepSpec(Strict):
             raise ValueError("train.memorisation_samples needs trainer lm (a model that generates text)")
         if self.trainer != "lm" and (self.ensemble is not None or self.distill):
             raise ValueError(f"ensemble: and distill: need trainer lm (models to average), not {self.trainer}")
+        return self
+
+    @model_validator(mode="after")
+    def _evaluation_fits(self):
+        """What `evaluate:` scores exists: saved models (lm), an ensemble or a student named on purpose."""
+        e = self.evaluate
+        if e is None:
+            return self
+        if self.trainer != "lm":
+            raise ValueError(f"evaluate: scores language models on lm-evaluation-harness tasks; trainer {self.trainer} has none")
+        if not self.keep_weights and {"best", "trials"} & set(e.which):
+            named = " and ".join(w for w in e.which if w in ("best", "trials"))
+            raise ValueError(
+                f"evaluate.which: {named} needs the trained models' weights, which keep_weights: false does not keep; "
+                "set keep_weights: true, or evaluate only ensembles and students"
+            )
+        if "which" in e.model_fields_set:
+            for which, section in (("ensembles", self.ensemble), ("students", self.distill)):
+                if which in e.which and not section:
+                    where = "ensemble:" if which == "ensembles" else "distill:"
+                    raise ValueError(f"evaluate.which: {which}, but the spec has no {where} section; add one or drop {which}")
         return self
 
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ Every path under RESULTS is named here, once:
     curves/<trial_id>.parquet        one row per evaluation
     ensembles/<row_id>.parquet       one row per (grid point, k)
     search/<cell_id>.parquet         one row per step of a cell's search (orchestrator/planning/cells.py)
+    evals/<eval_id>.parquet          one row per metric of a downstream evaluation (a model on a task)
     models/<trial_id>/               final weights, `save_pretrained` (config.json written last)
     checkpoints/<trial_id>/          a running trial's checkpoints (trainers/checkpoint.py)
     trunks/<trunk_id>/               a wsd trunk's states where shorter epoch counts branch off (trainers/trunks.py)
@@ -49,7 +50,7 @@ from scalegrid.storage.uri import OBJECT_STORES, parse, redacted
 
 Parts = tuple[str, ...]
 
-RUNS, CURVES, ENSEMBLES, SEARCH = "runs", "curves", "ensembles", "search"
+RUNS, CURVES, ENSEMBLES, SEARCH, EVALS = "runs", "curves", "ensembles", "search", "evals"
 MODEL_MARKER = "config.json"  # written last by save_pretrained's caller: a model directory is complete
 CACHE_MARKER = "meta.json"  # written last into a token cache or a teacher corpus
 CORRUPT_SUFFIX = ".corrupt-"  # an unreadable run file or checkpoint, set aside (`set_aside`)

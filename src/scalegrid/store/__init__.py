@@ -2,16 +2,18 @@
 and schemas in `rows.py`. Everything a caller needs is named here: `from scalegrid import store`."""
 
 from scalegrid.store.rows import (
-    CURVE_SCHEMA, RUN_COLUMNS, RUN_SCHEMA, SCHEMAS, SEARCH_SCHEMA, CurveRow, RunRow, SearchRow, ensemble_row, schema_of, trial_row,
+    CURVE_SCHEMA, EVAL_SCHEMA, RUN_COLUMNS, RUN_SCHEMA, SCHEMAS, SEARCH_SCHEMA, CurveRow, EvalRow, RunRow, SearchRow, ensemble_row,
+    eval_rows, schema_of, trial_row,
 )
 from scalegrid.store.tables import (
-    Scan, Snapshot, concat_runs, load_curves, load_ensembles, load_runs, load_search, read, read_stage_graphs, run_outcome,
-    run_status, scan, set_aside_damaged, write_curves, write_ensemble, write_run, write_search, write_stage_graph,
+    Scan, Snapshot, concat_runs, load_curves, load_ensembles, load_evals, load_runs, load_search, read, read_stage_graphs,
+    run_outcome, run_status, scan, set_aside_damaged, write_curves, write_ensemble, write_eval, write_run, write_search,
+    write_stage_graph,
 )
 
 __all__ = [
-    "CURVE_SCHEMA", "RUN_COLUMNS", "RUN_SCHEMA", "SCHEMAS", "SEARCH_SCHEMA", "CurveRow", "RunRow", "SearchRow", "ensemble_row",
-    "schema_of", "trial_row", "Scan", "Snapshot", "concat_runs", "load_curves", "load_ensembles", "load_runs", "load_search",
-    "read", "read_stage_graphs", "run_outcome", "run_status", "scan", "set_aside_damaged", "write_curves", "write_ensemble", "write_run",
-    "write_search", "write_stage_graph",
+    "CURVE_SCHEMA", "EVAL_SCHEMA", "RUN_COLUMNS", "RUN_SCHEMA", "SCHEMAS", "SEARCH_SCHEMA", "CurveRow", "EvalRow", "RunRow",
+    "SearchRow", "ensemble_row", "eval_rows", "schema_of", "trial_row", "Scan", "Snapshot", "concat_runs", "load_curves",
+    "load_ensembles", "load_evals", "load_runs", "load_search", "read", "read_stage_graphs", "run_outcome", "run_status", "scan",
+    "set_aside_damaged", "write_curves", "write_ensemble", "write_eval", "write_run", "write_search", "write_stage_graph",
 ]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH
+from scalegrid.storage.layout import CURVES, ENSEMBLES, EVALS, RUNS, SEARCH
 from scalegrid.grid import canonical_json, ensemble_id, identity
-from scalegrid.trial import Stage, Status, Trial, TrialResult
+from scalegrid.trial import Stage, Status, TaskScores, Trial, TrialResult
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,67 @@ class SearchRow:
     finished_at: dt.datetime
 
 
+@dataclass(frozen=True)
+class EvalRow:
+    """One row of `evals/`: one metric of one model on one downstream task (docs/results.md)."""
+
+    eval_id: str  # the evaluation: model, task, task version, few-shot, limit, harness version (`grid.evaluation_id`)
+    sweep: str
+    model_id: str  # the trial (a single model or a student) or the ensemble row it scored: runs'/ensembles' trial_id
+    stage: str  # train | ensemble | distill, as the model's run row
+    status: str  # COMPLETED | FAILED
+    model: str
+    params: int
+    unique_tokens: int
+    epochs: int
+    members: int  # 1; an ensemble's k; a student's teacher's k
+    combine: str | None  # how an ensemble's k > 1 members were averaged: probs | logits
+    task: str
+    task_version: str
+    num_fewshot: int
+    limit: int | None  # the first `limit` examples; null: all
+    metric: str | None  # acc, acc_norm, ... (`name,filter` when the harness filtered); null when FAILED
+    value: float
+    stderr: float  # NaN when the harness reports none
+    samples: int
+    truncated: int  # loglikelihood requests whose context was cut from the left to fit the model's context
+    max_length: int  # the model's context in tokens
+    harness_version: str
+    device: str
+    wall_s: float
+    error: str | None
+    finished_at: dt.datetime
+    scalegrid_version: str | None
+    git_commit: str | None
+    hostname: str
+
+
+def eval_rows(
+    eval_id: str, members: list[Trial], *, stage: Stage, model_id: str, combine: str | None, scores: TaskScores,
+    num_fewshot: int, limit: int | None, harness_version: str, provenance: dict[str, str],
+) -> list[EvalRow]:
+    """The rows of one evaluation: a row per metric, or one FAILED row with the error. `members`:
+    the model's trials (one for a single model or a student)."""
+    first = members[0]
+    c = first.config
+    shared = dict(
+        eval_id=eval_id, sweep=first.sweep, model_id=model_id, stage=stage.value, model=first.model_label,
+        params=c.num_params, unique_tokens=c.unique_tokens, epochs=c.epochs,
+        members=len(c.distill.teacher) if c.distill else len(members), combine=combine if len(members) > 1 else None,
+        task=scores.task, task_version=scores.version, num_fewshot=num_fewshot, limit=limit, samples=scores.samples,
+        truncated=scores.truncated, max_length=scores.max_length, harness_version=harness_version, device=scores.device,
+        wall_s=scores.seconds, finished_at=dt.datetime.now(dt.timezone.utc), scalegrid_version=provenance.get("scalegrid_version"),
+        git_commit=provenance.get("git_commit"), hostname=platform.node(),
+    )
+    if scores.error is not None or not scores.metrics:
+        error = scores.error or "the harness reported no metric"
+        return [EvalRow(**shared, status=Status.FAILED.value, metric=None, value=math.nan, stderr=math.nan, error=error)]
+    return [
+        EvalRow(**shared, status=Status.COMPLETED.value, metric=metric, value=value, stderr=stderr, error=None)
+        for metric, (value, stderr) in sorted(scores.metrics.items())
+    ]
+
+
 def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: dict[str, str]) -> RunRow:
     """The run row of a trained trial (stage train or distill)."""
     config = trial.config
@@ -196,7 +257,8 @@ def schema_of(row_type: type) -> pa.Schema:
 RUN_SCHEMA = schema_of(RunRow)
 CURVE_SCHEMA = schema_of(CurveRow)
 SEARCH_SCHEMA = schema_of(SearchRow)
+EVAL_SCHEMA = schema_of(EvalRow)
 RUN_COLUMNS = tuple(RUN_SCHEMA.names)
-SCHEMAS = {RUNS: RUN_SCHEMA, ENSEMBLES: RUN_SCHEMA, CURVES: CURVE_SCHEMA, SEARCH: SEARCH_SCHEMA}
+SCHEMAS = {RUNS: RUN_SCHEMA, ENSEMBLES: RUN_SCHEMA, CURVES: CURVE_SCHEMA, SEARCH: SEARCH_SCHEMA, EVALS: EVAL_SCHEMA}
 
 

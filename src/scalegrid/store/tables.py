@@ -4,6 +4,7 @@
     RESULTS/curves/<trial_id>.parquet    one `CurveRow` per evaluation
     RESULTS/ensembles/<row_id>.parquet   one `RunRow` per (grid point, k): an ensemble of the first k members
     RESULTS/search/<cell_id>.parquet     one `SearchRow` per step of a cell's search, rewritten as it advances
+    RESULTS/evals/<eval_id>.parquet      one `EvalRow` per metric of a downstream evaluation (a model on a task)
 
 Every file is written with the whole declared schema (columns a row does not use are null), so
 pandas, polars and DuckDB globs see the same columns in every file. The schemas are derived from
@@ -29,9 +30,9 @@ import pyarrow.parquet as pq
 from pyarrow.fs import FileType
 
 from scalegrid.storage import ResultsLayout, check_readable, layout
-from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH
+from scalegrid.storage.layout import CURVES, ENSEMBLES, EVALS, RUNS, SEARCH
 from scalegrid.trial import DONE_STATUSES, Status
-from scalegrid.store.rows import SCHEMAS, RunRow, SearchRow
+from scalegrid.store.rows import SCHEMAS, EvalRow, RunRow, SearchRow
 from scalegrid.store.validation import RULES, footers, misnamed
 
 
@@ -56,6 +57,18 @@ def write_curves(results: ResultsLayout, trial_id: str, rows: list[dict]) -> str
 def write_search(results: ResultsLayout, cell_id: str, rows: list[SearchRow]) -> str:
     """A cell's search so far, every step, replacing the file written at its previous step."""
     return _write(results, SEARCH, cell_id, [dataclasses.asdict(r) for r in rows])
+
+
+def write_eval(results: ResultsLayout, rows: list[EvalRow]) -> str:
+    """One evaluation's rows (a metric each, or its FAILED row), replacing a FAILED attempt's."""
+    return _write(results, EVALS, rows[0].eval_id, [dataclasses.asdict(r) for r in rows])
+
+
+def load_evals(results) -> pd.DataFrame:
+    """Every downstream evaluation (RESULTS/evals/), one row per model, task and metric."""
+    found = scan(_readable_root(results), EVALS)
+    found.warn()
+    return found.frame
 
 
 def load_search(results) -> pd.DataFrame:
@@ -134,16 +147,17 @@ def set_aside_damaged(results: ResultsLayout, table: str, damaged: list[tuple[st
 
 @dataclass
 class Snapshot:
-    """The store's runs/ and ensembles/ as read at one moment: what the plan, the stages, the
-    summary and the report all look at between two stage boundaries."""
+    """The store's runs/, ensembles/ and evals/ as read at one moment: what the plan, the stages,
+    the summary and the report all look at between two stage boundaries."""
 
     runs: pd.DataFrame
     ensembles: pd.DataFrame
     damaged: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # table -> [(path, why)], left out
+    evals: pd.DataFrame = field(default_factory=lambda: SCHEMAS[EVALS].empty_table().to_pandas())
 
     @property
     def unreadable(self) -> list[tuple[str, str]]:
-        """Every damaged file of runs/ and ensembles/: (path, why)."""
+        """Every damaged file of runs/, ensembles/ and evals/: (path, why)."""
         return [entry for found in self.damaged.values() for entry in found]
 
     @functools.cached_property
@@ -163,6 +177,13 @@ class Snapshot:
             return set()
         return set(self.ensembles.loc[self.ensembles["status"] == Status.COMPLETED.value, "trial_id"])
 
+    @functools.cached_property
+    def evals_done(self) -> set[str]:
+        """Downstream evaluations written COMPLETED (a FAILED one is tried again)."""
+        if not len(self.evals):
+            return set()
+        return set(self.evals.loc[self.evals["status"] == Status.COMPLETED.value, "eval_id"])
+
     @property
     def all_runs(self) -> pd.DataFrame:
         """runs/ and ensembles/ together, as the analysis reads them."""
@@ -173,9 +194,10 @@ class Snapshot:
 
 
 def read(results: ResultsLayout) -> Snapshot:
-    """One scan of runs/ and one of ensembles/."""
-    runs, ensembles = scan(results, RUNS), scan(results, ENSEMBLES)
-    return Snapshot(runs.frame, ensembles.frame, {RUNS: runs.unreadable, ENSEMBLES: ensembles.unreadable})
+    """One scan of runs/, one of ensembles/ and one of evals/."""
+    runs, ensembles, evals = scan(results, RUNS), scan(results, ENSEMBLES), scan(results, EVALS)
+    damaged = {RUNS: runs.unreadable, ENSEMBLES: ensembles.unreadable, EVALS: evals.unreadable}
+    return Snapshot(runs.frame, ensembles.frame, damaged, evals.frame)
 
 
 def load_runs(results) -> pd.DataFrame:
@@ -226,7 +248,7 @@ def write_stage_graph(results: ResultsLayout, sweep: str, graph: dict | None) ->
 
 def read_stage_graphs(results: ResultsLayout) -> dict:
     """Every sweep's stage graph in the results, merged (an unreadable file is left out)."""
-    merged: dict[str, list] = {"ensembles": [], "students": []}
+    merged: dict[str, list] = {"ensembles": [], "students": [], "evaluations": []}
     for name in results.list(*results.stage_graphs(), suffix=".json"):
         try:
             graph = json.loads(results.read_bytes(*results.stage_graphs(), name))

@@ -1,5 +1,5 @@
-"""What a table file must be before its rows count: the store's rule for runs, ensembles, curves
-and search steps, in one place (SECURITY.md: nothing read back from a results store is trusted).
+"""What a table file must be before its rows count: the store's rule for runs, ensembles, curves,
+search steps and evaluations, in one place (SECURITY.md: nothing read back from a results store is trusted).
 
 A file of a table directory is *damaged* when it
 
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scalegrid.storage import ResultsLayout
-from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH
+from scalegrid.storage.layout import CURVES, ENSEMBLES, EVALS, RUNS, SEARCH
 from scalegrid.store.rows import SCHEMAS
 
 
@@ -43,6 +43,7 @@ RULES = {
     ENSEMBLES: TableRule("trial_id", ("trial_id", "status", "stage", "member_trial_ids"), max_rows=1, max_bytes=4 * MIB),
     CURVES: TableRule("trial_id", ("trial_id", "step", "val_loss"), max_rows=1_000_000, max_bytes=512 * MIB),
     SEARCH: TableRule("cell_id", ("cell_id", "step", "outcome"), max_rows=100_000, max_bytes=64 * MIB),
+    EVALS: TableRule("eval_id", ("eval_id", "status", "model_id", "task"), max_rows=10_000, max_bytes=16 * MIB),  # a row per metric
 }
 FOOTER_THREADS = 8  # footers are read in parallel: I/O-bound, one small read each
 

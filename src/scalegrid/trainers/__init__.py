@@ -6,7 +6,7 @@ the epoch counts of one `wsd` trunk, `trunks.py`) also has `vector_key(config) -
 handed to one `train_many` call (`vector_groups`).
 
 The stages after training reach their torch code here too (`evaluate_ensemble`,
-`make_teacher_corpus`). Modules are imported only when a trial or a stage runs, so `scalegrid plan`
+`make_teacher_corpus`, `evaluate_downstream`). Modules are imported only when a trial or a stage runs, so `scalegrid plan`
 never imports torch.
 """
 
@@ -16,9 +16,10 @@ import importlib
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
+from scalegrid.data.eval_tasks import TaskRef
 from scalegrid.spec import TRAINER_NAMES
 from scalegrid.storage import ResultsLayout
-from scalegrid.trial import Report, Stage, TeacherCorpusRequest, Trial, TrainerFn, TrialResult
+from scalegrid.trial import Report, Stage, TaskScores, TeacherCorpusRequest, Trial, TrainerFn, TrialResult
 
 TRAINERS: dict[str, str] = {"lm": "scalegrid.trainers.lm", "linreg": "scalegrid.trainers.linreg"}
 STUDENT_TRAINER = "scalegrid.trainers.distill"  # students are lm trials with a teacher: not a spec trainer
@@ -38,6 +39,15 @@ def evaluate_ensemble(members: Sequence[Trial], combine: str) -> tuple[list[floa
 def make_teacher_corpus(results: ResultsLayout, corpus_id: str, request: TeacherCorpusRequest, data_key: str) -> dict:
     """A sequence-level student's teacher corpus, sampled and cached (`distill.make_corpus`)."""
     return importlib.import_module(STUDENT_TRAINER).make_corpus(results, corpus_id, request, data_key)
+
+
+def evaluate_downstream(
+    members: Sequence[Trial], *, combine: str, tasks: Sequence[TaskRef], num_fewshot: int, limit: int | None, batch_size: int,
+) -> list[TaskScores]:
+    """One model (or the ensemble of `members`) scored on lm-evaluation-harness tasks (`harness.py`)."""
+    return importlib.import_module("scalegrid.trainers.harness").evaluate_models(
+        members, combine=combine, tasks=tasks, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size,
+    )
 
 
 def trainer_of(trial: Trial) -> TrainerFn:

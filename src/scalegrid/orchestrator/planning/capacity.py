@@ -10,6 +10,7 @@ trials ask for: GPUs when they ask for GPUs, CPUs always.
     concurrent(available, r, max_concurrent)   trials at once: what fits, at most --max-concurrent
     placeable(nodes, r)      whether one trial's bundles fit on these nodes (first fit, largest first)
     stage_task(spec)         what an ensemble evaluation or a teacher's sampling reserves (a Ray task)
+    evaluation_task(spec)    what a downstream evaluation of one model reserves (a Ray task)
 """
 
 from __future__ import annotations
@@ -81,6 +82,14 @@ def stage_task(sweep: Sweep) -> dict[str, float]:
     """`ray.remote` options of an ensemble evaluation and of a teacher corpus's sampling: one
     process on `ensemble.resources`, else on what one worker of a trial holds (its GPUs included:
     the members run there, bf16 on a GPU)."""
-    asked = sweep.ensemble.recipe.resources if sweep.ensemble is not None else None
+    return _one_process(sweep.ensemble.recipe.resources if sweep.ensemble is not None else None, sweep)
+
+
+def evaluation_task(sweep: Sweep) -> dict[str, float]:
+    """`ray.remote` options of a downstream evaluation: `evaluate.resources`, else one trial worker's."""
+    return _one_process(sweep.evaluate.resources if sweep.evaluate is not None else None, sweep)
+
+
+def _one_process(asked: ResourcesSpec | None, sweep: Sweep) -> dict[str, float]:
     r = asked if asked is not None else sweep.resources
     return {"num_cpus": r.worker["CPU"], "num_gpus": r.worker["GPU"]}

@@ -1,10 +1,12 @@
-"""The stage graph of a sweep: members -> ensemble evaluation -> teacher corpus -> students.
+"""The stage graph of a sweep: members -> ensemble evaluation -> teacher corpus -> students -> downstream evaluation.
 
     graph = build(spec, data_identity, results)    # pure: no I/O, no Ray
     graph.trials      # train stage: every grid point, plus members 1..K-1 where ensembles ask
     graph.ensembles   # one EnsembleJob per grid point with an ensemble: rows for k = 1..K
     graph.corpora     # teacher corpora of sequence-level students, by content hash
     graph.students    # stage `distill` trials, each naming its teacher's members
+    graph.cells       # the grid's points by cell (the axes a search could tune varied): `evaluate.which: best`
+                      # picks each cell's best once they have run (`evaluations.py`)
 
 Member m of a grid point is the grid point's TrialConfig with `member = m` (its seed draws the
 initialisation and data order) and the ensemble's overrides applied to epochs and weight decay;
@@ -25,7 +27,7 @@ import pandas as pd
 
 from scalegrid import grid
 from scalegrid.errors import UserError
-from scalegrid.spec import AXES, Distillation, Point, Sweep
+from scalegrid.spec import AXES, SEARCHABLE, Distillation, Point, Sweep
 from scalegrid.storage import ResultsLayout
 from scalegrid.trial import (
     DONE_STATUSES,
@@ -68,13 +70,22 @@ class CorpusJob:
     request: TeacherCorpusRequest
 
 
+@dataclass(frozen=True)
+class Cell:
+    """A cell's points: one value of every axis a search could not tune; its best is evaluated."""
+
+    label: str  # the cell in words: model=llama-50k, unique_tokens=2048, seed=0
+    candidates: tuple[Trial, ...]  # a grid's points of the cell; a search's: its optimum alone
+
+
 @dataclass
 class StageGraph:
     trials: list[Trial]
     ensembles: list[EnsembleJob] = field(default_factory=list)
     corpora: list[CorpusJob] = field(default_factory=list)
     students: list[Trial] = field(default_factory=list)
-    needs_weights: set[str] = field(default_factory=set)  # members and teachers: their models must exist
+    needs_weights: set[str] = field(default_factory=set)  # members, teachers and evaluated students: their models must exist
+    cells: list[Cell] = field(default_factory=list)
 
     @property
     def teachers(self) -> dict[str, tuple[Trial, ...]]:
@@ -123,7 +134,20 @@ def build(
     for tid, t in trials.items():
         keep = tid in graph.needs_weights or (sweep.trainer == "lm" and sweep.keep_weights)
         graph.trials.append(t.model_copy(update={"save_model": keep}) if keep != t.save_model else t)
+    evaluated = sweep.evaluate is not None and "students" in sweep.evaluate.which
+    graph.students = [s.model_copy(update={"save_model": True}) if evaluated or sweep.keep_weights else s for s in graph.students]
+    graph.needs_weights.update(s.trial_id for s in graph.students if evaluated)
+    graph.cells = _cells(points, {t.trial_id: t for t in graph.trials})
     return graph
+
+
+def _cells(points: list[tuple[Point, Trial]], trials: dict[str, Trial]) -> list[Cell]:
+    """The points grouped by the axes a search could not tune (model, unique_tokens, seed), in spec order."""
+    groups: dict[tuple, tuple[Point, list[Trial]]] = {}
+    for point, trial in points:
+        cell = point.without(SEARCHABLE)
+        groups.setdefault(cell.key, (cell, []))[1].append(trials.get(trial.trial_id, trial))
+    return [Cell(cell.words(), tuple({t.trial_id: t for t in members}.values())) for cell, members in groups.values()]
 
 
 def _ensemble_points(sweep: Sweep, points: list[tuple[Point, Trial]]) -> set[str]:

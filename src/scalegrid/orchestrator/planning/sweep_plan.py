@@ -16,12 +16,14 @@ from scalegrid import store
 from scalegrid.analysis import by_size
 from scalegrid.data.checks import check_corpus_size, check_files, check_outside_data
 from scalegrid.data.corpus.build import check_covers
+from scalegrid.data.eval_tasks import TaskRef, harness_version, resolve_tasks
 from scalegrid.data.identity import TokenCache, describe, token_dtype
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
 from scalegrid.grid import check_size
 from scalegrid.orchestrator.planning.stage_graph import StageGraph, build, dependants
 from scalegrid.orchestrator.planning.cells import CellSearch, searched_graph
+from scalegrid.orchestrator.planning.evaluations import EvalJob, evaluation_jobs
 from scalegrid.spec import SpecSource, Sweep, load_sweep
 from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
 from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
@@ -36,6 +38,8 @@ class SweepPlan:
     snapshot: store.Snapshot  # the whole store as read when planned (other sweeps' rows too)
     searches: dict[str, CellSearch] | None = None  # a searched spec: cell_id -> its walk
     memory: dict[str, MemoryEstimate] = field(default_factory=dict)  # model label -> its trials' GPU plan
+    tasks: tuple[TaskRef, ...] = ()  # `evaluate.tasks`, found and checked (`data/eval_tasks.py`)
+    harness: str = ""  # lm-evaluation-harness's version, part of every evaluation's identity
 
     @property
     def trials(self) -> list[Trial]:
@@ -66,6 +70,10 @@ class SweepPlan:
     def dependants(self) -> pd.DataFrame:
         """The ensembles and students of the grid with their state: done, pending or blocked."""
         return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done, self.results.has_model)
+
+    def evaluations(self) -> list[EvalJob]:
+        """Every downstream evaluation `evaluate:` asks for, with its state in the store now."""
+        return evaluation_jobs(self.sweep, self.graph, self.tasks, self.snapshot, self.results.has_model, self.harness)
 
     def table(self) -> pd.DataFrame:
         """One row per trial: identity, axes, size, tokens, FLOPs and status; smallest model first."""
@@ -109,12 +117,14 @@ def make_plan(source: SpecSource | Sweep, *, results: str | None = None, max_tri
         check_corpus_size(sweep.data)  # its files can hold the largest budget
     elif cached is not None and cached.get("complete"):
         check_covers(sweep.data, cached)  # the whole corpus was read: every budget fits in it
+    evaluate = sweep.evaluate
+    tasks = () if evaluate is None else resolve_tasks(evaluate.tasks, evaluate.include, synthetic=getattr(identity.config, "synthetic", None))
     snapshot = store.read(root)
     if sweep.search is not None:
         graph, searches = searched_graph(sweep, identity, root, snapshot)
-        plan = SweepPlan(sweep, root, identity, graph, snapshot, searches)
+        plan = SweepPlan(sweep, root, identity, graph, snapshot, searches, tasks=tasks, harness=harness_version() or "")
     else:
-        plan = SweepPlan(sweep, root, identity, build(sweep, identity, root), snapshot)
+        plan = SweepPlan(sweep, root, identity, build(sweep, identity, root), snapshot, tasks=tasks, harness=harness_version() or "")
     return plan.with_gpu_memory(sweep.resources.gpu_memory_gb) if sweep.resources.gpu_memory_gb else plan
 
 

@@ -20,6 +20,7 @@ enough sizes) becomes a note, and the rest stays.
     7 distillation     distillation.py     distillation
     8 reuse            reuse.py            epoch_rows, one_pass_reference, reuse_analysis
     9 curves           curves.py           (none: the store's curves of trials chosen from the runs)
+    10 downstream      downstream.py       downstream_table, loss_ordering (RESULTS/evals/)
 
 Each section module is made of three parts, and its entry function (`section_<key>(ctx, s)`,
 which `build.py` calls) only runs them in turn:
@@ -44,6 +45,7 @@ from scalegrid.report.sections.common import Context, NoRows, warn
 from scalegrid.report.sections.curves import section_curves
 from scalegrid.report.sections.data import section_data
 from scalegrid.report.sections.distillation import section_distillation
+from scalegrid.report.sections.downstream import section_downstream
 from scalegrid.report.sections.ensembles import section_ensembles
 from scalegrid.report.sections.epochs import section_epochs
 from scalegrid.report.sections.hyperparameters import section_hyperparameters
@@ -59,6 +61,7 @@ __all__ = [
     "section_curves",
     "section_data",
     "section_distillation",
+    "section_downstream",
     "section_ensembles",
     "section_epochs",
     "section_hyperparameters",
