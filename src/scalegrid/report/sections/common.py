@@ -17,6 +17,7 @@ import pandas as pd
 
 from scalegrid.analysis.least_squares import FitInputError
 from scalegrid.analysis.laws import power_law
+from scalegrid.analysis.seeds import seed_points
 from scalegrid.report import figures as F
 from scalegrid.payloads import JsonObject
 from scalegrid.report.document import Table, fmt, fmt_ci
@@ -106,8 +107,10 @@ def train_rows(ctx: Context) -> pd.DataFrame:
 
 def lowest_loss_per(rows: pd.DataFrame, axis: str) -> pd.DataFrame:
     """The measured points of a loss-against-`axis` figure: the lowest loss per (size, token
-    budget, `axis` value), over the grid's other axes and seeds."""
-    return rows.groupby(["params", "unique_tokens", axis], sort=True)["val_loss"].min().reset_index()
+    budget, `axis` value) over the grid's other axes, each point's loss the mean of its seeds (the
+    lowest seed would favour the points trained most often)."""
+    points = seed_points(rows) if len(rows) else rows
+    return points.groupby(["params", "unique_tokens", axis], sort=True)["val_loss"].min().reset_index()
 
 
 def enough_points(frame: pd.DataFrame, by: list[str], x: str, n: int = MIN_POINTS) -> tuple[pd.DataFrame, list[dict]]:

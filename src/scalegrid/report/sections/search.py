@@ -216,17 +216,28 @@ def write_search(ctx: Context, s: Section, numbers: SearchNumbers, figure_notes:
         + f", {int(cells['trials'].sum())} trials in all"
     )
     for h, law in numbers.laws.items():
-        s.headline.append(f"Searched {AXIS_NAMES[h]} against size: " + "; ".join(
-            _trend_words(h, d, r) for d, r in law.iterrows()))
+        s.headline.append(_trend_headline(h, law))
 
 
-def _trend_words(hparam: str, budget, law) -> str:
-    """'8.19k tokens: grows with size, γ = +0.92 [0.31, 1.4]', or that its interval includes 0."""
-    gamma = fmt_ci(law["exponent"], ci_of(law, "exponent"), 2)
+def _trend(law) -> str:
+    """'grows' or 'falls' when the exponent's interval excludes 0 (beyond float rounding), else ''."""
     lo, hi = law.get("exponent_lo", np.nan), law.get("exponent_hi", np.nan)
-    if np.isfinite(lo) and np.isfinite(hi) and (lo > 0 or hi < 0):
-        return f"{budget_label(budget)}: {TRENDS[hparam]} {'grows' if lo > 0 else 'falls'} with size, γ = {gamma}"
-    return f"{budget_label(budget)}: no trend beyond the noise (γ = {gamma}, its interval includes 0 or is not known)"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    return "grows" if lo > 1e-9 else "falls" if hi < -1e-9 else ""
+
+
+def _trend_headline(hparam: str, laws: pd.DataFrame) -> str:
+    """'Searched weight decay against size: grows with size at 8.19k tokens (γ = 0.92 [0.31, 1.4]);
+    no trend beyond the noise at 2.05k tokens (γ = ...)': a trend is claimed only where γ's interval
+    excludes 0."""
+    parts = []
+    for budget, law in laws.iterrows():
+        gamma = fmt_ci(law["exponent"], ci_of(law, "exponent"), 2)
+        trend = _trend(law)
+        parts.append(f"{trend} with size at {budget_label(budget)} (γ = {gamma})" if trend
+                     else f"no trend beyond the noise at {budget_label(budget)} (γ = {gamma})")
+    return f"Searched {AXIS_NAMES[hparam]} against size: " + "; ".join(parts)
 
 
 def _cells_table(cells: pd.DataFrame) -> Table:
