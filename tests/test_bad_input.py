@@ -96,6 +96,16 @@ BAD_SPECS = [
     ("start of an axis not searched", {"search": {"axes": {"weight_decay": [0.1, 0.2]}, "start": {"lr": 0.1}}},
      "search.start.lr: not a searched axis"),
     ("bad data.order", {"data": {**TINY_LM["data"], "order": ["shuffled", "random"]}}, "data.order[1]: Input should be 'shuffled' or 'sequential'"),
+    ("coupled axis not searched", {"search": {"axes": {"weight_decay": [0.1, 0.2], "batch_size": [4, 8]}, "coupled": [["lr", "batch_size"]]}},
+     "search.coupled[0]: 'lr' is not searched; couple two of weight_decay, batch_size"),
+    ("coupled not a pair", {"search": {"axes": {"weight_decay": [0.1, 0.2], "batch_size": [4, 8]}, "coupled": [["batch_size", "batch_size"]]}},
+     "search.coupled[0]: ['batch_size', 'batch_size'] is not a pair; name two different searched axes"),
+    ("unknown neighbourhood", {"search": {"axes": {"weight_decay": [0.1, 0.2]}, "neighbourhood": "wide"}},
+     "search.neighbourhood: Input should be 'coupled' or 'full' (got 'wide')"),
+    ("certify radius 3", {"search": {"axes": {"weight_decay": [0.1, 0.2]}, "certify_radius": 3}},
+     "search.certify_radius: must be between 1 and 2 (got 3)"),
+    ("confirm seeds < 0", {"search": {"axes": {"weight_decay": [0.1, 0.2]}, "confirm_seeds": -1}},
+     "search.confirm_seeds: must be between 0 and 100 (got -1)"),
 ]
 
 

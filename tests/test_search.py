@@ -17,13 +17,14 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from scalegrid import load_runs, store
 from scalegrid.analysis.walk import CERTIFIED, DIVERGED, EDGE, local_search
 from scalegrid.cli import main
 from scalegrid.orchestrator import leases
 from scalegrid.orchestrator.execution.provenance import provenance
-from scalegrid.orchestrator.planning.cells import replay, search_cells
+from scalegrid.orchestrator.planning.cells import losses, replay, search_cells, search_rows
 from scalegrid.orchestrator.execution.trial_worker import execute
 from scalegrid.spec import load_sweep
 from scalegrid.storage import layout
@@ -114,6 +115,43 @@ def test_a_warm_start_begins_at_the_smaller_models_optimum_and_ends_where_a_cold
             assert s.path.steps[0].centre == warm[s.cell.smaller].path.centre  # where the smaller model's walk ended
         assert s.path.centre == cold[cell_id].path.centre, s.cell.label
     assert sum(s.cell.smaller is not None for s in warm.values()) == 2
+
+
+def test_confirm_seeds_train_more_seeds_of_each_optimum_and_the_walk_ends_on_their_mean():
+    spec = load_sweep({**SEARCH, "train": {**SEARCH["train"], "batch_size": 16},  # minibatches: seeds differ
+                       "search": {"axes": LADDERS, "confirm_seeds": 2}, "results": "unused"})
+    searches, known, trained = walk_to_end(spec)
+    for s in searches.values():
+        assert s.finished and s.state in (CERTIFIED, EDGE)
+        centre = s.path.centre
+        seeds = [known[s.cell.trial_at(centre, m).trial_id] for m in range(3)]
+        assert len(set(seeds)) == 3  # three seeds, three losses
+        assert s.path.last.seeds == tuple(seeds) and s.path.last.loss == pytest.approx(sum(seeds) / 3, rel=1e-12)
+        assert {s.cell.trial_at(centre, m).trial_id for m in (1, 2)} <= {t.trial_id for t in s.trials()}
+        row = search_rows("search", s)[-1]
+        assert row.seed_losses == list(seeds) and row.noise > 0 and "lr × epochs diagonals" in row.neighbourhood
+    # Each trial once. A confirmed centre whose seeds' mean is worse than its first seed sends the
+    # replayed walk another way: the trials of the earlier way stay in the store, off the final path.
+    assert len(trained) == len(set(trained)) and set(trained) >= {t.trial_id for s in searches.values() for t in s.trials()}
+
+
+def test_confirmation_seeds_run_through_ray_as_members_of_the_cells_optimum(ray_local, write_spec, tmp_path):
+    one_cell = {**SEARCH, "model": [{"dims": 32}], "data": {**SEARCH["data"], "unique_tokens": [64]},
+                "train": {**SEARCH["train"], "batch_size": 16},
+                "search": {"axes": {"epochs": [4, 8, 16], "lr": [0.1, 0.3, 1.0], "weight_decay": [0.01, 0.02, 0.04]},
+                           "confirm_seeds": 2}}
+    assert main(["run", str(write_spec(one_cell)), "--no-report"]) == 0
+    results = layout(tmp_path / "results")  # the walk replayed over the run's own losses: where it must have ended
+    spec = load_sweep({**one_cell, "results": str(tmp_path / "results")})
+    (expected,) = replay(spec, search_cells(spec, describe(spec.data)), losses(store.read(results), failed_count=True).get).values()
+    assert expected.finished and not expected.missing()
+    runs = load_runs(tmp_path / "results")
+    seeds = {m: expected.cell.trial_at(expected.path.centre, m).trial_id for m in (1, 2)}
+    assert set(runs.loc[runs["member"] > 0, "trial_id"]) >= set(seeds.values())  # rebuilt on the worker, ids checked
+    assert set(runs["trial_id"]) >= {t.trial_id for t in expected.trials()}
+    last = store.load_search(tmp_path / "results").sort_values("step").iloc[-1]
+    assert last["outcome"] == expected.state and len(last["seed_losses"]) == 3
+    assert last["loss"] == pytest.approx(sum(last["seed_losses"]) / 3, rel=1e-12)
 
 
 def test_diverged_or_failed_neighbours_count_as_worse_and_a_diverged_cell_stops():
@@ -248,7 +286,7 @@ def test_plan_shows_each_cells_state_without_ray(write_spec, capsys):
     out = capsys.readouterr().out
     assert "search over epochs, lr, weight_decay: 4 cells (2 searching, 2 waiting)" in out
     assert "waiting for the smaller model" in out
-    assert "14 trials (14 pending)" in out  # the smallest model's two walks: centre and 6 neighbours each
+    assert "22 trials (22 pending)" in out  # the smallest model's two walks: centre, 6 axis and 4 lr x epochs neighbours each
 
 
 def test_a_ladder_grows_by_the_ratio_of_its_last_step():

@@ -41,7 +41,9 @@ def test_chinchilla_from_the_epoch_csv(capsys):
     doc = json.loads(out)
     assert doc["kind"] == "chinchilla" and len(doc["fits"]) == 1
     fit = doc["fits"][0]
-    assert set(fit) == {"group", "params", "ci", "objective", "n_points", "converged"}
+    assert set(fit) == {"group", "params", "ci", "objective", "n_points", "n_params", "converged", "degenerate",
+                        "flags", "zero_width"}
+    assert fit["n_params"] == 5 and fit["degenerate"] is False and fit["flags"] == []
     assert list(fit["params"]) == ["A", "B", "E", "alpha", "beta"]
     assert fit["n_points"] == 240 and fit["converged"] is True
     assert fit["params"]["E"] == pytest.approx(1.817, abs=0.01)
@@ -132,7 +134,7 @@ def test_reuse_from_a_csv(tmp_path, capsys):
         (["chinchilla", "{csv}", "--params", "nope"], "missing column 'nope'"),
         (["power-law", "{csv}", "--x", "x", "--y", "y"], "values <= 0"),
         (["power-law", "{csv}", "--x", "x", "--y", "loss", "--drop-highest-loss", "9"],
-         "cannot determine 3 parameters"),
+         "cannot identify 3 free parameters"),
         (["power-law", "{bad}", "--x", "x"], "cannot read"),
         (["power-law", "{tmp}/table.xlsx", "--x", "x"], "unknown file type"),
         (["power-law", "{tmp}/missing.csv", "--x", "x"], "no such file"),
@@ -177,12 +179,13 @@ def test_cli_surface_is_frozen():
     assert list(kinds) == ["power-law", "chinchilla", "data-constrained", "reuse"]
 
 
-@pytest.mark.parametrize("distinct", [1, 2])
+@pytest.mark.parametrize("distinct", [1, 2, 3])
 def test_a_law_without_enough_distinct_x_is_refused_not_converged(distinct, tmp_path, capsys):
-    """Rows that share their x fit any curve: a 'converged' fit with zero-width intervals is a lie."""
-    x = np.resize(np.array([1e6, 4e6])[:distinct], 8)
+    """Rows that share their x fit any curve: a 'converged' fit with zero-width intervals is a lie.
+    Three distinct x are as many as A / x^B + C has parameters: the law passes through all of them."""
+    x = np.resize(np.array([1e6, 4e6, 1.6e7])[:distinct], 8)
     table = tmp_path / "rows.csv"
     pd.DataFrame({"params": x, "val_loss": 2.0 + 10 / x**0.3 + np.arange(8) * 1e-3}).to_csv(table, index=False)
     code, out, err = run_fit(capsys, "power-law", table, "--bootstrap", "10")
     assert code == 2 and out == "" and err.count("\n") == 1, err
-    assert f"column 'params' has {distinct} distinct value" in err and "needs at least 3" in err
+    assert f"column 'params' has {distinct} distinct value" in err and "3 free parameters need at least 4" in err

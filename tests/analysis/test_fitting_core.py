@@ -101,7 +101,9 @@ def test_fit_reports_objective_points_and_convergence():
     assert res.objective == pytest.approx(
         huber(np.log(power_law(_table().x, **res.params)) - np.log(_table().y), 1e-3).sum(), rel=1e-9
     )
-    assert set(res.to_dict()) == {"params", "ci", "objective", "n_points", "converged"}
+    assert set(res.to_dict()) == {"params", "ci", "objective", "n_points", "n_params", "converged", "degenerate",
+                                  "flags", "zero_width"}
+    assert res.n_params == 3 and not res.degenerate
 
 
 def test_bad_input_names_the_problem():
@@ -110,8 +112,8 @@ def test_bad_input_names_the_problem():
         fit_power_law(df, "x", "loss")
     with pytest.raises(FitInputError, match="'x' has 1 values <= 0"):
         fit_power_law(df.assign(x=np.r_[0.0, df.x[1:]]), "x", "y")
-    with pytest.raises(FitInputError, match="2 points cannot determine 3 parameters"):
-        fit_power_law(df.head(2), "x", "y")
+    with pytest.raises(FitInputError, match="3 points cannot identify 3 free parameters"):
+        fit_power_law(df.head(3), "x", "y")
     with pytest.raises(FitInputError, match="non-numeric"):
         fit_power_law(df.assign(y=["a"] * len(df)), "x", "y")
     with pytest.raises(FitInputError, match="objective must be"):

@@ -46,14 +46,15 @@ def paper_report(tmp_path_factory) -> Report:
 
 
 SMALL = dict(
-    sizes=(150e6, 300e6, 600e6), budgets=(200e6, 400e6, 800e6), epochs=(1, 4), weight_decays=(0.1, 0.8),
+    sizes=(150e6, 300e6, 600e6, 1.4e9), budgets=(200e6, 400e6, 800e6, 1.6e9), epochs=(1, 4), weight_decays=(0.1, 0.8),
     lrs=(3e-3,), members=(), distill=False, curves=0,
 )
 
 
 @pytest.fixture
 def small_results(tmp_path) -> Path:
-    """36 training runs (3 sizes x 3 budgets x 2 epochs x 2 weight decays): quick to report."""
+    """64 training runs (4 sizes x 4 budgets, the fewest a law in parameters or data needs, x 2 epochs x 2
+    weight decays): quick to report."""
     results = tmp_path / "results"
     write_paper_grid(results, **SMALL)
     return results

@@ -286,7 +286,8 @@ def write_paper_search(results: Path, losses: dict, ladders: dict, sweep: str) -
                 model=_model_name(n), params=int(n), unique_tokens=int(d), seed=0, step=i, outcome=step.outcome,
                 centre=", ".join(f"{a}={v:g}" for a, v in step.centre.items()), centre_trial_id=at(step.centre)[0],
                 epochs=step.centre["epochs"], lr=step.centre["lr"], weight_decay=step.centre["weight_decay"], loss=step.loss,
-                neighbours=[f"{nb.axis}{'-' if nb.side < 0 else '+'} (edge)" if p is None else f"{nb.axis}={nb.value:g}"
+                seed_losses=list(step.seeds), noise=step.noise, neighbourhood=step.neighbourhood,
+                neighbours=[f"{nb.label} (edge)" if p is None else ", ".join(f"{a}={v:g}" for a, v in zip(nb.axes, nb.values))
                             for nb, p in zip(step.neighbours, points)],
                 neighbour_trial_ids=["" if p is None else at(p)[0] for p in points],
                 neighbour_losses=[nb.loss for nb in step.neighbours], neighbour_status=[nb.status for nb in step.neighbours],

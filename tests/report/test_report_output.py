@@ -201,7 +201,7 @@ def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
     reasons = {k: v.get("reason") for k, v in fits["sections"].items()}
     params = fits["sections"]["params"]  # two sizes: the points are drawn, the law is not fitted
     assert params["status"] == "ok" and params["fits"]["power_laws"] == [] and len(params["figures"]) == 1
-    assert params["notes"][0].startswith("Power laws not fitted: no token budget has best runs at 3 or more model sizes")
+    assert params["notes"][0].startswith("Power laws not fitted: no token budget has best runs at 4 or more model sizes")
     assert reasons["ensembles"] == "no ensemble runs (stage `ensemble`, `members` = K) in the store"
     assert reasons["distillation"] == "no distillation runs (stage `distill`) in the store"
     assert reasons["curves"] == "no learning curves in the store (RESULTS/curves)"
@@ -336,7 +336,7 @@ def test_a_group_the_analysis_refuses_costs_only_itself(small_results):
     out = write_report(small_results, workers=0, bootstrap=0).parent
     params = json.loads((out / "fits.json").read_text())["sections"]["params"]
     assert params["status"] == "ok"
-    assert [r["unique_tokens"] for r in params["fits"]["power_laws"]] == [200_000_000, 400_000_000]
+    assert [r["unique_tokens"] for r in params["fits"]["power_laws"]] == [200_000_000, 400_000_000, 1_600_000_000]
     assert any("val_loss" in note and "<= 0" in note for note in params["notes"]), params["notes"]
 
 

@@ -7,6 +7,7 @@
     reuse             effective reuse E(K, N), K*(N) and its laws, R* per N (Lyu et al., seeds/003)
     one_pass          the exact expected risk of one-pass SGD on Gaussian linear regression
     recipes           the recipes of "Pre-training under infinite compute" (seeds/002)
+    seeds             a point's seeds as a mean and a spread; orderings beyond the seed noise
 
 Every fit returns a `FitResult`: parameters, percentile bootstrap intervals, the objective, the
 number of points and whether the optimiser converged. Bad input raises `FitInputError`, whose
@@ -31,6 +32,7 @@ from scalegrid.analysis.recipes import (
     data_scaling,
     distillation,
     distillation_retention,
+    ensemble_gains,
     ensemble_scaling,
     joint_scaling,
     local_optimality,
@@ -50,6 +52,7 @@ from scalegrid.analysis.reuse import (
     one_pass_reference,
     reuse_analysis,
 )
+from scalegrid.analysis.seeds import compare, orderings, pooled_sd, seed_points
 from scalegrid.analysis.tables import by_size, completed, drop_highest, models_by_size
 
 __all__ = [
@@ -67,6 +70,7 @@ __all__ = [
     "best_runs",
     "by_size",
     "chinchilla_loss",
+    "compare",
     "completed",
     "data_constrained_loss",
     "data_efficiency",
@@ -75,6 +79,7 @@ __all__ = [
     "distillation_retention",
     "drop_highest",
     "effective",
+    "ensemble_gains",
     "ensemble_scaling",
     "epoch_rows",
     "fit_chinchilla",
@@ -92,10 +97,13 @@ __all__ = [
     "one_pass_reference",
     "one_pass_risk",
     "optimal_hparam_scaling",
+    "orderings",
     "param_scaling",
+    "pooled_sd",
     "power_law",
     "reuse_analysis",
     "sample_grid",
+    "seed_points",
     "tokens_from_flops",
     "tuned_one_pass",
 ]

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from scalegrid.analysis.lbfgs import Objective
-from scalegrid.analysis.least_squares import FitResult, check_fit_args, check_spread, fit_model
+from scalegrid.analysis.least_squares import FitResult, check_fit_args, check_spread, degeneracy, fit_model
 from scalegrid.analysis.laws import PowerLawModel
 from scalegrid.analysis.tables import positive_column
 
@@ -112,6 +112,7 @@ def fit_chinchilla(
         model, y, starts, law="chinchilla", objective=objective,
         bootstrap=bootstrap, seed=seed, level=level,
     )
+    result = replace(result, flags=degeneracy(result, y, exponents=("alpha", "beta"), asymptote="E"))
     return reorder(result, PARAM_ORDER)
 
 

@@ -21,13 +21,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from scalegrid.analysis.lbfgs import VJP, FitInputError, Objective
-from scalegrid.analysis.least_squares import FitResult, check_fit_args, check_spread, fit_model, percentile_ci
+from scalegrid.analysis.least_squares import (
+    FitResult,
+    check_fit_args,
+    check_spread,
+    degeneracy,
+    fit_model,
+    interval_table,
+)
 from scalegrid.analysis.tables import numeric_column, positive_column
 
 DEFAULT_EXPONENTS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -152,28 +159,39 @@ def fit_power_law(
     seed: int = 0,
     level: float = 0.95,
     starts: np.ndarray | None = None,
+    replicates: str | None = None,
 ) -> FitResult:
     """Fit L = C + sum_j A_j / x_j^B_j to column `y` against column(s) `x`.
 
     One x: parameters A, B, C (L(x) = A / x^B + C). Several: A_<col>, B_<col> per column and C.
     Huber (delta 1e-3) on log residuals by default, `Objective(kind="lsq")` for least squares.
-    `starts` (internal coordinates) overrides the default grid.
+    `starts` (internal coordinates) overrides the default grid. `replicates`: a column holding
+    each row's seed losses (y is their mean): the bootstrap redraws them (`seeds.seed_points`).
+
+    The law has 2k + 1 free parameters; it is fitted only on more distinct points than that (one x:
+    4 distinct values at least), and the result's `flags` say when it is degenerate (an exponent
+    that may be 0, an asymptote at 0 or far below the data: `least_squares.degeneracy`).
     """
     xs = [x] if isinstance(x, str) else list(x)
     if not xs:
         raise FitInputError("power law needs at least one x column (--x)")
     x_values = [positive_column(df, col) for col in xs]
     y_values = positive_column(df, y)
-    check_fit_args(y_values.size, 2 * len(xs) + 1, bootstrap, level)
-    for col, values in zip(xs, x_values):
-        check_spread(values, col, "power-law")  # A_j / x^B_j + C: three distinct x at least
+    order = np.lexsort((y_values, *reversed(x_values)))  # a fit of a set of points: the table's order is no input
+    x_values, y_values, df = [v[order] for v in x_values], y_values[order], df.iloc[order]
+    n_params = 2 * len(xs) + 1
+    check_fit_args(y_values.size, n_params, bootstrap, level)
+    for col, values in zip(xs, x_values):  # one x: every parameter needs its own distinct value, and one more
+        check_spread(values, col, "power-law", needed=n_params + 1 if len(xs) == 1 else 3, n_params=n_params)
     model = PowerLawModel.from_columns(x_values, labels=xs)
     if starts is None:
         starts = model.default_starts(y_values)
-    return fit_model(
+    result = fit_model(
         model, y_values, starts, law="power-law", objective=objective,
-        bootstrap=bootstrap, seed=seed, level=level,
+        bootstrap=bootstrap, seed=seed, level=level, replicates=seed_column(df, replicates, y_values),
     )
+    exponents = [name for name in model.names if name.startswith("B")]
+    return replace(result, flags=degeneracy(result, y_values, exponents=exponents, asymptote="C"))
 
 
 def fit_log_linear(
@@ -194,12 +212,12 @@ def fit_log_linear(
     u = np.log(positive_column(df, x))
     v = np.log(positive_column(df, y)) if log_y else numeric_column(df, y)
     check_fit_args(u.size, 2, bootstrap, level)
-    if np.ptp(u) == 0:
-        raise FitInputError(f"column {x!r} has a single value; a line in log {x} needs at least two")
+    check_spread(u, x, "a line in log x", needed=3, n_params=2)  # through two points any line is exact
     design = np.column_stack([u, np.ones_like(u)])
     coef, *_ = np.linalg.lstsq(design, v, rcond=None)
     sse = float(((design @ coef - v) ** 2).sum())
     ci: dict[str, tuple[float, float]] = {}
+    zero_width: tuple[str, ...] = ()
     samples = None
     n_failed = 0
     if bootstrap > 0:
@@ -214,8 +232,7 @@ def fit_log_linear(
         samples = np.linalg.solve(xtwx, xtwv[..., None])[..., 0]
         samples[singular] = np.nan  # a resample with one distinct x has no slope
         n_failed = int(singular.sum())
-        lo, hi = percentile_ci(samples, level)
-        ci = {"A": (float(lo[0]), float(hi[0])), "B": (float(lo[1]), float(hi[1]))}
+        ci, zero_width = interval_table(("A", "B"), coef, samples, level)
     return FitResult(
         law="log-linear",
         params={"A": float(coef[0]), "B": float(coef[1])},
@@ -228,4 +245,20 @@ def fit_log_linear(
         n_bootstrap=bootstrap,
         n_bootstrap_failed=n_failed,
         samples=samples,
+        n_params=2,
+        zero_width=zero_width,
     )
+
+
+def seed_column(df: pd.DataFrame, column: str | None, means: np.ndarray) -> list[np.ndarray] | None:
+    """Each row's seed losses from `column` (None: no such column asked for), checked against the
+    row's mean so a fit never redraws seeds that are not the ones it fitted."""
+    if column is None:
+        return None
+    if column not in df.columns:
+        raise FitInputError(f"no column {column!r} of seed losses")
+    seeds = [np.atleast_1d(np.asarray(v, dtype=float)) for v in df[column]]
+    for i, (values, mean) in enumerate(zip(seeds, means)):
+        if not values.size or not np.isclose(values.mean(), mean, rtol=1e-9, atol=0):
+            raise FitInputError(f"row {i}: the seed losses in {column!r} do not average to its loss {mean:g}")
+    return seeds

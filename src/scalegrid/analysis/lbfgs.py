@@ -75,12 +75,14 @@ class Objective:
     def batch_fun(self, model: Model, y: np.ndarray, weights: np.ndarray | None = None) -> BatchFun:
         """f(theta, rows) -> (objective (k,), gradient (k, P)) for the starts `rows` of a batch.
 
-        `weights` is None (every point weight 1) or one row of weights per start (bootstrap)."""
-        y = np.asarray(y, dtype=float)
-        log_y = np.log(y)
+        `weights` is None (every point weight 1) or one row of weights per start (bootstrap);
+        `y` is the losses (n,), or one row of losses per start (a bootstrap over seeds, (S, n))."""
+        y_all = np.asarray(y, dtype=float)
+        log_y_all = np.log(y_all)
 
         def fun(theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             w = 1.0 if weights is None else weights[rows]
+            y, log_y = (y_all, log_y_all) if y_all.ndim == 1 else (y_all[rows], log_y_all[rows])
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 log_pred, vjp = model.log_predict(theta)
                 if self.kind == "huber":

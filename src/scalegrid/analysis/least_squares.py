@@ -18,7 +18,16 @@ How a fit runs (`fit_model`):
 2. The best start is polished by the same L-BFGS at tight tolerances relative to its objective
    (see `polish`); the result reports whether that optimiser converged.
 3. Bootstrap (optional): B resamples of the rows, drawn as multinomial counts, refitted together
-   as one batch warm-started at the fit; percentile intervals of the public parameters.
+   as one batch warm-started at the fit; percentile intervals of the public parameters. Where a
+   point is the mean of several seeds (`replicates`), each resample also redraws that point's
+   seeds, so the intervals include the seed noise.
+
+A law is fitted only where the points identify it: more points (and distinct x) than free
+parameters. A fit through exactly as many points as parameters passes through all of them, and
+its bootstrap "interval" has zero width; it is refused (`check_fit_args`). An interval of zero
+width that remains (points exactly on the law) is left out of `ci` and named in `zero_width`.
+`degeneracy` says why a fit that converged still says nothing (an exponent that may be 0, an
+asymptote at its bound or far below the data); `FitResult.flags` holds those reasons.
 
 Worked example (what `laws.fit_power_law` does for one column):
 
@@ -65,6 +74,14 @@ class FitResult:
     n_bootstrap: int = 0
     n_bootstrap_failed: int = 0
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+    n_params: int = 0  # the law's free parameters (the points must outnumber them)
+    flags: tuple[str, ...] = ()  # why the fit is degenerate (`degeneracy`); empty: it is not
+    zero_width: tuple[str, ...] = ()  # parameters whose bootstrap interval had zero width (left out of ci)
+
+    @property
+    def degenerate(self) -> bool:
+        """The fit converged to something the points do not support: never a headline."""
+        return bool(self.flags)
 
     def to_dict(self) -> dict:
         """The JSON shape of `scalegrid fit --json` (without the group)."""
@@ -73,7 +90,11 @@ class FitResult:
             "ci": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ci.items()},
             "objective": float(self.objective),
             "n_points": int(self.n_points),
+            "n_params": int(self.n_params),
             "converged": bool(self.converged),
+            "degenerate": self.degenerate,
+            "flags": list(self.flags),
+            "zero_width": list(self.zero_width),
         }
 
     def sample(self, name: str) -> np.ndarray:
@@ -90,16 +111,71 @@ def percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.nda
     return lo, hi
 
 
+ZERO_WIDTH = 1e-6  # an interval narrower than this, relative to its value, reads as no interval at all
+
+
+def interval_table(
+    names: Sequence[str], values: Sequence[float], samples: np.ndarray, level: float
+) -> tuple[dict[str, tuple[float, float]], tuple[str, ...]]:
+    """Percentile intervals by name, less the zero-width ones (returned apart): a zero-width
+    interval says the points lie on the law exactly, not that the parameter is known exactly."""
+    lo, hi = percentile_ci(samples, level)
+    ci, zero = {}, []
+    for name, value, a, b in zip(names, values, lo, hi):
+        if np.isfinite(a) and np.isfinite(b) and b - a <= ZERO_WIDTH * max(abs(value), 1e-300):
+            zero.append(name)
+        else:
+            ci[name] = (float(a), float(b))
+    return ci, tuple(zero)
+
+
+AT_BOUND = 1e-6  # an asymptote below this fraction of the lowest loss has run to its bound, 0
+FAR_BELOW = 5.0  # ... one further below the lowest loss than this many spans of the losses is extrapolation
+
+
+def degeneracy(
+    result: FitResult, y: np.ndarray, *, exponents: Sequence[str], asymptote: str | None
+) -> tuple[str, ...]:
+    """Why a fit says nothing even though it converged, one phrase per reason (empty: it is sound).
+
+    - an exponent <= 0, or whose interval includes 0: the loss does not (surely) fall with x;
+    - the asymptote at its bound 0 (the fit wants no floor: log C ran to -inf), or below the lowest
+      loss by more than FAR_BELOW times the span of the losses (the points do not reach it);
+    - the optimiser did not meet its stopping rule, or a parameter ran to infinity.
+    """
+    flags = []
+    if not result.converged:
+        flags.append("the optimiser did not meet its stopping rule")
+    if not all(np.isfinite(v) for v in result.params.values()):
+        flags.append("a parameter ran to infinity")
+    for name in exponents:
+        value = result.params[name]
+        lo = result.ci.get(name, (np.nan, np.nan))[0]
+        if not value > 0:
+            flags.append(f"exponent {name} = {value:.3g} is not positive")
+        elif np.isfinite(lo) and lo <= 0:
+            flags.append(f"the interval of exponent {name} includes 0")
+    if asymptote is not None:
+        floor, lowest, span = result.params[asymptote], float(np.min(y)), float(np.ptp(y))
+        if floor <= AT_BOUND * lowest:
+            flags.append(f"asymptote {asymptote} = {floor:.3g} sits at its bound 0")
+        elif lowest - floor > FAR_BELOW * span:
+            flags.append(f"asymptote {asymptote} = {floor:.4g} lies far below every measured loss "
+                         f"(lowest {lowest:.4g}, span {span:.3g})")
+    return tuple(flags)
+
+
 def perfect_fit(n_points: int) -> float:
     """An objective this small is a perfect fit: RMS residual <= 1e-10 (log loss or loss)."""
     return 1e-20 * n_points
 
 
 def check_fit_args(n_points: int, n_params: int, bootstrap: int, level: float) -> None:
-    if n_points < n_params:
+    if n_points <= n_params:
         raise FitInputError(
-            f"{n_points} points cannot determine {n_params} parameters: "
-            f"give at least {n_params} rows (check filters such as --drop-highest-loss)"
+            f"{n_points} points cannot identify {n_params} free parameters (a law through them fits "
+            f"exactly and its intervals have zero width): give at least {n_params + 1} rows "
+            "(check filters such as --drop-highest-loss)"
         )
     if bootstrap < 0:
         raise FitInputError(f"bootstrap must be >= 0, got {bootstrap}")
@@ -107,14 +183,16 @@ def check_fit_args(n_points: int, n_params: int, bootstrap: int, level: float) -
         raise FitInputError(f"confidence level must be in (0, 1), got {level}")
 
 
-def check_spread(values: np.ndarray, column: str, law: str, needed: int = 3) -> None:
+def check_spread(values: np.ndarray, column: str, law: str, needed: int = 3, n_params: int | None = None) -> None:
     """A law in x is determined only by enough distinct x: rows that share one x fit any curve
     through them, and a fit would "converge" with intervals of zero width."""
     distinct = np.unique(values).size
     if distinct < needed:
+        why = (f"{n_params} free parameters need at least {needed} to be identified" if n_params
+               else f"the law needs at least {needed} to be determined")
         raise FitInputError(
             f"{law}: column {column!r} has {distinct} distinct value{'' if distinct == 1 else 's'}; "
-            f"the law needs at least {needed} to be determined (give rows at more values of {column})"
+            f"{why} (give rows at more values of {column})"
         )
 
 
@@ -130,11 +208,13 @@ def fit_model(
     level: float = 0.95,
     n_polish: int = 1,
     max_iter: int = 1000,
+    replicates: Sequence[np.ndarray] | None = None,
 ) -> FitResult:
     """Fit `model` to losses `y` from every row of `starts` (internal coordinates); see module doc.
 
     The best `n_polish` starts after the batched phase are polished at tight tolerances and the
-    lowest objective wins. With `bootstrap` > 0, B resampled refits give percentile intervals.
+    lowest objective wins. With `bootstrap` > 0, B resampled refits give percentile intervals;
+    `replicates[i]` (the seed losses whose mean is y[i]) are redrawn in every resample.
     """
     y = np.asarray(y, dtype=float)
     starts = np.atleast_2d(np.asarray(starts, dtype=float))
@@ -157,14 +237,14 @@ def fit_model(
     public = model.to_public(best_x[None, :])[0]
     params = dict(zip(model.names, map(float, public)))
     ci: dict[str, tuple[float, float]] = {}
+    zero_width: tuple[str, ...] = ()
     samples = None
     n_failed = 0
     if bootstrap > 0:
         samples, n_failed = bootstrap_refits(
-            model, y, best_x, objective=objective, n_boot=bootstrap, seed=seed
+            model, y, best_x, objective=objective, n_boot=bootstrap, seed=seed, replicates=replicates
         )
-        lo, hi = percentile_ci(samples, level)
-        ci = {name: (float(a), float(b)) for name, a, b in zip(model.names, lo, hi)}
+        ci, zero_width = interval_table(model.names, public, samples, level)
     return FitResult(
         law=law,
         params=params,
@@ -178,6 +258,8 @@ def fit_model(
         n_bootstrap=int(bootstrap),
         n_bootstrap_failed=int(n_failed),
         samples=samples,
+        n_params=int(n_params),
+        zero_width=zero_width,
     )
 
 
@@ -226,16 +308,20 @@ def bootstrap_refits(
     n_boot: int,
     seed: int,
     max_iter: int = 1000,
+    replicates: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int]:
     """B refits on rows resampled with replacement, all in one batch, each warm-started at the fit.
 
     Resampling is drawn as multinomial counts (B, n), which weight the objective exactly as a
-    resampled table would. Returns the public parameters (B, P), NaN where a refit failed, and
-    the number of failures.
+    resampled table would; with `replicates`, each refit also sees every point's seeds redrawn
+    (`seed_resampled`). Returns the public parameters (B, P), NaN where a refit failed, and the
+    number of failures.
     """
     rng = np.random.default_rng(seed)
     n = y.size
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    if replicates is not None:
+        y = seed_resampled(replicates, n_boot, rng)
     fun = objective.batch_fun(model, y, weights=counts)
     x0 = np.repeat(theta_hat[None, :], n_boot, axis=0)
     # Intervals need parameters to ~1e-5, not to float precision: looser than the main fit.
@@ -244,6 +330,17 @@ def bootstrap_refits(
     bad = ~np.isfinite(res.fun) | ~np.isfinite(samples).all(axis=1)
     samples[bad] = np.nan
     return samples, int(bad.sum())
+
+
+def seed_resampled(replicates: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, n): in each of B draws, every point's mean over its seeds resampled with replacement
+    (a point with one seed keeps its value: its noise is not measured)."""
+    out = np.empty((n_boot, len(replicates)))
+    for i, seeds in enumerate(replicates):
+        seeds = np.asarray(seeds, dtype=float)
+        picks = rng.integers(0, seeds.size, size=(n_boot, seeds.size))
+        out[:, i] = seeds[picks].mean(axis=1)
+    return out
 
 
 def params_table(results: Sequence[tuple[Mapping[str, object], FitResult]]) -> list[dict[str, object]]:
@@ -255,6 +352,7 @@ def params_table(results: Sequence[tuple[Mapping[str, object], FitResult]]) -> l
             rec[name] = value
             lo, hi = res.ci.get(name, (np.nan, np.nan))
             rec[f"{name}_lo"], rec[f"{name}_hi"] = lo, hi
-        rec.update(objective=res.objective, n_points=res.n_points, converged=res.converged)
+        rec.update(objective=res.objective, n_points=res.n_points, converged=res.converged,
+                   degenerate=res.degenerate, flags=list(res.flags))
         records.append(rec)
     return records

@@ -1,7 +1,7 @@
 """The recipes of "Pre-training under infinite compute" (Kim, Kotha, Liang & Hashimoto 2025;
 seeds/002) as functions of a runs table (docs/results.md columns), one function per recipe.
 
-    best_runs            best run per (model, unique_tokens) over epochs, lr, weight decay, seed
+    best_runs            best point per (model, unique_tokens) over epochs, lr, weight decay: seed means
     local_optimality     is each chosen point no worse than its grid neighbours? which are missing?
     param_scaling        per token budget: L(N) = A / N^B + C over the best runs; C = asymptote
     ensemble_scaling     per (model, token budget): L(K) = A / K^B + C over member count K
@@ -10,6 +10,7 @@ seeds/002) as functions of a runs table (docs/results.md columns), one function 
     data_scaling         L_inf(D) = A / D^B + C over a recipe's asymptotes per token budget D
     data_efficiency      how many times more unique data the baseline needs for the same loss
     distillation         retention (L_single - L_student) / (L_single - L_teacher)
+    ensemble_gains       the ensemble against its own members alone: beyond the seed noise or not
     optimal_hparam_scaling   optimal weight decay (or epochs) against N: h* = k N^gamma
 
 Only rows whose `status` is COMPLETED count (when the table has a status column). Fits return
@@ -19,6 +20,7 @@ DataFrames with one row per group: the group's columns, each parameter with `<p>
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -26,6 +28,7 @@ import pandas as pd
 
 from scalegrid.analysis.least_squares import FitInputError, FitResult, Objective, params_table, percentile_ci
 from scalegrid.analysis.laws import fit_log_linear, fit_power_law, inverse_power_law, power_law
+from scalegrid.analysis.seeds import compare, pooled_sd, seed_points
 from scalegrid.analysis.tables import by_size, completed, groups, of_stage, per_group, require_columns
 
 SIZE_AND_DATA = ("model", "unique_tokens")
@@ -40,20 +43,79 @@ def best_runs(
     loss: str = LOSS,
     stage: str | None = "train",
 ) -> pd.DataFrame:
-    """The lowest-loss COMPLETED row per group `by` (over every other axis), smallest model first
-    (by `params`), then sorted by `by`."""
-    rows = of_stage(completed(runs), stage)
+    """The best point per group `by` (over every other axis), smallest model first (by `params`),
+    then sorted by `by`: the point of lowest mean `loss` over its seeds (`seeds.seed_points`: a
+    grid's seed axis, extra ensemble members and confirmation seeds of the same configuration), as
+    the row of its first seed with `loss` the mean, `<loss>_sd`, `seeds` and `seed_losses`. One
+    seed per point: the lowest-loss row."""
+    rows = single_model_rows(completed(runs), stage)
     require_columns(rows, *by, loss)
-    # a table concatenated from per-trial files repeats index labels: pick rows by position
-    rows = rows[np.isfinite(pd.to_numeric(rows[loss], errors="coerce"))].reset_index(drop=True)
-    if rows.empty:
+    points = seed_points(rows, loss=loss)  # by position: a table of per-trial files repeats index labels
+    if points.empty:
         raise FitInputError(f"no COMPLETED rows with a finite {loss!r} to choose from")
-    best = rows.loc[rows.groupby(list(by), sort=True)[loss].idxmin()]
+    best = points.loc[points.groupby(list(by), sort=True)[loss].idxmin()]
     return by_size(best.sort_values(list(by)), *by).reset_index(drop=True)
+
+
+def single_model_rows(rows: pd.DataFrame, stage: str | None) -> pd.DataFrame:
+    """Rows of `stage`; for `train`, the extra ensemble members too: at their grid point they are
+    more seeds of the same single model (`seed_points` leaves out the members of a scaled recipe)."""
+    if stage != "train" or "stage" not in rows.columns:
+        return of_stage(rows, stage)
+    return rows[rows["stage"] == "train"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Locally-optimal certificate
+
+Move = tuple[tuple[str, int], ...]  # a neighbour: (axis, -1 | +1) for each axis it moves along, in axis order
+
+
+def neighbourhood_moves(
+    axes: Sequence[str], coupled: Sequence[Sequence[str]] = (), full: bool = False, radius: int = 1,
+) -> tuple[Move, ...]:
+    """The moves to a point's neighbours on ladders of `axes`: one step down and up along each axis;
+    for each `coupled` pair the four diagonal steps too (a valley that runs diagonally, as lr and
+    epochs make one: more epochs want a smaller lr, is invisible to one axis at a time); with `full`
+    every combination of -1, 0, +1 but all 0: the 3^d - 1 points around it. `radius` 2 adds, on each
+    coupled pair, the ring two steps out (16 points: a valley whose slope is not one ladder step per
+    step, e.g. lr ladder steps of 3x against epochs steps of 2x, and a second dip along it)."""
+    axes = list(axes)
+    if full:
+        steps = itertools.product((-1, 0, 1), repeat=len(axes))
+        moves = [tuple((a, s) for a, s in zip(axes, step) if s) for step in steps if any(step)]
+        moves.sort(key=lambda m: (len(m), [axes.index(a) for a, _ in m], [s for _, s in m]))
+    else:
+        moves = [((a, side),) for a in axes for side in (-1, 1)]
+    for pair in coupled:
+        first, second = sorted(pair, key=axes.index)
+        if not full:
+            moves += [((first, s1), (second, s2)) for s1 in (-1, 1) for s2 in (-1, 1)]
+        if radius > 1:
+            ring = [(i, j) for i in range(-2, 3) for j in range(-2, 3) if max(abs(i), abs(j)) == 2]
+            moves += [tuple((a, s) for a, s in ((first, i), (second, j)) if s) for i, j in ring]
+    return tuple(dict.fromkeys(moves))  # in order, once each
+
+
+def neighbourhood_words(
+    axes: Sequence[str], coupled: Sequence[Sequence[str]] = (), full: bool = False, radius: int = 1,
+) -> str:
+    """The neighbourhood in words: 'each axis ±1 and the lr × epochs diagonals (10 neighbours)'."""
+    n = len(neighbourhood_moves(axes, coupled, full, radius))
+    ring = "".join(f", and the ring two steps out on {' × '.join(pair)}" for pair in coupled) if radius > 1 else ""
+    if full:
+        return f"every point around it, 3^{len(axes)} - 1{ring} ({n} neighbours)"
+    diagonals = "".join(f" and the {' × '.join(pair)} diagonals" for pair in coupled)
+    return f"each axis ±1{diagonals}{ring} ({n} neighbours)"
+
+
+def neighbour_status(centre_loss: float, neighbour_loss: float, margin: float = 0.0) -> str:
+    """A run neighbour against the centre: "better" (lower by more than `margin`, the seed noise of
+    the two), "within_noise" (lower, but by no more than the margin) or "no_worse"."""
+    if neighbour_loss < centre_loss - margin:
+        return "better"
+    return "within_noise" if neighbour_loss < centre_loss else "no_worse"
+
 
 
 def local_optimality_neighbours(
@@ -75,8 +137,9 @@ def local_optimality_neighbours(
     loss is >= the chosen loss), "better", "missing" (on the grid, not run) or "edge".
     `chosen` defaults to `best_runs`.
     """
-    rows = of_stage(completed(runs), stage)
+    rows = single_model_rows(completed(runs), stage)
     require_columns(rows, *by, *axes, loss)
+    rows = seed_points(rows, loss=loss)  # a neighbour's loss: its mean over seeds
     if chosen is None:
         chosen = best_runs(runs, by=by, loss=loss, stage=stage)
     grids = {
@@ -110,8 +173,7 @@ def local_optimality_neighbours(
                                          rtol=1e-9, atol=0)
                 there = group_rows.loc[at, loss].astype(float)
                 n_loss = float(there.min()) if len(there) else np.nan
-                status = ("missing" if np.isnan(n_loss)
-                          else "no_worse" if n_loss >= rec["loss"] else "better")
+                status = "missing" if np.isnan(n_loss) else neighbour_status(rec["loss"], n_loss)
                 records.append({**rec, "neighbour_value": float(values[j]),
                                 "neighbour_loss": n_loss, "status": status})
     return pd.DataFrame(records)
@@ -176,12 +238,15 @@ def param_scaling(
     seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """Per token budget, L(N) = A / N^B + C over the best run of each size; C is the asymptote
-    (the loss of the recipe at infinite parameters). Pass `best_runs(...)`."""
+    """Per token budget, L(N) = A / N^B + C over the best point of each size; C is the asymptote
+    (the loss of the recipe at infinite parameters). Pass `best_runs(...)`: where a point has
+    several seeds the law is fitted to their mean and every bootstrap resample redraws them, so
+    the intervals include the seed noise. A degenerate law says so in `degenerate` and `flags`."""
+    replicates = "seed_losses" if "seed_losses" in best.columns else None
     results = per_group(
         best, by,
-        lambda rows: fit_power_law(rows, params, loss, objective=objective,
-                                   bootstrap=bootstrap, seed=seed, level=level),
+        lambda rows: fit_power_law(rows, params, loss, objective=objective, bootstrap=bootstrap, seed=seed,
+                                   level=level, replicates=replicates),
     )
     return _fits_frame(results)
 
@@ -319,16 +384,20 @@ def distillation(
     members: str = "members",
     loss: str = LOSS,
 ) -> pd.DataFrame:
-    """Retention of every COMPLETED `distill` row.
+    """Retention of every COMPLETED `distill` row, and whether the student beats a single model
+    beyond the seed noise.
 
-    For a student of model m at budget D: L_single is the best `train` run of m at D; L_teacher
-    is the `ensemble` run of m at D with the student's `members` (the teacher's size) when that
-    column is set, else the best ensemble of m at D. Columns: the group's, members, loss_single,
-    loss_teacher, loss_student, retention.
+    For a student of model m at budget D: L_single is the best `train` point of m at D (the mean
+    of its seeds); L_teacher is the `ensemble` run of m at D with the student's `members` (the
+    teacher's size) when that column is set, else the best ensemble of m at D. Columns: the
+    group's, members, loss_single, single_seeds, loss_teacher, loss_student, retention, and
+    `student_vs_single` / `teacher_vs_single`: `seeds.compare` of each against the single model's
+    seeds (lower | higher | within noise | noise unknown).
     """
     rows = completed(runs)
     require_columns(rows, "stage", *by, loss)
     single = best_runs(rows, by=by, loss=loss, stage="train")
+    noise = pooled_sd(seed_points(single_model_rows(rows, "train"), loss=loss), loss=loss)
     ens = of_stage(rows, "ensemble")
     out = []
     for _, student in of_stage(rows, "distill").iterrows():
@@ -348,9 +417,41 @@ def distillation(
         if l_single.empty or teachers.empty:
             continue  # no single-model or ensemble reference for this student
         ls, lt, lst = float(l_single.iloc[0]), float(teachers[loss].min()), float(student[loss])
-        out.append({**key, members: k, "loss_single": ls, "loss_teacher": lt, "loss_student": lst,
-                    "retention": float(distillation_retention(ls, lt, lst))})
+        seeds = single.loc[matches(single), "seed_losses"].iloc[0]
+        out.append({**key, members: k, "loss_single": ls, "single_seeds": len(seeds), "loss_teacher": lt,
+                    "loss_student": lst, "retention": float(distillation_retention(ls, lt, lst)),
+                    "student_vs_single": compare([lst], seeds, noise).verdict,
+                    "teacher_vs_single": compare([lt], seeds, noise).verdict})
     return pd.DataFrame(out)
+
+
+def ensemble_gains(runs: pd.DataFrame, *, by: Sequence[str] = SIZE_AND_DATA, loss: str = LOSS) -> pd.DataFrame:
+    """Does the ensemble beat one model beyond the seed noise? Per group, the ensemble row with the
+    most members K against the losses of those very members alone (each is a seed of the single
+    model): columns the group's, `members` (K), `loss_ensemble`, `loss_single` (the members' mean),
+    `single_sd`, `difference` (ensemble - single), `stderr` and `verdict` (`seeds.compare`)."""
+    rows = completed(runs)
+    require_columns(rows, "stage", *by, loss)
+    ens = of_stage(rows, "ensemble")
+    if ens.empty or "member_trial_ids" not in ens.columns:
+        return pd.DataFrame(columns=[*by, "members", "loss_ensemble", "loss_single", "single_sd", "difference",
+                                     "stderr", "verdict"])
+    train = rows[rows["stage"] == "train"].drop_duplicates("trial_id").set_index("trial_id")[loss]
+    noise = pooled_sd(seed_points(single_model_rows(rows, "train"), loss=loss), loss=loss)
+    out = []
+    for key, group in groups(ens, by):
+        group = group.reset_index(drop=True)  # per-trial files repeat index labels
+        largest = group.loc[pd.to_numeric(group["members"], errors="coerce").idxmax()]
+        ids = [t for t in (largest["member_trial_ids"] if largest["member_trial_ids"] is not None else []) if t in train.index]
+        if not ids:
+            continue
+        singles = train.loc[ids].to_numpy(dtype=float)
+        c = compare([float(largest[loss])], singles, noise)
+        out.append({**key, "members": int(largest["members"]), "loss_ensemble": float(largest[loss]),
+                    "loss_single": float(singles.mean()), "single_sd": float(np.std(singles, ddof=1)) if singles.size > 1 else np.nan,
+                    "difference": c.difference, "stderr": c.stderr, "verdict": c.verdict})
+    return pd.DataFrame(out, columns=[*by, "members", "loss_ensemble", "loss_single", "single_sd", "difference",
+                                      "stderr", "verdict"])
 
 
 # ---------------------------------------------------------------------------------------------

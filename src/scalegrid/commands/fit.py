@@ -267,8 +267,11 @@ def render(args: argparse.Namespace, fits: list[tuple[dict, FitResult]]) -> str:
         lines.append(f"  {'param':<10} {'value':>12}   {level}")
         for name, value in res.params.items():
             lo, hi = res.ci.get(name, (math.nan, math.nan))
-            interval = f"[{lo:.5g}, {hi:.5g}]" if name in res.ci else "-"
+            interval = (f"[{lo:.5g}, {hi:.5g}]" if name in res.ci
+                        else "- (zero width: the points lie on the law exactly)" if name in res.zero_width else "-")
             lines.append(f"  {name:<10} {value:>12.6g}   {interval}")
-        lines.append(f"  objective {res.objective:.6g}, {res.n_points} points, "
+        lines.append(f"  objective {res.objective:.6g}, {res.n_points} points, {res.n_params} free parameters, "
                      f"{'converged' if res.converged else 'NOT converged'}")
+        if res.degenerate:
+            lines.append("  DEGENERATE: " + "; ".join(res.flags) + " -- the law says nothing about these points")
     return "\n".join(lines)

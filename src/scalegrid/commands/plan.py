@@ -10,7 +10,7 @@ import sys
 from scalegrid.commands.args import add_max_trials, add_overrides
 from scalegrid.commands.output import print_json, records, unreadable
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table, make_plan, memory_table, totals, totals_line
-from scalegrid.orchestrator.planning.cells import cells_table, losses, states_line
+from scalegrid.orchestrator.planning.cells import cells_table, states_line
 from scalegrid.orchestrator.planning.evaluations import jobs_table
 from scalegrid.spec import load_sweep
 
@@ -35,7 +35,7 @@ def run(args) -> int:
             "sweep": plan.sweep.name, "results": str(plan.results), "totals": totals(table),
             "trials": records(table), "stages": records(stage_rows),
             "memory": records(memory_table(plan)) if plan.memory else None,
-            "searches": records(cells_table(plan.searches, losses(plan.snapshot, failed_count=False).get)) if plan.searches else None,
+            "searches": records(cells_table(plan.searches)) if plan.searches else None,
             "evaluations": records(evaluations), "unreadable": unreadable(plan.snapshot.unreadable),
         })
         return 0
@@ -76,6 +76,6 @@ def print_memory(plan) -> None:
 def print_search(plan: SweepPlan) -> None:
     """Each cell's walk as the store has it; ensembles and students wait for every cell's optimum."""
     print(f"\nsearch over {', '.join(plan.sweep.search.ladders)}: {states_line(plan.searches)}")
-    print(format_table(cells_table(plan.searches, losses(plan.snapshot, failed_count=False).get)))
+    print(format_table(cells_table(plan.searches)))
     if (plan.sweep.ensemble or plan.sweep.distill) and not plan.graph.has_stages:
         print("ensembles and students: after the search, at each cell's optimum")

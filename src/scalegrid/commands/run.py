@@ -15,7 +15,6 @@ from scalegrid.commands.args import add_max_trials, add_overrides, add_verbosity
 from scalegrid.commands.output import print_json, records
 from scalegrid.orchestrator.pipeline import run_sweep
 from scalegrid.orchestrator.planning.cells import cells_table, states_line
-from scalegrid.orchestrator.planning.cells import losses as search_losses
 from scalegrid.orchestrator.planning.sweep_plan import SweepPlan, format_table
 from scalegrid.spec import load_sweep
 
@@ -92,7 +91,7 @@ class Summary:
             "sweep": plan.sweep.name, "results": str(plan.results), "elapsed_s": round(self.elapsed_s, 3),
             "exit_code": self.exit_code, "counts": self.counts, "trials": records(self.table), "stages": records(self.stages),
             "evaluations": records(self.evaluations),
-            "searches": records(cells_table(plan.searches, search_losses(plan.snapshot, failed_count=True).get)) if plan.searches else None,
+            "searches": records(cells_table(plan.searches)) if plan.searches else None,
         }
 
     def print(self, plan: SweepPlan) -> None:
@@ -107,7 +106,7 @@ class Summary:
             print(pivot.map(lambda v: f"{v:.4f}" if pd.notna(v) else "-").to_string())
         if plan.searches is not None:
             print(f"\nsearch: {states_line(plan.searches)}")
-            print(format_table(cells_table(plan.searches, search_losses(plan.snapshot, failed_count=True).get)))
+            print(format_table(cells_table(plan.searches)))
         if self.stages is not None:
             print("\nensembles and students:")
             print(format_table(self.stages))

@@ -72,7 +72,7 @@ class Inputs:
             reasons.append(f"{counts[FAILED]} trials FAILED (a re-run of the sweep retries them)")
         for sweep, missing in self.pending.items():
             reasons.append(f"sweep {sweep}: {missing} trials of its grid have no result yet")
-        searching = int((search_outcomes(self.search)["outcome"] == "searching").sum()) if len(self.search) else 0
+        searching = int(search_outcomes(self.search)["outcome"].isin(["searching", "confirming"]).sum()) if len(self.search) else 0
         if searching:
             reasons.append(f"{searching} searched cells have not finished their search (a re-run of the sweep goes on)")
         if self.unreadable:

@@ -6,11 +6,17 @@
       start: {epochs: 4, weight_decay: 0.1}     # or `from_smaller`
       extend_edges: true                        # grow a ladder at an end where the optimum sits
       max_extensions: 4                         # values beyond each end, at most
+      neighbourhood: coupled                    # coupled: each axis ±1 and the diagonals of `coupled`; full: 3^d - 1
+      coupled: [[lr, epochs]]                   # pairs whose diagonal steps are neighbours too (the default
+                                                #   when both are searched; [] for one axis at a time)
+      certify_radius: 2                         # before certifying: the ring two steps out on each coupled pair
+      confirm_seeds: 2                          # 2 more seeds at each optimum before it is certified
 
 A ladder is an ordered list of an axis' values; a point's neighbours on it are one index up and
 one down. A cell (one combination of the axes not searched) starts at `start` (an axis it does
 not name: its ladder's middle value), or with `from_smaller` at the optimum the next smaller model
-of the same other axes found (the smallest starts at `start`). Which axes may be searched, and the
+of the same other axes found, moved along the trend of the smaller sizes' optima (`walk.warm_start`;
+the smallest starts at `start`). Which axes may be searched, and the
 typing of their values by the axes' own checks, is `axes.py`'s (run by `resolve.py`); the walk is
 `analysis/walk.py`'s.
 """
@@ -36,6 +42,10 @@ class SearchSpec(BaseModel):
     start: WrittenSelector = {}  # axis -> where every cell starts, or `from_smaller`
     extend_edges: bool = False
     max_extensions: int = Field(4, ge=0, le=1000)
+    neighbourhood: Literal["coupled", "full"] = "coupled"
+    coupled: list[list[str]] | None = None  # None: [[lr, epochs]] where both are searched
+    confirm_seeds: int = Field(0, ge=0, le=100)
+    certify_radius: int = Field(1, ge=1, le=2)  # 2: the ring two steps out on each coupled pair, before certifying
 
     @field_validator("start", mode="before")
     @classmethod
@@ -68,6 +78,10 @@ class Ladders:
     from_smaller: bool = False
     extend_edges: bool = False
     max_extensions: int = 4
+    coupled: tuple[tuple[str, str], ...] = ()  # pairs of searched axes whose diagonal steps are neighbours too
+    full: bool = False  # every point around a centre is its neighbour (3^d - 1)
+    confirm_seeds: int = 0  # extra seeds of each optimum before it is certified
+    certify_radius: int = 1  # 2: before certifying, the ring two steps out on each coupled pair too
 
     @property
     def ladders(self) -> dict[str, tuple[Scalar, ...]]:

@@ -192,8 +192,29 @@ def _typed_search(search: SearchSpec, context: AxisContext) -> Ladders:
             raise ValueError(f"search.start.{axis}: {value} is not on its ladder [{shown}]; start at one of its values")
     return Ladders(
         axes=tuple(ladders.items()), start=tuple(start.items()), from_smaller=bool(search.start.get("from_smaller", False)),
-        extend_edges=search.extend_edges, max_extensions=search.max_extensions,
+        extend_edges=search.extend_edges, max_extensions=search.max_extensions, coupled=_coupled(search, ladders),
+        full=search.neighbourhood == "full", confirm_seeds=search.confirm_seeds, certify_radius=search.certify_radius,
     )
+
+
+DEFAULT_COUPLED = (("lr", "epochs"),)  # more epochs want a smaller lr: a diagonal valley
+
+
+def _coupled(search: SearchSpec, ladders: dict[str, tuple]) -> tuple[tuple[str, str], ...]:
+    """The coupled pairs: as written (each two different searched axes), else the default pairs
+    whose axes are both searched."""
+    if search.coupled is None:
+        return tuple(pair for pair in DEFAULT_COUPLED if all(a in ladders for a in pair))
+    pairs = []
+    for i, pair in enumerate(search.coupled):
+        where = f"search.coupled[{i}]"
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"{where}: {pair} is not a pair; name two different searched axes, e.g. [lr, epochs]")
+        for axis in pair:
+            if axis not in ladders:
+                raise ValueError(f"{where}: {axis!r} is not searched; couple two of {', '.join(ladders)}")
+        pairs.append((pair[0], pair[1]))
+    return tuple(pairs)
 
 
 def _distillation(d: DistillSpec, i: int, context: AxisContext) -> Distillation:

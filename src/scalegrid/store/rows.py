@@ -93,14 +93,17 @@ class SearchRow:
     unique_tokens: int
     seed: int
     step: int  # 0, 1, ...: the step's place in the walk
-    outcome: str  # moved | extended | searching | certified | edge | diverged | waiting
+    outcome: str  # moved | extended | searching | confirming | certified | edge | diverged
     centre: str  # every searched axis of the centre: "epochs=8, weight_decay=0.4"
     centre_trial_id: str
     epochs: int
     lr: float
     weight_decay: float
-    loss: float  # the centre's val_loss; inf when DIVERGED or FAILED, NaN when not run yet
-    neighbours: list[str]  # "epochs=4", "epochs=16", "weight_decay- (edge)"
+    loss: float  # the centre's val_loss (the mean over its seeds); inf when DIVERGED or FAILED, NaN when not run yet
+    seed_losses: list[float]  # the centre's val_loss per seed, seed 0 first (one: no extra seeds)
+    noise: float  # the seed spread of the step's neighbourhood (NaN: no point of it has two seeds)
+    neighbourhood: str  # the neighbourhood checked, in words: "each axis ±1 and the lr × epochs diagonals (10 neighbours)"
+    neighbours: list[str]  # "epochs=4", "epochs=16, lr=0.01" (a diagonal), "weight_decay- (edge)"
     neighbour_trial_ids: list[str]  # "" beyond a ladder's end
     neighbour_losses: list[float]
     neighbour_status: list[str]  # no_worse | better | missing | edge | run

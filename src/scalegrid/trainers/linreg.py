@@ -7,7 +7,8 @@ y = <w*, x> + noise * N(0, 1), where w*_i ~ (i + offset)^-target_decay scaled so
 ratio). Sample j comes from block j // 1024 of a generator seeded by (data seed, d, block), or with
 `data_per_seed` by (data seed, trial seed, d, block): the N samples of a trial are the same for
 every trial with that data seed and d (and trial seed), and a larger N holds the smaller one's
-samples as its prefix.
+samples as its prefix. The trial seed is `seed`, or for an extra seed of a point (`member` > 0:
+`search.confirm_seeds`) its own (`TrialConfig.member_seed`).
 
 Training: w starts at 0; K epochs of minibatch SGD on 0.5 * (x.w - y)^2 with `batch_size` samples
 per step, the sample order reshuffled every epoch from (trial seed, epoch) (with `data_order:
@@ -80,7 +81,7 @@ def train_many(trials: Sequence[Trial], reports: Sequence[Report] | None = None)
     cfg = trials[0].config
     runs = [_Run(t.config.lr, report) for t, report in zip(trials, reports or [_ignore] * len(trials))]
     h, w_star = problem(cfg.model.dims, cfg.data)
-    x, y = samples(cfg.unique_tokens, cfg.model.dims, cfg.data, trial_seed=cfg.seed)
+    x, y = samples(cfg.unique_tokens, cfg.model.dims, cfg.data, trial_seed=cfg.member_seed)  # member 0: its seed
     _train_runs(runs, x, y, h, w_star, cfg)
     return [_result(run, cfg) for run in runs]
 
@@ -113,7 +114,7 @@ def _train_runs(runs: list[_Run], x: np.ndarray, y: np.ndarray, h: np.ndarray, w
     probe = _Probe.build(x, y, cfg, len(active)) if cfg.train.diagnostics else None
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run overflows: checked below
         for epoch in range(1, cfg.epochs + 1):
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(n) if shuffled else np.arange(n)
+            order = np.random.default_rng([cfg.member_seed, epoch]).permutation(n) if shuffled else np.arange(n)
             steps = slice((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch)
             lrs = np.array([run.lr for run in active])[:, None] * lr_scale[steps][None, :]
             sgd_epoch(w, x, y, order, batch, lrs, cfg.weight_decay)
@@ -151,7 +152,7 @@ class _Probe:
 
     @classmethod
     def build(cls, x: np.ndarray, y: np.ndarray, cfg: TrialConfig, runs: int) -> _Probe:
-        rows = probe_rows(len(y), cfg.train.probe_batches, cfg.train.batch_size, cfg.seed)
+        rows = probe_rows(len(y), cfg.train.probe_batches, cfg.train.batch_size, cfg.member_seed)
         return cls(x[rows], y[rows], np.full((runs, x.shape[1]), np.nan))
 
     def gradients(self, w: np.ndarray) -> np.ndarray:

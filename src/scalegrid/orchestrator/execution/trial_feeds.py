@@ -122,7 +122,7 @@ class WalkFeed:
         key = pack_key(trials)
         self.running[key] = trials
         searched = list(self.driver.sweep.search.ladders)
-        return Pack(key, trials, [(self.driver.in_flight[t.trial_id], grid.values_of(t.config, searched), t.trial_id) for t in trials])
+        return Pack(key, trials, [(self.driver.in_flight[t.trial_id], _walk_values(t, searched), t.trial_id) for t in trials])
 
     def landed(self, key: str) -> None:
         self._tick()
@@ -132,6 +132,13 @@ class WalkFeed:
     def busy_fraction(self) -> float:
         """The share of slot time a Tune trial of this feed ran."""
         return self.busy_s / max((time.monotonic() - self.started) * self.slots, 1e-9)
+
+
+def _walk_values(trial: Trial, searched: list[str]) -> Coordinates:
+    """What sets a walk's trial on its cell's template: the searched axes' values, and the extra
+    seed (`member`) of a confirmation seed (`search.confirm_seeds`)."""
+    values = grid.values_of(trial.config, searched)
+    return {**values, "member": trial.config.member} if trial.config.member else values
 
 
 Feed = GridFeed | WalkFeed

@@ -122,7 +122,8 @@ class SearchDriver:
         """Rewrite the search file of every cell whose walk changed."""
         for cell_id in cell_ids:
             rows = search_rows(self.sweep.name, self.searches[cell_id])
-            signature = tuple((r.outcome, r.centre, tuple(r.neighbour_losses), r.ladders_json) for r in rows)
+            signature = tuple((r.outcome, r.centre, tuple(r.seed_losses), tuple(r.neighbour_losses), r.ladders_json)
+                              for r in rows)
             if rows and self.written.get(cell_id) != signature:
                 store.write_search(self.results, cell_id, rows)
                 self.written[cell_id] = signature

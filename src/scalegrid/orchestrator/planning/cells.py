@@ -12,7 +12,10 @@ any grid point, so a grid run earlier counts and a search extended later trains 
 The walk is a function of the results alone, so nothing but the run rows is needed to resume:
 `RESULTS/search/<cell_id>.parquet` (one row per step) is written for people and `status`, never
 read back. With `start: from_smaller` a cell waits until the next smaller model of its other axes
-has finished its search, then starts at its optimum (on its ladders, extended ones included).
+has finished its search, then starts at its optimum (on its ladders, extended ones included),
+moved along the trend of the two smaller sizes' optima (`walk.warm_start`). A point's seeds are
+its trial (member 0) and its members 1..`confirm_seeds` in the store: trials like an ensemble's
+members, so an ensemble at the optimum shares them.
 `execution/walk_driver.py` is one run's bookkeeping over this: what to train next (longest first),
 what is in flight, what another driver trains (its lease), what landed.
 """
@@ -28,8 +31,19 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from scalegrid import grid, store
-from scalegrid.analysis.walk import CERTIFIED, DIVERGED, EDGE, Coordinates, SearchPath, Step, local_search
-from scalegrid.orchestrator.planning.stage_graph import StageGraph, build
+from scalegrid.analysis.walk import (
+    CERTIFIED,
+    CONFIRMING,
+    DIVERGED,
+    EDGE,
+    Coordinates,
+    Neighbourhood,
+    SearchPath,
+    Step,
+    local_search,
+    warm_start,
+)
+from scalegrid.orchestrator.planning.stage_graph import StageGraph, build, member_trial
 from scalegrid.spec import Point, Sweep
 from scalegrid.storage import ResultsLayout
 from scalegrid.trial import DataIdentity, Status, Trial
@@ -50,11 +64,13 @@ class Cell:
     def params(self) -> int:
         return self.template.config.num_params
 
-    def trial_at(self, values: Coordinates) -> Trial:
-        """The cell's trial with the searched axes at `values` (cached: the walk asks often)."""
-        key = tuple(sorted(values.items()))
+    def trial_at(self, values: Coordinates, member: int = 0) -> Trial:
+        """The cell's trial with the searched axes at `values`, or its extra seed `member` (cached:
+        the walk asks often)."""
+        key = (tuple(sorted(values.items())), member)
         if key not in self._trials:
-            self._trials[key] = grid.trial_at(self.template, values)
+            trial = grid.trial_at(self.template, values)
+            self._trials[key] = trial if member == 0 else member_trial(trial, {"member": member})
         return self._trials[key]
 
 
@@ -62,10 +78,12 @@ class Cell:
 class CellSearch:
     cell: Cell
     path: SearchPath | None  # None: waiting for the smaller model's search
+    confirm_seeds: int = 0  # extra seeds of each centre the walk confirms
+    awaiting: tuple[Trial, ...] = ()  # the confirming centre's extra seeds not run yet
 
     @property
     def state(self) -> str:
-        """searching | certified | edge | diverged | waiting."""
+        """searching | confirming | certified | edge | diverged | waiting."""
         return WAITING if self.path is None else self.path.state
 
     @property
@@ -73,11 +91,14 @@ class CellSearch:
         return self.path is not None and self.path.finished
 
     def trials(self) -> list[Trial]:
-        """Every trial the walk looked at, those still to run included."""
-        return [] if self.path is None else [self.cell.trial_at(p) for p in self.path.points()]
+        """Every trial the walk looked at, those still to run included (the confirmed centres' extra seeds too)."""
+        if self.path is None:
+            return []
+        seeds = [self.cell.trial_at(p, m) for p in self.path.confirmed for m in range(1, self.confirm_seeds + 1)]
+        return [self.cell.trial_at(p) for p in self.path.points()] + seeds
 
     def missing(self) -> list[Trial]:
-        return [] if self.path is None else [self.cell.trial_at(p) for p in self.path.missing]
+        return [] if self.path is None else [self.cell.trial_at(p) for p in self.path.missing] + list(self.awaiting)
 
     def speculative(self) -> list[Trial]:
         return [] if self.path is None else [self.cell.trial_at(p) for p in self.path.speculative]
@@ -135,6 +156,8 @@ def replay(
     With `previous` and `dirty`, only the dirty cells (and those that start from them) walk again."""
     search, out = sweep.search, {}
     rewalked: set[str] = set()
+    neighbourhood = Neighbourhood(coupled=search.coupled, full=search.full, confirm_seeds=search.confirm_seeds,
+                                  certify_radius=search.certify_radius)
     for cell in sorted(cells, key=lambda c: c.params):  # a smaller model's search first
         if previous is not None and dirty is not None and cell.cell_id not in dirty and cell.smaller not in rewalked:
             out[cell.cell_id] = previous[cell.cell_id]
@@ -147,15 +170,44 @@ def replay(
                 out[cell.cell_id] = CellSearch(cell, None)
                 continue
             if prior.state != DIVERGED:
-                ladders, start = prior.path.ladders, prior.path.centre
+                ladders, start = prior.path.ladders, warm_start(ladders_of=prior.path.ladders, size=cell.params,
+                                                                optima=_optima(out, prior))
+        seeds = _seeds_of(cell, loss_of, search.confirm_seeds)
         path = local_search(
-            ladders, start, lambda p, cell=cell: loss_of(cell.trial_at(p).trial_id),
-            cost=lambda p, cell=cell: cell.trial_at(p).config.estimated_flops,
+            ladders, start, seeds, cost=lambda p, cell=cell: cell.trial_at(p).config.estimated_flops,
             extend_edges=search.extend_edges, max_extensions=search.max_extensions,
-            valid=sweep.valid, original=search.ladders,
+            valid=sweep.valid, original=search.ladders, neighbourhood=neighbourhood,
         )
-        out[cell.cell_id] = CellSearch(cell, path)
+        awaiting = () if path.confirming is None else tuple(
+            cell.trial_at(path.confirming, m) for m in range(1, search.confirm_seeds + 1)
+            if loss_of(cell.trial_at(path.confirming, m).trial_id) is None
+        )
+        out[cell.cell_id] = CellSearch(cell, path, search.confirm_seeds, awaiting)
     return out
+
+
+def _seeds_of(cell: Cell, loss_of: Callable[[str], float | None], extra: int) -> Callable[[Coordinates], tuple | None]:
+    """A point's known seed losses for the walk: its trial's (None: not run), then its members 1..extra that ran."""
+    def seeds(point: Coordinates) -> tuple[float, ...] | None:
+        first = loss_of(cell.trial_at(point).trial_id)
+        if first is None:
+            return None
+        more = (loss_of(cell.trial_at(point, m).trial_id) for m in range(1, extra + 1))
+        return (first, *(v for v in more if v is not None))
+
+    return seeds
+
+
+def _optima(out: dict[str, CellSearch], prior: CellSearch) -> list[tuple[float, Coordinates]]:
+    """(parameters, optimum) of the finished smaller models of a from_smaller chain, the nearest last
+    (the two nearest at most: the trend `warm_start` follows)."""
+    chain = [prior]
+    while len(chain) < 2 and chain[-1].cell.smaller is not None:
+        smaller = out[chain[-1].cell.smaller]
+        if smaller.path is None or smaller.state == DIVERGED:
+            break
+        chain.append(smaller)
+    return [(s.cell.params, s.path.centre) for s in reversed(chain)]
 
 
 def losses(snapshot: store.Snapshot, *, failed_count: bool) -> dict[str, float]:
@@ -213,8 +265,9 @@ def _step_row(sweep: str, cell: Cell, i: int, step: Step, now: dt.datetime) -> s
         cell_id=cell.cell_id, sweep=sweep, cell=cell.label, model=cell.template.model_label, params=cell.params,
         unique_tokens=centre.config.unique_tokens, seed=centre.config.seed, step=i, outcome=step.outcome,
         centre=_words(step.centre), centre_trial_id=centre.trial_id, epochs=centre.config.epochs,
-        lr=centre.config.lr, weight_decay=centre.config.weight_decay, loss=step.loss,
-        neighbours=[f"{n.axis}{'-' if n.side < 0 else '+'} (edge)" if p is None else _words({n.axis: n.value})
+        lr=centre.config.lr, weight_decay=centre.config.weight_decay, loss=step.loss, seed_losses=list(step.seeds),
+        noise=step.noise, neighbourhood=step.neighbourhood,
+        neighbours=[f"{n.label} (edge)" if p is None else _words(dict(zip(n.axes, n.values)))
                     for n, p in zip(step.neighbours, points)],
         neighbour_trial_ids=["" if p is None else cell.trial_at(p).trial_id for p in points],
         neighbour_losses=[n.loss for n in step.neighbours], neighbour_status=[n.status for n in step.neighbours],
@@ -225,13 +278,12 @@ def _step_row(sweep: str, cell: Cell, i: int, step: Step, now: dt.datetime) -> s
     )
 
 
-def cells_table(searches: dict[str, CellSearch], loss_of: Callable[[str], float | None]) -> pd.DataFrame:
-    """One row per cell: its state, centre, the centre's loss, trials looked at and still to run;
+def cells_table(searches: dict[str, CellSearch]) -> pd.DataFrame:
+    """One row per cell: its state, centre, the centre's loss (its seeds' mean), trials looked at and still to run;
     smallest model first."""
     rows = []
     for s in sorted(searches.values(), key=lambda s: s.cell.params):
-        centre, trial = s.centre()
-        loss = loss_of(trial.trial_id) if s.path else None
+        loss = s.path.last.loss if s.path else None  # the centre's mean over its seeds
         rows.append({
             "cell": s.cell.label, "state": _state_words(s), "centre": _words(s.path.centre) if s.path else "-",
             "val_loss": math.nan if loss is None else loss, "steps": len(s.path.steps) if s.path else 0,
@@ -243,10 +295,13 @@ def cells_table(searches: dict[str, CellSearch], loss_of: Callable[[str], float 
 def _state_words(s: CellSearch) -> str:
     if s.state == EDGE:
         return f"at edge ({', '.join(s.path.last.edge)})"
+    if s.state == CONFIRMING:
+        return f"confirming ({len(s.awaiting)} more seeds of its centre to run)"
     return "waiting for the smaller model" if s.state == WAITING else s.state
 
 
 def states_line(searches: dict[str, CellSearch]) -> str:
     counts = pd.Series([s.state for s in searches.values()]).value_counts()
-    words = {CERTIFIED: "certified", EDGE: "at edge", "searching": "searching", WAITING: "waiting", DIVERGED: "diverged"}
+    words = {CERTIFIED: "certified", EDGE: "at edge", "searching": "searching", CONFIRMING: "confirming",
+             WAITING: "waiting", DIVERGED: "diverged"}
     return f"{len(searches)} cells (" + ", ".join(f"{counts[k]} {w}" for k, w in words.items() if k in counts) + ")"

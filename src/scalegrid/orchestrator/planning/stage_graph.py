@@ -191,6 +191,11 @@ def _member(sweep: Sweep, plain: Trial, m: int, in_ensemble: bool) -> Trial:
     if in_ensemble and (e.epochs_scale != 1 or e.weight_decay_scale != 1):
         update["epochs"] = max(1, round(plain.config.epochs * e.epochs_scale))
         update["weight_decay"] = plain.config.weight_decay * e.weight_decay_scale
+    return member_trial(plain, update)
+
+
+def member_trial(plain: Trial, update: dict[str, int | float]) -> Trial:
+    """The grid point's trial with `update` (`member`: another seed of it, and any overrides), hashed."""
     config = plain.config.model_copy(update=update)
     tid = grid.trial_id(config)
     return plain if tid == plain.trial_id else plain.model_copy(update={"trial_id": tid, "config": config})

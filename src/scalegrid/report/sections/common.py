@@ -17,12 +17,14 @@ import pandas as pd
 
 from scalegrid.analysis.least_squares import FitInputError
 from scalegrid.analysis.laws import power_law
+from scalegrid.analysis.seeds import seed_points
 from scalegrid.report import figures as F
 from scalegrid.payloads import JsonObject
 from scalegrid.report.document import Table, fmt, fmt_ci
 from scalegrid.report.inputs import Inputs
 
-MIN_POINTS = 3  # a saturating power law A / x^B + C has three parameters
+MIN_POINTS = 4  # A / x^B + C has three free parameters: three points fit it exactly, a fourth tests it
+LINE_POINTS = 3  # a line (k N^gamma in log-log) has two
 AXIS_SHORT = {"weight_decay": "wd", "epochs": "epochs", "lr": "lr"}
 AXIS_NAMES = {"weight_decay": "weight decay", "epochs": "epochs", "lr": "learning rate"}
 MAX_PANELS = 6  # token budgets shown side by side in one figure
@@ -105,8 +107,10 @@ def train_rows(ctx: Context) -> pd.DataFrame:
 
 def lowest_loss_per(rows: pd.DataFrame, axis: str) -> pd.DataFrame:
     """The measured points of a loss-against-`axis` figure: the lowest loss per (size, token
-    budget, `axis` value), over the grid's other axes and seeds."""
-    return rows.groupby(["params", "unique_tokens", axis], sort=True)["val_loss"].min().reset_index()
+    budget, `axis` value) over the grid's other axes, each point's loss the mean of its seeds (the
+    lowest seed would favour the points trained most often)."""
+    points = seed_points(rows) if len(rows) else rows
+    return points.groupby(["params", "unique_tokens", axis], sort=True)["val_loss"].min().reset_index()
 
 
 def enough_points(frame: pd.DataFrame, by: list[str], x: str, n: int = MIN_POINTS) -> tuple[pd.DataFrame, list[dict]]:
@@ -169,8 +173,47 @@ def describe_keys(keys: list[dict]) -> str:
 def ci_note(ctx: Context) -> str:
     """The table note that says what the brackets are."""
     if ctx.bootstrap:
-        return f"Brackets: 95% percentile bootstrap intervals ({ctx.bootstrap} resamples)."
+        return (f"Brackets: 95% percentile bootstrap intervals ({ctx.bootstrap} resamples; a point with several "
+                "seeds has its seeds redrawn in each). No brackets: the points lie on the law exactly.")
     return "No intervals: bootstrap disabled."
+
+
+DEGENERATE_MEANING = (
+    "A law is degenerate when its exponent may be 0 or is negative (the loss does not fall with {x} here, "
+    "or not surely), when its asymptote sits at its bound 0 or far below every measured loss (the points do "
+    "not reach it), or when the optimiser stopped short: it converged to something the points do not "
+    "support, so none of its numbers is a finding; it is marked and never headlined."
+)
+
+
+def sound(laws: pd.DataFrame) -> pd.DataFrame:
+    """The laws of an analysis table that are not degenerate: the only ones drawn as laws, fitted
+    over or headlined (a table without the column has none marked)."""
+    if "degenerate" not in laws.columns or laws.empty:
+        return laws
+    return laws[~laws["degenerate"].fillna(False).astype(bool)]
+
+
+def law_verdict(row: pd.Series | dict) -> str:
+    """'sound' or 'degenerate: <why>' for an analysis row with `degenerate` and `flags`."""
+    if not bool(row.get("degenerate", False)):
+        return "sound"
+    return "degenerate: " + "; ".join(row.get("flags") or [])
+
+
+def with_seeds(loss: float, row: pd.Series | dict, digits: int = 4) -> str:
+    """'2.163' or, for a point of several seeds, '2.163 ± 0.049 (3 seeds)' (mean ± sd)."""
+    n = row.get("seeds", 1)
+    if n is None or not np.isfinite(n) or n < 2:
+        return fmt(loss, digits)
+    return f"{fmt(loss, digits)} ± {fmt(row.get('val_loss_sd'), 2)} ({int(n)} seeds)"
+
+
+def seed_bars(rows: pd.DataFrame):
+    """matplotlib's yerr from the points' seed spread (`val_loss_sd`); None when no point has seeds."""
+    if "val_loss_sd" not in rows or not np.isfinite(rows["val_loss_sd"].to_numpy(dtype=float)).any():
+        return None
+    return np.nan_to_num(rows["val_loss_sd"].to_numpy(dtype=float), nan=0.0)
 
 
 def size_by_budget_table(

@@ -28,6 +28,7 @@ from scalegrid.report.sections.common import (
     loss_label,
     part,
     records,
+    sound,
     train_rows,
 )
 from scalegrid.report.sections.shared_fits import joint_fits, param_fits
@@ -101,6 +102,8 @@ def _recipe_asymptotes(ctx: Context, notes: list[str]) -> dict[str, pd.DataFrame
 
 
 def _asymptotes(laws: pd.DataFrame) -> pd.DataFrame:
+    """A recipe's asymptote per budget, from its sound laws only: a degenerate law's C is no finding."""
+    laws = sound(laws)
     return laws[["unique_tokens", "C"] + [c for c in ("C_lo", "C_hi") if c in laws]]
 
 
@@ -114,7 +117,11 @@ def _data_laws(ctx: Context, recipes: dict[str, pd.DataFrame], notes: list[str])
             )
             continue
         with part(notes, f"{name}: data law"):
-            laws[name] = data_scaling(frame, **ctx.fit_kwargs)
+            law = data_scaling(frame, **ctx.fit_kwargs)
+            if law.degenerate:
+                notes.append(f"{name}: data law degenerate ({'; '.join(law.flags)}): not drawn, no multiplier from it.")
+            else:
+                laws[name] = law
     return laws
 
 

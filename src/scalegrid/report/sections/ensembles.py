@@ -9,8 +9,11 @@ import pandas as pd
 
 from scalegrid.report import figures as F
 from scalegrid.report.document import Section, Table, fmt, fmt_ci
+from scalegrid.analysis.recipes import ensemble_gains
 from scalegrid.report.sections.common import (
     Context,
+    NoRows,
+    law_verdict,
     budget_colors,
     budget_label,
     ci_note,
@@ -26,6 +29,7 @@ from scalegrid.report.sections.common import (
     size_by_budget_table,
     size_colors,
     size_label,
+    sound,
 )
 from scalegrid.report.sections.shared_fits import ensemble_fits, joint_fits, param_fits, single_and_ensemble_runs
 
@@ -34,8 +38,9 @@ JOINT = "Joint (parameters x members) asymptote"
 
 @dataclass(frozen=True)
 class EnsembleNumbers:
-    laws: pd.DataFrame  # ensemble_scaling: L(K) = A / K^B + C per (size, token budget)
-    per_members: pd.DataFrame  # the lowest loss per (size, budget, K), for the pairs with a law
+    laws: pd.DataFrame  # ensemble_scaling: L(K) = A / K^B + C per (size, token budget); no rows: none fitted
+    per_members: pd.DataFrame  # the lowest loss per (size, budget, K), for the pairs with ensembles
+    gains: pd.DataFrame  # ensemble_gains: the largest ensemble against its members alone, beyond noise or not
     budgets_shown: tuple  # the token budgets with a panel
     joint: pd.DataFrame | None  # joint_scaling per token budget; None: not fitted (see notes)
     single: pd.DataFrame | None  # param_scaling indexed by token budget, for comparison; None: not available
@@ -49,16 +54,27 @@ def section_ensembles(ctx: Context, s: Section) -> None:
 
 
 def ensemble_numbers(ctx: Context) -> EnsembleNumbers:
-    laws, dropped = ensemble_fits(ctx)
+    if ctx.inputs.stage("ensemble").empty:
+        raise NoRows("no ensemble runs (stage `ensemble`, `members` = K) in the store")
     notes = []
+    try:
+        laws, dropped = ensemble_fits(ctx)
+    except NoRows as err:  # the measured ensembles still say whether they beat one model
+        laws, dropped = pd.DataFrame(columns=["model", "params", "unique_tokens", "A", "B", "C", "degenerate"]), []
+        notes.append(f"K-law not fitted: {err}.")
     if dropped:
         notes.append(f"K-law not fitted: {'; '.join(dropped)}.")
-    per_k = lowest_loss_per(single_and_ensemble_runs(ctx), "members")
-    per_k = per_k.merge(laws[["params", "unique_tokens"]].drop_duplicates(), on=["params", "unique_tokens"])
-    budgets, note = panel_budgets(laws["unique_tokens"])
+    rows = single_and_ensemble_runs(ctx)
+    with_ens = rows[rows["stage"] == "ensemble"][["params", "unique_tokens"]].drop_duplicates()
+    per_k = lowest_loss_per(rows, "members").merge(with_ens, on=["params", "unique_tokens"])
+    budgets, note = panel_budgets(per_k["unique_tokens"])
     if note:
         notes.append(f"Figure: {note}.")
+    gains = ctx.once("ensemble_gains", lambda: ensemble_gains(ctx.inputs.runs))
     joint = single = None
+    if laws.empty:
+        return EnsembleNumbers(laws=laws, per_members=per_k, gains=gains, budgets_shown=tuple(budgets), joint=None,
+                               single=None, notes=tuple(notes))
     with part(notes, JOINT):
         joint, dropped_joint = joint_fits(ctx)
         if dropped_joint:
@@ -67,8 +83,8 @@ def ensemble_numbers(ctx: Context) -> EnsembleNumbers:
             single = param_fits(ctx)[0].set_index("unique_tokens")
         except Exception as err:  # noqa: BLE001 - the comparison column is optional
             notes.append(f"Single-model asymptotes for comparison not available: {err}")
-    return EnsembleNumbers(laws=laws, per_members=per_k, budgets_shown=tuple(budgets), joint=joint, single=single,
-                           notes=tuple(notes))
+    return EnsembleNumbers(laws=laws, per_members=per_k, gains=gains, budgets_shown=tuple(budgets), joint=joint,
+                           single=single, notes=tuple(notes))
 
 
 def draw_ensembles(ctx: Context, s: Section, numbers: EnsembleNumbers) -> list[str]:
@@ -86,8 +102,8 @@ def draw_ensembles(ctx: Context, s: Section, numbers: EnsembleNumbers) -> list[s
 
 def _draw_members(ctx: Context, s: Section, numbers: EnsembleNumbers) -> None:
     ens, per_k = numbers.laws, numbers.per_members
-    sizes = size_colors(ens["params"])
-    fitted = ens.set_index(["params", "unique_tokens"])
+    sizes = size_colors(per_k["params"])
+    fitted = sound(ens).set_index(["params", "unique_tokens"])
     fig, axes = F.new_panels(len(numbers.budgets_shown))
     ks = F.dense_log(1, per_k["members"].max(), extend=2.0)
     for ax, d in zip(axes, numbers.budgets_shown):
@@ -102,11 +118,12 @@ def _draw_members(ctx: Context, s: Section, numbers: EnsembleNumbers) -> None:
         F.log2_x_axis(ax, per_k["members"], "ensemble members K")
         ax.set_ylabel(loss_label(ctx))
         ax.set_title(budget_label(d))
-    F.legend_outside(fig, axes, extra=F.style_keys(fit=r"fit $A/K^{B} + C$", asymptote=r"asymptote $C$ ($K \to \infty$)"))
+    keys = F.style_keys(fit=r"fit $A/K^{B} + C$", asymptote=r"asymptote $C$ ($K \to \infty$)") if len(fitted) else []
+    F.legend_outside(fig, axes, extra=keys)
     s.figures.append(F.save(
         fig, ctx.out_dir, "ensembles", "Loss against ensemble members",
         "Each point is an ensemble of K independently trained models of one size (K = 1: the best single "
-        "run); dashed: L(K) = A / K^B + C per size; dotted: the ensemble asymptote C.",
+        "run); dashed: L(K) = A / K^B + C per size where it could be fitted soundly; dotted: the ensemble asymptote C.",
     ))
 
 
@@ -141,13 +158,18 @@ def _draw_joint(ctx: Context, s: Section, ens: pd.DataFrame, joint: pd.DataFrame
 
 def write_ensembles(ctx: Context, s: Section, numbers: EnsembleNumbers, figure_notes: list[str]) -> None:
     s.fits["ensemble_laws"] = records(numbers.laws)
+    s.fits["ensemble_gains"] = records(numbers.gains)
     s.notes.extend([*numbers.notes, *figure_notes])
-    s.tables.append(size_by_budget_table(
-        numbers.laws, "Ensemble asymptote C (K → ∞) per size and token budget",
-        lambda n, d, law: fmt_ci(law["C"], ci_of(law, "C")),
-        note="From L(K) = A / K^B + C fitted per size and budget (exponents and coefficients in fits.json). "
-             + ci_note(ctx),
-    ))
+    if len(numbers.laws):
+        s.tables.append(size_by_budget_table(
+            numbers.laws, "Ensemble asymptote C (K → ∞) per size and token budget",
+            lambda n, d, law: fmt_ci(law["C"], ci_of(law, "C")) + ("" if law_verdict(law) == "sound" else " (degenerate)"),
+            note="From L(K) = A / K^B + C fitted per size and budget (exponents, coefficients and why a law is "
+                 "degenerate in fits.json). " + ci_note(ctx),
+        ))
+    if len(numbers.gains):
+        s.tables.append(_gains_table(numbers.gains))
+        s.headline.extend(_gain_headline(r) for _, r in numbers.gains.iterrows())
     s.paragraphs.append(
         "Ensembling K independently trained members is the paper's second lever: for each size, "
         "L(K) = A / K^B + C is fitted over K, and the ensemble asymptotes C(N) are then fitted against "
@@ -176,6 +198,27 @@ def _joint_table(ctx: Context, joint: pd.DataFrame, single: pd.DataFrame | None)
         ["token budget", "joint asymptote", "single-model asymptote", "ensembles lower it by", "sizes"],
         rows, note=ci_note(ctx),
     )
+
+
+def _gains_table(gains: pd.DataFrame) -> Table:
+    rows = [[r["model"], budget_label(r["unique_tokens"]), fmt(r["members"]), fmt(r["loss_ensemble"]),
+             f"{fmt(r['loss_single'])} ± {fmt(r['single_sd'], 2)}", fmt(r["difference"], 3), fmt(r["stderr"], 2),
+             r["verdict"]] for _, r in gains.sort_values(["unique_tokens", "model"]).iterrows()]
+    return Table(
+        "Does the ensemble beat one model? The largest ensemble against its own members alone",
+        ["model", "token budget", "K", "ensemble", "its members alone (mean ± sd)", "difference", "standard error",
+         "verdict"], rows,
+        note="Each member is a seed of the single model; the difference (ensemble minus the members' mean) is beyond "
+             "the seed noise when it exceeds 2 standard errors, the members' spread times sqrt(1 + 1/K).",
+    )
+
+
+def _gain_headline(r: pd.Series) -> str:
+    where = f"{r['model']} at {budget_label(r['unique_tokens'])}"
+    if r["verdict"] == "lower":
+        return (f"Ensemble of {int(r['members'])} beats one model at {where}: {fmt(r['loss_ensemble'])} against "
+                f"{fmt(r['loss_single'])} ± {fmt(r['single_sd'], 2)}, beyond seed noise")
+    return f"Ensemble of {int(r['members'])} against one model at {where}: {r['verdict']}"
 
 
 COMBINED_BY = {"probs": "averaging their next-token probabilities", "logits": "averaging their logits (softmax of the mean logits)"}

@@ -12,10 +12,12 @@ from scalegrid.analysis.laws import power_law
 from scalegrid.analysis.recipes import optimal_hparam_scaling
 from scalegrid.analysis.walk import PLANE_AXES, search_outcomes, search_points
 from scalegrid.report import figures as F
-from scalegrid.report.document import Section, Table, fmt
+from scalegrid.report.document import Section, Table, fmt, fmt_ci
 from scalegrid.report.sections.common import (
     AXIS_NAMES,
+    LINE_POINTS,
     Context,
+    ci_of,
     NoRows,
     budget_colors,
     budget_label,
@@ -28,7 +30,7 @@ from scalegrid.report.sections.common import (
 TRENDS = {"weight_decay": "optimal weight decay", "epochs": "optimal epochs"}
 MAX_CELLS_DRAWN = 12
 ENDS = {"certified": ("*", "certified"), "edge": ("s", "at a ladder's end"), "searching": ("X", "still searching"),
-        "diverged": ("v", "diverged")}
+        "confirming": ("P", "confirming its seeds"), "diverged": ("v", "diverged")}
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,12 @@ def search_numbers(ctx: Context) -> SearchNumbers:
         if points[hparam].nunique() < 2:
             continue
         with part(notes, f"Optimal {AXIS_NAMES[hparam]} against parameters"):
-            if not len(certified) or certified.groupby("unique_tokens")["params"].nunique().max() < 2:
-                raise NoRows("fewer than 2 certified sizes at any token budget")
-            with_two = certified.groupby("unique_tokens").filter(lambda g: g["params"].nunique() >= 2 and (g[hparam] > 0).all())
-            laws[hparam] = optimal_hparam_scaling(with_two, hparam=hparam, **ctx.fit_kwargs).set_index("unique_tokens")
+            if not len(certified) or certified.groupby("unique_tokens")["params"].nunique().max() < LINE_POINTS:
+                raise NoRows(f"fewer than {LINE_POINTS} certified sizes at any token budget (a line through two "
+                             "points is exact and says nothing)")
+            enough = certified.groupby("unique_tokens").filter(
+                lambda g: g["params"].nunique() >= LINE_POINTS and (g[hparam] > 0).all())
+            laws[hparam] = optimal_hparam_scaling(enough, hparam=hparam, **ctx.fit_kwargs).set_index("unique_tokens")
     return SearchNumbers(cells=cells, points=points, plane=plane, laws=laws, notes=tuple(notes))
 
 
@@ -114,12 +118,23 @@ def _draw_paths(s: Section, ctx: Context, numbers: SearchNumbers) -> None:
 
 
 def _verdict(cell) -> str:
-    """The certificate in words: 'certified: 6 neighbours run, none better', 'at edge (epochs+)'."""
+    """The certificate in words: 'certified (10 neighbours, none better)', '... 2 lower within seed
+    noise', 'at edge (epochs+)'."""
     if cell.outcome == "certified":
-        return f"certified ({len(cell.neighbour_status)} neighbours, none better)"
+        within = sum(status == "within_noise" for status in cell.neighbour_status)
+        noise = f", {within} lower within seed noise" if within else ""
+        return f"certified ({len(cell.neighbour_status)} neighbours, none better{noise})"
     if cell.outcome == "edge":
         return f"at edge ({', '.join(cell.edge_axes)})"
     return cell.outcome
+
+
+def _seed_spread(cell) -> str:
+    """The centre's seeds: '2.163 ± 0.049 (3 seeds)', or 'one seed'."""
+    seeds = [] if cell.seed_losses is None else list(cell.seed_losses)
+    if len(seeds) < 2:
+        return "one seed"
+    return f"{fmt(np.mean(seeds))} ± {fmt(np.std(seeds, ddof=1), 2)} ({len(seeds)} seeds)"
 
 
 def _floor(values: pd.Series) -> float:
@@ -186,28 +201,55 @@ def write_search(ctx: Context, s: Section, numbers: SearchNumbers, figure_notes:
     s.tables.insert(0, _cells_table(cells))
     s.paragraphs.append(
         "Each cell (one model size and token budget, and the other axes not searched) was searched by "
-        "coordinate descent: the centre and its neighbours one ladder step up and down on each searched axis are "
-        "run, the centre moves to the best of them (ties to the cheaper run), until it is the best of its complete "
-        "neighbourhood: certified, the paper's locally-optimal hyper-parameters. A centre at a ladder's end is "
-        "reported as such (extend the ladder with `extend_edges`)."
+        "coordinate descent: the centre and its neighbours (one ladder step up and down on each searched axis, and "
+        "the diagonal steps of the axes declared coupled) are run, the centre moves to the best of them (ties to the "
+        "cheaper run), until it is the best of its complete neighbourhood: certified, the paper's locally-optimal "
+        "hyper-parameters, over the neighbourhood the table names. Where the centre has several seeds "
+        "(`search.confirm_seeds`), its loss is their mean and a neighbour counts as better only beyond the seed "
+        "noise. A centre at a ladder's end is reported as such (extend the ladder with `extend_edges`)."
     )
     s.headline.append(
         f"Search: {counts.get('certified', 0)} of {len(cells)} cells certified"
         + (f", {counts.get('edge', 0)} at a ladder's end" if counts.get("edge", 0) else "")
         + (f", {counts.get('searching', 0)} still searching" if counts.get("searching", 0) else "")
+        + (f", {counts.get('confirming', 0)} confirming their seeds" if counts.get("confirming", 0) else "")
         + f", {int(cells['trials'].sum())} trials in all"
     )
     for h, law in numbers.laws.items():
-        trend = ", ".join(f"{budget_label(d)} γ = {r['exponent']:+.2f}" for d, r in law.iterrows())
-        s.headline.append(f"Searched {AXIS_NAMES[h]} against size: {TRENDS[h]} ∝ N^γ ({trend})")
+        s.headline.append(_trend_headline(h, law))
+
+
+def _trend(law) -> str:
+    """'grows' or 'falls' when the exponent's interval excludes 0 (beyond float rounding), else ''."""
+    lo, hi = law.get("exponent_lo", np.nan), law.get("exponent_hi", np.nan)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    return "grows" if lo > 1e-9 else "falls" if hi < -1e-9 else ""
+
+
+def _trend_headline(hparam: str, laws: pd.DataFrame) -> str:
+    """'Searched weight decay against size: grows with size at 8.19k tokens (γ = 0.92 [0.31, 1.4]);
+    no trend beyond the noise at 2.05k tokens (γ = ...)': a trend is claimed only where γ's interval
+    excludes 0."""
+    parts = []
+    for budget, law in laws.iterrows():
+        gamma = fmt_ci(law["exponent"], ci_of(law, "exponent"), 2)
+        trend = _trend(law)
+        parts.append(f"{trend} with size at {budget_label(budget)} (γ = {gamma})" if trend
+                     else f"no trend beyond the noise at {budget_label(budget)} (γ = {gamma})")
+    return f"Searched {AXIS_NAMES[hparam]} against size: " + "; ".join(parts)
 
 
 def _cells_table(cells: pd.DataFrame) -> Table:
     rows = []
     for c in cells.sort_values(["unique_tokens", "params"]).itertuples():
         rows.append([size_label(c.params), budget_label(c.unique_tokens), c.cell, _verdict(c), c.centre, fmt(c.loss),
-                     fmt(c.steps), fmt(c.trials)])
+                     _seed_spread(c), c.neighbourhood or "-", fmt(c.steps), fmt(c.trials)])
     return Table(
-        "Each cell's search", ["size", "token budget", "cell", "state", "centre", "loss", "steps", "trials"], rows,
-        note="trials: every distinct trial the walk looked at (a trial run by an earlier grid or search counts once).",
+        "Each cell's search",
+        ["size", "token budget", "cell", "state", "centre", "loss", "seed spread", "neighbourhood checked", "steps",
+         "trials"], rows,
+        note="loss: the centre's, the mean over its seeds; seed spread: its seeds' mean ± standard deviation. "
+             "trials: every distinct trial the walk looked at, extra seeds included (a trial run by an earlier grid "
+             "or search counts once).",
     )

@@ -20,8 +20,17 @@ from scalegrid.analysis.recipes import (
     optimal_hparam_scaling,
     param_scaling,
 )
+from scalegrid.analysis.seeds import pooled_sd, seed_points
 from scalegrid.report.parallel import split_by
-from scalegrid.report.sections.common import MIN_POINTS, NoRows, Context, enough_points, describe_keys
+from scalegrid.report.sections.common import (
+    LINE_POINTS,
+    MIN_POINTS,
+    Context,
+    NoRows,
+    describe_keys,
+    enough_points,
+    sound,
+)
 
 
 def best_train(ctx: Context) -> pd.DataFrame:
@@ -29,12 +38,18 @@ def best_train(ctx: Context) -> pd.DataFrame:
     return ctx.once("best", lambda: best_runs(ctx.inputs.runs))
 
 
+def seed_spread(ctx: Context) -> float:
+    """The seed noise of single models: the spread of the training points with two seeds or more,
+    pooled (NaN: no point has two seeds); what an ordering between points must exceed."""
+    return ctx.once("seed_spread", lambda: pooled_sd(seed_points(ctx.inputs.stage("train"))))
+
+
 def param_fits(ctx: Context) -> tuple[pd.DataFrame, list[str]]:
     """param_scaling per token budget over the budgets with >= 3 sizes; and why budgets were left out."""
     return ctx.once("param_fits", lambda: _law_per_budget(
         ctx, best_train(ctx), param_scaling,
-        f"no token budget has best runs at {MIN_POINTS} or more model sizes; "
-        f"a power law in parameters needs {MIN_POINTS} sizes per budget",
+        f"no token budget has best runs at {MIN_POINTS} or more model sizes; A / N^B + C has three free "
+        f"parameters, so three sizes fit it exactly and say nothing: it needs {MIN_POINTS} sizes per budget",
     ))
 
 
@@ -47,7 +62,8 @@ def _law_per_budget(
     if usable.empty:
         raise NoRows(no_budget)
     fits, failed = fit_by_group(fit, usable, ["unique_tokens"], ctx.fit_kwargs)
-    return fits, [f"{describe_keys([k])}: fewer than {MIN_POINTS} sizes" for k in dropped] + failed
+    return fits, [f"{describe_keys([k])}: fewer than {MIN_POINTS} sizes (the law has three free parameters)"
+                  for k in dropped] + failed
 
 
 def fit_by_group(
@@ -75,6 +91,8 @@ def single_and_ensemble_runs(ctx: Context) -> pd.DataFrame:
     """The usable single-model and ensemble rows, with `members` K (1 for a single model)."""
     rows = ctx.inputs.completed
     rows = rows[rows["stage"].fillna("train").isin(["train", "ensemble"])].copy()
+    member = pd.to_numeric(rows["member"], errors="coerce").fillna(0) if "member" in rows else 0
+    rows = rows[(rows["stage"] != "train") | (member == 0)]  # a lucky extra member is no single model's K = 1
     rows["members"] = pd.to_numeric(rows["members"], errors="coerce").fillna(1)
     return rows
 
@@ -142,6 +160,7 @@ def joint_fits(ctx: Context) -> tuple[pd.DataFrame, list[str]]:
 
     def make():
         ens, _ = ensemble_fits(ctx)
+        ens = sound(ens)  # a degenerate law's asymptote is no finding to fit over
         return _law_per_budget(
             ctx, ens, joint_scaling,
             f"the joint asymptote needs ensemble laws at {MIN_POINTS} or more sizes of one token budget",
@@ -155,9 +174,9 @@ def hparam_law(ctx: Context, hparam: str) -> pd.DataFrame:
 
     def make():
         best = best_train(ctx)
-        usable, _ = enough_points(best, ["unique_tokens"], "params", n=MIN_POINTS)
+        usable, _ = enough_points(best, ["unique_tokens"], "params", n=LINE_POINTS)
         if usable.empty:  # a line through two points has no error to speak of
-            raise NoRows(f"a trend in size needs best runs at {MIN_POINTS} or more sizes of one token budget")
+            raise NoRows(f"a trend in size needs best runs at {LINE_POINTS} or more sizes of one token budget")
         return optimal_hparam_scaling(usable, hparam=hparam, **ctx.fit_kwargs)
 
     return ctx.once(f"hparam_law:{hparam}", make)
