@@ -167,19 +167,29 @@ def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spe
 
 
 def test_checkpoints_on_an_object_store(s3_endpoint):
-    """Checkpoints live in the results store whatever it is: written in one PUT, pruned, read back."""
+    """Checkpoints live in the results store whatever it is: each file one PUT (the index last),
+    pruned, checked, read back, an unreadable one set aside, all removed at the end."""
     import torch
 
     from scalegrid.trainers import checkpoint
+    from scalegrid.trainers.dcp_checkpoint import Checkpointer, load
 
-    directory = checkpoint.CheckpointDir(storage.layout(s3_endpoint("sweeps/ckpt")), "0123456789abcdef")
-    for step in (2, 4, 6):
-        checkpoint.save(directory, step, {"weights": torch.full((3,), float(step))}, keep=2)
+    results = storage.layout(s3_endpoint("sweeps/ckpt"))
+    directory = results.checkpoints("0123456789abcdef")
+    with Checkpointer(directory, keep=2) as checkpoints:
+        for step in (2, 4, 6):
+            checkpoints.save(step, {"weights": torch.full((3,), float(step))}, {"note": f"at {step}"})
     assert checkpoint.steps(directory) == [4, 6]
-    step, state = checkpoint.latest(directory)
-    assert step == 6 and torch.equal(state["weights"], torch.full((3,), 6.0))
+    assert checkpoint.resume_point(directory) == (6, [])
+    shards = {"weights": torch.zeros(3)}
+    assert load(directory, 6, shards)["note"] == "at 6" and torch.equal(shards["weights"], torch.full((3,), 6.0))
+    results.write_bytes((*directory.step_parts(6), "__0_0.distcp"), b"cut")
+    step, notes = checkpoint.resume_point(directory)
+    assert step == 4 and "holds 3 bytes" in notes[0] and checkpoint.steps(directory) == [4]
+    (aside,) = [name for name in results.list_dirs(*directory.parts) if ".corrupt-" in name]
+    assert results.read_bytes(*directory.parts, aside, "__0_0.distcp") == b"cut"
     checkpoint.remove(directory)
-    assert checkpoint.steps(directory) == [] and checkpoint.latest(directory) == (0, None)
+    assert checkpoint.steps(directory) == [] and checkpoint.resume_point(directory) == (0, [])
 
 
 def test_a_full_device_is_one_line_naming_the_path(tmp_path):
