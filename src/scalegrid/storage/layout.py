@@ -200,11 +200,17 @@ class ResultsLayout:
         )
 
     def list_dirs(self, *parts: str) -> list[str]:
-        """Names of the directories (on an object store: the prefixes) directly under `parts`, sorted."""
+        """Names of the directories directly under `parts`, sorted; on an object store the first
+        component of every deeper object's name (not every store lists its prefixes as directories)."""
         from pyarrow.fs import FileSelector, FileType
 
-        infos = self.fs.get_file_info(FileSelector(self.path(*parts), allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == FileType.Directory and not i.base_name.startswith("."))
+        base = self.path(*parts)
+        infos = self.fs.get_file_info(FileSelector(base, allow_not_found=True, recursive=self.object_store))
+        if self.object_store:
+            names = {i.path[len(base):].lstrip("/").split("/")[0] for i in infos if "/" in i.path[len(base):].lstrip("/")}
+        else:
+            names = {i.base_name for i in infos if i.type == FileType.Directory}
+        return sorted(name for name in names if not name.startswith("."))
 
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as f:

@@ -116,7 +116,7 @@ def run_leased(
     `resuming(attempt, step)` of an attempt after the first or one that starts from a checkpoint.
     """
     ft, results = trial.fault_tolerance, trial.results
-    if not leases.supported(results):  # gs://: no lease, no persistent attempt count, so no Tune retry
+    if not leases.supported(results):  # no conditional create here: no lease, no attempt count, so no Tune retry
         return execute(trial, report, provenance)
     lease, _ = leases.acquire(results, trial.trial_id, owner=owner, expiry_s=ft.lease_expiry_s)
     if lease is None:
@@ -209,7 +209,7 @@ def run_leased_group(
     if len(trials) == 1 or many_trainer_of(trials[0]) is None:
         return [run_leased(t, report_of(t), provenance, owner=owner, retry_here=retry_here, warn=warn, resuming=resuming) for t in trials]
     results, ft = trials[0].results, trials[0].fault_tolerance
-    if not leases.supported(results):  # gs://: no leases (see run_leased)
+    if not leases.supported(results):  # no leases (see run_leased)
         return list(execute_many(trials, provenance))
     outcomes: dict[str, store.RunRow | str] = {}
     with contextlib.ExitStack() as held:
