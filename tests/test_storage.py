@@ -81,6 +81,21 @@ def test_unreachable_object_store_is_one_line_before_anything_runs(write_spec, o
 # --- an S3 API on 127.0.0.1 (moto's server), when moto is installed -----------------------------
 
 
+def wait_for_server(proc, port: int, name: str) -> None:
+    """Until something listens on 127.0.0.1:port (skip the test when `proc` ends or 30 s pass)."""
+    import socket
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.skip(f"{name} did not start")
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """A real S3 HTTP API on a loopback port; `MOTO_PYTHONPATH` may point at a moto install."""
@@ -100,15 +115,7 @@ def s3_endpoint():
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.skip("moto's server did not start")
-                time.sleep(0.2)
+        wait_for_server(proc, port, "moto's server")
         query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
         from pyarrow.fs import FileSystem
 
@@ -139,13 +146,13 @@ def test_missing_bucket_is_one_line(s3_endpoint, write_spec, capsys):
     assert "the bucket no-such-bucket does not exist" in err and "test:test" not in err and err.count("\n") == 0, err
 
 
-def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spec, tmp_path, monkeypatch):
+def test_object_store_token_cache_is_copied_to_each_node(ray_local, object_store, write_spec, tmp_path, monkeypatch):
     import numpy as np
     from pyarrow.fs import FileSelector
 
     from scalegrid.data.identity import TokenCache, open_tokens
 
-    uri = s3_endpoint("sweeps/tiny")
+    uri = object_store("sweeps/tiny")
     monkeypatch.setenv("SCALEGRID_CACHE", str(tmp_path / "driver-node"))
     # Stages on the object store too: an ensemble of 2 (its members' weights read through the
     # store) and a token-level student of it.
@@ -170,8 +177,7 @@ def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spe
 def gcs_endpoint():
     """A GCS JSON API on a loopback port: fake-gcs-server (the Go binary its wheel bundles), which
     honours `ifGenerationMatch` (gcp-storage-emulator does not: two conditional creators both win).
-    `anonymous@` has pyarrow send no credentials; google-cloud-storage finds it by STORAGE_EMULATOR_HOST."""
-    import os
+    `anonymous@`: no credentials (pyarrow and google-cloud-storage alike)."""
     import socket
     import subprocess
 
@@ -191,27 +197,12 @@ def gcs_endpoint():
     proc = subprocess.Popen([str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
                              "-public-host", f"127.0.0.1:{port}", "-log-level", "error"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    before = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    conditional._gcs_client.cache_clear()
+    uri = f"gs://anonymous@bucket/%s?endpoint_override=127.0.0.1:{port}&scheme=http"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.skip("fake-gcs-server did not start")
-                time.sleep(0.1)
-        conditional._gcs_client().create_bucket("bucket")
-        yield lambda path: f"gs://anonymous@bucket/{path}?endpoint_override=127.0.0.1:{port}&scheme=http"
+        wait_for_server(proc, port, "fake-gcs-server")
+        conditional.gcs_client(uri % "").create_bucket("bucket")
+        yield lambda path: uri % path
     finally:
-        if before is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = before
-        conditional._gcs_client.cache_clear()
         proc.terminate()
         proc.wait(timeout=10)
 
@@ -220,6 +211,24 @@ def gcs_endpoint():
 def object_store(request):
     """S3 (moto's server) and GCS (fake-gcs-server), both on 127.0.0.1: `path -> URI`."""
     return request.getfixturevalue("s3_endpoint" if request.param == "s3" else "gcs_endpoint")
+
+
+def test_a_multi_worker_trial_on_s3_results(ray_local, s3_endpoint, write_spec):
+    """Two FSDP2 workers write their checkpoint shards, the saved model and the rows to S3."""
+    from scalegrid.orchestrator import leases
+
+    uri = s3_endpoint("sweeps/two-workers")
+    spec = write_spec({**TINY_LM, "results": uri, "resources": {"workers": 2, "cpus_per_worker": 0.45},
+                       "train": {**TINY_LM["train"], "parallelism": "fsdp"},
+                       "fault_tolerance": {"max_failures": 0, "checkpoint_every": 4}})
+    assert main(["run", str(spec), "--no-report"]) == 0
+    (row,) = load_runs(uri).itertuples()
+    assert row.status == "COMPLETED" and row.world_size == 2 and row.resumed_from_step == 0 and row.restarts == 0, row.error
+    results = storage.layout(uri)
+    assert results.has_model(row.trial_id) and results.list_dirs("checkpoints", row.trial_id) == []  # written, then removed
+    (start,) = leases.history(results, row.trial_id)  # rank 0's one start
+    assert start["resumed_from_step"] == 0 and start["node"]
+    assert len(load_curves(uri)) > 1
 
 
 def test_checkpoints_on_an_object_store(object_store):

@@ -5,16 +5,16 @@ own client. S3: a PUT with `If-None-Match: *` (S3 honours it since 2024, moto's 
 boto3 with the endpoint, credentials and region of the results URI (`s3://KEY:SECRET@bucket/dir?
 endpoint_override=HOST:PORT&scheme=http&region=R`; without them boto3's own chain: environment,
 profile, instance role). GCS: an upload with the precondition `ifGenerationMatch=0` (the object has
-no live generation), by google-cloud-storage (the `gcs` extra) with the application's default
-credentials, or against `STORAGE_EMULATOR_HOST` when that is set (as pyarrow's GCS does too). Two
-creators of one name: exactly one gets True.
+no live generation), by google-cloud-storage (the `gcs` extra) with the endpoint of the results
+URI as pyarrow reads it (`gs://anonymous@bucket/dir?endpoint_override=HOST:PORT&scheme=http`: no
+credentials) or else the application's default credentials. Two creators of one name: exactly
+one gets True.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import os
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from scalegrid.storage.layout import Parts, ResultsLayout
@@ -38,7 +38,7 @@ def create_if_absent(results: ResultsLayout, parts: Parts, data: bytes) -> bool:
     """Write `data` at `parts` unless an object is there; True when this call created it."""
     bucket, key = results.path(*parts).split("/", 1)
     if results.scheme == "gs":
-        return _gcs_create(bucket, key, data)
+        return _gcs_create(results.uri, bucket, key, data)
     from botocore.exceptions import ClientError
 
     try:
@@ -51,25 +51,31 @@ def create_if_absent(results: ResultsLayout, parts: Parts, data: bytes) -> bool:
     return True
 
 
-def _gcs_create(bucket: str, key: str, data: bytes) -> bool:
+def _gcs_create(uri: str, bucket: str, key: str, data: bytes) -> bool:
     from google.api_core.exceptions import PreconditionFailed
 
     try:
-        _gcs_client().bucket(bucket).blob(key).upload_from_string(data, if_generation_match=0)
+        gcs_client(uri).bucket(bucket).blob(key).upload_from_string(data, if_generation_match=0)
     except PreconditionFailed:  # 412: a live generation exists, another creator won
         return False
     return True
 
 
-@functools.lru_cache(maxsize=1)
-def _gcs_client():
+@functools.lru_cache(maxsize=8)
+def gcs_client(uri: str):
+    """google-cloud-storage's client for a gs:// results URI, with pyarrow's reading of it."""
     from google.cloud import storage
 
-    if os.environ.get("STORAGE_EMULATOR_HOST"):  # the client then talks to the emulator, without credentials
+    parts = urlsplit(uri)
+    query = dict(parse_qsl(parts.query))
+    options = {}
+    if query.get("endpoint_override"):
+        options["client_options"] = {"api_endpoint": f"{query.get('scheme', 'https')}://{query['endpoint_override']}"}
+    if parts.username == "anonymous":
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project="emulator", credentials=AnonymousCredentials())
-    return storage.Client()
+        return storage.Client(project=query.get("project_id", "anonymous"), credentials=AnonymousCredentials(), **options)
+    return storage.Client(project=query.get("project_id"), **options)
 
 
 @functools.lru_cache(maxsize=8)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import sys
@@ -98,7 +99,7 @@ def check_feasible(r: ResourcesSpec, *, embedded: bool) -> None:
     nodes = [_this_machine()] if embedded else _live_nodes()
     if resources.placeable(nodes, r):
         return
-    node_types = [] if embedded else _autoscaler_node_types()
+    node_types = [] if embedded else [kind for kind, _ in _autoscaler_node_types()]
     if node_types and resources.placeable(node_types * r.workers, r):
         print(f"no node holds a trial ({resources.shown(r)}) now: trials wait for the autoscaler to add one", file=sys.stderr)
         return
@@ -132,8 +133,24 @@ def _shown(resources: dict[str, float]) -> str:
     return ", ".join(f"{resources[k]:g} {k}" for k in ("CPU", "GPU") if resources.get(k))
 
 
-def _autoscaler_node_types() -> list[dict[str, float]]:
-    """The resources of each node type the cluster's autoscaler may add ([] without one)."""
+def growable_resources() -> dict[str, float]:
+    """What trials may share in the joined cluster: its live nodes' resources plus all the nodes its
+    autoscaler may add (each node type's resources times its max count; inf for a type without
+    one). So a sweep on a cluster that starts cold runs trials side by side once the nodes come:
+    the pending trials' resource requests are what make the autoscaler add them. A node the
+    autoscaler added already counts twice: a ceiling, never below what is there."""
+    import ray
+
+    total = {kind: float(ray.cluster_resources().get(kind, 0.0)) for kind in resources.KINDS}
+    for node_type, count in _autoscaler_node_types():
+        for kind in resources.KINDS:
+            if node_type.get(kind, 0) > 0:
+                total[kind] += math.inf if count < 0 else node_type[kind] * count
+    return total
+
+
+def _autoscaler_node_types() -> list[tuple[dict[str, float], int]]:
+    """(resources, max count; -1 for none) of each node type the cluster's autoscaler may add ([] without one)."""
     try:
         from ray._private.state import state
 
@@ -142,7 +159,7 @@ def _autoscaler_node_types() -> list[dict[str, float]]:
         return []
     if config is None:
         return []
-    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    return [(dict(group.resources), group.max_count) for group in config.node_group_configs if group.max_count != 0]
 
 
 def check_shared_results(results: ResultsLayout, r: ResourcesSpec) -> None:
