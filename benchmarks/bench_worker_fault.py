@@ -86,10 +86,10 @@ def main() -> None:
         killed, before, after = None, set(), set()
         while proc.poll() is None:
             workers = train_workers(proc.pid)
-            if killed is None and workers and checkpoints.is_dir() and any(checkpoints.glob("step-*.pt")):
+            if killed is None and workers and checkpoints.is_dir() and any(checkpoints.glob("step-*/.metadata")):
                 before, killed = set(workers), workers[-1]
                 os.kill(killed, signal.SIGKILL)
-                print(f"killed RayTrainWorker pid {killed} after {sorted(p.name for p in checkpoints.glob('step-*.pt'))} "
+                print(f"killed RayTrainWorker pid {killed} after {sorted(p.parent.name for p in checkpoints.glob('step-*/.metadata'))} "
                       f"({time.perf_counter() - start:.1f} s into the run)")
             elif killed is not None:
                 after |= set(workers) - before  # the restarted worker group's processes

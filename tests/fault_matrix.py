@@ -15,8 +15,8 @@ A scenario returns a `Result`: what happened, and after the re-run
 from __future__ import annotations
 
 import contextlib
-import io
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -124,7 +124,8 @@ def starts(results: Path, trial_id: str) -> list[dict]:
 
 
 def checkpoints(results: Path, trial_id: str) -> list[Path]:
-    return sorted((results / "checkpoints" / trial_id).glob("step-*.pt"))
+    """The complete checkpoints of a trial (their DCP index written)."""
+    return sorted(p.parent for p in (results / "checkpoints" / trial_id).glob("step-*/.metadata"))
 
 
 def completed_rows(results: Path) -> dict[str, int]:
@@ -152,10 +153,11 @@ def verdict(fault: str, outcome: str, results: Path, ids: list[str], before: dic
 
 
 def leftovers(results: Path) -> list[str]:
-    """Temporaries of scalegrid's writers (Tune's own `.validate_storage_marker` is not one)."""
+    """Temporaries of scalegrid's writers (Tune's own `.validate_storage_marker` and a checkpoint's
+    DCP index `.metadata` are not ones)."""
     return [
         str(p.relative_to(results)) for p in results.rglob(".*")
-        if p.name != ".validate_storage_marker" and not p.name.startswith(".scalegrid-probe")
+        if p.name not in (".validate_storage_marker", ".metadata") and not p.name.startswith(".scalegrid-probe")
     ]
 
 
@@ -163,24 +165,20 @@ def leftovers(results: Path) -> list[str]:
 
 
 def planted_checkpoints(tmp: Path, run=scalegrid) -> Result:
-    """A pickle that runs `touch` and a truncated checkpoint, planted where two trials resume from.
-    `run(*args) -> (exit code, output)`: a child process, or the tests' in-process command."""
-    import torch
-
+    """A checkpoint index whose pickle runs `touch`, and a truncated one, planted where two trials
+    resume from. `run(*args) -> (exit code, output)`: a child process, or the tests' in-process command."""
     started, results = time.monotonic(), tmp / "results"
     spec = write_spec(tmp, results)
     poisoned, truncated = trial_ids(spec)
     marker = tmp / "pwned"
-    for tid in (poisoned, truncated):
-        (results / "checkpoints" / tid).mkdir(parents=True)
-    torch.save({"step": 999999999, "model": Payload(marker)}, results / "checkpoints" / poisoned / "step-999999999.pt")
-    buffer = io.BytesIO()
-    torch.save({"step": 8, "model": {"w": torch.zeros(1000)}}, buffer)
-    (results / "checkpoints" / truncated / "step-000000008.pt").write_bytes(buffer.getvalue()[:2000])
+    for tid, name in ((poisoned, "step-999999999"), (truncated, "step-000000008")):
+        (results / "checkpoints" / tid / name).mkdir(parents=True)
+    (results / "checkpoints" / poisoned / "step-999999999" / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
+    (results / "checkpoints" / truncated / "step-000000008" / ".metadata").write_bytes(pickle.dumps({"storage": [0] * 1000})[:2000 // 4])
     code, out = run("run", str(spec), "--no-report")
     assert code == 0, out[-3000:]
     assert not marker.exists(), "the planted pickle ran"
-    for tid, name in ((poisoned, "step-999999999.pt"), (truncated, "step-000000008.pt")):
+    for tid, name in ((poisoned, "step-999999999"), (truncated, "step-000000008")):
         assert f"trial {tid}: checkpoint" in out and f"{name} is unreadable" in out, out[-3000:]  # said on the driver
         assert len(list((results / "checkpoints" / tid).glob(f"{name}.corrupt-*"))) == 1  # kept aside
         assert [h["resumed_from_step"] for h in starts(results, tid)] == [0]  # the true step
@@ -305,7 +303,9 @@ def read_only_mid_trial(tmp: Path, size_mb: int = 64) -> Result | None:
         started, results = time.monotonic(), tmp / "disk" / "results"
         spec = write_spec(tmp, results)
         ids = trial_ids(spec)
-        proc = start("run", str(spec), "--no-report")
+        # -v: Ray's messages stay on the terminal, not in a log held open for writing on the disk
+        # (Linux refuses to remount a filesystem read-only while a file is open for writing there)
+        proc = start("run", str(spec), "--no-report", "-v")
         assert wait_for(lambda: any(checkpoints(results, t) for t in ids), proc), kill_group(proc)[-3000:]
         subprocess.run(["mount", "-o", "remount,ro", str(tmp / "disk")], check=True)
         out = proc.communicate(timeout=600)[0].decode()

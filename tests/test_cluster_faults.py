@@ -50,9 +50,9 @@ DRIVER = textwrap.dedent(
     facts = {"head": head, "worker": worker.node_id}
 
     def kill_worker_node_after_first_checkpoint():
-        while not list(Path(results, "checkpoints").glob("*/step-*.pt")):
+        while not list(Path(results, "checkpoints").glob("*/step-*/.metadata")):
             time.sleep(0.02)
-        facts["checkpoints_at_kill"] = sorted(p.name for p in Path(results, "checkpoints").glob("*/step-*.pt"))
+        facts["checkpoints_at_kill"] = sorted(p.parent.name for p in Path(results, "checkpoints").glob("*/step-*/.metadata"))
         ray.kill(hold)
         cluster.remove_node(worker, allow_graceful=False)
         facts["killed"] = True

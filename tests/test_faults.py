@@ -1,6 +1,6 @@
 """Faults through `scalegrid run` on a real local Ray: retries, corrupt results, two drivers, kill -9.
 
-Every fault is real: a truncated Parquet file, a checkpoint that does not fit the model, a second
+Every fault is real: a truncated Parquet file, a checkpoint that does not fit the trainer, a second
 driver process racing for the same grid, SIGKILL of a driver's whole process group.
 """
 
@@ -54,20 +54,35 @@ def test_corrupt_run_file_is_reported_kept_and_its_trial_rerun(ray_local, write_
     assert all(len(starts(results, t)) == 1 for t in runs["trial_id"] if t != victim)
 
 
-def test_a_trial_out_of_retries_is_a_failed_row_and_the_rest_finish(ray_local, write_spec, tmp_path, capsys):
+def plant_checkpoint_that_does_not_fit(trial) -> None:
+    """A readable checkpoint of the trial's model at step 4 whose loop state does not fit the
+    trainer (a loss window of another length): it loads, then every attempt raises applying it."""
     import torch
 
+    from scalegrid.trainers.dcp_checkpoint import Checkpointer
+    from scalegrid.trainers.lm_run import build_optimizer
+    from scalegrid.trainers.model import build_model
+    from scalegrid.trainers.parallelize import TrainingStep, shard_state_dicts
+
+    c, cpu = trial.config, torch.device("cpu")
+    step = TrainingStep(build_model(c.model, 257, c.train.seq_len, seed=0))
+    optimizer = build_optimizer(step.model, c.lr, c.weight_decay, c.train, cpu)
+    window = {"losses": torch.zeros(2, 2), "grad_norms": torch.zeros(2, 2), "count": 0, "first_step": 1}
+    with Checkpointer(trial.checkpoint_dir, keep=1) as checkpoints:
+        checkpoints.save(4, shard_state_dicts(step, optimizer), {"losses": window})
+
+
+def test_a_trial_out_of_retries_is_a_failed_row_and_the_rest_finish(ray_local, write_spec, tmp_path, capsys):
     results = tmp_path / "results"
     spec = write_spec({**TINY_LM, "seed": [0, 1], "fault_tolerance": {"checkpoint_every": 4, "max_failures": 1}})
-    broken, fine = [t.trial_id for t in make_plan(spec).trials]
-    # A checkpoint that does not fit the model: every attempt of that trial raises on resume.
-    (results / "checkpoints" / broken).mkdir(parents=True)
-    torch.save({"step": 4, "model": {"not.a.weight": torch.zeros(1)}}, results / "checkpoints" / broken / "step-000000004.pt")
+    broken, fine = make_plan(spec).trials
+    plant_checkpoint_that_does_not_fit(broken)
+    broken, fine = broken.trial_id, fine.trial_id
 
     assert main(["run", str(spec), "--no-report"]) == 1  # exits non-zero after finishing the other trial
     runs = load_runs(results).set_index("trial_id")
     assert runs.loc[fine, "status"] == "COMPLETED"
-    assert runs.loc[broken, "status"] == "FAILED" and "state_dict" in runs.loc[broken, "error"]
+    assert runs.loc[broken, "status"] == "FAILED" and "must match the size" in runs.loc[broken, "error"]
     tries = starts(results, broken)
     assert [h["attempt"] for h in tries] == [1, 2] and len({h["owner"] for h in tries}) == 1  # retried once by Tune
     assert "FAILED" in capsys.readouterr().err
@@ -110,7 +125,7 @@ def test_driver_killed_mid_sweep_then_rerun_loses_nothing_and_trains_nothing_twi
     while time.monotonic() < deadline and proc.poll() is None and interrupted is None:
         done = run_files(results)
         if done:
-            ckpts = [p.parent.name for p in (results / "checkpoints").glob("*/step-*.pt") if p.parent.name not in done]
+            ckpts = [p.parent.parent.name for p in (results / "checkpoints").glob("*/step-*/.metadata") if p.parent.parent.name not in done]
             interrupted = ckpts[0] if ckpts else None
         time.sleep(0.05)
     members = group_members(proc.pid)  # the driver, its embedded Ray and its workers

@@ -108,6 +108,21 @@ def test_the_live_table_is_drawn_only_while_trials_run():
     assert "trial" in drawn and "x llama-50k" in drawn
 
 
+def test_a_trial_that_starts_again_is_said_once_with_the_step_it_resumes_from():
+    state = SweepProgress(total=1, planned_flops={"t": 1e9}, start=0.0)
+    state.started("t", "t llama-50k")
+    assert state.resumed("t", {**row(4, 256, 1.0, 4.0, 1e8), "resumed_from_step": 0}) is None  # a first attempt
+    assert state.resumed("t", {"attempt": 2, "resumed_from_step": 8}) == "t llama-50k: attempt 2 resumes from its checkpoint at step 8"
+    assert state.running_lines() == ["  t llama-50k: starting from step 8"]
+    later = {**row(12, 768, 3.0, 3.5, 5e8), "resumed_from_step": 8}
+    assert state.resumed("t", later) is None  # the rows of that attempt: said once
+    state.result("t", later)
+    assert state.running_lines() == ["  t llama-50k: step 12 (from 8), epoch 1.20, val_loss 3.5000, 256 tokens/s"]
+    # its workers restarted inside the attempt: the first row from another checkpoint says so
+    assert state.resumed("t", {**row(16, 1024, 4.0, 3.4, 7e8), "resumed_from_step": 12}) == "t llama-50k: resumes from its checkpoint at step 12"
+    assert state.resumed("t", {"attempt": 3, "resumed_from_step": 0}) == "t llama-50k: attempt 3 starts from scratch"
+
+
 def test_each_evaluation_reaches_the_driver_as_it_happens(ray_local, write_spec, capsys):
     spec = write_spec({**TINY_LM, "seed": [0, 1], "train": {**TINY_LM["train"], "eval_every": 4}})
     assert main(["run", str(spec), "--no-report", "--max-concurrent", "1"]) == 0

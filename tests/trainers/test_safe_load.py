@@ -63,33 +63,69 @@ def test_dcp_metadata_loads_with_its_allowlist_and_a_payload_does_not(tmp_path):
     assert not marker.exists()
 
 
+def save(directory, step, shards, trainer=None):
+    from scalegrid.trainers.dcp_checkpoint import Checkpointer
+
+    with Checkpointer(directory, keep=1 << 30) as checkpoints:
+        checkpoints.save(step, shards, trainer or {})
+
+
 def test_checkpoints_hold_only_weights_only_types(tmp_path):
     """The trainer's RNG states round-trip through the weights-only load."""
     import random
 
     import numpy as np
 
+    from scalegrid.trainers.dcp_checkpoint import load as load_checkpoint
+
     directory = layout(tmp_path).checkpoints("0123456789abcdef")
     np.random.seed(3)
     random.seed(4)
-    checkpoint.save(directory, 2, {"rng": checkpoint.rng_state()}, keep=1)
+    save(directory, 2, {"w": torch.ones(3)}, {"rng": checkpoint.rng_state()})
     expected = (np.random.rand(), random.random(), torch.rand(1))
-    step, state = checkpoint.latest(directory)
+    shards = {"w": torch.zeros(3)}
+    state = load_checkpoint(directory, 2, shards)
     checkpoint.set_rng_state(state["rng"])
-    assert step == 2 and (np.random.rand(), random.random(), torch.rand(1)) == expected
+    assert state["step"] == 2 and torch.equal(shards["w"], torch.ones(3))
+    assert (np.random.rand(), random.random(), torch.rand(1)) == expected
 
 
 def test_resume_point_sets_unreadable_checkpoints_aside(tmp_path):
     directory = layout(tmp_path).checkpoints("0123456789abcdef")
     for step in (2, 4):
-        checkpoint.save(directory, step, {"w": torch.ones(2) * step}, keep=5)
+        save(directory, step, {"w": torch.ones(2) * step})
     folder = tmp_path / "checkpoints" / "0123456789abcdef"
     marker = tmp_path / "pwned"
-    torch.save({"w": Payload(marker)}, folder / "step-999999999.pt")  # poisoned
-    (folder / "step-000000006.pt").write_bytes((folder / "step-000000004.pt").read_bytes()[:100])  # truncated
+    poisoned = folder / "step-999999999"  # a planted DCP index naming os.system
+    poisoned.mkdir()
+    (poisoned / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
+    (poisoned / "trainer.pt").write_bytes((folder / "step-000000004" / "trainer.pt").read_bytes())
+    truncated = folder / "step-000000006"  # a copy of step 4 with its shard cut short
+    truncated.mkdir()
+    for name in (".metadata", "trainer.pt", "__0_0.distcp"):
+        data = (folder / "step-000000004" / name).read_bytes()
+        (truncated / name).write_bytes(data[:100] if name.endswith(".distcp") else data)
+    assert checkpoint.steps(directory) == [2, 4, 6, 999999999]
     step, notes = checkpoint.resume_point(directory)
     assert step == 4 and not marker.exists()
-    assert len(notes) == 2 and "step-999999999.pt is unreadable (UnsafePickle" in notes[0]
-    assert sorted(p.name.split(".corrupt-")[0] for p in folder.glob("*.corrupt-*")) == ["step-000000006.pt", "step-999999999.pt"]
+    assert len(notes) == 2 and "step-999999999 is unreadable (UnsafePickle: refused to load posix.system" in notes[0]
+    assert "step-000000006 is unreadable (ValueError: shard __0_0.distcp holds 100 bytes" in notes[1]
+    assert sorted(p.name.split(".corrupt-")[0] for p in folder.glob("*.corrupt-*")) == ["step-000000006", "step-999999999"]
     checkpoint.remove(directory)  # a finished trial's checkpoints go; what was set aside stays
     assert len(list(folder.glob("*.corrupt-*"))) == 2 and checkpoint.steps(directory) == []
+
+
+def test_a_planted_pickle_among_a_checkpoints_values_is_refused(tmp_path):
+    """DCP unpickles every non-tensor value with weights_only=False; scalegrid's loader does not."""
+    import torch.distributed.checkpoint as dcp
+
+    from scalegrid.trainers.dcp_checkpoint import load as load_checkpoint
+
+    directory = layout(tmp_path).checkpoints("0123456789abcdef")
+    marker = tmp_path / "pwned"
+    save(directory, 2, {"w": torch.ones(2), "note": "fine"})
+    dcp.save({"w": torch.ones(2), "note": Payload(marker)}, checkpoint_id=str(tmp_path / "checkpoints" / "0123456789abcdef" / "step-000000002"))
+    checkpoint.check(directory, 2)  # its index is plain data: only loading meets the payload
+    with pytest.raises(UnsafePickle):
+        load_checkpoint(directory, 2, {"w": torch.zeros(2), "note": ""})
+    assert not marker.exists()

@@ -138,7 +138,7 @@ def _train(plan: SweepPlan, address: str | None, max_concurrent: int | None, cal
 
 def ray_log_file(plan: SweepPlan) -> Path:
     """Where Ray's own messages of this run go unless -v: RESULTS/logs/, or this node's cache for remote results."""
-    parts = plan.results.ray_log(f"{plan.sweep.name}-{dt.datetime.now():%Y%m%d-%H%M%S}.log")
+    parts = plan.results.ray_log(f"{plan.sweep.name}-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log")  # drivers side by side: one each
     return plan.results.local(*parts) or node_cache_dir().joinpath(*parts)
 
 

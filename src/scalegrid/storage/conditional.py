@@ -1,27 +1,34 @@
-"""Create an object only if it does not exist yet: the one primitive that leases need on S3.
+"""Create an object only if it does not exist yet: the one primitive that leases need on an object store.
 
-pyarrow's filesystems cannot send S3's conditional PUT (`If-None-Match: *`, which S3 honours
-since 2024 and moto's server honours too), so this one call goes through boto3 with the endpoint,
-credentials and region of the results URI (`s3://KEY:SECRET@bucket/dir?endpoint_override=HOST:PORT
-&scheme=http&region=R`; without them boto3's own chain: environment, profile, instance role).
-Two creators of one name: exactly one gets True. GCS (`ifGenerationMatch=0`) is not wired yet:
-`gs://` results have no leases.
+pyarrow's filesystems cannot send a conditional create, so this one call goes through the store's
+own client. S3: a PUT with `If-None-Match: *` (S3 honours it since 2024, moto's server too), by
+boto3 with the endpoint, credentials and region of the results URI (`s3://KEY:SECRET@bucket/dir?
+endpoint_override=HOST:PORT&scheme=http&region=R`; without them boto3's own chain: environment,
+profile, instance role). GCS: an upload with the precondition `ifGenerationMatch=0` (the object has
+no live generation), by google-cloud-storage (the `gcs` extra) with the endpoint of the results
+URI as pyarrow reads it (`gs://anonymous@bucket/dir?endpoint_override=HOST:PORT&scheme=http`: no
+credentials) or else the application's default credentials. Two creators of one name: exactly
+one gets True.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from scalegrid.storage.layout import Parts, ResultsLayout
 
 
+CLIENTS = {"s3": "boto3", "gs": "google.cloud.storage"}  # the module each store's conditional create needs
+
+
 def supported(results: ResultsLayout) -> bool:
-    """Whether `create_if_absent` works on this store (and boto3 is installed for S3)."""
-    if results.scheme != "s3":
+    """Whether `create_if_absent` works on this store: S3 with boto3, GCS with google-cloud-storage."""
+    if results.scheme not in CLIENTS:
         return False
     try:
-        import boto3  # noqa: F401
+        importlib.import_module(CLIENTS[results.scheme])
     except ImportError:
         return False
     return True
@@ -29,9 +36,11 @@ def supported(results: ResultsLayout) -> bool:
 
 def create_if_absent(results: ResultsLayout, parts: Parts, data: bytes) -> bool:
     """Write `data` at `parts` unless an object is there; True when this call created it."""
+    bucket, key = results.path(*parts).split("/", 1)
+    if results.scheme == "gs":
+        return _gcs_create(results.uri, bucket, key, data)
     from botocore.exceptions import ClientError
 
-    bucket, key = results.path(*parts).split("/", 1)
     try:
         _client(results.uri).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
     except ClientError as err:
@@ -40,6 +49,33 @@ def create_if_absent(results: ResultsLayout, parts: Parts, data: bytes) -> bool:
             return False
         raise
     return True
+
+
+def _gcs_create(uri: str, bucket: str, key: str, data: bytes) -> bool:
+    from google.api_core.exceptions import PreconditionFailed
+
+    try:
+        gcs_client(uri).bucket(bucket).blob(key).upload_from_string(data, if_generation_match=0)
+    except PreconditionFailed:  # 412: a live generation exists, another creator won
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=8)
+def gcs_client(uri: str):
+    """google-cloud-storage's client for a gs:// results URI, with pyarrow's reading of it."""
+    from google.cloud import storage
+
+    parts = urlsplit(uri)
+    query = dict(parse_qsl(parts.query))
+    options = {}
+    if query.get("endpoint_override"):
+        options["client_options"] = {"api_endpoint": f"{query.get('scheme', 'https')}://{query['endpoint_override']}"}
+    if parts.username == "anonymous":
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=query.get("project_id", "anonymous"), credentials=AnonymousCredentials(), **options)
+    return storage.Client(project=query.get("project_id"), **options)
 
 
 @functools.lru_cache(maxsize=8)

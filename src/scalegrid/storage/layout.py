@@ -8,8 +8,8 @@ Every path under RESULTS is named here, once:
     search/<cell_id>.parquet         one row per step of a cell's search (orchestrator/planning/cells.py)
     evals/<eval_id>.parquet          one row per metric of a downstream evaluation (a model on a task)
     models/<trial_id>/               final weights, `save_pretrained` (config.json written last)
-    checkpoints/<trial_id>/          a running trial's checkpoints (trainers/checkpoint.py)
-    trunks/<trunk_id>/               a wsd trunk's states where shorter epoch counts branch off (trainers/trunks.py)
+    checkpoints/<trial_id>/step-<N>/ a running trial's checkpoints, every process's shards (trainers/checkpoint.py)
+    trunks/<trunk_id>/step-<N>/      a wsd trunk's states where shorter epoch counts branch off (trainers/trunks.py)
     leases/<trial_id>/               who trains a trial now (gen-N), and its attempts (history.jsonl; on S3 history/<time>.json) (orchestrator/leases.py)
     cache/tokens/<key>/              a tokenized corpus (data/corpus/cache.py; meta.json written last)
     cache/files/<fingerprint>.json   a local corpus file's SHA-256, found by its cheap fingerprint
@@ -57,7 +57,7 @@ CORRUPT_SUFFIX = ".corrupt-"  # an unreadable run file or checkpoint, set aside 
 # The longest path written under a root, past it: Tune's trial files (tune/<sweep name, at most
 # 100>-<stamp>-<owner>/<pack>/...) are the deepest; names here are far shorter.
 LONGEST_UNDER_ROOT = 400
-_CHECKPOINT = re.compile(r"^step-(\d+)\.pt$")
+_CHECKPOINT = re.compile(r"^step-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class ResultsLayout:
         return CheckpointDir(self, trial_id)
 
     def trunk(self, trunk_id: str) -> CheckpointDir:
-        """`trunks/<trunk_id>/step-<N>.pt`: the stable phase shared by a grid point's epoch counts."""
+        """`trunks/<trunk_id>/step-<N>/`: the stable phase shared by a grid point's epoch counts."""
         return CheckpointDir(self, trunk_id, top="trunks")
 
     def lease_dir(self, trial_id: str) -> Parts:
@@ -215,6 +215,19 @@ class ResultsLayout:
         named = [i for i in infos if i.base_name.endswith(suffix) and not i.base_name.startswith(".")]
         return sorted(i.base_name for i in named if i.type == FileType.File), sorted(i.base_name for i in named if i.type != FileType.File)
 
+    def list_dirs(self, *parts: str) -> list[str]:
+        """Names of the directories directly under `parts`, sorted; on an object store the first
+        component of every deeper object's name (not every store lists its prefixes as directories)."""
+        from pyarrow.fs import FileSelector, FileType
+
+        base = self.path(*parts)
+        infos = self.fs.get_file_info(FileSelector(base, allow_not_found=True, recursive=self.object_store))
+        if self.object_store:
+            names = {i.path[len(base):].lstrip("/").split("/")[0] for i in infos if "/" in i.path[len(base):].lstrip("/")}
+        else:
+            names = {i.base_name for i in infos if i.type == FileType.Directory}
+        return sorted(name for name in names if not name.startswith("."))
+
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as f:
             return f.read()
@@ -256,12 +269,29 @@ class ResultsLayout:
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path(*parts))
 
+    def delete_dir(self, parts: Parts) -> None:
+        """Remove the directory at `parts` and all under it; one that is already gone is fine."""
+        from pyarrow.fs import FileType
+
+        if self.info(*parts).type == FileType.Directory or self.object_store:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.delete_dir(self.path(*parts))
+
     def move(self, src: Parts, dst: Parts) -> None:
-        self.fs.move(self.path(*src), self.path(*dst))
+        """Rename a file, or a directory (on an object store: each of its files, one by one)."""
+        from pyarrow.fs import FileSelector, FileType
+
+        if not (self.object_store and self.info(*src).type != FileType.File):
+            self.fs.move(self.path(*src), self.path(*dst))
+            return
+        base = self.path(*src)
+        for info in self.fs.get_file_info(FileSelector(base, recursive=True)):
+            if info.type == FileType.File:
+                self.fs.move(info.path, self.path(*dst, *info.path[len(base):].lstrip("/").split("/")))
 
     def set_aside(self, parts: Parts) -> Parts:
-        """Rename an unreadable file to `<name>.corrupt-<time>` beside it: kept for a look, never
-        deleted, and no longer read (no reader lists that suffix)."""
+        """Rename an unreadable file or directory to `<name>.corrupt-<time>` beside it: kept for a
+        look, never deleted, and no longer read (no reader lists that suffix)."""
         aside = (*parts[:-1], f"{parts[-1]}{CORRUPT_SUFFIX}{int(time.time())}")
         self.move(parts, aside)
         return aside
@@ -342,8 +372,8 @@ class ResultsLayout:
 
 @dataclass(frozen=True)
 class CheckpointDir:
-    """`checkpoints/<trial_id>/step-<N>.pt` (or `trunks/<trunk_id>/...`) under a results root
-    (trainers/checkpoint.py writes them)."""
+    """`checkpoints/<trial_id>/step-<N>/` (or `trunks/<trunk_id>/...`) under a results root: one
+    directory per checkpoint (trainers/checkpoint.py says what is in it)."""
 
     results: ResultsLayout
     trial_id: str
@@ -354,10 +384,14 @@ class CheckpointDir:
         return (self.top, self.trial_id)
 
     def name(self, step: int) -> str:
-        return f"step-{step:09d}.pt"
+        return f"step-{step:09d}"
+
+    def step_parts(self, step: int) -> Parts:
+        """The directory of the checkpoint at `step`."""
+        return (*self.parts, self.name(step))
 
     def step_of(self, name: str) -> int | None:
-        """The step of a checkpoint file's name; None for any other file."""
+        """The step of a checkpoint directory's name; None for any other name."""
         match = _CHECKPOINT.match(name)
         return int(match.group(1)) if match else None
 

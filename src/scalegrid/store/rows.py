@@ -56,6 +56,8 @@ class RunRow:
     distill_method: str | None = None  # distill: token | sequence
     combine: str | None = None  # k > 1 members averaged (an ensemble, a student's teacher): probs | logits
     world_size: int = 1  # processes that trained the trial: Ray Train's workers (`resources.workers`); 1 otherwise
+    resumed_from_step: int | None = None  # the checkpoint step its last attempt started from (0: from scratch); null for an ensemble
+    restarts: int | None = None  # attempts before its last one (Tune's retries, its workers' restarts, earlier runs); null for an ensemble
     stopped_epoch: int | None = None  # an adaptive stop (train.stop): the epoch after which it entered the decay
     memorised_train: float | None = None  # train.memorisation_samples: generated n-grams found in the training data, after training prompts
     memorised_val: float | None = None  # ... after validation prompts
@@ -73,6 +75,7 @@ class CurveRow:
     val_loss: float
     lr: float
     wall_s: float
+    resumed_from_step: int | None = None  # the checkpoint step of the attempt that evaluated it (0: from scratch)
     # train.diagnostics: at each epoch's end (trainers/diagnostics.py); null elsewhere
     grad_norm: float | None = None
     grad_cosine: float | None = None
@@ -177,8 +180,8 @@ def eval_rows(
     ]
 
 
-def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: dict[str, str]) -> RunRow:
-    """The run row of a trained trial (stage train or distill)."""
+def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: dict[str, str], restarts: int = 0) -> RunRow:
+    """The run row of a trained trial (stage train or distill); `restarts`: its attempts before this one."""
     config = trial.config
     return RunRow(
         **_point_columns(trial, provenance),
@@ -188,7 +191,7 @@ def trial_row(trial: Trial, result: TrialResult, *, wall_s: float, provenance: d
         member=config.member, val_loss=result.val_loss, best_val_loss=result.best_val_loss,
         train_loss=result.train_loss, flops=result.flops, wall_s=wall_s, error=result.error,
         config_json=canonical_json(identity(config)), device=result.device, world_size=result.world_size,
-        **_teacher_columns(config),
+        resumed_from_step=result.resumed_from_step, restarts=restarts, **_teacher_columns(config),
         stopped_epoch=result.stopped_epoch, memorised_train=result.memorised_train, memorised_val=result.memorised_val,
     )
 

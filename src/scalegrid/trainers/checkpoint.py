@@ -1,68 +1,90 @@
-"""Trial checkpoints: `RESULTS/checkpoints/<trial_id>/step-<N>.pt`, written atomically, the newest kept.
+"""Trial checkpoints: `RESULTS/checkpoints/<trial_id>/step-<N>/`, every process writing its own shards.
 
-A checkpoint is one `torch.save` of a plain dict (the trainer decides what goes in: model,
-optimizer, step, data position, RNG states, curve rows so far) holding only tensors, numbers,
-strings, lists, tuples and dicts, so that it loads with torch's weights-only unpickler
-(`safe_load.load_torch`): a file planted in a shared results store runs nothing. It is written to
-a hidden temporary name in the trial's directory and renamed into place (on an object store: one
-PUT), so a killed writer leaves either the previous checkpoints or the new one, never half a file;
-then all but the newest `keep` are removed.
+A checkpoint is a directory in the format of `torch.distributed.checkpoint` (DCP):
 
-A checkpoint that does not load (truncated, a bad copy, or a pickle that names code) is set aside
-as `step-<N>.pt.corrupt-<time>` (kept for a look, never deleted, never loaded again) and the one
-before it is used. `resume_point` does that before a trial starts, so the attempt's history
-records the step it truly resumes from and the driver can be told.
+    step-<N>/__<rank>_0.distcp     each process's shards of the model and AdamW state (their own
+                                   slices under FSDP2; a replicated tensor is written by one process)
+    step-<N>/trainer.pt            the loop's own state, written by rank 0: the step, the loss window,
+                                   the curve rows so far, the wall time used, every RNG (plain data)
+    step-<N>/.metadata             DCP's index of the shards, written last: a step without it is
+                                   incomplete (a writer killed midway) and is never read
 
-    >>> save(trial.checkpoint_dir, step=400, state={...}, keep=2)
+So no process ever holds more than its own shards to save (rank 0 no longer gathers the model and
+AdamW state whole), the processes write at once, and a checkpoint written by W processes loads
+onto any other number (DCP reshards: `dcp_checkpoint.py` saves and loads). Nothing read back can
+execute: the index goes through the allow-list of `safe_load.DCP_METADATA`, `trainer.pt` and every
+non-tensor value through torch's weights-only unpickler. The newest `keep` checkpoints are kept.
+
+A checkpoint that does not load (truncated, a shard missing, or a pickle that names code) is set
+aside as `step-<N>.corrupt-<time>` (kept for a look, never deleted, never loaded again) and the one
+before it is used. `resume_point` checks the newest ones before a trial starts (its index, its
+trainer state, every shard file the index names being there and long enough), so the attempt's
+history records the step it truly resumes from and the driver can be told.
+
+This module reads and lists; it loads no torch until a checkpoint exists (the worker lists the
+checkpoints of trainers that never use torch).
+
     >>> step, notes = resume_point(trial.checkpoint_dir)  # the worker, before training
-    >>> step, state = latest(trial.checkpoint_dir)        # the trainer: (0, None) when there is none
+    >>> steps(trial.checkpoint_dir)                       # complete checkpoints, oldest first
 """
 
 from __future__ import annotations
 
 import io
 import random
-import sys
 
 from scalegrid.payloads import StateDict
 from scalegrid.storage.layout import CheckpointDir
-from scalegrid.trainers.safe_load import load_torch
+from scalegrid.trainers.safe_load import DCP_METADATA, load_torch, loads
 
-# torch is imported where used: the worker lists checkpoints of trainers that never load torch
+METADATA = ".metadata"  # DCP's index of the shards: written last
+TRAINER = "trainer.pt"  # the loop's plain state (rank 0)
 
 
 def steps(directory: CheckpointDir | None) -> list[int]:
-    """The steps that have a checkpoint file, oldest first (none without a directory)."""
+    """The steps that have a complete checkpoint (its index written), oldest first."""
     if directory is None:
         return []
-    return sorted(step for name in directory.results.list(*directory.parts) if (step := directory.step_of(name)) is not None)
+    found = (directory.step_of(name) for name in directory.results.list_dirs(*directory.parts))
+    return sorted(step for step in found if step is not None and directory.results.is_file(*directory.step_parts(step), METADATA))
 
 
-def save(directory: CheckpointDir, step: int, state: StateDict, *, keep: int) -> str:
-    """One atomic write (temp + rename on a filesystem, one PUT on an object store), then pruning."""
+def trainer_bytes(step: int, state: StateDict) -> bytes:
+    """`trainer.pt`: the loop's state with its step, for torch's weights-only unpickler."""
     import torch
 
     buffer = io.BytesIO()
     torch.save({"step": step, **state}, buffer)
-    path = directory.results.write_bytes((*directory.parts, directory.name(step)), buffer.getvalue())
-    for old in steps(directory)[:-keep]:
-        directory.results.delete((*directory.parts, directory.name(old)))
-    return path
+    return buffer.getvalue()
 
 
-def load(directory: CheckpointDir, step: int, *, mmap: bool = False) -> StateDict:
-    """The checkpoint of `step`, through the weights-only unpickler (`mmap`: map a local file's
-    tensors instead of reading them)."""
-    parts = (*directory.parts, directory.name(step))
-    local = directory.results.local(*parts)
-    if local is not None:
-        return load_torch(str(local), mmap=mmap)
-    return load_torch(io.BytesIO(directory.results.read_bytes(*parts)))
+def trainer_state(directory: CheckpointDir, step: int) -> StateDict:
+    """The loop's state saved with the checkpoint at `step` (weights-only)."""
+    return load_torch(io.BytesIO(directory.results.read_bytes(*directory.step_parts(step), TRAINER)))
+
+
+def check(directory: CheckpointDir, step: int) -> None:
+    """Raise unless the checkpoint at `step` can be loaded: its index unpickles through the
+    allow-list, its trainer state weights-only, and every shard file the index names is there and
+    holds every byte the index points at. (What the shards hold is read when they are loaded.)"""
+    results, parts = directory.results, directory.step_parts(step)
+    index = loads(results.read_bytes(*parts, METADATA), DCP_METADATA)
+    storage = getattr(index, "storage_data", None)
+    if not isinstance(storage, dict):
+        raise ValueError(f"{METADATA} is not a checkpoint index ({type(index).__name__})")
+    trainer_state(directory, step)
+    needed: dict[str, int] = {}
+    for where in storage.values():
+        needed[where.relative_path] = max(needed.get(where.relative_path, 0), where.offset + where.length)
+    for name, size in sorted(needed.items()):
+        held = results.info(*parts, name).size or 0
+        if held < size:
+            raise ValueError(f"shard {name} holds {held} bytes, its index needs {size}")
 
 
 def set_aside(directory: CheckpointDir, step: int, err: Exception) -> str:
     """Rename an unreadable checkpoint aside; returns the warning that says so."""
-    parts = (*directory.parts, directory.name(step))
+    parts = directory.step_parts(step)
     aside = directory.results.set_aside(parts)
     reason = f"{err.__class__.__name__}: {' '.join(str(err).split())[:160]}"
     return f"checkpoint {directory.results.shown(*parts)} is unreadable ({reason}); set aside as {aside[-1]}"
@@ -71,32 +93,30 @@ def set_aside(directory: CheckpointDir, step: int, err: Exception) -> str:
 def resume_point(directory: CheckpointDir | None) -> tuple[int, list[str]]:
     """(the step a trial will resume from, 0 for none; a warning per unreadable checkpoint set aside).
 
-    Loads the newest checkpoints until one loads; a local file's tensors are mapped, not read."""
+    Checks the newest checkpoints (`check`) until one passes."""
     notes = []
     for step in reversed(steps(directory)):
         try:
-            load(directory, step, mmap=directory.results.local_path is not None)
+            check(directory, step)
             return step, notes
         except Exception as err:  # noqa: BLE001 - truncated, not a checkpoint, refused global: set aside
             notes.append(set_aside(directory, step, err))
     return 0, notes
 
 
-def latest(directory: CheckpointDir | None) -> tuple[int, StateDict | None]:
-    """(step, state) of the newest readable checkpoint, or (0, None); unreadable ones are set aside."""
-    for step in reversed(steps(directory)):
-        try:
-            return step, load(directory, step)
-        except Exception as err:  # noqa: BLE001 - an unreadable checkpoint: fall back to the one before
-            print(f"scalegrid: warning: {set_aside(directory, step, err)}", file=sys.stderr)
-    return 0, None
+def prune(directory: CheckpointDir, keep: int) -> None:
+    """Remove all but the newest `keep` complete checkpoints (and nothing set aside)."""
+    for old in steps(directory)[:-keep]:
+        directory.results.delete_dir(directory.step_parts(old))
 
 
 def remove(directory: CheckpointDir) -> None:
-    """Drop a finished trial's checkpoints: they only ever serve to resume an unfinished one (the
-    ones set aside stay)."""
-    for step in steps(directory):
-        directory.results.delete((*directory.parts, directory.name(step)))
+    """Drop a finished trial's checkpoints, incomplete ones too: they only ever serve to resume an
+    unfinished trial (the ones set aside stay)."""
+    for name in directory.results.list_dirs(*directory.parts):
+        step = directory.step_of(name)
+        if step is not None:
+            directory.results.delete_dir(directory.step_parts(step))
 
 
 def rng_state() -> StateDict:

@@ -23,8 +23,9 @@ AdamW, SDPA attention and torch.compile per decoder layer (`parallelize.py`).
 
 A trial of `resources.workers` > 1 runs this same loop in every Ray Train worker
 (`orchestrator/execution/train_workers.py`): each takes its share of every batch and the gradients are
-averaged under DDP or FSDP2 (`parallelize.py`: `Ranks`, `gradient_sync`); rank 0 alone writes
-checkpoints and the saved model (gathered whole from the shards under FSDP2).
+averaged under DDP or FSDP2 (`parallelize.py`: `Ranks`, `gradient_sync`); every process writes its
+own shards of each checkpoint, and rank 0 alone the saved model (gathered whole from the shards
+under FSDP2, once, at the end).
 
 A trial computes on the GPU Ray gave it, or the CPU (`devices.py`). An optimizer step's batch
 runs as micro-batches of `micro_batch_size` sequences (`auto`: the largest divisor of the batch
@@ -41,29 +42,32 @@ zero gradient norm (overflowed activations: with AdamW and clipping a huge lr of
 model at a finite loss instead of producing NaN) and a loss over 10x that of uniform guessing.
 
 Every `fault_tolerance.checkpoint_every` steps (after that step's eval, if any) the `TrainState`
-is checkpointed under `RESULTS/checkpoints/<trial_id>/` (`checkpoint.py`): weights, AdamW moments,
-the step (which with `(seed, epoch)` fixes the data position), the loss window, the curve rows so
-far, the wall time used and every RNG. A trial that finds a checkpoint starts from the newest one,
-so an interrupted trial ends exactly where an uninterrupted one does, having lost at most one
-interval of work.
+is checkpointed under `RESULTS/checkpoints/<trial_id>/step-<N>/` (`checkpoint.py`): weights, AdamW
+moments, the step (which with `(seed, epoch)` fixes the data position), the loss window, the curve
+rows so far, the wall time used and every RNG; each process writes its own shards, in the
+background while training goes on (`dcp_checkpoint.py`). A trial that finds a checkpoint starts
+from the newest one, on however many processes it has now, so an interrupted trial ends exactly
+where an uninterrupted one does, having lost at most one interval of work; its result, its run row
+and every curve row after it say the step it resumed from (`resumed_from_step`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
 
 import torch
 
-from scalegrid.storage.layout import CheckpointDir
-from scalegrid.trainers import checkpoint, devices, memorisation
+from scalegrid.trainers import devices, memorisation
+from scalegrid.trainers.dcp_checkpoint import Checkpointer
 from scalegrid.trainers.loss import lm_loss, predicted_tokens
 from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import count_params
 from scalegrid.spec.stopping import should_stop
 from scalegrid.trainers.parallelize import (
-    evaluation_module, evaluation_stance, full_state_dicts, full_tensor, gradient_sync, is_sharded,
+    evaluation_module, evaluation_stance, full_model_state, full_tensor, gradient_sync, is_sharded,
 )
 from scalegrid.trainers.probe import GradientProbe
 from scalegrid.trainers.schedule import decay_start, decay_steps_after, lr_at, wsd_lr
@@ -84,27 +88,27 @@ def train(
     a `wsd` epochs axis starts from and saves trunk states (`trunk`, `trunks.py`)."""
     run = Run.build(trial, extra_sequences, batch_loss)
     run.trunk = trunk  # one process only: `trial_feeds.make_packs` groups trunks of one-worker trials
-    state = TrainState(run.model, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr,
+    state = TrainState(run.step, run.optimizer, LossWindow(run.t.log_every, run.device, run.vocab_size), lr=trial.config.lr,
                        probe=GradientProbe.build(run) if run.t.diagnostics else None)
-    state.sharded = run.step if is_sharded(run.step) else None
-    directory = trial.checkpoint_dir
     state.total_steps, state.decay_start = run.total_steps, decay_start(run.total_steps, run.t)
-    resumed_from = state.resume(directory)
-    if resumed_from == 0 and trunk and trunk.start is not None:
-        resumed_from = state.branch(trunk)
-    error, step = None, resumed_from
-    while step < state.total_steps and not error:  # a resumed run's first step was evaluated and saved
-        state.set_lr(lr_of(run, state, step))
-        if step > resumed_from:
-            error = at_step_start(run, state, step, report, directory)
-        if not error:
-            error = train_step(run, state, step)
-            step += 1
+    with run.checkpointer(trial.checkpoint_dir, trial.fault_tolerance.keep_checkpoints) as checkpoints, \
+            (run.checkpointer(trunk.directory, keep=1 << 30) if trunk else contextlib.nullcontext()) as trunk_states:
+        resumed_from = state.resume(trial.checkpoint_dir, run.group)
+        if resumed_from == 0 and trunk and trunk.start is not None:
+            resumed_from = state.branch(trunk)
+        error, step = None, resumed_from
+        while step < state.total_steps and not error:  # a resumed run's first step was evaluated and saved
+            state.set_lr(lr_of(run, state, step))
+            if step > resumed_from:
+                error = at_step_start(run, state, step, report, (checkpoints, trunk_states))
+            if not error:
+                error = train_step(run, state, step)
+                step += 1
     if not error:  # the run finished: read the last window and evaluate the final model
         error = state.read_losses()
         if not error:
             evaluate_into(run, state, state.total_steps, report)
-    return finish(run, state, error, resumed_from)
+    return finish(run, state, error)
 
 
 def lr_of(run: Run, state: TrainState, step: int) -> float:
@@ -114,9 +118,11 @@ def lr_of(run: Run, state: TrainState, step: int) -> float:
     return lr_at(step, run.total_steps, run.trial.config.lr, run.t)
 
 
-def at_step_start(run: Run, state: TrainState, step: int, report: Report, directory: CheckpointDir) -> str | None:
+def at_step_start(run: Run, state: TrainState, step: int, report: Report, savers: tuple[Checkpointer, Checkpointer | None]) -> str | None:
     """The hooks before step `step`: an evaluation every `eval_every` steps (and at every epoch's
-    end with `diagnostics`, which it measures), then a checkpoint every `checkpoint_every` steps. Returns why the trial diverged, if it did."""
+    end with `diagnostics`, which it measures), then a checkpoint every `checkpoint_every` steps
+    (and a trunk state where a shorter epoch count branches off). Returns why the trial diverged,
+    if it did."""
     epoch_end = step % run.steps_per_epoch == 0 and (state.probe or run.t.stop)
     if step % run.t.eval_every == 0 or epoch_end:
         error = state.read_losses()
@@ -127,13 +133,11 @@ def at_step_start(run: Run, state: TrainState, step: int, report: Report, direct
             return f"non-finite validation loss at step {step}"
         if epoch_end and run.t.stop:
             decide_stop(run, state, step)
-    ft = run.trial.fault_tolerance
-    if step % ft.checkpoint_every == 0 and (run.ranks.is_main or state.sharded is not None):
-        saved = state.state_dict(wall_s(run, state))  # under FSDP2 a collective
-        if run.ranks.is_main:  # the one writer: every process holds the same (gathered) state
-            checkpoint.save(directory, step, saved, keep=ft.keep_checkpoints)
-    if run.trunk and step in run.trunk.saves:  # a shorter epoch count's decay starts here
-        checkpoint.save(run.trunk.directory, step, state.state_dict(wall_s(run, state)), keep=1 << 30)
+    checkpoints, trunk_states = savers
+    if step % run.trial.fault_tolerance.checkpoint_every == 0:
+        state.save(checkpoints, step, wall_s(run, state))  # every process: its own shards
+    if trunk_states and step in run.trunk.saves:  # a shorter epoch count's decay starts here
+        state.save(trunk_states, step, wall_s(run, state))
     return None
 
 
@@ -193,6 +197,7 @@ def evaluate_into(run: Run, state: TrainState, step: int, report: Report) -> flo
         "val_loss": evaluate(run, run.val_seqs),
         "lr": state.lr,
         "wall_s": wall_s(run, state),
+        "resumed_from_step": state.resumed_from_step,  # the attempt that evaluated it started there
     }
     if state.probe is not None and step % run.steps_per_epoch == 0:
         row |= state.probe.measure(run, row["val_loss"])
@@ -201,14 +206,14 @@ def evaluate_into(run: Run, state: TrainState, step: int, report: Report) -> flo
     return row["val_loss"]
 
 
-def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) -> TrialResult:
+def finish(run: Run, state: TrainState, error: str | None) -> TrialResult:
     """The trial's result: COMPLETED with its final losses, or DIVERGED with why; saves the weights if asked."""
     cfg, curves = run.trial.config, state.curves
     if not error and not math.isfinite(curves[-1]["val_loss"]):
         error = f"non-finite validation loss at step {curves[-1]['step']}"
     diverged = error is not None
     if run.trial.save_model and not diverged:
-        whole = full_state_dicts(state.sharded, run.optimizer)[0] if state.sharded is not None else None  # a collective
+        whole = full_model_state(run.step) if is_sharded(run.step) else None  # a collective
         if run.ranks.is_main:
             save_model(run.model, run.trial, whole)
     memorised = {}
@@ -228,7 +233,7 @@ def finish(run: Run, state: TrainState, error: str | None, resumed_from: int) ->
         error=error,
         device=devices.device_name(run.device),
         curves=curves,
-        steps=state.total_steps, resumed_from_step=resumed_from, world_size=run.ranks.world_size,
+        steps=state.total_steps, resumed_from_step=state.resumed_from_step, world_size=run.ranks.world_size,
         stopped_epoch=state.stopped_epoch, **memorised,
     )
 

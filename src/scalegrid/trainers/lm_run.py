@@ -1,11 +1,12 @@
 """What an `lm` trial fixes before its first step (`Run`: device, data, model, optimizer, how a
-batch is split) and everything that changes while it trains (`TrainState`: what a checkpoint
-restores). The loop that uses them is `lm.py`."""
+batch is split, where checkpoints go) and everything that changes while it trains (`TrainState`:
+what a checkpoint restores). The loop that uses them is `lm.py`."""
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,12 +19,14 @@ from scalegrid.gpu_memory import loss_chunk_tokens, plan_micro_batch, sharded, u
 from scalegrid.spec import TrainSpec
 from scalegrid.storage.layout import CheckpointDir
 from scalegrid.trainers import checkpoint, devices
+from scalegrid.trainers.dcp_checkpoint import Checkpointer
+from scalegrid.trainers.dcp_checkpoint import load as load_checkpoint
 from scalegrid.trainers.loss import lm_loss
 from scalegrid.trainers.losswindow import LossWindow
 from scalegrid.trainers.model import build_model, param_groups
-from scalegrid.trainers.parallelize import Ranks, full_state_dicts, load_full_state_dicts, parallelize
+from scalegrid.trainers.parallelize import Ranks, checkpoint_group, load_shard_state_dicts, parallelize, shard_state_dicts
 from scalegrid.trainers.probe import GradientProbe
-from scalegrid.trainers.trunks import Trunk, load_branch
+from scalegrid.trainers.trunks import Trunk
 from scalegrid.trial import Trial
 
 # (model, micro-batch [b, s], predicted tokens of the whole optimizer batch) -> the micro-batch's
@@ -48,6 +51,7 @@ class Run:
     chunk_tokens: int  # positions per chunk of the lm head and cross-entropy
     ranks: Ranks  # this process among the trial's (`parallelize.py`): one, or Ray Train's W workers
     step: torch.nn.Module  # what a training step calls: the model with a loss, under DDP or FSDP2 when W > 1
+    group: object = None  # the processes' group for checkpoint writes (`parallelize.checkpoint_group`); None alone
     start: float = field(default_factory=time.perf_counter)
     trunk: Trunk | None = None  # a wsd epochs axis: the trunk states this run starts from and saves
 
@@ -72,7 +76,8 @@ class Run:
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, t, device)  # after FSDP2 replaced the parameters
         micro_batch = micro_batch_size(trial, vocab_size, device, shards=ranks.world_size if shard else 1)
         return cls(
-            trial, device, model, optimizer, train_seqs, val_seqs, vocab_size, order, loss, micro_batch, chunk_tokens, ranks, step, start
+            trial, device, model, optimizer, train_seqs, val_seqs, vocab_size, order, loss, micro_batch, chunk_tokens, ranks, step,
+            checkpoint_group(ranks), start,
         )
 
     @property
@@ -90,12 +95,15 @@ class Run:
     def autocast(self):
         return devices.autocast(self.device)
 
+    def checkpointer(self, directory: CheckpointDir, keep: int) -> Checkpointer:
+        return Checkpointer(directory, keep=keep, group=self.group)
+
 
 @dataclass
 class TrainState:
     """Everything that changes while training, and all that a checkpoint restores."""
 
-    model: torch.nn.Module
+    trained: torch.nn.Module  # the training step (`Run.step`): its state dicts, under DDP or FSDP2 too
     optimizer: torch.optim.Optimizer
     losses: LossWindow
     curves: list[dict] = field(default_factory=list)
@@ -103,11 +111,11 @@ class TrainState:
     lr: float = math.nan
     train_loss: float = math.nan
     wall_s_before: float = 0.0  # time of earlier attempts: wall_s counts every attempt
-    sharded: torch.nn.Module | None = None  # the FSDP2 step: its state dicts are gathered whole (a collective)
     probe: GradientProbe | None = None  # train.diagnostics: measured at every epoch's end
     total_steps: int = 0  # the run's steps; with an adaptive stop, fixed when the rule stops it
     decay_start: int = 0  # the first step of a wsd run's decay
     stopped_epoch: int | None = None  # the epoch an adaptive stop entered the decay after
+    resumed_from_step: int = 0  # the checkpoint (or trunk state) this attempt started from; 0: from scratch
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -121,15 +129,9 @@ class TrainState:
         self.train_loss, error = self.losses.read()
         return error
 
-    def state_dict(self, wall_s: float) -> StateDict:
-        """What a checkpoint holds; under FSDP2 every process calls it and rank 0's is whole."""
-        if self.sharded is not None:
-            model_state, optim_state = full_state_dicts(self.sharded, self.optimizer)
-        else:
-            model_state, optim_state = self.model.state_dict(), self.optimizer.state_dict()
+    def trainer_state(self, wall_s: float) -> StateDict:
+        """What a checkpoint holds besides the model's and optimizer's shards (`checkpoint.TRAINER`)."""
         return {
-            "model": model_state,
-            "optimizer": optim_state,
             "losses": self.losses.state_dict(),
             "curves": self.curves,
             "tokens_seen": self.tokens_seen,
@@ -141,12 +143,7 @@ class TrainState:
             "stopped": None if self.stopped_epoch is None else [self.stopped_epoch, self.decay_start, self.total_steps],
         }
 
-    def load_state_dict(self, state: StateDict) -> None:
-        if self.sharded is not None:
-            load_full_state_dicts(self.sharded, self.optimizer, state["model"], state["optimizer"])
-        else:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+    def load_trainer_state(self, state: StateDict) -> None:
         self.losses.load_state_dict(state["losses"])
         self.curves = state["curves"]
         self.tokens_seen, self.lr, self.train_loss = state["tokens_seen"], state["lr"], state["train_loss"]
@@ -157,19 +154,41 @@ class TrainState:
         if state.get("stopped"):
             self.stopped_epoch, self.decay_start, self.total_steps = state["stopped"]
 
+    def save(self, checkpoints: Checkpointer, step: int, wall_s: float) -> None:
+        """Checkpoint at `step`: every process its shards, in the background (`dcp_checkpoint.py`)."""
+        checkpoints.save(step, shard_state_dicts(self.trained, self.optimizer), self.trainer_state(wall_s))
+
     def branch(self, trunk: Trunk) -> int:
         """Start from the trunk's state at this run's decay start; 0 when it is gone (from scratch)."""
-        saved = load_branch(trunk.directory, trunk.start)
-        if saved is not None:
-            self.load_state_dict(saved)
-        return trunk.start if saved is not None else 0
+        return self.resume(trunk.directory, only=trunk.start)
 
-    def resume(self, directory: CheckpointDir) -> int:
-        """Load the newest readable checkpoint; the step to continue from (0: none)."""
-        step, saved = checkpoint.latest(directory)
-        if saved is not None:
-            self.load_state_dict(saved)
-        return step
+    def resume(self, directory: CheckpointDir, group: object = None, *, only: int | None = None) -> int:
+        """Load the newest readable checkpoint (or the one at `only`), written by any number of
+        processes; the step to continue from (0: none). One that cannot be read is set aside, with
+        a warning, and the one before it tried; one that reads but does not fit this model raises.
+        Every process tries the steps rank 0 found (a collective when there are several)."""
+        for step in reversed([s for s in agreed(checkpoint.steps(directory), group) if only is None or s == only]):
+            shards = shard_state_dicts(self.trained, self.optimizer)
+            try:
+                trainer = load_checkpoint(directory, step, shards, group=group)
+            except Exception as err:  # noqa: BLE001 - truncated, foreign, a refused pickle: the one before
+                if group is None or torch.distributed.get_rank() == 0:
+                    print(f"scalegrid: warning: {checkpoint.set_aside(directory, step, err)}", file=sys.stderr)
+                continue
+            load_shard_state_dicts(self.trained, self.optimizer, shards)
+            self.load_trainer_state(trainer)
+            self.resumed_from_step = step
+            return step
+        return 0
+
+
+def agreed(steps: list[int], group: object) -> list[int]:
+    """Rank 0's list of checkpoint steps on every process (another may list while rank 0 sets one aside)."""
+    if group is None:
+        return steps
+    shared = [steps]
+    torch.distributed.broadcast_object_list(shared, src=0, group=group)
+    return shared[0]
 
 
 def use_fsdp(trial: Trial, vocab_size: int, device: torch.device, world_size: int) -> bool:

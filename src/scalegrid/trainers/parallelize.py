@@ -148,26 +148,36 @@ def full_tensor(value: torch.Tensor) -> torch.Tensor:
     return value.full_tensor() if hasattr(value, "full_tensor") else value
 
 
-def full_state_dicts(step: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """(model, optimizer) state dicts of a sharded step, whole, on CPU, on rank 0 (empty elsewhere).
-    A collective: every process calls it. Keys are the model's own (no `model.` prefix)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    model_state, optim_state = get_state_dict(step, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return _unprefixed(model_state), optim_state
+def checkpoint_group(ranks: Ranks):
+    """A process group of the trial's processes for checkpoint writes (None for one process): gloo,
+    since DCP writes in the background over a CPU backend (NCCL trains on GPUs), and a group of its
+    own, so a background write's collectives never interleave with training's. A collective."""
+    return torch.distributed.new_group(backend="gloo") if ranks.world_size > 1 else None
 
 
-def load_full_state_dicts(step: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict) -> None:
-    """Load what `full_state_dicts` saved into a sharded step (each process reads the whole)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+def shard_state_dicts(step: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, dict]:
+    """{"model", "optimizer"} as DCP saves and loads them: this process's DTensor shards under
+    FSDP2, whole tensors otherwise; keyed by the training step's names, which one process, DDP and
+    FSDP2 share (so a checkpoint of one loads into another). Views, not copies."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    set_state_dict(
-        step, optimizer, model_state_dict={f"model.{k}": v for k, v in model_state.items()}, optim_state_dict=optim_state,
-        options=StateDictOptions(full_state_dict=True),
-    )
+    model_state, optim_state = get_state_dict(step, optimizer)
+    return {"model": model_state, "optimizer": optim_state}
 
 
-def _unprefixed(state: dict) -> dict:
+def load_shard_state_dicts(step: torch.nn.Module, optimizer: torch.optim.Optimizer, shards: dict[str, dict]) -> None:
+    """Put what `shard_state_dicts` gave (filled from a checkpoint) into the model and optimizer."""
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    set_state_dict(step, optimizer, model_state_dict=shards["model"], optim_state_dict=shards["optimizer"])
+
+
+def full_model_state(step: torch.nn.Module) -> dict:
+    """The model's weights of a sharded step, whole, on CPU, on rank 0 (empty elsewhere), keyed by
+    the model's own names: what the final Hugging Face weights are saved from. A collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(step, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k.removeprefix("model."): v for k, v in state.items()}
 
 

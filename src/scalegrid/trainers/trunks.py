@@ -8,7 +8,7 @@ epoch)), same learning rate (the warmup is a fraction of one epoch). So the tria
 point that differ only in `epochs` (one `trunk_key`) are trained together, longest first:
 
     longest (16 epochs)   trains from scratch (or its own checkpoint), and saves its state at
-                          d_8, d_4, d_2, d_1 under RESULTS/trunks/<trunk_key>/step-<d>.pt
+                          d_8, d_4, d_2, d_1 under RESULTS/trunks/<trunk_key>/step-<d>/ (a checkpoint)
     8, 4, 2, 1 epochs     each starts from the trunk state at its own d_E and trains its decay only
 
 Every epoch count keeps its trial_id and row, identical in meaning (and on a CPU, in value) to an
@@ -27,7 +27,6 @@ drivers write the same bytes, so a trunk state is never half one driver's.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -91,23 +90,5 @@ def train_group(trials: Sequence[Trial], reports: Sequence[Report] | None, train
         report = reports[i] if reports else (lambda row: None)
         results[i] = train(trials[i], report, trunk=trunk)
         if trunk.start is not None:
-            _remove(directory, trunk.start)
+            directory.results.delete_dir(directory.step_parts(trunk.start))  # gone already: another driver's branch
     return results
-
-
-def _remove(directory: CheckpointDir, step: int) -> None:
-    try:
-        directory.results.delete((*directory.parts, directory.name(step)))
-    except FileNotFoundError:  # another driver's branch removed it first
-        pass
-
-
-def load_branch(directory: CheckpointDir, step: int) -> dict | None:
-    """The trunk state at `step`, or None when it is gone or unreadable (set aside, with a warning)."""
-    try:
-        return checkpoint.load(directory, step)
-    except FileNotFoundError:
-        return None
-    except Exception as err:  # noqa: BLE001 - truncated or foreign: retrain from scratch instead
-        print(f"scalegrid: warning: {checkpoint.set_aside(directory, step, err)}", file=sys.stderr)
-        return None

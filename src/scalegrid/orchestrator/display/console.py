@@ -67,8 +67,9 @@ def ray_messages_kept(log_file: Path | None):
             os.dup2(terminal.fileno(), 2)
             sys.stderr = before
             terminal.close()
-    if log_file.stat().st_size == 0:
-        log_file.unlink()
+    with contextlib.suppress(OSError):  # another driver's log of the same name, or the results went away
+        if log_file.stat().st_size == 0:
+            log_file.unlink()
 
 
 def _is_process_stderr(stream) -> bool:

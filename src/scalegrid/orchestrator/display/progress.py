@@ -85,11 +85,16 @@ class Running:
     flops_per_s: float | None = None
     last: tuple[float, float, float] | None = None  # (tokens_seen, trainer seconds, flops_done) of the last row
     reported_at: float | None = None  # when the last row reached the driver
+    resumed_from: int = 0  # the checkpoint step its current attempt started from
+
+    @property
+    def step_text(self) -> str:
+        return "-" if self.step is None else f"{self.step} (from {self.resumed_from})" if self.resumed_from else str(self.step)
 
     def line(self) -> str:
         if self.step is None:
-            return f"  {self.label}: starting"
-        parts = [f"step {self.step}"]
+            return f"  {self.label}: starting" + (f" from step {self.resumed_from}" if self.resumed_from else "")
+        parts = [f"step {self.step_text}"]
         if self.epoch is not None:
             parts.append(f"epoch {self.epoch:.2f}")
         if self.val_loss is not None:
@@ -157,6 +162,16 @@ class SweepProgress:
         self.flops_done[key] = flops
         if "step" in result:
             running.step, running.epoch, running.val_loss = int(result["step"]), result.get("epoch"), result.get("val_loss")
+
+    def resumed(self, key: str, result: dict) -> str | None:
+        """What to say when a running trial starts again: a retry's report (`attempt`), or the
+        first row of an attempt that resumed from another checkpoint (its workers restarted)."""
+        running, step = self.running.get(key), result.get("resumed_from_step")
+        if running is None or step is None or (int(step) == running.resumed_from and "attempt" not in result):
+            return None
+        running.resumed_from = int(step)
+        attempt = f"attempt {int(result['attempt'])} " if "attempt" in result else ""
+        return f"{running.label}: {attempt}resumes from its checkpoint at step {step}" if step else f"{running.label}: {attempt}starts from scratch"
 
     def finished(self, key: str, lost: bool = False, now: float | None = None) -> Running | None:
         """A Tune trial ended: its reported outcome, or FAILED (LOST: out of retries, no row) for all
@@ -294,7 +309,10 @@ class ProgressEvents:
         if result.get("warning"):  # a worker's warning (an unreadable checkpoint set aside): said here, even when quiet
             print(f"scalegrid: warning: {result['warning']}", file=sys.stderr, flush=True)
         with self.display.lock:
+            resumed = self.state.resumed(trial.config["pack"], result)
             self.state.result(trial.config["pack"], result)
+        if resumed:
+            self.display.event(resumed)
         self.display.tick()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -400,7 +418,7 @@ class _Live(_Quiet):
             table.add_column(column, justify="left" if column == "trial" else "right")
         for r in running:
             table.add_row(
-                r.label, "-" if r.step is None else str(r.step), "-" if r.epoch is None else f"{r.epoch:.2f}",
+                r.label, r.step_text, "-" if r.epoch is None else f"{r.epoch:.2f}",
                 "-" if r.val_loss is None else f"{r.val_loss:.4f}", rate(r.tokens_per_s) if r.tokens_per_s else "-",
             )
         return Group(Text(line), table)

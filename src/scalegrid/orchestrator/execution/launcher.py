@@ -37,6 +37,7 @@ from scalegrid.orchestrator.display import console, tracking
 from scalegrid.orchestrator.display.progress import SweepProgress, duration, progress_callback
 from scalegrid.orchestrator.execution.trial_feeds import Feed, GridFeed, WalkFeed, make_packs, tune_searcher
 from scalegrid.orchestrator.execution.trial_worker import tune_trainable
+from scalegrid.orchestrator.execution.ray_session import growable_resources
 from scalegrid.orchestrator.execution.walk_driver import SearchDriver
 from scalegrid.orchestrator.planning import capacity
 from scalegrid.orchestrator.planning.cells import search_cells, states_line
@@ -154,10 +155,9 @@ def launch(
 
 
 def slots(plan: SweepPlan, max_concurrent: int | None) -> int:
-    """Trials at once (`capacity.concurrent`) in the Ray session this process joined."""
-    import ray
-
-    return capacity.concurrent(ray.cluster_resources(), plan.sweep.resources, max_concurrent)
+    """Trials at once (`capacity.concurrent`) in the Ray session this process joined, counting the
+    nodes its autoscaler may add (`ray_session.growable_resources`): a cold cluster grows to them."""
+    return capacity.concurrent(growable_resources(), plan.sweep.resources, max_concurrent)
 
 
 _TUNE_STATE_LOGGERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer", "ray.tune.execution.tune_controller")

@@ -4,7 +4,8 @@
 session's `finally`). A driver killed outright (kill -9, the OOM killer) runs no `finally`, and
 some of Ray's processes (its dashboard agent, its runtime-env agent) live on under PID 1. This
 reaper, started beside the embedded Ray in its own session, polls the driver; once it is gone, it
-stops every process whose command line names the Ray session's directory (SIGTERM, then SIGKILL),
+stops every process of the Ray session (its command line names the session's directory, or it
+holds a file open there: its logs) with SIGTERM, then SIGKILL,
 and exits. It also exits when the session's processes are gone (an orderly shutdown).
 
     python -m scalegrid.orchestrator.execution.ray_reaper DRIVER_PID SESSION_DIR
@@ -25,7 +26,9 @@ GRACE_S = 3.0
 
 
 def session_processes(session_dir: str) -> list[int]:
-    """The pids of this machine's processes whose command line names `session_dir`."""
+    """The pids of this machine's processes of the Ray session: their command line names
+    `session_dir`, or one of their open files lies under it (their logs). Some of Ray's processes
+    (its dashboard agent) rename themselves, so the command line alone misses them."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -34,9 +37,23 @@ def session_processes(session_dir: str) -> list[int]:
             command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if session_dir.encode() in command:
+        if session_dir.encode() in command or _has_open_file_under(entry, session_dir):
             found.append(int(entry.name))
     return found
+
+
+def _has_open_file_under(proc: Path, directory: str) -> bool:
+    try:
+        fds = list((proc / "fd").iterdir())
+    except OSError:  # gone, or another user's
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd).startswith(directory):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def reap(session_dir: str) -> None:

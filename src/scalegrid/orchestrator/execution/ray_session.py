@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlparse
 
 from scalegrid import signals
@@ -54,7 +56,23 @@ def unreachable(host: str, port: int) -> str | None:
         return err.strerror or err.__class__.__name__
 
 
+def use_token_if_available() -> None:
+    """Send the cluster token when one is at hand and the user did not choose a mode."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray reads its mode once per process: refresh it if Ray was already loaded
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception:  # noqa: BLE001 - an older or newer Ray reads the variable itself
+            pass
+
+
 def check_address(address: str) -> None:
+    use_token_if_available()  # a head started with token auth (Ray's default) refuses a client without it
     if address == "auto":
         return
     if address.startswith(("http://", "https://")):
@@ -100,7 +118,7 @@ def check_feasible(r: ResourcesSpec, *, embedded: bool) -> None:
     nodes = [_this_machine()] if embedded else _live_nodes()
     if resources.placeable(nodes, r):
         return
-    node_types = [] if embedded else _autoscaler_node_types()
+    node_types = [] if embedded else [kind for kind, _ in _autoscaler_node_types()]
     if node_types and resources.placeable(node_types * r.workers, r):
         print(f"no node holds a trial ({resources.shown(r)}) now: trials wait for the autoscaler to add one", file=sys.stderr)
         return
@@ -134,8 +152,24 @@ def _shown(resources: dict[str, float]) -> str:
     return ", ".join(f"{resources[k]:g} {k}" for k in ("CPU", "GPU") if resources.get(k))
 
 
-def _autoscaler_node_types() -> list[dict[str, float]]:
-    """The resources of each node type the cluster's autoscaler may add ([] without one)."""
+def growable_resources() -> dict[str, float]:
+    """What trials may share in the joined cluster: its live nodes' resources plus all the nodes its
+    autoscaler may add (each node type's resources times its max count; inf for a type without
+    one). So a sweep on a cluster that starts cold runs trials side by side once the nodes come:
+    the pending trials' resource requests are what make the autoscaler add them. A node the
+    autoscaler added already counts twice: a ceiling, never below what is there."""
+    import ray
+
+    total = {kind: float(ray.cluster_resources().get(kind, 0.0)) for kind in resources.KINDS}
+    for node_type, count in _autoscaler_node_types():
+        for kind in resources.KINDS:
+            if node_type.get(kind, 0) > 0:
+                total[kind] += math.inf if count < 0 else node_type[kind] * count
+    return total
+
+
+def _autoscaler_node_types() -> list[tuple[dict[str, float], int]]:
+    """(resources, max count; -1 for none) of each node type the cluster's autoscaler may add ([] without one)."""
     try:
         from ray._private.state import state
 
@@ -144,7 +178,7 @@ def _autoscaler_node_types() -> list[dict[str, float]]:
         return []
     if config is None:
         return []
-    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    return [(dict(group.resources), group.max_count) for group in config.node_group_configs if group.max_count != 0]
 
 
 def check_shared_results(results: ResultsLayout, r: ResourcesSpec) -> None:
@@ -194,6 +228,7 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
     verbose = console.level() >= console.VERBOSE  # -v: Ray's own messages and the workers' output too
     shown = {"logging_level": logging.INFO if verbose else logging.WARNING, "log_to_driver": verbose}
     if address:
+        use_token_if_available()
         try:  # `run` checked the address; `auto` with no local cluster is refused here
             ray.init(address=address, **shown)
         except (ConnectionError, RuntimeError) as err:

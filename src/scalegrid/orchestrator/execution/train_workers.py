@@ -11,7 +11,9 @@ Every worker reports each evaluation row (`ray.train.report`: a barrier over the
 `TuneReportCallback` forwards rank 0's to the Tune trial, so the live progress and the trackers see
 them as they see a one-process trial's. Rank 0's `TrialResult` comes back through a Ray queue.
 A worker that dies is restarted with its group (`FailureConfig(max_failures)`), and the trainer
-resumes from the trial's newest checkpoint.
+resumes from the trial's newest checkpoint, whatever the number of workers that wrote it; rank 0
+records each start of the group in the trial's lease history (`starting`), and its rows say the
+step it resumed from.
 
     train_distributed(trial, report)      -> TrialResult, like any trainer
 """
@@ -26,11 +28,14 @@ from scalegrid.trial import Report, Trial, TrialResult
 RESULT_TIMEOUT_S = 60.0  # rank 0 puts the result before its loop returns: it is there when fit() is
 
 
-def train_distributed(trial: Trial, report: Report, *, reports: Callable[[Callable[[dict], None]], Any]) -> TrialResult:
+def train_distributed(
+    trial: Trial, report: Report, *, reports: Callable[[Callable[[dict], None]], Any], starting: Callable[[], None] | None = None,
+) -> TrialResult:
     """Train `trial` on its `resources.workers` Ray Train workers; rank 0's result.
 
     `report` is unused: the workers' rows reach the Tune trial through `TuneReportCallback`, each
-    made by `reports(send).row(trial)` in the worker (`worker.TuneReports`: the row with its FLOPs)."""
+    made by `reports(send).row(trial)` in the worker (`worker.TuneReports`: the row with its FLOPs).
+    `starting` is called by rank 0 at each start of the workers, before they train."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -42,7 +47,7 @@ def train_distributed(trial: Trial, report: Report, *, reports: Callable[[Callab
     try:
         trainer = TorchTrainer(
             _train_worker,
-            train_loop_config={"trial": trial, "queue": queue, "reports": reports},
+            train_loop_config={"trial": trial, "queue": queue, "reports": reports, "starting": starting},
             scaling_config=ScalingConfig(
                 num_workers=r.workers, use_gpu=r.worker["GPU"] > 0,
                 resources_per_worker={k: v for k, v in r.worker.items() if v},
@@ -67,13 +72,16 @@ class WorkerConfig(TypedDict):
     trial: Trial
     queue: Any  # ray.util.queue.Queue
     reports: Callable[[Callable[[dict], None]], Any]  # send -> a `trial_worker.TuneReports`
+    starting: Callable[[], None] | None  # rank 0, at each start: `trial_worker.record_start`
 
 
 def _train_worker(config: WorkerConfig) -> None:
     """One Train worker: the trial's trainer on this process's share; rank 0 sends the result."""
     import ray.train
 
-    trial = config["trial"]
+    trial, main = config["trial"], ray.train.get_context().get_world_rank() == 0
+    if main and config["starting"] is not None:
+        config["starting"]()  # sets unreadable checkpoints aside before rank 0 lists them for all (`lm_run.agreed`)
     result = trainer_of(trial)(trial, config["reports"](ray.train.report).row(trial))
-    if ray.train.get_context().get_world_rank() == 0:
+    if main:
         config["queue"].put(result)

@@ -8,8 +8,10 @@ last, so a trial is done exactly when its run row exists.
 live driver is skipped as ELSEWHERE, one whose row appeared meanwhile as ALREADY_DONE), count the
 attempt in the lease history, and while this driver has retries left (`max_failures`) let a
 trainer's exception propagate so that Ray Tune retries the trial, possibly on another node; the
-retry resumes from the trial's newest checkpoint. Only the last attempt's exception becomes the
-FAILED row. A Tune trial may carry several tiny trials (a pack); each keeps its own lease and rows
+retry resumes from the trial's newest checkpoint, and the driver is told so. Only the last
+attempt's exception becomes the FAILED row. The history has one line per start of training (on
+several processes, rank 0 writes one at every start of its worker group, Ray Train's restarts
+included): the run row's `restarts` counts them. A Tune trial may carry several tiny trials (a pack); each keeps its own lease and rows
 and is retried in the worker itself. The trials of a pack that one vectorised pass can train
 (`trainers.vector_groups`: linreg's lrs of one grid point) are trained by `run_leased_group`: every
 lease taken first, one `train_many` call for those held, then each trial's rows.
@@ -41,14 +43,19 @@ ELSEWHERE, ALREADY_DONE = "ELSEWHERE", "ALREADY_DONE"  # outcomes of a trial thi
 STORAGE_FAILED = "STORAGE_FAILED"  # the results filled up: no row written, the driver stops the run
 
 
-def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, reraise: bool = False) -> store.RunRow:
+def execute(
+    trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, reraise: bool = False,
+    starting: Callable[[], None] | None = None,
+) -> store.RunRow:
     """Train one trial, write its curves and run row, return the row.
 
     With `reraise`, a trainer's exception propagates (the caller retries) and nothing is written.
+    `starting`: what rank 0 of a multi-worker trial calls at each start of its workers (it records
+    the attempt).
     """
     start = time.perf_counter()
     try:
-        result = _trainer(trial)(trial, report)
+        result = _trainer(trial, starting)(trial, report)
     except Exception as err:  # a bug or a bad corpus fails this trial only
         if reraise or is_storage_failure(err):  # a full disk fails no trial: the run stops, the next one resumes
             raise
@@ -56,10 +63,10 @@ def execute(trial: Trial, report: Callable[[dict], None], provenance: dict[str, 
     return _write(trial, result, time.perf_counter() - start, provenance)
 
 
-def _trainer(trial: Trial) -> Callable[[Trial, Callable[[dict], None]], TrialResult]:
+def _trainer(trial: Trial, starting: Callable[[], None] | None = None) -> Callable[[Trial, Callable[[dict], None]], TrialResult]:
     """The trial's trainer in this process, or on its Ray Train workers (`resources.workers` > 1)."""
     if trial.resources.workers > 1:
-        return functools.partial(train_launch.train_distributed, reports=functools.partial(TuneReports, [trial]))
+        return functools.partial(train_launch.train_distributed, reports=functools.partial(TuneReports, [trial]), starting=starting)
     return trainer_of(trial)
 
 
@@ -74,11 +81,18 @@ def _write(trial: Trial, result: TrialResult, wall_s: float, provenance: dict[st
         store.write_curves(trial.results, trial.trial_id, result.curves)
     if result.status == Status.COMPLETED and trial.save_model and trial.results.has_model(trial.trial_id):
         write_model_card(trial, result, provenance)  # the saved model's README.md, before the row marks it done
-    row = store.trial_row(trial, result, wall_s=wall_s, provenance=provenance)
+    row = store.trial_row(trial, result, wall_s=wall_s, provenance=provenance, restarts=_restarts(trial))
     store.write_run(trial.results, row)
     if row.status in DONE_STATUSES:
         checkpoint.remove(trial.checkpoint_dir)  # a finished trial is never resumed
     return row
+
+
+def _restarts(trial: Trial) -> int:
+    """Starts of training before the last one, from the lease history (0 where there are no leases)."""
+    if not leases.supported(trial.results):
+        return 0
+    return max(0, len(leases.history(trial.results, trial.trial_id)) - 1)
 
 
 def execute_many(trials: Sequence[Trial], provenance: dict[str, str], *, reraise: bool = False) -> list[store.RunRow]:
@@ -98,14 +112,16 @@ def execute_many(trials: Sequence[Trial], provenance: dict[str, str], *, reraise
 def run_leased(
     trial: Trial, report: Callable[[dict], None], provenance: dict[str, str], *, owner: str, retry_here: bool,
     warn: Callable[[str], None] = lambda text: print(f"scalegrid: warning: {text}", file=sys.stderr),
+    resuming: Callable[[int, int], None] = lambda attempt, step: None,
 ) -> store.RunRow | str:
     """Train `trial` under its lease; returns the run row it wrote, or ELSEWHERE or ALREADY_DONE.
 
     `retry_here`: retry a raising trainer in this process (packs); otherwise re-raise while
-    attempts remain and let Ray Tune retry. `warn` tells the driver (an unreadable checkpoint).
+    attempts remain and let Ray Tune retry. `warn` tells the driver of an unreadable checkpoint,
+    `resuming(attempt, step)` of an attempt after the first or one that starts from a checkpoint.
     """
     ft, results = trial.fault_tolerance, trial.results
-    if not leases.supported(results):  # gs://: no lease, no persistent attempt count, so no Tune retry
+    if not leases.supported(results):  # no conditional create here: no lease, no attempt count, so no Tune retry
         return execute(trial, report, provenance)
     lease, _ = leases.acquire(results, trial.trial_id, owner=owner, expiry_s=ft.lease_expiry_s)
     if lease is None:
@@ -115,16 +131,18 @@ def run_leased(
             while True:
                 if done_here(trial):
                     return ALREADY_DONE  # another driver finished it between our plan and our lease
-                attempt = 1 + sum(h.get("owner") == owner for h in leases.history(results, trial.trial_id))
+                attempt = _attempt(trial, owner)
                 resumed_from, notes = checkpoint.resume_point(trial.checkpoint_dir)  # unreadable ones set aside
                 for note in notes:
                     warn(f"trial {trial.trial_id}: {note}")
-                leases.record_start(
-                    results, trial.trial_id, owner=owner, attempt=attempt, resumed_from_step=resumed_from, node=_ray_node(),
-                )
+                if attempt > 1 or resumed_from > 0:
+                    resuming(attempt, resumed_from)
+                starting = functools.partial(record_start, trial, owner)
+                if trial.resources.workers == 1:  # several: rank 0 records each start of its workers
+                    starting()
                 last = attempt > ft.max_failures
                 try:
-                    return execute(trial, report, provenance, reraise=not last)
+                    return execute(trial, report, provenance, reraise=not last, starting=starting if trial.resources.workers > 1 else None)
                 except Exception as err:
                     if not retry_here or is_storage_failure(err):
                         raise  # Ray Tune retries the trial; the retry takes this lease over (same owner)
@@ -137,6 +155,19 @@ def done_here(trial: Trial) -> bool:
     `keep_weights` is trained again to save it: the same result, deterministic, and its weights)."""
     done = store.run_status(trial.results, trial.trial_id) in DONE_STATUSES
     return done and not (trial.save_model and not trial.results.has_model(trial.trial_id))
+
+
+def _attempt(trial: Trial, owner: str) -> int:
+    """This owner's next attempt at the trial: 1 + its starts in the lease history."""
+    return 1 + sum(h.get("owner") == owner for h in leases.history(trial.results, trial.trial_id))
+
+
+def record_start(trial: Trial, owner: str) -> None:
+    """One start of training in the trial's lease history: the owner's attempt, the checkpoint it
+    resumes from (unreadable newer ones set aside first), the Ray node. Called by the Tune trial, or
+    by rank 0 of a multi-worker trial at each start of its worker group."""
+    step, _ = checkpoint.resume_point(trial.checkpoint_dir)
+    leases.record_start(trial.results, trial.trial_id, owner=owner, attempt=_attempt(trial, owner), resumed_from_step=step, node=_ray_node())
 
 
 def _ray_node() -> str | None:
@@ -182,14 +213,15 @@ class TuneReports:
 def run_leased_group(
     trials: list[Trial], report_of: Callable[[Trial], Callable[[dict], None]], provenance: dict[str, str], *,
     owner: str, retry_here: bool, warn: Callable[[str], None] = lambda text: print(f"scalegrid: warning: {text}", file=sys.stderr),
+    resuming: Callable[[int, int], None] = lambda attempt, step: None,
 ) -> list[store.RunRow | str]:
     """`run_leased` for trials one `train_many` pass trains (a `vector_groups` group): each under
     its own lease, one pass over those this worker holds and no driver finished, retried here.
     Returns each trial's outcome, in order."""
     if len(trials) == 1 or many_trainer_of(trials[0]) is None:
-        return [run_leased(t, report_of(t), provenance, owner=owner, retry_here=retry_here, warn=warn) for t in trials]
+        return [run_leased(t, report_of(t), provenance, owner=owner, retry_here=retry_here, warn=warn, resuming=resuming) for t in trials]
     results, ft = trials[0].results, trials[0].fault_tolerance
-    if not leases.supported(results):  # gs://: no leases (see run_leased)
+    if not leases.supported(results):  # no leases (see run_leased)
         return list(execute_many(trials, provenance))
     outcomes: dict[str, store.RunRow | str] = {}
     with contextlib.ExitStack() as held:
@@ -206,7 +238,7 @@ def run_leased_group(
             else:
                 mine.append(trial)
         while mine:
-            attempt = max(1 + sum(h.get("owner") == owner for h in leases.history(results, t.trial_id)) for t in mine)
+            attempt = max(_attempt(t, owner) for t in mine)
             for trial in mine:
                 leases.record_start(results, trial.trial_id, owner=owner, attempt=attempt, resumed_from_step=0, node=_ray_node())
             try:
@@ -236,11 +268,15 @@ def tune_trainable(config: dict, templates: dict[str, Trial], provenance: dict[s
     def warn(text: str) -> None:  # the driver's progress callback prints it
         tune.report({"warning": text})
 
+    def resuming(attempt: int, step: int) -> None:  # ... and says where a trial starts again
+        tune.report({"attempt": attempt, "resumed_from_step": step})
+
     counts: dict[str, int] = {}
     final: dict[str, str | int] = {}  # why the results stopped taking writes, and its errno
     for group in vector_groups(trials):
         try:
-            outcomes = run_leased_group(group, reports.row, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn)
+            outcomes = run_leased_group(group, reports.row, provenance, owner=owner, retry_here=len(trials) > 1, warn=warn,
+                                        resuming=resuming)
         except Exception as err:
             if not is_storage_failure(err):
                 raise

@@ -19,13 +19,14 @@ one lease holder, and `history.jsonl` shows every start (owner, attempt, resumed
     >>> if lease is None: ...   # `holder` (a dict) is training it elsewhere
     >>> with lease.heartbeating(): ...train...; lease.release()
 
-On S3 results the same generations are objects: taking generation N + 1 is a conditional PUT
-(`If-None-Match: *`, `storage/conditional.py`: one taker wins), the heartbeat rewrites the
-object (its LastModified is the heartbeat: the store's clock against the driver's, so keep
-`lease_expiry_s` well above any clock skew), and each attempt's start is one object under
-`history/`. A lease there lapses by expiry only (no process check: the holder's host is
-elsewhere). `gs://` results have no leases yet (`supported`): a trial there gets one attempt per
-run and two drivers are not kept apart.
+On S3 and GCS results the same generations are objects: taking generation N + 1 is a conditional
+create (S3's `If-None-Match: *`, GCS's `ifGenerationMatch=0`; `storage/conditional.py`: one taker
+wins), the heartbeat rewrites the object (its modification time is the heartbeat: the store's
+clock against the driver's, so keep `lease_expiry_s` well above any clock skew), and each
+attempt's start is one object under `history/`. A lease there lapses by expiry only (no process
+check: the holder's host is elsewhere). A store without its client installed (`supported`:
+boto3, google-cloud-storage) has no leases: a trial there gets one attempt per run and two drivers
+are not kept apart.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from scalegrid.storage import ResultsLayout, conditional
 
 
 def supported(results: ResultsLayout) -> bool:
-    """Leases work on a mounted filesystem (a path or file://) and on S3 (conditional writes)."""
+    """Leases work on a mounted filesystem (a path or file://), on S3 and on GCS (conditional creates)."""
     return not results.object_store or conditional.supported(results)
 
 

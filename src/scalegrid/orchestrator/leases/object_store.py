@@ -1,8 +1,9 @@
-"""Leases on S3: the same generations as objects. Taking generation N + 1 is a conditional PUT
-(`If-None-Match: *`, `storage/conditional.py`: one taker wins); the heartbeat rewrites the object (its
-LastModified is the heartbeat: the store's clock against the driver's, so keep `lease_expiry_s` well
-above any clock skew); each attempt's start is one object under `history/`. A lease here lapses by
-expiry only (no process check: the holder's host is elsewhere)."""
+"""Leases on an object store (S3, GCS): the same generations as objects. Taking generation N + 1 is a
+conditional create (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`; `storage/conditional.py`: one
+taker wins); the heartbeat rewrites the object (its modification time is the heartbeat: the store's
+clock against the driver's, so keep `lease_expiry_s` well above any clock skew); each attempt's start
+is one object under `history/`. A lease here lapses by expiry only (no process check: the holder's
+host is elsewhere)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from scalegrid.storage import ResultsLayout, conditional
 
 @dataclass
 class ObjectLease(Heartbeat):
-    """A lease on S3: generation `gen` of the trial's lease objects."""
+    """A lease on an object store: generation `gen` of the trial's lease objects."""
 
     results: ResultsLayout
     trial_id: str
@@ -69,7 +70,7 @@ def _record_of(results: ResultsLayout, trial_id: str, gen: int) -> tuple[LeaseRe
 
 
 def acquire(results: ResultsLayout, trial_id: str, *, owner: str, expiry_s: float) -> tuple[ObjectLease | None, dict | None]:
-    """`acquire` on S3: generation N + 1 created with a conditional PUT."""
+    """`acquire` on an object store: generation N + 1 created with a conditional create."""
     record = new_record(owner)
     for _ in range(20):  # each retry follows someone else's successful create
         gens = _generations(results, trial_id)

@@ -6,7 +6,7 @@ nothing (the driver: it keeps the lease and writes the rows) plus W Ray Train wo
 trials ask for: GPUs when they ask for GPUs, CPUs always.
 
     bundles(r)               [driver, worker, ...]: each a {"CPU": c, "GPU": g} one node must hold
-    slots(available, r)      trials that fit at once in a pool of resources
+    slots(available, r)      trials that fit at once in a pool of resources (what an autoscaler may grow it to)
     concurrent(available, r, max_concurrent)   trials at once: what fits, at most --max-concurrent
     placeable(nodes, r)      whether one trial's bundles fit on these nodes (first fit, largest first)
     stage_task(spec)         what an ensemble evaluation or a teacher's sampling reserves (a Ray task)
@@ -41,11 +41,17 @@ def tune_resources(r: ResourcesSpec) -> dict[str, float]:
     return {"cpu": first["CPU"], "gpu": first["GPU"]}
 
 
+UNBOUNDED = 1 << 20  # trials at once where the pool has no limit (an autoscaler node type without a max)
+
+
 def slots(available: dict[str, float], r: ResourcesSpec) -> int:
-    """How many trials `available` holds at once (at least 1): by every kind the trial asks for."""
+    """How many trials `available` holds at once (at least 1): by every kind the trial asks for
+    (a kind may be unbounded: inf)."""
     need = total(r)
     fits = [available.get(kind, 0) / need[kind] for kind in KINDS if need[kind] > 0]
-    return max(1, int(min(fits) + 1e-9)) if fits else 1
+    if not fits:
+        return 1
+    return max(1, min(UNBOUNDED, int(min(min(fits), UNBOUNDED) + 1e-9)))
 
 
 def concurrent(available: dict[str, float], r: ResourcesSpec, max_concurrent: int | None) -> int:
