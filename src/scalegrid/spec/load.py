@@ -21,6 +21,9 @@ from scalegrid.spec.strict import describe_error
 from scalegrid.spec.sweep import SweepSpec
 
 SpecSource = str | Path | dict
+# libyaml's safe loader where PyYAML was built with it: the same documents, ten times faster (a
+# spec listing 100,000 seeds took 7 s with the pure-Python one).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def parse_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
@@ -37,7 +40,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise UserError(f"{path}: spec file not found; pass the path of a sweep YAML such as sweeps/quickstart.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -23,12 +23,13 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scalegrid.storage import ResultsLayout, check_readable, layout
-from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH
+from scalegrid.storage.layout import CURVES, ENSEMBLES, RUNS, SEARCH, is_part
 from scalegrid.trial import DONE_STATUSES, Status
 from scalegrid.store.rows import RUN_SCHEMA, SCHEMAS, RunRow, SearchRow
 
@@ -98,41 +99,47 @@ class Scan:
             )
 
 
+KEYS = {RUNS: "trial_id", CURVES: "trial_id", ENSEMBLES: "trial_id", SEARCH: "cell_id"}  # whose rows a file holds
+
+
 def scan(results: ResultsLayout, table: str) -> Scan:
-    """Every file of `runs`, `curves`, `ensembles` or `search` in one multi-threaded read with the declared
-    schema (older files' missing columns read as null); if some file does not read, one file at
-    a time, so the unreadable ones are named and skipped."""
-    import pyarrow.dataset as ds
+    """Every file of `runs`, `curves`, `ensembles` or `search`, read one at a time with the declared
+    schema (older files' missing columns read as null; an unreadable file is named and skipped).
 
+    Part files (`compact.py`) are read first, oldest first, then the rows' own files: a key (a
+    trial's rows) comes from the last file that holds it, so a row written after a compaction (a
+    trial trained again) wins over the compacted one, and a row caught in two files while a
+    compaction runs (or after one was killed between writing its part and deleting the files it
+    folded) is read once. One file at a time keeps the memory of the read to the rows read: one
+    multi-threaded dataset over 10,000 one-row files took 1.4 GB."""
     schema = SCHEMAS.get(table, RUN_SCHEMA)  # another directory of run files reads as runs
-    names = results.list(table, suffix=".parquet")
-    if not names:
-        return Scan(schema.empty_table().to_pandas())
-    paths = [results.path(table, name) for name in names]
-    try:
-        data = ds.dataset(paths, schema=schema, format="parquet", filesystem=results.fs).to_table(use_threads=True)
-        return Scan(data.to_pandas())
-    except Exception:  # noqa: BLE001 - a truncated or foreign file: find out which
-        return _scan_one_by_one(results, table, names)
-
-
-def _scan_one_by_one(results: ResultsLayout, table: str, names: list[str]) -> Scan:
-    schema = SCHEMAS.get(table, RUN_SCHEMA)
+    key = KEYS.get(table, "trial_id")
+    names = sorted(results.list(table, suffix=".parquet"), key=lambda name: (not is_part(name), name))
     tables, unreadable = [], []
-    for name in names:
+    for source, name in enumerate(names):
         try:
-            data = pq.read_table(results.path(table, name), filesystem=results.fs)
-            tables.append(_conform(data, schema))
+            data = conform(pq.read_table(results.path(table, name), filesystem=results.fs), schema, key)
         except Exception as err:  # noqa: BLE001 - truncated, not Parquet, other columns: report, never delete
             unreadable.append((results.shown(table, name), err.__class__.__name__))
-    frame = pa.concat_tables(tables) if tables else schema.empty_table()
-    return Scan(frame.to_pandas(), unreadable)
+            continue
+        tables.append(data.append_column(SOURCE, pa.array(np.full(len(data), source, dtype=np.int32))))
+    if not tables:
+        return Scan(schema.empty_table().to_pandas(), unreadable)
+    frame = pa.concat_tables(tables).to_pandas()
+    if is_part(names[0]):  # a key may be in several files: the last one's rows
+        frame = frame[frame[SOURCE] == frame.groupby(key)[SOURCE].transform("max")]
+    return Scan(frame.drop(columns=SOURCE).reset_index(drop=True), unreadable)
 
 
-def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+SOURCE = "__source"  # the index of the file a row was read from, while a scan runs
+
+
+def conform(data: pa.Table, schema: pa.Schema, key: str = "trial_id") -> pa.Table:
     """A table with exactly `schema`'s columns: missing ones null; one of another type is an error."""
-    if "trial_id" not in data.column_names:
-        raise ValueError("no trial_id column: not a scalegrid results file")
+    if key not in data.column_names:
+        raise ValueError(f"no {key} column: not a scalegrid results file")
+    if data.schema.equals(schema):  # written by this version: nothing to cast
+        return data
     columns = [
         data.column(f.name).cast(f.type) if f.name in data.column_names else pa.nulls(len(data), f.type)
         for f in schema
@@ -241,20 +248,37 @@ def read_stage_graphs(results: ResultsLayout) -> dict:
 
 
 def run_outcome(results: ResultsLayout, trial_id: str) -> tuple[str, float] | None:
-    """(status, val_loss) of a trial's run row, or None when there is none or it cannot be read."""
+    """(status, val_loss) of a trial's run row: its own file, else the part file that folded it
+    (`compact.py`); None when there is none or it cannot be read."""
     try:
         data = pq.read_table(results.path(*results.row_file(RUNS, trial_id)), columns=["status", "val_loss"], filesystem=results.fs)
         return data.column("status")[0].as_py(), data.column("val_loss")[0].as_py()
-    except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: not done
-        return None
+    except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: look in the parts
+        return _compacted_outcome(results, trial_id)
 
 
 def run_status(results: ResultsLayout, trial_id: str) -> str | None:
-    """The status in a trial's run row, or None when there is none or it cannot be read."""
-    try:
-        data = pq.read_table(results.path(*results.row_file(RUNS, trial_id)), columns=["status"], filesystem=results.fs)
-        return data.column("status")[0].as_py()
-    except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: not done
-        return None
+    """The status in a trial's run row (its own file or a part), or None when there is none or it cannot be read."""
+    outcome = run_outcome(results, trial_id)
+    return None if outcome is None else outcome[0]
 
 
+# part file path -> trial_id -> (status, val_loss): a part never changes once written, so each is
+# read once per process (a worker asks about every trial it is given).
+_PART_OUTCOMES: dict[str, dict[str, tuple[str, float]]] = {}
+
+
+def _compacted_outcome(results: ResultsLayout, trial_id: str) -> tuple[str, float] | None:
+    """A trial's (status, val_loss) in the newest part of runs/ that holds it (the parts listed now:
+    one written since the last look is read too)."""
+    for name in reversed([n for n in results.list(RUNS, suffix=".parquet") if is_part(n)]):
+        path = results.path(RUNS, name)
+        if path not in _PART_OUTCOMES:
+            try:
+                data = pq.read_table(path, columns=["trial_id", "status", "val_loss"], filesystem=results.fs)
+            except Exception:  # noqa: BLE001 - unreadable: the scans name it
+                continue
+            _PART_OUTCOMES[path] = dict(zip(data.column("trial_id").to_pylist(), zip(data.column("status").to_pylist(), data.column("val_loss").to_pylist())))
+        if trial_id in _PART_OUTCOMES[path]:
+            return _PART_OUTCOMES[path][trial_id]
+    return None

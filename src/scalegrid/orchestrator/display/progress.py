@@ -65,20 +65,29 @@ class Running:
 
 @dataclass
 class SweepProgress:
-    """What the driver knows of a Tune run, keyed by pack key (a trial_id, or a pack's key)."""
+    """What the driver knows of a Tune run, keyed by pack key (a trial_id, or a pack's key). A pack
+    is kept by key from when it is planned until it finishes, then only in the sums: 100,000
+    finished trials cost the driver no more than a few."""
 
     total: int  # grid points to run
-    planned_flops: dict[str, float]  # pack key -> its trials' estimated FLOPs
-    pack_sizes: dict[str, int] = field(default_factory=dict)  # pack key -> grid points in it (default 1)
+    planned_flops: dict[str, float]  # pack key -> its trials' estimated FLOPs, until it finishes
+    pack_sizes: dict[str, int] = field(default_factory=dict)  # pack key -> grid points in it (default 1), until it finishes
     already_done: int = 0
     start: float = field(default_factory=time.monotonic)
     running: dict[str, Running] = field(default_factory=dict)
-    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # pack key -> status -> count, once finished
+    outcomes: dict[str, int] = field(default_factory=dict)  # status -> grid points of finished packs
     reported: dict[str, dict[str, int]] = field(default_factory=dict)  # the outcome a running Tune trial reported last
-    flops_done: dict[str, float] = field(default_factory=dict)
-    tokens_trained: dict[str, float] = field(default_factory=dict)  # in this run, from the rows' tokens_seen
+    flops_done: dict[str, float] = field(default_factory=dict)  # of packs not finished
+    tokens_trained: dict[str, float] = field(default_factory=dict)  # in this run, from the rows' tokens_seen; packs not finished
     waiting: int = 0  # Tune trials waiting for resources (no node has room for one now)
     note: Callable[[], str] | None = None  # a last part of the summary line: a search's cells
+    # The sums over finished packs, and the FLOPs planned in all
+    flops_planned: float = 0.0
+    flops_finished: float = 0.0
+    tokens_finished: float = 0.0
+
+    def __post_init__(self):
+        self.flops_planned += sum(self.planned_flops.values())
 
     def planned(self, key: str, flops: float, size: int) -> None:
         """A pack the feed chose: counted once (a grid's are known from the start)."""
@@ -86,6 +95,7 @@ class SweepProgress:
             self.planned_flops[key] = flops
             self.pack_sizes[key] = size
             self.total += size
+            self.flops_planned += flops
 
     def started(self, key: str, label: str) -> None:
         self.running[key] = Running(label)
@@ -109,20 +119,24 @@ class SweepProgress:
 
     def finished(self, key: str, lost: bool = False) -> Running | None:
         """A Tune trial ended: its reported outcome, or FAILED (LOST: out of retries, no row) for all
-        its points. Returns what it showed last."""
+        its points, added to the sums; nothing of it is kept by key. Returns what it showed last."""
         last = self.running.pop(key, None)
         reported = self.reported.pop(key, None)
-        self.outcomes[key] = {"LOST": self.pack_sizes.get(key, 1)} if lost else reported or {"FAILED": self.pack_sizes.get(key, 1)}
-        self.flops_done[key] = self.planned_flops.get(key, 0.0)
+        size = self.pack_sizes.pop(key, 1)
+        for status, n in ({"LOST": size} if lost else reported or {"FAILED": size}).items():
+            self.outcomes[status] = self.outcomes.get(status, 0) + n
+        self.flops_finished += self.planned_flops.pop(key, 0.0)
+        self.flops_done.pop(key, None)
+        self.tokens_finished += self.tokens_trained.pop(key, 0.0)
         return last
 
     def count(self, status: str) -> int:
-        return sum(o.get(status, 0) for o in self.outcomes.values())
+        return self.outcomes.get(status, 0)
 
     @property
     def fraction_done(self) -> float:
-        planned = sum(self.planned_flops.values())
-        return min(1.0, sum(self.flops_done.values()) / planned) if planned > 0 else 0.0
+        planned = self.flops_planned
+        return min(1.0, (self.flops_finished + sum(self.flops_done.values())) / planned) if planned > 0 else 0.0
 
     def eta_s(self, now: float) -> float | None:
         """Seconds left at the FLOP rate so far; None before any FLOPs are done or once all are."""
@@ -134,7 +148,7 @@ class SweepProgress:
     def line(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
         elapsed = now - self.start
-        finished = sum(sum(o.values()) for o in self.outcomes.values())
+        finished = sum(self.outcomes.values())
         failed, diverged, elsewhere = self.count("FAILED") + self.count("LOST"), self.count("DIVERGED"), self.count("ELSEWHERE")
         done = self.already_done + finished - failed - elsewhere - self.count("DISK_FULL")
         parts = [f"[{duration(elapsed)}] {done}/{self.total + self.already_done} done, {len(self.running)} running, {failed} failed, {diverged} diverged"]
@@ -142,10 +156,10 @@ class SweepProgress:
             parts[0] += f", {elsewhere} running elsewhere"
         if self.waiting:
             parts[0] += f", {self.waiting} waiting for resources (no node has room for one now)"
-        planned = sum(self.planned_flops.values())
+        planned = self.flops_planned
         if planned > 0:
             parts.append(f"{100 * self.fraction_done:.0f}% of {planned:.3g} FLOPs")
-        tokens = sum(self.tokens_trained.values())
+        tokens = self.tokens_finished + sum(self.tokens_trained.values())
         if tokens > 0 and elapsed > 0:
             parts.append(f"{rate(tokens / elapsed)} tokens/s")
         eta = self.eta_s(now)
