@@ -12,6 +12,7 @@ from scalegrid.data.identity import describe
 from scalegrid.spec import load_sweep
 from scalegrid.storage import layout
 from scalegrid.storage.layout import CURVES, RUNS, is_part
+from scalegrid.store.compact import MIN_FILES
 from scalegrid.trial import Status, TrialResult
 
 
@@ -91,3 +92,24 @@ def test_a_compactor_folds_in_the_background_and_once_more_at_the_end(tmp_path):
     assert files(results, RUNS) == (0, 5)  # 5 files: under MIN_FILES, left as they are
     assert store.compact(layout(str(tmp_path / "results")), min_files=5) == 10
     assert files(results, RUNS) == (1, 0) and len(store.read(results).runs) == 5
+
+
+def test_a_sweep_of_300_trials_ends_folded_and_a_rerun_trains_nothing(ray_local, tmp_path):
+    """A real run (linreg trials, packed, on the local Ray): its driver folds the trials' own files
+    (300 >= MIN_FILES) into parts, every trial reads as done, and running it again trains nothing."""
+    import scalegrid
+
+    spec = {
+        "name": "fold-run", "trainer": "linreg", "model": {"dims": 8}, "data": {"source": "gaussian", "unique_tokens": [32]},
+        "epochs": 1, "lr": 0.1, "seed": list(range(300)), "results": str(tmp_path / "results"),
+    }
+    rows = scalegrid.run(spec)
+    assert len(rows) == 300 and (rows["status"] == "COMPLETED").all()
+    results = layout(str(tmp_path / "results"))
+    parts, own = files(results, RUNS)
+    assert parts >= 1 and own < MIN_FILES
+    assert files(results, CURVES)[0] >= 1
+    assert len(store.scan(results, CURVES).frame["trial_id"].unique()) == 300
+    again = scalegrid.plan(spec)
+    assert (again["status"] == "done").all()
+    assert len(scalegrid.run(spec)) == 300 and files(results, RUNS) == (parts, own)  # nothing trained, nothing written
