@@ -23,8 +23,10 @@ Safety, the rules that keep every reader right:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 
@@ -41,6 +43,7 @@ from scalegrid.trial import DONE_STATUSES
 MIN_FILES = 256  # a table is compacted once it holds this many rows' own files
 PART_ROWS = 1024  # own files folded into one part: bounds the memory of a fold (~55 kB per file read)
 EVERY_S = 10.0  # the background compactor's period
+NICENESS = 10  # the background compactor's: on a machine the trials keep busy it takes what they leave
 
 
 def compact(results: ResultsLayout, *, min_files: int = MIN_FILES) -> int:
@@ -105,6 +108,8 @@ class Compactor:
         self.error: Exception | None = None
 
     def _loop(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # Linux: a thread has its own niceness
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)  # training first: folding can wait
         while not self._stop.wait(self.every_s):
             self._compact()
 

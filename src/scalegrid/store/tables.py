@@ -253,19 +253,19 @@ def read_stage_graphs(results: ResultsLayout) -> dict:
     return merged
 
 
-def run_outcome(results: ResultsLayout, trial_id: str) -> tuple[str, float] | None:
-    """(status, val_loss) of a trial's run row: its own file, else the part file that folded it
-    (`compact.py`); None when there is none or it cannot be read."""
+def run_outcome(results: ResultsLayout, trial_id: str, *, folded: bool = True) -> tuple[str, float] | None:
+    """(status, val_loss) of a trial's run row: its own file, else (`folded`) the part file that
+    folded it (`compact.py`); None when there is none or it cannot be read."""
     try:
         data = pq.read_table(results.path(*results.row_file(RUNS, trial_id)), columns=["status", "val_loss"], filesystem=results.fs)
         return data.column("status")[0].as_py(), data.column("val_loss")[0].as_py()
     except Exception:  # noqa: BLE001 - missing, truncated, not Parquet: look in the parts
-        return _compacted_outcome(results, trial_id)
+        return _compacted_outcome(results, trial_id) if folded else None
 
 
-def run_status(results: ResultsLayout, trial_id: str) -> str | None:
-    """The status in a trial's run row (its own file or a part), or None when there is none or it cannot be read."""
-    outcome = run_outcome(results, trial_id)
+def run_status(results: ResultsLayout, trial_id: str, *, folded: bool = True) -> str | None:
+    """The status in a trial's run row (its own file or, `folded`, a part), or None when there is none or it cannot be read."""
+    outcome = run_outcome(results, trial_id, folded=folded)
     return None if outcome is None else outcome[0]
 
 

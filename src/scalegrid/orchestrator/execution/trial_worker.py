@@ -108,9 +108,10 @@ def run_leased(
     try:
         with lease.heartbeating():
             while True:
-                if store.run_status(results, trial.trial_id) in DONE_STATUSES:
+                history = leases.history(results, trial.trial_id)
+                if _done_since_planned(results, trial.trial_id, history):
                     return ALREADY_DONE  # another driver finished it between our plan and our lease
-                attempt = 1 + sum(h.get("owner") == owner for h in leases.history(results, trial.trial_id))
+                attempt = 1 + sum(h.get("owner") == owner for h in history)
                 resumed_from, notes = checkpoint.resume_point(trial.checkpoint_dir)  # unreadable ones set aside
                 for note in notes:
                     warn(f"trial {trial.trial_id}: {note}")
@@ -125,6 +126,13 @@ def run_leased(
                         raise  # Ray Tune retries the trial; the retry takes this lease over (same owner)
     finally:
         lease.release()
+
+
+def _done_since_planned(results, trial_id: str, history: list) -> bool:
+    """Its run row says done. Only a trial someone started (its lease history) can have a row in a
+    part file (`store.compact`): without one, only its own file is looked at, which spares every
+    fresh trial a listing of runs/."""
+    return store.run_status(results, trial_id, folded=bool(history)) in DONE_STATUSES
 
 
 def _ray_node() -> str | None:
@@ -189,7 +197,7 @@ def run_leased_group(
                 continue
             held.callback(lease.release)
             held.enter_context(lease.heartbeating())
-            if store.run_status(results, trial.trial_id) in DONE_STATUSES:
+            if _done_since_planned(results, trial.trial_id, leases.history(results, trial.trial_id)):
                 outcomes[trial.trial_id] = ALREADY_DONE
             else:
                 mine.append(trial)
