@@ -131,7 +131,10 @@ def scan(results: ResultsLayout, table: str) -> Scan:
         tables.append(data.append_column(SOURCE, pa.array(np.full(len(data), source, dtype=np.int32))))
     if not tables:
         return Scan(schema.empty_table().to_pandas(), unreadable)
-    frame = pa.concat_tables(tables).to_pandas()
+    combined = pa.concat_tables(tables)
+    tables.clear()  # the combined table is the only holder of the buffers: converted, each is freed
+    frame = combined.to_pandas(self_destruct=True, split_blocks=True)  # never the rows twice in memory
+    del combined
     if is_part(names[0]):  # a key may be in several files: the last one's rows
         frame = frame[frame[SOURCE] == frame.groupby(key)[SOURCE].transform("max")]
     return Scan(frame.drop(columns=SOURCE).reset_index(drop=True), unreadable)
