@@ -12,8 +12,16 @@ them take most of an hour here; the per-trial figures are compared.
 Measured on the 2-core dev machine (shared, load ~5-7), 2026-11-26:
     scalegrid run  2000 trials  61.1 s  32.7 trials/s  driver RSS +25.4 MB after, peak +95.5 MB
     bare Tune        60 trials 111.7 s   0.54 trials/s  +151 kB/trial (+302 MB at 2,000 if linear)
-The peak is the end-of-run summary reading 2,000 run files (freed heap that glibc keeps until
-`malloc_trim`); scheduling itself grew the driver by ~5 MB over 2,000 trials.
+
+Issue 27: at 10,000 trials the driver grew by 1.4 GB. Sampled every 0.2 s (a run of 3,000), its
+memory was flat while Tune trained and rose by 430 MB in the last three seconds: the end-of-run
+read of the store, one pyarrow dataset over 3,000 one-row run files (~140 kB each while read,
+freed but kept by glibc: `malloc_trim` gave it back). No Python object outlived the run
+(`gc.get_objects` by type before and after). The fix is at the cause: the driver folds the
+trials' row files into part files while it trains (`store/compact.py`), and scans read one file at
+a time. `--measure scalegrid` alone, 2 CPUs, 2026-12-07 (load average 2-3 throughout):
+    arch-dev      10,000 trials  178.0 s  56.2 trials/s  driver RSS 319 -> 1,753 MB (+1,434 MB)
+    this change   10,000 trials  185.9 s  53.8 trials/s  driver RSS 313 ->   438 MB (+125 MB, peak +133 MB)
 """
 
 from __future__ import annotations

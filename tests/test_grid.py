@@ -116,3 +116,22 @@ def test_how_a_trial_runs_is_not_in_its_id_but_the_papers_decay_mask_is():
     recipe = trials_of({**TINY_LM, "train": {**TINY_LM["train"], "decay_embeddings": False}})
     assert recipe[0].trial_id != base[0].trial_id
     assert trials_of({**TINY_LM, "train": {**TINY_LM["train"], "decay_embeddings": True}})[0].trial_id == base[0].trial_id
+
+
+@pytest.mark.parametrize("raw", [
+    {**LINREG, "lr": [0.01, 0.1, 1], "seed": [0, 1, 2], "weight_decay": [0, 0.5], "train": {"batch_size": [4, 8]},
+     "include": [{"epochs": 3, "seed": 7}], "exclude": [{"lr": 0.1, "seed": 1}]},
+    {**TINY_LM, "epochs": [1, 2], "seed": [0, 1], "data": {**TINY_LM["data"], "order": ["shuffled", "sequential"]}, "train": {**TINY_LM.get("train", {}), "clip": [0.5, 1.0]}},
+    *[str(Path(__file__).parents[1] / "sweeps" / name) for name in ("quickstart.yaml", "linreg-reuse.yaml")],  # the others need a hub
+])
+def test_template_ids_and_configs_equal_the_slow_path(raw):
+    """`point_trials` hashes a template's JSON with each point's numbers put in; every id and config
+    equals the one built and hashed point by point (`trial_config`, `trial_id`)."""
+    sweep = load_sweep(raw)
+    data = describe(sweep.data)
+    pairs = grid.point_trials(sweep, data)
+    assert len(pairs) == len(grid.grid_points(sweep))
+    for point, trial in pairs:
+        config = grid.trial_config(sweep, point, data)
+        assert trial.config == config
+        assert trial.trial_id == grid.trial_id(config) == grid.trial_id(trial.config)

@@ -115,7 +115,7 @@ def cell_points(sweep: Sweep) -> list[Point]:
     for grid in subgrids:
         for values in itertools.product(*(grid[axis] for axis in axes)):
             point = Point(dict(zip(axes, values)))
-            hits = {i for i, ex in enumerate(sweep.exclude) if ex.matches(point)}
+            hits = {i for i, ex in enumerate(sweep.exclude) if ex.matches(point)} if sweep.exclude else set()
             used |= hits
             if point not in seen and not hits:
                 seen.add(point)
@@ -177,21 +177,91 @@ def trial_at(template: Trial, values: Mapping[str, AxisValue]) -> Trial:
 
 def point_trials(sweep: Sweep, data: DataIdentity, results: ResultsLayout | None = None) -> list[tuple[Point, Trial]]:
     """(grid point, its trial) for every grid point in spec order; points with one trial_id share
-    it. `results` defaults to the spec's `results:`."""
+    it. `results` defaults to the spec's `results:`.
+
+    A grid of 100,000 points differs from point to point only in its scalar axes (`SCALAR_AXES`:
+    a seed, an lr): the points that agree on every other axis share one `TrialTemplate`, built and
+    hashed the slow way once, and each point's config is the template's with its scalars set and
+    its id the template's canonical JSON with their JSON put in (`TrialTemplate.trial_id`): the
+    same text, so the same id, at a twentieth of the cost (tests/test_sweep_ids.py pins the ids)."""
     results = results or layout(absolute(sweep.results_dir))
     data_key = None if sweep.trainer == "linreg" else data.key
+    templates: dict[tuple, TrialTemplate] = {}
     trials: dict[str, Trial] = {}
     out = []
     for point in grid_points(sweep):
-        config = trial_config(sweep, point, data)
-        tid = trial_id(config)
-        trial = trials.setdefault(tid, Trial(
-            trial_id=tid, sweep=sweep.name, model_label=point["model"].label, config=config,
-            results=results, data_key=data_key, data_spec=sweep.data if data_key else None,
-            fault_tolerance=sweep.fault_tolerance, resources=sweep.resources,
-        ))
+        shape = tuple(item for item in point.key if item[0] not in SCALAR_AXES)  # (axis, value) of the other axes
+        template = templates.get(shape)
+        if template is None:
+            config = trial_config(sweep, point, data)  # validated here: a bad train combination raises
+            template = templates[shape] = TrialTemplate(config, Trial(
+                trial_id=trial_id(config), sweep=sweep.name, model_label=point["model"].label, config=config,
+                results=results, data_key=data_key, data_spec=sweep.data if data_key else None,
+                fault_tolerance=sweep.fault_tolerance, resources=sweep.resources,
+            ))
+        scalars = {axis: point[axis] for axis in SCALAR_AXES}
+        if template.takes(scalars):
+            tid = template.trial_id(scalars)
+            trial = trials.get(tid) or trials.setdefault(tid, template.trial(tid, scalars))
+        else:  # a value not of its field's type (never from a resolved Sweep): validated and hashed the slow way
+            config = trial_config(sweep, point, data)
+            trial = trials.get(trial_id(config)) or trials.setdefault(trial_id(config), template.first.model_copy(
+                update={"trial_id": trial_id(config), "config": config}))
         out.append((point, trial))
     return out
+
+
+SCALAR_AXES = ("unique_tokens", "epochs", "lr", "weight_decay", "seed")  # plain numbers of TrialConfig, always hashed
+
+
+class TrialTemplate:
+    """The trials of the grid points that differ only in SCALAR_AXES: one config, validated and
+    hashed once, and its canonical JSON cut where each scalar's value goes."""
+
+    def __init__(self, config: TrialConfig, trial: Trial):
+        self.config, self.first = config, trial
+        marks = {axis: f"@@scalegrid-{axis}@@" for axis in SCALAR_AXES}
+        text = canonical_json(identity(config) | marks)
+        order = sorted(SCALAR_AXES, key=lambda axis: text.index(f'"{marks[axis]}"'))
+        self.order, self.pieces = order, []
+        for axis in order:
+            before, text = text.split(f'"{marks[axis]}"', 1)
+            self.pieces.append(before)
+        self.pieces.append(text)
+        self.types = {axis: type(getattr(config, axis)) for axis in SCALAR_AXES}  # int or float, as validated
+        self._texts: dict[tuple, str | None] = {}
+
+    def takes(self, scalars: Mapping[str, AxisValue]) -> bool:
+        """Each value of the type its field validates to (so setting it needs no validation), and finite."""
+        return all(self._json(axis, scalars[axis]) is not None for axis in SCALAR_AXES)
+
+    def _json(self, axis: str, value: AxisValue) -> str | None:
+        """The value's JSON, as `canonical_json` writes it in the config (None: not `takes`)."""
+        key = (axis, type(value), value)
+        text = self._texts.get(key, False)
+        if text is False:
+            fits = type(value) is self.types[axis] and math.isfinite(value)
+            text = self._texts[key] = self.types[axis].__repr__(value) if fits else None  # what `json` writes for an int or a finite float
+        return text
+
+    def trial_id(self, scalars: Mapping[str, AxisValue]) -> str:
+        """The id of the template's config with `scalars` set (`takes`): `trial_id(config)` without building it."""
+        parts = [self.pieces[0]]
+        for axis, piece in zip(self.order, self.pieces[1:]):
+            parts += (self._json(axis, scalars[axis]), piece)
+        return hashlib.sha256("".join(parts).encode()).hexdigest()[:TRIAL_ID_CHARS]
+
+    def trial(self, tid: str, scalars: Mapping[str, AxisValue]) -> Trial:
+        config = _sharing_fields_set(self.config.model_copy(update=dict(scalars)), self.config)
+        return _sharing_fields_set(self.first.model_copy(update={"trial_id": tid, "config": config}), self.first)
+
+
+def _sharing_fields_set(copy, original):
+    """`copy` holding `original`'s set of the fields given, not a copy of it: pydantic gives every
+    `model_copy` its own (~700 bytes, half of a config's memory), and the models are frozen, so
+    100,000 trials of one template share one (the update's fields are in it already)."""
+    object.__setattr__(copy, "__pydantic_fields_set__", original.__pydantic_fields_set__)
+    return copy
 
 
 def expand(sweep: Sweep, data: DataIdentity, results: ResultsLayout | None = None) -> list[Trial]:

@@ -5,6 +5,7 @@ Every path under RESULTS is named here, once:
     runs/<trial_id>.parquet          one row per trial (store.py)
     curves/<trial_id>.parquet        one row per evaluation
     ensembles/<row_id>.parquet       one row per (grid point, k)
+    <table>/part-<time>-<hash>.parquet   many rows' files of runs/, curves/ or ensembles/ folded into one (store/compact.py)
     search/<cell_id>.parquet         one row per step of a cell's search (orchestrator/planning/cells.py)
     evals/<eval_id>.parquet          one row per metric of a downstream evaluation (a model on a task)
     models/<trial_id>/               final weights, `save_pretrained` (config.json written last)
@@ -53,6 +54,7 @@ Parts = tuple[str, ...]
 RUNS, CURVES, ENSEMBLES, SEARCH, EVALS = "runs", "curves", "ensembles", "search", "evals"
 MODEL_MARKER = "config.json"  # written last by save_pretrained's caller: a model directory is complete
 CACHE_MARKER = "meta.json"  # written last into a token cache or a teacher corpus
+PART_PREFIX = "part-"  # a file of many rows (`part_file`); a row's own file is named by its 16-hex id
 CORRUPT_SUFFIX = ".corrupt-"  # an unreadable run file or checkpoint, set aside (`set_aside`)
 # The longest path written under a root, past it: Tune's trial files (tune/<sweep name, at most
 # 100>-<stamp>-<owner>/<pack>/...) are the deepest; names here are far shorter.
@@ -99,6 +101,11 @@ class ResultsLayout:
 
     def row_file(self, table: str, row_id: str) -> Parts:
         return (table, f"{row_id}.parquet")
+
+    def part_file(self, table: str, stamp: str, digest: str) -> Parts:
+        """Rows folded from their own files (`store/compact.py`): `stamp` (UTC, sortable) orders
+        the parts of a table oldest first; `digest` tells apart two written in one microsecond."""
+        return (table, f"{PART_PREFIX}{stamp}-{digest}.parquet")
 
     def model_dir(self, trial_id: str) -> Parts:
         return ("models", trial_id)
@@ -397,6 +404,11 @@ class CheckpointDir:
 
     def __str__(self) -> str:
         return self.results.shown(*self.parts)
+
+
+def is_part(name: str) -> bool:
+    """A file of many rows (`ResultsLayout.part_file`), not one row's own."""
+    return name.startswith(PART_PREFIX)
 
 
 def layout(results: str | Path | ResultsLayout) -> ResultsLayout:

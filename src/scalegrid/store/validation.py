@@ -5,11 +5,12 @@ A file of a table directory is *damaged* when it
 
 - is not a file (a directory, a FIFO, a symlink loop named `<id>.parquet`);
 - is not Parquet, or its footer does not read;
-- holds more than the table's rows (runs and ensembles: one row), or more bytes uncompressed than
-  a row of its table can hold (a few kilobytes of zstd can expand to gigabytes of strings);
+- holds more than the table's rows (runs and ensembles: one row; a part file, `compact.py`: those of
+  the files it folds), or more bytes uncompressed than a row of its table can hold (a few kilobytes of zstd can expand to gigabytes of strings);
 - lacks a column every row of the table has (`trial_id`, `status`, ...), or holds one of another type;
 - names another id than the file's (a run file copied under another name, a FAILED row planted
-  beside the COMPLETED one): one id, one file.
+  beside the COMPLETED one): one id, one file (a part file holds many, each also in no other part
+  that a later file overrides).
 
 A damaged file's rows are left out and the file is reported (path, why). Readers that only look
 (`plan`, `status`, `report`) warn; `run` sets it aside (`<name>.corrupt-<time>`, kept for a look)
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scalegrid.storage import ResultsLayout
-from scalegrid.storage.layout import CURVES, ENSEMBLES, EVALS, RUNS, SEARCH
+from scalegrid.storage.layout import CURVES, ENSEMBLES, EVALS, RUNS, SEARCH, is_part
 from scalegrid.store.rows import SCHEMAS
 
 
@@ -45,15 +46,15 @@ RULES = {
     SEARCH: TableRule("cell_id", ("cell_id", "step", "outcome"), max_rows=100_000, max_bytes=64 * MIB),
     EVALS: TableRule("eval_id", ("eval_id", "status", "model_id", "task"), max_rows=10_000, max_bytes=16 * MIB),  # a row per metric
 }
+FILES_PER_PART = 1024  # rows' own files folded into one part file (`compact.py`): a part's bounds are theirs times this
 FOOTER_THREADS = 8  # footers are read in parallel: I/O-bound, one small read each
 
 
 def footers(results: ResultsLayout, table: str, names: list[str]) -> tuple[dict[str, str], dict[str, int]]:
     """(name -> why, for the files whose footer says they are damaged; name -> rows, for the others),
     the footers read in parallel and not trusted."""
-    rule = RULES[table]
-
     def check(name: str) -> tuple[str | None, int]:
+        rule = part_rule(table) if is_part(name) else RULES[table]
         try:
             meta = pq.read_metadata(results.path(table, name), filesystem=results.fs)
         except Exception as err:  # noqa: BLE001 - not Parquet, truncated, not a file
@@ -63,6 +64,13 @@ def footers(results: ResultsLayout, table: str, names: list[str]) -> tuple[dict[
     with concurrent.futures.ThreadPoolExecutor(FOOTER_THREADS) as pool:
         found = dict(zip(names, pool.map(check, names)))
     return {n: why for n, (why, _) in found.items() if why}, {n: rows for n, (why, rows) in found.items() if not why}
+
+
+def part_rule(table: str) -> TableRule:
+    """A part file's rule: its table's columns, and as many rows and bytes as the files it folds."""
+    rule = RULES[table]
+    return TableRule(rule.id_column, rule.required, min(rule.max_rows * FILES_PER_PART, 50_000_000),
+                     min(rule.max_bytes * FILES_PER_PART, 4096 * MIB))
 
 
 def _footer_problem(meta: pq.FileMetaData, rule: TableRule, schema: pa.Schema) -> str | None:

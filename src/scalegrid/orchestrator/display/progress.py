@@ -106,18 +106,20 @@ class Running:
 
 @dataclass
 class SweepProgress:
-    """What the driver knows of a Tune run, keyed by pack key (a trial_id, or a pack's key)."""
+    """What the driver knows of a Tune run, keyed by pack key (a trial_id, or a pack's key). A pack
+    is kept by key from when it is planned until it finishes, then only in the sums: 100,000
+    finished trials cost the driver no more than a few."""
 
     total: int  # grid points to run
-    planned_flops: dict[str, float]  # pack key -> its trials' estimated FLOPs
-    pack_sizes: dict[str, int] = field(default_factory=dict)  # pack key -> grid points in it (default 1)
+    planned_flops: dict[str, float]  # pack key -> its trials' estimated FLOPs, until it finishes
+    pack_sizes: dict[str, int] = field(default_factory=dict)  # pack key -> grid points in it (default 1), until it finishes
     already_done: int = 0
     start: float = field(default_factory=time.monotonic)
     slots: int = 1  # Tune trials at once
     open_ended: bool = False  # a search: its walks may plan more packs, the ETA is a lower bound
     models: dict[str, str] = field(default_factory=dict)  # pack key -> its model, whose speed predicts it
     running: dict[str, Running] = field(default_factory=dict)
-    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # pack key -> status -> count, once finished
+    outcomes: dict[str, int] = field(default_factory=dict)  # status -> grid points of finished packs
     reported: dict[str, dict[str, int]] = field(default_factory=dict)  # the outcome a running Tune trial reported last
     flops_done: dict[str, float] = field(default_factory=dict)  # at the last row (all planned, once finished)
     speeds: dict[str, Speed] = field(default_factory=dict)  # model -> its trials' training speed
@@ -125,6 +127,13 @@ class SweepProgress:
     finished_training_s: float = 0.0  # the finished Tune trials' training time (their FLOPs at their speed)
     waiting: int = 0  # Tune trials waiting for resources (no node has room for one now)
     note: Callable[[], str] | None = None  # a last part of the summary line: a search's cells
+    # The sums over finished packs, and the FLOPs planned in all
+    flops_planned: float = 0.0
+    flops_finished: float = 0.0
+    packs_finished: int = 0
+
+    def __post_init__(self):
+        self.flops_planned += sum(self.planned_flops.values())
 
     def planned(self, key: str, flops: float, size: int, model: str = "") -> None:
         """A pack the feed chose: counted once (a grid's are known from the start)."""
@@ -133,6 +142,7 @@ class SweepProgress:
             self.pack_sizes[key] = size
             self.models[key] = model
             self.total += size
+            self.flops_planned += flops
 
     def started(self, key: str, label: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -175,18 +185,23 @@ class SweepProgress:
 
     def finished(self, key: str, lost: bool = False, now: float | None = None) -> Running | None:
         """A Tune trial ended: its reported outcome, or FAILED (LOST: out of retries, no row) for all
-        its points. Returns what it showed last."""
-        now = time.monotonic() if now is None else now
+        its points, added to the sums; nothing of it is kept by key. Returns what it showed last."""
         last = self.running.pop(key, None)
         reported = self.reported.pop(key, None)
-        self.outcomes[key] = {"LOST": self.pack_sizes.get(key, 1)} if lost else reported or {"FAILED": self.pack_sizes.get(key, 1)}
+        size = self.pack_sizes.pop(key, 1)
+        for status, n in ({"LOST": size} if lost else reported or {"FAILED": size}).items():
+            self.outcomes[status] = self.outcomes.get(status, 0) + n
+        planned = self.planned_flops.pop(key, 0.0)
         if last is not None and last.flops_per_s and not lost:  # else all its time was beyond training
-            self.finished_training_s += self.planned_flops.get(key, 0.0) / last.flops_per_s
-        self.flops_done[key] = self.planned_flops.get(key, 0.0)
+            self.finished_training_s += planned / last.flops_per_s
+        self.flops_finished += planned
+        self.packs_finished += 1
+        self.flops_done.pop(key, None)
+        self.models.pop(key, None)
         return last
 
     def count(self, status: str) -> int:
-        return sum(o.get(status, 0) for o in self.outcomes.values())
+        return self.outcomes.get(status, 0)
 
     # --- the share done and the time left ----------------------------------------------------------
 
@@ -199,14 +214,14 @@ class SweepProgress:
 
     def fraction_done(self, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
-        planned = sum(self.planned_flops.values())
-        return min(1.0, sum(self.done_now(k, now) for k in self.planned_flops) / planned) if planned > 0 else 0.0
+        planned = self.flops_planned
+        return min(1.0, (self.flops_finished + sum(self.done_now(k, now) for k in self.planned_flops)) / planned) if planned > 0 else 0.0
 
     def eta_s(self, now: float | None = None) -> float | None:
         """Seconds left: the slot time the work left needs, over the slots, and never less than the
         longest running trial's remaining time. None before any speed is measured, or once all is done."""
         now = time.monotonic() if now is None else now
-        left = [k for k in self.planned_flops if k not in self.outcomes]
+        left = list(self.planned_flops)  # the packs not finished
         everything = Speed(sum(s.flops for s in self.speeds.values()), sum(s.seconds for s in self.speeds.values())).per_s
         if not left or everything is None:
             return None
@@ -231,7 +246,7 @@ class SweepProgress:
             return 0.0
         training_s = self.finished_training_s + sum(
             self.done_now(key, now) / r.flops_per_s for key, r in self.running.items() if r.flops_per_s)
-        started = len(self.outcomes) + len(self.running)
+        started = self.packs_finished + len(self.running)
         return max(0.0, self.slots * (now - self.first_start) - training_s) / max(1, started)
 
     def tokens_per_s(self) -> float:
@@ -242,7 +257,7 @@ class SweepProgress:
 
     def line(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
-        finished = sum(sum(o.values()) for o in self.outcomes.values())
+        finished = sum(self.outcomes.values())
         failed, diverged, elsewhere = self.count("FAILED") + self.count("LOST"), self.count("DIVERGED"), self.count("ELSEWHERE")
         done = self.already_done + finished - failed - elsewhere - self.count("STORAGE_FAILED")
         counts = [f"{done}/{self.total + self.already_done} done", f"{len(self.running)} running"]
@@ -250,7 +265,7 @@ class SweepProgress:
         if self.waiting:
             counts.append(f"{self.waiting} waiting for resources (no node has room for one now)")
         parts = [", ".join(counts)]
-        planned = sum(self.planned_flops.values())
+        planned = self.flops_planned
         if planned > 0:
             parts.append(f"{100 * self.fraction_done(now):.0f}% of {planned:.3g} FLOPs")
         if self.tokens_per_s() > 0:

@@ -14,7 +14,8 @@ run ends in one line that says how much the rest needs.
 
 A grid is fed at most `CHUNK` Tune trials per `Tuner.fit()`, so the driver's memory stays flat
 however large the grid (Tune's grows with every trial it knows); the `Trial`s travel through the
-object store once per chunk (`tune.with_parameters`). Every worker takes its trial's lease first
+object store once per chunk (`tune.with_parameters`). While it trains, the trials' own row files
+are folded into parts (`store.Compactor`), so the reads after it open a few files, not one per trial. Every worker takes its trial's lease first
 (`leases`): a trial another live driver trains is skipped, and after Tune is done this driver waits
 for those; a trial whose lease lapses without a row (its driver was killed) is scheduled again
 here and resumes from its checkpoint.
@@ -27,6 +28,7 @@ import errno
 import functools
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -60,11 +62,15 @@ def schedule(
     # Longest first: the grid's makespan is not left to one long trial started last.
     todo = plan.pending if trials is None else trials
     todo = sorted(todo, key=lambda t: capacity.longest_first_key(t.config.estimated_flops, t.resources), reverse=True)
-    for _ in range(MAX_ROUNDS):
-        if not todo:
-            break
-        skipped = _fit_grid(plan, todo, provenance, max_concurrent, owner, callbacks)
-        todo = _after_others(todo, owner) if skipped else []
+    with store.Compactor(plan.results) as compactor:  # the trials' own files folded into parts as they land
+        for _ in range(MAX_ROUNDS):
+            if not todo:
+                break
+            skipped = _fit_grid(plan, todo, provenance, max_concurrent, owner, callbacks)
+            todo = _after_others(todo, owner) if skipped else []
+    if compactor.error is not None:
+        print(f"scalegrid: warning: compacting the results' row files failed ({compactor.error}); every file was kept",
+              file=sys.stderr, flush=True)
 
 
 def _fit_grid(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str], max_concurrent: int | None, owner: str,

@@ -129,9 +129,10 @@ def run_leased(
     try:
         with lease.heartbeating():
             while True:
-                if done_here(trial):
+                history = leases.history(results, trial.trial_id)
+                if done_here(trial, history):
                     return ALREADY_DONE  # another driver finished it between our plan and our lease
-                attempt = _attempt(trial, owner)
+                attempt = 1 + sum(h.get("owner") == owner for h in history)
                 resumed_from, notes = checkpoint.resume_point(trial.checkpoint_dir)  # unreadable ones set aside
                 for note in notes:
                     warn(f"trial {trial.trial_id}: {note}")
@@ -150,10 +151,13 @@ def run_leased(
         lease.release()
 
 
-def done_here(trial: Trial) -> bool:
+def done_here(trial: Trial, history: list) -> bool:
     """Its run row says done, and the model a stage needs of it is saved (a member trained without
-    `keep_weights` is trained again to save it: the same result, deterministic, and its weights)."""
-    done = store.run_status(trial.results, trial.trial_id) in DONE_STATUSES
+    `keep_weights` is trained again to save it: the same result, deterministic, and its weights).
+    Only a trial someone started (its lease history) can have a row in a part file
+    (`store.compact`): without one, only its own file is looked at, which spares every fresh trial
+    a listing of runs/."""
+    done = store.run_status(trial.results, trial.trial_id, folded=bool(history)) in DONE_STATUSES
     return done and not (trial.save_model and not trial.results.has_model(trial.trial_id))
 
 
@@ -233,7 +237,7 @@ def run_leased_group(
                 continue
             held.callback(lease.release)
             held.enter_context(lease.heartbeating())
-            if done_here(trial):
+            if done_here(trial, leases.history(results, trial.trial_id)):
                 outcomes[trial.trial_id] = ALREADY_DONE
             else:
                 mine.append(trial)

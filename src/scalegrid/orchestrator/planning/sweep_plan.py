@@ -76,17 +76,21 @@ class SweepPlan:
         return evaluation_jobs(self.sweep, self.graph, self.tasks, self.snapshot, self.results.has_model, self.harness)
 
     def table(self) -> pd.DataFrame:
-        """One row per trial: identity, axes, size, tokens, FLOPs and status; smallest model first."""
-        rows = []
-        for t in self.trials:
-            c = t.config
-            rows.append({
-                "trial_id": t.trial_id, "model": t.model_label, "unique_tokens": c.unique_tokens, "epochs": c.epochs,
-                "lr": c.lr, "weight_decay": c.weight_decay, "seed": c.seed, "member": c.member,
-                "params": c.num_params, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
-                **self._memory_columns(t.model_label), "status": self.status(t.trial_id),
-            })
-        return by_size(pd.DataFrame(rows)).reset_index(drop=True)
+        """One row per trial: identity, axes, size, tokens, FLOPs and status; smallest model first
+        (built by columns: a dict per row of 100,000 trials would cost 100 MB)."""
+        trials = self.trials
+        configs = [t.config for t in trials]
+        columns = {
+            "trial_id": [t.trial_id for t in trials], "model": [t.model_label for t in trials],
+            **{axis: [getattr(c, axis) for c in configs] for axis in ("unique_tokens", "epochs", "lr", "weight_decay", "seed", "member")},
+            "params": [c.num_params for c in configs], "tokens_seen": [c.tokens_seen for c in configs],
+            "flops": [c.estimated_flops for c in configs],
+        }
+        if self.memory:
+            memory = [self._memory_columns(t.model_label) for t in trials]
+            columns |= {name: [m.get(name) for m in memory] for name in ("micro_batch", "gpu_gib")}
+        columns["status"] = [self.status(t.trial_id) for t in trials]
+        return by_size(pd.DataFrame(columns)).reset_index(drop=True)
 
     def _memory_columns(self, label: str) -> dict:
         estimate = self.memory.get(label)
