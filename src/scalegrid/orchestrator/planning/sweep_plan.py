@@ -18,9 +18,11 @@ from scalegrid.data.identity import TokenCache, describe, token_dtype
 from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
 from scalegrid.orchestrator.planning.stage_graph import StageGraph, build, dependants
+from scalegrid.orchestrator.planning.capacity import shares_trunks
 from scalegrid.orchestrator.planning.cells import CellSearch, searched_graph
 from scalegrid.spec import SpecSource, Sweep, load_sweep
 from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
+from scalegrid.trainers.trunk_groups import planned_flops
 from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
 
 
@@ -65,14 +67,17 @@ class SweepPlan:
         return dependants(self.graph.to_json(), self.snapshot.status, self.snapshot.ensembles_done)
 
     def table(self) -> pd.DataFrame:
-        """One row per trial: identity, axes, size, tokens, FLOPs and status."""
+        """One row per trial: identity, axes, size, tokens, FLOPs and status. A grid's `wsd` trunk
+        counts its stable phase once: on its longest epoch count, each shorter one its decay only."""
         rows = []
-        for t in self.trials:
-            c = t.config
+        configs = [t.config for t in self.trials]
+        trunked = self.sweep.search is None and shares_trunks(self.sweep)
+        flops = planned_flops(configs) if trunked else [c.estimated_flops for c in configs]
+        for t, c, f in zip(self.trials, configs, flops):
             rows.append({
                 "trial_id": t.trial_id, "model": t.model_label, "unique_tokens": c.unique_tokens, "epochs": c.epochs,
                 "lr": c.lr, "weight_decay": c.weight_decay, "seed": c.seed, "member": c.member,
-                "params": c.num_params, "tokens_seen": c.tokens_seen, "flops": c.estimated_flops,
+                "params": c.num_params, "tokens_seen": c.tokens_seen, "flops": f,
                 **self._memory_columns(t.model_label), "status": self.status(t.trial_id),
             })
         return pd.DataFrame(rows)
