@@ -100,10 +100,54 @@ def test_the_spec_section_and_its_bad_input():
         ({"max": 0, "stop": {"rule": "val_curve", "gamma": 1}}, {}, "epochs"),
         ({"max": 64, "stop": {"rule": "val_curve", "gamma": 1}}, {"schedule": "cosine"}, "needs train.schedule: wsd"),
         ({"max": 64, "stop": {"rule": "grad_stats", "gamma": 1}}, {}, "set train.diagnostics: true"),
+        ({"max": 64, "stop": {"rule": "val_curve", "gamma": 1, "patience": -1}}, {}, "epochs.stop.patience: must be between 0 and 16"),
+        ({"max": 64, "stop": {"rule": "val_curve", "gamma": 1, "patience": 17}}, {}, "epochs.stop.patience: must be between 0 and 16"),
+        ({"max": 64, "stop": {"rule": "val_curve", "gamma": 1, "patience": 1.5}}, {}, "epochs.stop.patience"),
+        ({"max": 64, "stop": {"rule": "val_curve", "gamma": 1, "patient": 1}}, {}, "did you mean 'patience'"),
     ]:
         with pytest.raises(UserError, match=message) as err:
             parse_spec({**base, "epochs": epochs, "train": {"schedule": "wsd", **train}})
         assert "\n" not in str(err.value)
+
+
+def test_the_adaptive_section_adds_each_rule_and_the_fixed_epochs_at_the_points_it_picks():
+    """`adaptive:` at one grid point: the fixed epoch counts and one run per rule, with the ids the
+    same trials have when written as grids of their own (`epochs: [...]`, `epochs: {max, stop}`)."""
+    from scalegrid.data.identity import describe
+    from scalegrid.grid import expand
+    from scalegrid.orchestrator.planning.stage_graph import build
+    from scalegrid.spec import load_sweep
+
+    base = {"name": "s", "trainer": "lm", "model": ["llama-50k", "llama-200k"], "lr": 1e-3, "epochs": 4,
+            "data": {"source": "synthetic", "unique_tokens": 4096}, "train": {"schedule": "wsd", "diagnostics": True}}
+    rules = [{"rule": "val_curve", "gamma": 0.02, "patience": 1}, {"rule": "grad_stats", "gamma": 0.02}]
+    sweep = load_sweep({**base, "adaptive": {"where": [{"model": "llama-50k"}], "max": 32, "stop": rules, "epochs": [4, 8, 32]}})
+    graph = build(sweep, describe(sweep.data))
+    ids = {t.trial_id for t in graph.trials}
+    one = {**base, "model": "llama-50k"}
+    fixed = expand(load_sweep({**one, "epochs": [4, 8, 32]}), describe(sweep.data))
+    adaptive = [expand(load_sweep({**one, "epochs": {"max": 32, "stop": r}}), describe(sweep.data))[0] for r in rules]
+    grid = expand(load_sweep(base), describe(sweep.data))  # the two sizes at 4 epochs
+    assert ids == {t.trial_id for t in [*grid, *fixed, *adaptive]} and len(graph.trials) == 2 + 2 + 2
+    bad = [
+        ({"stop": []}, "adaptive.stop: empty axis"),
+        ({"stop": [{"rule": "val_curve"}]}, "adaptive.stop[0].gamma"),
+        ({"max": 0}, "adaptive.max: must be between 1 and 100000"),
+        ({"where": [{"model": "llama-1m"}]}, "adaptive.where[0]: {'model': 'llama-1m'} matches no grid point"),
+        ({"where": [{"lr": 0}]}, "adaptive.where[0].lr"),
+        ({"where": [{"epochs": 8}]}, "adaptive.where[0]: {'epochs': 8} matches no grid point"),
+    ]
+    for change, message in bad:
+        with pytest.raises(UserError, match=re.escape(message)) as err:
+            build(*(lambda sw: (sw, describe(sw.data)))(load_sweep({**base, "adaptive": {"max": 32, "stop": rules, **change}})))
+        assert "\n" not in str(err.value)
+    for spec, message in [
+        ({**base, "train": {"schedule": "cosine"}}, "adaptive: needs train.schedule: wsd"),
+        ({**base, "train": {"schedule": "wsd"}}, "adaptive.stop[1]: the stop rule grad_stats reads the gradient statistics"),
+        ({**base, "epochs": {"max": 8, "stop": rules[0]}}, "adaptive: the whole spec is adaptive already"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_sweep({**spec, "adaptive": {"max": 32, "stop": rules}})
 
 
 def run(trial):
