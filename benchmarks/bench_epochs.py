@@ -3,6 +3,8 @@
     python benchmarks/bench_epochs.py --diagnostics    # the cost of train.diagnostics at the default probe size
     python benchmarks/bench_epochs.py --trunks         # (a) trunk-and-branch against independent WSD runs and
                                                        # (b) adaptive stops against the fixed-epoch grid's best
+    python benchmarks/bench_epochs.py --saturating     # (c) where the data runs out (a U-shaped loss against
+                                                       # epochs): each stop rule against the fixed grid
 
 Every figure is a real lm trial (llama-50k, byte tokens, batch 16 x 64) trained in this process;
 wall times are noisy on a shared machine: the load (`uptime`) is printed with them.
@@ -19,25 +21,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from scalegrid.grid import expand  # noqa: E402
-from scalegrid.spec import parse_spec  # noqa: E402
+from scalegrid import store  # noqa: E402
+from scalegrid.analysis.epochs import adaptive_against_fixed  # noqa: E402
+from scalegrid.data.identity import prepare  # noqa: E402
+from scalegrid.orchestrator.planning.stage_graph import build  # noqa: E402
+from scalegrid.spec import load_sweep  # noqa: E402
 from scalegrid.storage import layout  # noqa: E402
 from scalegrid.trainers import get_trainer  # noqa: E402
-from scalegrid.data.identity import prepare  # noqa: E402
 
 
 def trials(results: Path, *, unique_tokens: list[int], epochs, redundancy: float = 0.0, train: dict | None = None,
-           lr: float = 3e-3, documents: int = 6000):
+           lr: float = 3e-3, documents: int = 6000, model: str = "llama-50k", weight_decay: float = 0.1,
+           adaptive: dict | None = None):
     """The trials of a synthetic-corpus sweep, its token cache prepared under `results`."""
-    spec = parse_spec({
-        "name": "bench-epochs", "trainer": "lm", "model": "llama-50k", "epochs": epochs, "lr": lr, "weight_decay": 0.1,
+    spec = load_sweep({
+        "name": "bench-epochs", "trainer": "lm", "model": model, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
         "data": {"source": "synthetic", "synthetic": {"documents": documents, "redundancy": redundancy},
                  "unique_tokens": unique_tokens, "validation": {"fraction": 0.05, "max_tokens": 8192}},
         "train": {"batch_size": 16, "seq_len": 64, "eval_every": 10**6, "log_every": 50, **(train or {})},
         "results": str(results), "fault_tolerance": {"checkpoint_every": 10**9},  # no resuming a measured trial
+        "keep_weights": False,
+        **({"adaptive": adaptive} if adaptive else {}),
     })
     identity, _ = prepare(spec.data, layout(str(results)))
-    return expand(spec, identity, layout(str(results)))
+    return build(spec, identity, layout(str(results))).trials
 
 
 def load() -> str:
@@ -120,10 +127,59 @@ def bench_trunks(results: Path, settings, gamma: float, max_epochs: int, lr: flo
                   f"val_loss {result.val_loss:.4f} ({result.val_loss / losses[best] - 1:+.2%} against it); load {load()}", flush=True)
 
 
+# (c) Settings where the data runs out inside the fixed grid (loss against epochs is U-shaped):
+# (model, unique tokens, peak lr, weight decay). Calibrated on this machine: see docs/story.md.
+SATURATING = [("llama-50k", 1024, 1e-2, 0.1), ("llama-200k", 2048, 3e-3, 0.4)]
+SATURATING_EPOCHS = [2, 4, 8, 16, 32, 64]
+STOP_RULES = [
+    {"rule": "val_curve", "gamma": 0.02},
+    {"rule": "val_curve", "gamma": 0.02, "patience": 1},
+    {"rule": "grad_stats", "gamma": 0.02},
+]
+
+
+def bench_saturating(results: Path, settings, gamma: float) -> None:
+    """(c) Per setting, the fixed grid (one wsd trunk) and one adaptive run per stop rule, all at
+    the same point (`adaptive:` of a spec: the trials `scalegrid run` would train), written to the
+    store and compared by `analysis.epochs.adaptive_against_fixed`, as the report does."""
+    from scalegrid.trainers import lm, trunk_groups
+
+    rules = [{**r, "gamma": gamma} for r in STOP_RULES]
+    for model, budget, lr, wd in settings:
+        root = results / f"{model}-u{budget}"
+        adaptive = {"max": max(SATURATING_EPOCHS), "stop": rules, "epochs": SATURATING_EPOCHS}
+        wsd = {"schedule": "wsd", "warmup_fraction": 0.05, "diagnostics": True}
+        todo = trials(root, unique_tokens=[budget], epochs=max(SATURATING_EPOCHS), train=wsd, lr=lr, model=model,
+                      weight_decay=wd, adaptive=adaptive)
+        start = time.perf_counter()
+        for group in _groups(todo, trunk_groups.vector_key):
+            for trial, result in zip(group, lm.train_many(group)):
+                store.write_run(trial.results, store.trial_row(trial, result, wall_s=0.0, provenance={}))
+        wall = time.perf_counter() - start
+        table = adaptive_against_fixed(store.load_runs(str(root)))
+        first = table.iloc[0]
+        print(f"(c) {model}, U {budget}, lr {lr:g}, wd {wd:g}: fixed val_loss by epochs "
+              + ", ".join(f"{e}: {v:.4f}" for e, v in zip(first["fixed_epochs"], first["fixed_losses"]))
+              + f"; best {int(first['best_epochs'])}; {wall:.0f} s for all; load {load()}", flush=True)
+        for _, r in table.iterrows():
+            stopped = f"stopped after {int(r['stopped_epoch'])}" if r["stopped_epoch"] == r["stopped_epoch"] else "never stopped"
+            print(f"    {r['rule']:10s} patience {r['patience']}: {stopped}, {r['tokens_seen']:,} tokens = "
+                  f"{r['token_share']:.0%} of the longest fixed run's ({1 - r['token_share']:.0%} saved), val_loss "
+                  f"{r['val_loss']:.4f} ({r['loss_lost']:+.2%} against the best fixed); goal met: {r['meets_goal']}", flush=True)
+
+
+def _groups(trials, key):
+    groups: dict[str, list] = {}
+    for t in trials:
+        groups.setdefault(key(t.config), []).append(t)
+    return list(groups.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--diagnostics", action="store_true")
     parser.add_argument("--trunks", action="store_true", help="(a) and (b) on two redundancies x two budgets")
+    parser.add_argument("--saturating", action="store_true", help="(c) each stop rule on settings where the data runs out")
     parser.add_argument("--budgets", type=int, nargs="+", default=[16384, 65536], help="unique tokens (multiples of 1024)")
     parser.add_argument("--redundancies", type=float, nargs="+", default=[0.0, 0.6])
     parser.add_argument("--gamma", type=float, default=0.02)
@@ -138,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.trunks:
             settings = [(r, u) for r in args.redundancies for u in args.budgets]
             bench_trunks(results, settings, args.gamma, args.max_epochs, args.lr)
+        if args.saturating:
+            bench_saturating(results, SATURATING, args.gamma)
     return 0
 
 

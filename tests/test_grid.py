@@ -78,6 +78,33 @@ def test_tokens_and_flops_estimates():
     assert trial.config.estimated_flops == shape.flops_per_token(trial.config.vocab_size, 32) * 4096
 
 
+def test_plan_counts_a_trunk_groups_stable_phase_once(tmp_path):
+    """A grid's wsd epochs axis trains as one trunk: the plan charges the longest epoch count its
+    run and each shorter one its decay only; a search or a tracked grid trains each trial alone."""
+    from scalegrid.orchestrator.planning.sweep_plan import make_plan
+    from scalegrid.trainers.trunk_groups import steps_per_epoch, tokens_in_steps
+
+    # 4096 tokens / 32 = 128 sequences, batch 24: 6 steps of which the last holds 8 sequences
+    wsd = {**TINY_LM, "epochs": [1, 2, 5], "weight_decay": [0.1, 0.2],
+           "train": {**TINY_LM["train"], "batch_size": 24, "schedule": "wsd"}}
+    table = make_plan(wsd, results=str(tmp_path / "a")).table()
+    per_token = trials_of(wsd)[0].config.model.flops_per_token(257, 32)
+    for _, rows in table.groupby("weight_decay"):
+        flops = dict(zip(rows["epochs"], rows["flops"]))
+        assert flops[5] == per_token * 5 * 4096  # the trunk: its whole run
+        # each branch trains its decay, steps [6E - round(0.2 * 6E), 6E): step 5 (8 sequences); steps 10 and 11
+        assert flops[1] == per_token * 8 * 32 and flops[2] == per_token * (24 + 8) * 32
+    config = trials_of(wsd)[0].config
+    assert steps_per_epoch(config) == 6
+    for first, end in [(0, 6), (5, 6), (4, 6), (10, 12), (3, 17), (0, 30)]:
+        brute = sum(32 * (8 if s % 6 == 5 else 24) for s in range(first, end))
+        assert tokens_in_steps(config, first, end) == brute
+    assert table["flops"].sum() == pytest.approx(2 * per_token * 32 * (5 * 128 + 8 + 32))
+    for alone in ({**wsd, "tracking": {"tensorboard": True}}, {**wsd, "train": {**wsd["train"], "schedule": "cosine"}}):
+        plain = make_plan(alone, results=str(tmp_path / "b")).table()
+        assert (plain["flops"] == plain["epochs"] * 4096 * per_token).all()
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(str(Path(__file__).parents[1] / "sweeps" / "*.yaml"))))
 def test_every_shipped_sweep_parses_and_expands(path):
     spec = load_sweep(path)

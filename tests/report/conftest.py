@@ -35,12 +35,12 @@ class Report:
 @pytest.fixture(scope="session")
 def paper_report(tmp_path_factory) -> Report:
     """The paper grid (4 sizes x 4 budgets x epochs x wd x lr, ensembles, students, curves, each
-    (size, budget)'s search) with 2 FAILED trials, and its report with 1,000 bootstrap resamples per fit."""
+    (size, budget)'s search, seeds/000's diagnostics, memorisation and adaptive runs) with 2 FAILED trials, and its report with 1,000 bootstrap resamples per fit."""
     from scalegrid.report import write_report
 
     root = tmp_path_factory.mktemp("paper")
     results = root / "results"
-    written = write_paper_grid(results, n_failed=2, search=True)
+    written = write_paper_grid(results, n_failed=2, search=True, signals=True)
     index = write_report(results)
     return Report(results=results, out=results / "report", index=index, written=written)
 

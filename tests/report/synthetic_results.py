@@ -9,7 +9,9 @@ The paper grid (`write_paper_grid`): sizes N x token budgets D x epochs x weight
     distilled student  = single - retention (single - teacher)
     downstream accuracy = 0.3 + 0.5 (the largest loss - loss) / (its range): falling with the loss
 
-plus a little Gaussian noise, so every fitted number the report shows has a known true value.
+plus a little Gaussian noise, so every fitted number the report shows has a known true value. With
+`signals`, seeds/000's measurements too: memorisation on every train run, per-epoch diagnostics on
+the learning curves, and adaptive runs (`write_adaptive_runs`) at each size's optimum.
 The reuse grid (`write_reuse_grid`) is the multi-epoch testbed: a loss over (samples N, epochs K)
 that follows Muennighoff et al.'s effective data with an R* that grows like log N.
 """
@@ -134,6 +136,7 @@ def write_paper_grid(
     seed: int = 0,
     sweep: str = "paper",
     search: bool = False,
+    signals: bool = False,
 ) -> Written:
     """Write the grid's runs (and a few learning curves) under `results`; with `search`, also each
     (size, budget)'s locally-optimal search over the written losses (the real walk, from a poor start)."""
@@ -149,12 +152,13 @@ def write_paper_grid(
                             tid = _tid(sweep, "train", n, d, k, wd, lr, s)
                             loss = law.loss(n, d, k, wd, lr) + rng.normal(0, noise)
                             tokens_seen = int(d * k)
+                            extra = _signals_of(n, d, k, wd, lr, s) if signals else {}
                             write_run(results, base_row(
                                 trial_id=tid, sweep=sweep, model=_model_name(n), params=int(n),
                                 params_nonembed=int(0.85 * n), unique_tokens=int(d), epochs=k,
                                 tokens_seen=tokens_seen, lr=lr, weight_decay=wd, seed=s,
                                 val_loss=loss, best_val_loss=loss - 0.001, train_loss=loss - 0.02 * k,
-                                flops=6.0 * n * tokens_seen, wall_s=tokens_seen / 2e6,
+                                flops=6.0 * n * tokens_seen, wall_s=tokens_seen / 2e6, **extra,
                             ))
                             train_ids.append((tid, loss, k, d, n, wd, lr))
     out.trial_ids += [t[0] for t in train_ids]
@@ -235,15 +239,18 @@ def write_paper_grid(
             over = max(k / 8 - 1, 0)  # beyond the useful epochs the validation loss turns up at the end
             val = final + 0.9 * (frac ** -0.35 - 1) + 0.05 * over * (frac - 1) ** 2 * (frac > 0.5)
             train = val - 0.03 * k * frac
-            write_curves(results, tid, [
+            rows = [
                 {"step": int(s), "epoch": float(f * k), "tokens_seen": int(f * k * d), "train_loss": float(t),
                  "val_loss": float(v), "lr": 3e-3, "wall_s": float(f * 100)}
                 for s, f, v, t in zip(steps, frac, val, train)
-            ])
+            ]
+            write_curves(results, tid, rows + (_epoch_ends(k, d, final) if signals else []))
             out.curve_ids.append(tid)
     if search:
         losses = {(n, d, k, wd, lr): (tid, loss) for tid, loss, k, d, n, wd, lr in train_ids}
         write_paper_search(results, losses, {"epochs": epochs, "weight_decay": weight_decays, "lr": lrs}, sweep)
+    if signals:
+        out.trial_ids += write_adaptive_runs(results, law, sizes, min(budgets), max(epochs), sweep)
     out.n_rows = len(out.trial_ids) + len(out.failed_ids)
     return out
 
@@ -263,6 +270,53 @@ def write_downstream(results: Path, scored: list[tuple], sweep: str) -> None:
             finished_at=dt.datetime(2025, 9, 30, 12, 0, tzinfo=dt.timezone.utc), scalegrid_version="0.1.0",
             git_commit="synthetic", hostname="test",
         )])
+
+
+ADAPTIVE = (  # rule, patience, epochs stopped after, loss over the best fixed run's
+    ("val_curve", 1, 6, 1.004),
+    ("grad_stats", 0, 11, 1.02),
+)
+
+
+def _signals_of(n: float, d: float, k: int, wd: float, lr: float, seed: int) -> dict:
+    """A train run's identity and memorisation: memorised_train grows with epochs, memorised_val does not."""
+    config = {"model": _model_name(n), "unique_tokens": int(d), "epochs": k, "weight_decay": wd, "lr": lr, "seed": seed,
+              "train": {"schedule": "wsd"}}
+    return {"config_json": json.dumps(config, sort_keys=True), "memorised_train": 0.1 + 0.05 * math.log2(k),
+            "memorised_val": 0.08}
+
+
+def _epoch_ends(epochs: int, tokens: float, final: float) -> list[dict]:
+    """The epoch-end rows of `train.diagnostics`: v_e falling, c_e rising, the SNR falling with epochs."""
+    return [
+        {"step": 1000 + e, "epoch": float(e), "tokens_seen": int(e * tokens), "train_loss": final, "val_loss": final + 0.1 / e,
+         "lr": 3e-3, "wall_s": float(e), "grad_norm": 1.0 / e, "grad_cosine": math.nan if e == 1 else 1 - 0.5 / e,
+         "grad_snr": 4.0 / e, "grad_gram_top": [2.0 / e, 1.0 / e, 0.5 / e],
+         "val_curvature": math.nan if e < 3 else 0.1 * (1 / e - 2 / (e - 1) + 1 / (e - 2))}
+        for e in range(1, epochs + 1)
+    ]
+
+
+def write_adaptive_runs(results: Path, law: PaperLaw, sizes, budget: float, max_epochs: int, sweep: str) -> list[str]:
+    """Adaptive runs (`epochs: {max, stop}`) at each size's optimum at one budget, each a known
+    share of the fixed optimum's loss and a known stop: their rows and trial ids."""
+    ids = []
+    for n in sizes:
+        wd, lr = law.wd_opt(n), law.lr_opt
+        for rule, patience, stopped, ratio in ADAPTIVE:
+            config = json.loads(_signals_of(n, budget, max_epochs, wd, lr, 0)["config_json"])
+            config["train"]["stop"] = {"rule": rule, "gamma": 0.02, **({"patience": patience} if patience else {})}
+            tokens = int(round(stopped / 0.8) * budget)
+            loss = law.loss(n, budget, law.epochs_opt(n), wd, lr) * ratio
+            tid = _tid(sweep, "adaptive", n, rule)
+            write_run(results, base_row(
+                trial_id=tid, sweep=sweep, model=_model_name(n), params=int(n), params_nonembed=int(0.85 * n),
+                unique_tokens=int(budget), epochs=max_epochs, tokens_seen=tokens, lr=lr, weight_decay=wd,
+                val_loss=loss, best_val_loss=loss, train_loss=loss - 0.1, flops=6.0 * n * tokens, wall_s=tokens / 2e6,
+                stopped_epoch=stopped, config_json=json.dumps(config, sort_keys=True),
+            ))
+            ids.append(tid)
+    return ids
 
 
 def write_paper_search(results: Path, losses: dict, ladders: dict, sweep: str) -> None:

@@ -22,7 +22,7 @@ from scalegrid.storage import layout
 from synthetic_results import SIZES, WEIGHT_DECAYS, PaperLaw, write_paper_grid, write_reuse_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["summary", "params", "epochs", "hyperparameters", "search", "ensembles", "data", "distillation", "reuse", "curves",
+SECTIONS = ["summary", "params", "epochs", "epoch_signals", "hyperparameters", "search", "ensembles", "data", "distillation", "reuse", "curves",
             "downstream"]
 
 
@@ -74,7 +74,7 @@ def test_partial_results_are_marked(paper_report):
     assert "Partial results" in paper_report.html and "2 trials FAILED" in paper_report.html
     assert "**Partial results.**" in paper_report.markdown
     by_status = fits["sections"]["summary"]["fits"]["trials_by_status"]
-    assert by_status["train"] == {"COMPLETED": 1200, "FAILED": 2}
+    assert by_status["train"] == {"COMPLETED": 1200 + 8, "FAILED": 2}  # 8 adaptive runs
     assert by_status["ensemble"] == {"COMPLETED": 64} and by_status["distill"] == {"COMPLETED": 4}
 
 
@@ -213,7 +213,8 @@ def test_sections_without_inputs_are_skipped_with_reasons(tmp_path):
     assert fits["partial_reasons"] == ["sweep quickstart: 8 trials of its grid have no result yet"]
     md = (out / "report.md").read_text()
     assert reasons["search"].startswith("no search in this results directory")
-    assert md.count("*Skipped: ") == 8
+    assert reasons["epoch_signals"] == "no per-epoch diagnostics, memorisation or adaptive runs in the store"
+    assert md.count("*Skipped: ") == 9
     assert "sweep quickstart: 8 trials of its grid have no result yet" in md
 
 

@@ -34,6 +34,7 @@ from scalegrid.report.sections import (
     section_distillation,
     section_downstream,
     section_ensembles,
+    section_epoch_signals,
     section_epochs,
     section_hyperparameters,
     section_params,
@@ -46,6 +47,7 @@ from scalegrid.report.sections import (
 SECTIONS = (
     ("params", "Loss against parameters per token budget", section_params),
     ("epochs", "Loss against epochs: where repetition stops helping", section_epochs),
+    ("epoch_signals", "Epochs decided while training: gradients, memorisation, adaptive stops", section_epoch_signals),
     ("hyperparameters", "Weight decay and learning rate", section_hyperparameters),
     ("search", "Locally-optimal hyper-parameters, searched", section_search),
     ("ensembles", "Ensembles", section_ensembles),
@@ -135,7 +137,7 @@ def _build(key: str, title: str, fn, ctx: Context) -> Section:
 FIGURE_NAMES = (
     "params_scaling", "epochs", "loss_vs_weight_decay", "loss_vs_lr", "optimal_hyperparameters", "ensembles",
     "joint_scaling", "data_scaling", "distillation", "reuse", "curves", "search_paths", "search_optimal_hyperparameters",
-    "downstream",
+    "downstream", "epoch_diagnostics", "memorisation", "adaptive_epochs",
 )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from scalegrid import store
+from scalegrid.analysis.epochs import is_adaptive
 from scalegrid.analysis.walk import search_outcomes
 from scalegrid.errors import UserError
 from scalegrid.grid import grid_points
@@ -29,12 +30,21 @@ FAILED, DIVERGED, COMPLETED = Status.FAILED.value, Status.DIVERGED.value, Status
 @dataclass
 class Inputs:
     results_dir: Path
-    runs: pd.DataFrame  # every readable row, any status
+    runs: pd.DataFrame  # every readable row, any status, but adaptive runs
     curves: pd.DataFrame
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
     expected: dict[str, int] = field(default_factory=dict)  # sweep name -> grid size of its latest spec
     search: pd.DataFrame = field(default_factory=pd.DataFrame)  # RESULTS/search/: one row per step of a cell's search
     evals: pd.DataFrame = field(default_factory=pd.DataFrame)  # RESULTS/evals/: one row per downstream evaluation's metric
+    # Adaptive runs (`epochs: {max, stop}`): their `epochs` is a maximum, not what they trained, so
+    # the sections of the fixed grid (loss against epochs, certificates, best runs) leave them out;
+    # the epoch-signals section compares them with the grid, and the summary counts them.
+    adaptive: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def all_runs(self) -> pd.DataFrame:
+        """Every readable row, adaptive runs included."""
+        return pd.concat([self.runs, self.adaptive], ignore_index=True) if len(self.adaptive) else self.runs
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -56,7 +66,7 @@ class Inputs:
     def pending(self) -> dict[str, int]:
         """Train trials each sweep's grid has that the store does not hold yet."""
         out = {}
-        runs = self.runs
+        runs = self.all_runs
         for sweep, n_expected in self.expected.items():
             have = runs[(runs["sweep"] == sweep) & (runs["stage"].fillna("train") == "train")] if len(runs) else runs
             missing = n_expected - have["trial_id"].nunique() if len(have) else n_expected
@@ -67,7 +77,8 @@ class Inputs:
     @property
     def partial_reasons(self) -> list[str]:
         reasons = []
-        counts = self.runs["status"].value_counts() if len(self.runs) else pd.Series(dtype=int)
+        runs = self.all_runs
+        counts = runs["status"].value_counts() if len(runs) else pd.Series(dtype=int)
         if counts.get(FAILED, 0):
             reasons.append(f"{counts[FAILED]} trials FAILED (a re-run of the sweep retries them)")
         for sweep, missing in self.pending.items():
@@ -78,7 +89,7 @@ class Inputs:
         if self.unreadable:
             names = ", ".join(Path(str(p)).name for p, _ in self.unreadable[:3]) + (", ..." if len(self.unreadable) > 3 else "")
             reasons.append(f"{len(self.unreadable)} result files are unreadable and were skipped ({names})")
-        if not len(self.runs):
+        if not len(runs):
             reasons.append("no runs yet")
         return reasons
 
@@ -102,9 +113,11 @@ def load_inputs(results_dir: str | Path, snapshot: store.Snapshot | None = None)
     for column in ("stage", "status"):
         if column in runs.columns:
             runs[column] = runs[column].astype(object)
+    adaptive = is_adaptive(runs)
     return Inputs(
         results_dir=path,
-        runs=runs,
+        runs=runs[~adaptive].reset_index(drop=True),
+        adaptive=runs[adaptive].reset_index(drop=True),
         curves=curves.frame,
         unreadable=snapshot.unreadable + curves.unreadable + search.unreadable,
         expected=expected_trials(results),

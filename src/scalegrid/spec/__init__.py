@@ -19,9 +19,9 @@ from scalegrid.spec.axes import (
 from scalegrid.spec.data import SHUFFLE_SEED, DataSpec, GaussianDataSpec, SyntheticCorpusSpec, TokenizerSpec, ValidationSpec
 from scalegrid.spec.ladders import Ladders, SearchSpec
 from scalegrid.spec.load import SpecSource, load_spec, load_sweep, parse_spec
-from scalegrid.spec.resolve import Distillation, Ensembles, Sweep, resolve
+from scalegrid.spec.resolve import Adaptive, Distillation, Ensembles, Sweep, resolve
 from scalegrid.spec.sections import (
-    DistillSpec, EnsembleSpec, EvaluateSpec, FaultToleranceSpec, MlflowSpec, ResourcesSpec, TrackingSpec, WandbSpec,
+    AdaptiveSpec, DistillSpec, EnsembleSpec, EvaluateSpec, FaultToleranceSpec, MlflowSpec, ResourcesSpec, TrackingSpec, WandbSpec,
 )
 from scalegrid.spec.stopping import StopSpec
 from scalegrid.spec.strict import describe_error, hashed_fields, hashed_unless_default, not_hashed
@@ -32,7 +32,7 @@ __all__ = [
     "AXES", "EXTRA_AXES", "POINT_AXES", "SEARCHABLE", "TRAINER_NAMES", "TRAIN_AXES", "SHUFFLE_SEED",
     "AxisValue", "Model", "Point", "Selector", "axis_key", "model_label", "shape_from_dict",
     "DataSpec", "GaussianDataSpec", "SyntheticCorpusSpec", "TokenizerSpec", "ValidationSpec", "Ladders", "SearchSpec",
-    "SpecSource", "load_spec", "load_sweep", "parse_spec", "Distillation", "Ensembles", "Sweep", "resolve",
+    "SpecSource", "load_spec", "load_sweep", "parse_spec", "Adaptive", "AdaptiveSpec", "Distillation", "Ensembles", "Sweep", "resolve",
     "DistillSpec", "EnsembleSpec", "EvaluateSpec", "FaultToleranceSpec", "MlflowSpec", "ResourcesSpec", "TrackingSpec", "WandbSpec",
     "StopSpec", "describe_error", "hashed_fields", "hashed_unless_default", "not_hashed", "SweepSpec", "TrainGrid", "TrainSpec",
 ]

@@ -20,11 +20,19 @@ from scalegrid.errors import UserError
 from scalegrid.spec.axes import POINT_AXES, AxisContext, AxisValue, Model, Point, Selector, typed_selector, typed_values
 from scalegrid.spec.data import DataSpec
 from scalegrid.spec.ladders import Ladders, SearchSpec, monotone, on_ladder
-from scalegrid.spec.sections import DistillSpec, EnsembleSpec, EvaluateSpec, FaultToleranceSpec, ResourcesSpec, TrackingSpec
+from scalegrid.spec.sections import AdaptiveSpec, DistillSpec, EnsembleSpec, EvaluateSpec, FaultToleranceSpec, ResourcesSpec, TrackingSpec
 from scalegrid.spec.sweep import SweepSpec
 from scalegrid.spec.train import TRAIN_AXES, TrainSpec
 
 DEFAULTS = {"weight_decay": [0.0]}  # an axis neither listed nor searched
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """`adaptive:` resolved: its `where` typed."""
+
+    recipe: AdaptiveSpec
+    where: tuple[Selector, ...]
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class Sweep:
     include: tuple[Selector, ...] = ()
     exclude: tuple[Selector, ...] = ()
     search: Ladders | None = None
+    adaptive: Adaptive | None = None
     ensemble: Ensembles | None = None
     distill: tuple[Distillation, ...] = ()
     file: str | None = None  # the spec file (None: a dict from the Python API)
@@ -140,6 +149,8 @@ def _resolve(spec: SweepSpec, source: str) -> Sweep:
         spec=_as_recorded(spec, search), source=source, axes=axes, train=train, search=search,
         include=tuple(typed_selector(s, f"include[{i}]", context) for i, s in enumerate(spec.include)),
         exclude=tuple(typed_selector(s, f"exclude[{i}]", context) for i, s in enumerate(spec.exclude)),
+        adaptive=None if spec.adaptive is None else Adaptive(
+            spec.adaptive, tuple(typed_selector(s, f"adaptive.where[{i}]", context) for i, s in enumerate(spec.adaptive.where))),
         ensemble=None if spec.ensemble is None else Ensembles(
             spec.ensemble, tuple(typed_selector(s, f"ensemble.where[{i}]", context) for i, s in enumerate(spec.ensemble.where))),
         distill=tuple(_distillation(d, i, context) for i, d in enumerate(spec.distill)),

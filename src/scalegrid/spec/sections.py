@@ -1,8 +1,8 @@
 """The spec's sections beside the grid's axes: what a trial reserves (`resources`), how it survives
-faults (`fault_tolerance`), where it is tracked (`tracking`), and the stages after the train stage
-(`ensemble`, `distill`, `evaluate`). None of `resources`, `fault_tolerance`, `tracking` or
-`evaluate` is in a trial id.
-Selectors (`ensemble.where`, a student's `teacher` and `student`) are kept as written here and
+faults (`fault_tolerance`), where it is tracked (`tracking`), the adaptive-epoch runs beside the
+grid (`adaptive`), and the stages after the train stage (`ensemble`, `distill`, `evaluate`). None
+of `resources`, `fault_tolerance`, `tracking` or `evaluate` is in a trial id.
+Selectors (`adaptive.where`, `ensemble.where`, a student's `teacher` and `student`) are kept as written here and
 typed by the axes' own checks in `resolve.py`.
 """
 
@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from scalegrid.spec.axes import POINT_AXES, check_axes_named
+from scalegrid.spec.axes import POINT_AXES, Epochs, check_axes_named
+from scalegrid.spec.stopping import StopSpec
 from scalegrid.spec.strict import MAX_TOKENS, Fraction, Seed, Steps, Strict, WrittenSelector, as_axis, closest
 
 
@@ -143,6 +144,32 @@ class EnsembleSpec(Strict):
     @property
     def max_members(self) -> int:
         return max(self.members)
+
+
+class AdaptiveSpec(Strict):
+    """Adaptive-epoch runs beside the fixed ones (seeds/000's proposal, measured against the grid).
+
+    At every grid point matching `where` (all when empty; a searched spec: each cell's optimum), one
+    run per `stop` rule of at most `max` epochs (what `epochs: {max: N, stop: ...}` makes, for the
+    whole spec), and the fixed runs of `epochs` at the same point, which train as one `wsd` trunk:
+    the report sets each adaptive run against them. They are train-stage trials like any other
+    (their ids are those of the same points written as a grid); the spec's `train.schedule` must be
+    `wsd`."""
+
+    stop: list[StopSpec] = Field(min_length=1)
+    max: Epochs
+    epochs: list[Epochs] = []  # the fixed epoch counts to compare with, trained at each point too
+    where: list[WrittenSelector] = []  # grid points (or cells) that get them: like `exclude:` entries
+
+    @field_validator("stop", "epochs", mode="before")
+    @classmethod
+    def _axis(cls, value: Any):
+        return as_axis(value)
+
+    @field_validator("where")
+    @classmethod
+    def _points(cls, value: list[WrittenSelector]):
+        return check_axes_named(value)
 
 
 class DistillSpec(Strict):

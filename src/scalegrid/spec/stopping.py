@@ -24,6 +24,11 @@ Rules (each predicts the next epoch's validation gain from the last observed one
 
 A gain <= 0 (the validation loss rose) stops at once; a rule without enough history (val_curve:
 3 epochs, grad_stats: 2) never stops.
+
+`patience: p` (default 0) tolerates noise: an epoch that is no new best does not stop the run
+while it is one of at most p such epochs in a row; the next new best is judged on the curve of
+bests, each gain taken per epoch between successive bests (so an uptick that the next epoch
+recovers costs nothing but that epoch). With p = 0 this is the rule above, decision for decision.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from scalegrid.spec.strict import Strict
+from scalegrid.spec.strict import Strict, hashed_unless_default
 
 STOP_RULES = ("val_curve", "grad_stats")
+MAX_PATIENCE = 16  # epochs; a rule that tolerates more is no longer a stop
 
 
 class StopSpec(Strict):
@@ -43,6 +49,9 @@ class StopSpec(Strict):
 
     rule: Literal["val_curve", "grad_stats"]
     gamma: float = Field(gt=0, le=1000)
+    # Epochs without a new best tolerated in a row before the rise stops the run; added after
+    # trial ids existed, so 0 (the rule as it was) keeps them.
+    patience: int = hashed_unless_default(0, ge=0, le=MAX_PATIENCE)
 
 
 def epochs_section(value: Any) -> tuple[Any, dict | None]:
@@ -59,29 +68,47 @@ def epochs_section(value: Any) -> tuple[Any, dict | None]:
     return [value["max"]], value["stop"]
 
 
-def predicted_gain(rule: str, history: list[dict]) -> float | None:
+def predicted_gain(rule: str, history: list[dict], patience: int = 0) -> float | None:
     """The next epoch's predicted validation gain (nats) from the epoch-end `history` (dicts with
-    `val_loss`, and `grad_snr` for grad_stats), or None while the rule lacks history."""
+    `val_loss`, and `grad_snr` for grad_stats), or None while the rule does not judge: it lacks
+    history, or the last epochs are no new best but within `patience`."""
     losses = [h["val_loss"] for h in history]
     if len(losses) < 2:
         return None
-    gain = losses[-2] - losses[-1]
-    if gain <= 0 or not math.isfinite(gain):
-        return gain if math.isfinite(gain) else -math.inf
+    if not all(math.isfinite(v) for v in losses[-2:]):
+        return -math.inf
+    best = _bests(losses)
+    since_best = len(losses) - 1 - best[-1]
+    if since_best:  # no new best this epoch: a rise (or a tie) stops unless patience waits
+        return None if since_best <= patience else losses[best[-1]] - losses[-1]
+    gain = _gain_per_epoch(losses, best[-2], best[-1])
     if rule == "val_curve":
-        if len(losses) < 3:
+        if len(best) < 3:
             return None
-        previous = losses[-3] - losses[-2]
-        return gain * min(1.0, gain / previous) if previous > 0 else gain
+        previous = _gain_per_epoch(losses, best[-3], best[-2])
+        return gain * min(1.0, gain / previous)
     rho = [h["grad_snr"] / (1.0 + h["grad_snr"]) for h in history[-2:]]
     if not all(math.isfinite(r) for r in rho) or rho[0] <= 0:
         return gain
     return gain * min(1.0, rho[1] / rho[0])
 
 
+def _bests(losses: list[float]) -> list[int]:
+    """The epochs (indices) at which the curve reached a new best, the first one included."""
+    bests = [0]
+    for i, loss in enumerate(losses[1:], start=1):
+        if loss < losses[bests[-1]]:
+            bests.append(i)
+    return bests
+
+
+def _gain_per_epoch(losses: list[float], before: int, after: int) -> float:
+    return (losses[before] - losses[after]) / (after - before)
+
+
 def should_stop(stop: StopSpec, history: list[dict]) -> bool:
     """Enter the decay after this epoch? (`history`: one dict per epoch-end so far, the last one now.)"""
-    gain = predicted_gain(stop.rule, history)
+    gain = predicted_gain(stop.rule, history, stop.patience)
     if gain is None:
         return False
     epochs_done = len(history)

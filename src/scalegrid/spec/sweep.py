@@ -40,10 +40,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from scalegrid.spec.axes import AXES, EXTRA_AXES, SEARCHABLE, TRAINER_NAMES, Epochs, LearningRate, Model, WeightDecay, check_axes_named
 from scalegrid.spec.data import DataSpec
 from scalegrid.spec.ladders import SearchSpec
-from scalegrid.spec.sections import DistillSpec, EnsembleSpec, EvaluateSpec, FaultToleranceSpec, ResourcesSpec, TrackingSpec
+from scalegrid.spec.sections import AdaptiveSpec, DistillSpec, EnsembleSpec, EvaluateSpec, FaultToleranceSpec, ResourcesSpec, TrackingSpec
 from scalegrid.spec.stopping import StopSpec, epochs_section
-from scalegrid.spec.strict import MAX_NAME, Seed, Strict, WrittenModel, WrittenSelector, as_axis, closest, describe_error
-from scalegrid.spec.train import TrainGrid
+from scalegrid.spec.strict import MAX_NAME, Seed, Strict, WrittenModel, WrittenSelector, as_axis, closest, describe_error, format_error
+from scalegrid.spec.train import TrainGrid, TrainSpec
 
 
 class SweepSpec(Strict):
@@ -63,6 +63,7 @@ class SweepSpec(Strict):
     results: str | None = Field(None, min_length=1)  # default: results/<name>
     keep_weights: bool = True  # every lm trial's final model in Hugging Face format under RESULTS/models/ (members and teachers always)
     tracking: TrackingSpec = TrackingSpec()
+    adaptive: AdaptiveSpec | None = None
     ensemble: EnsembleSpec | None = None
     distill: list[DistillSpec] = []
     search: SearchSpec | None = None
@@ -161,6 +162,25 @@ class SweepSpec(Strict):
                 if which in e.which and not section:
                     where = "ensemble:" if which == "ensembles" else "distill:"
                     raise ValueError(f"evaluate.which: {which}, but the spec has no {where} section; add one or drop {which}")
+        return self
+
+    @model_validator(mode="after")
+    def _adaptive_fits(self):
+        """`adaptive:` runs stop rules on `wsd` lm trials; a rule is checked as `train.stop` would be."""
+        if self.adaptive is None:
+            return self
+        if self.trainer != "lm":
+            raise ValueError("adaptive: the adaptive stop is built for trainer lm")
+        first = self.train.first()
+        if first.get("stop") is not None:
+            raise ValueError("adaptive: the whole spec is adaptive already (epochs: {max, stop}); use one of the two")
+        if self.train.schedule != ["wsd"]:
+            raise ValueError("adaptive: needs train.schedule: wsd (a fixed run is the adaptive run's point with its decay where it ends)")
+        for i, stop in enumerate(self.adaptive.stop):
+            try:
+                TrainSpec.model_validate({**first, "stop": stop})
+            except ValidationError as err:
+                raise ValueError(f"adaptive.stop[{i}]: {format_error(err.errors()[0])}") from None
         return self
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 A trainer that can train several trials in one pass (`linreg`: every lr of one grid point; `lm`:
 the epoch counts of one `wsd` trunk, `trunks.py`) also has `vector_key(config) -> str` (lm's in
-`trunks.py`) and `train_many(trials, reports) -> list[TrialResult]`; trials with equal keys may be
+`trunk_groups.py`) and `train_many(trials, reports) -> list[TrialResult]`; trials with equal keys may be
 handed to one `train_many` call (`vector_groups`).
 
 The stages after training reach their torch code here too (`evaluate_ensemble`,
@@ -59,9 +59,9 @@ def _module(trial: Trial) -> ModuleType:
 
 
 def _keys_module(trial: Trial) -> ModuleType:
-    """Where a trial's `vector_key` lives: lm's in `trunks.py` (grouping imports no torch)."""
+    """Where a trial's `vector_key` lives: lm's in `trunk_groups.py` (grouping imports no torch)."""
     if trial.stage == Stage.TRAIN and trial.config.trainer == "lm":
-        return importlib.import_module("scalegrid.trainers.trunks")
+        return importlib.import_module("scalegrid.trainers.trunk_groups")
     return _module(trial)
 
 

@@ -17,7 +17,7 @@ with `warmup = round(warmup_fraction * steps_per_epoch)` (a fraction of one epoc
 the run's: the warmup of a 16-epoch run is the 1-epoch run's) and `decay_start = total -
 round(decay_fraction * total)`. Until its decay starts a run of E epochs is, step for step, any
 longer run: the epochs axis trains one trunk and branches each shorter run's decay off it
-(`orchestrator/trunks.py`), and an adaptive stop (`trainers/stopping.py`) decides while training
+(`trainers/trunks.py`), and an adaptive stop (`spec/stopping.py`) decides while training
 where the decay starts (`decay_steps_after`).
 """
 

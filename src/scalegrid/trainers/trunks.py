@@ -26,38 +26,13 @@ drivers write the same bytes, so a trunk state is never half one driver's.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from scalegrid.grid import content_hash, identity
 from scalegrid.storage.layout import CheckpointDir
 from scalegrid.trainers import checkpoint
-from scalegrid.trainers.schedule import decay_start
-from scalegrid.trial import Report, Trial, TrialConfig, TrialResult
-
-
-def trunk_key(config: TrialConfig) -> str | None:
-    """The trunk of a trial's stable phase: everything in its id but `epochs`; None for a trial
-    that shares none (not an lm `wsd` run, an adaptive stop, a student)."""
-    t = config.train
-    if config.trainer != "lm" or t.schedule != "wsd" or t.stop is not None or config.distill is not None:
-        return None
-    fields = identity(config)
-    fields.pop("epochs")
-    return content_hash({"trunk": fields})
-
-
-def vector_key(config: TrialConfig) -> str:
-    """lm trials with equal keys are trained by one `lm.train_many` call: a trunk's epoch counts
-    (every other trial is its own group). Here, not in lm.py: grouping must not import torch."""
-    return trunk_key(config) or content_hash(identity(config))
-
-
-def branch_step(config: TrialConfig) -> int:
-    """d_E: the step where an epoch count's decay starts (its state there is the trunk's)."""
-    steps_per_epoch = math.ceil(config.unique_tokens // config.train.seq_len / config.train.batch_size)
-    return decay_start(config.epochs * steps_per_epoch, config.train)
+from scalegrid.trainers.trunk_groups import branch_step, trunk_key
+from scalegrid.trial import Report, Trial, TrialResult
 
 
 @dataclass(frozen=True)

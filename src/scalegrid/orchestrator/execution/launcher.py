@@ -77,10 +77,7 @@ def _fit_grid(plan: SweepPlan, pending: list[Trial], provenance: dict[str, str],
               callbacks: Sequence) -> int:
     """`pending` in chunks of CHUNK Tune trials; returns how many another driver held (skipped here)."""
     sweep = plan.sweep
-    # A wsd trunk's epoch counts share one Tune trial, in one process: not when tracked (one tracker
-    # run per Tune trial) nor for Ray Train's multi-worker trials.
-    group = not sweep.tracking.enabled and sweep.resources.workers == 1
-    packs = make_packs(pending, _packed(plan), slots(plan, max_concurrent), group=group)
+    packs = make_packs(pending, _packed(plan), slots(plan, max_concurrent), group=capacity.shares_trunks(sweep))
     progress = SweepProgress(total=0, planned_flops={}, already_done=len(plan.trials) - len(pending),
                              slots=slots(plan, max_concurrent))
     for pack in GridFeed(packs).packs:  # every pack's FLOPs known from the start: the ETA weighs them all

@@ -11,6 +11,7 @@ trials ask for: GPUs when they ask for GPUs, CPUs always.
     placeable(nodes, r)      whether one trial's bundles fit on these nodes (first fit, largest first)
     stage_task(spec)         what an ensemble evaluation or a teacher's sampling reserves (a Ray task)
     evaluation_task(spec)    what a downstream evaluation of one model reserves (a Ray task)
+    shares_trunks(sweep)     whether a grid's `wsd` epoch counts train as one trunk (one Tune trial)
 """
 
 from __future__ import annotations
@@ -99,3 +100,10 @@ def evaluation_task(sweep: Sweep) -> dict[str, float]:
 def _one_process(asked: ResourcesSpec | None, sweep: Sweep) -> dict[str, float]:
     r = asked if asked is not None else sweep.resources
     return {"num_cpus": r.worker["CPU"], "num_gpus": r.worker["GPU"]}
+
+
+def shares_trunks(sweep: Sweep) -> bool:
+    """What `launcher.schedule` trains: the `wsd` epoch counts of one point as one trunk, in one
+    Tune trial and process (`trainers/trunks.py`); not when tracked (one tracker run per Tune
+    trial), nor for Ray Train's multi-worker trials. (A search's walks train one trial at a time.)"""
+    return not sweep.tracking.enabled and sweep.resources.workers == 1

@@ -1,7 +1,8 @@
 """The stage graph of a sweep: members -> ensemble evaluation -> teacher corpus -> students -> downstream evaluation.
 
     graph = build(spec, data_identity, results)    # pure: no I/O, no Ray
-    graph.trials      # train stage: every grid point, plus members 1..K-1 where ensembles ask
+    graph.trials      # train stage: every grid point, plus members 1..K-1 where ensembles ask,
+                      # and the adaptive runs and their fixed epoch counts where `adaptive:` asks
     graph.ensembles   # one EnsembleJob per grid point with an ensemble: rows for k = 1..K
     graph.corpora     # teacher corpora of sequence-level students, by content hash
     graph.students    # stage `distill` trials, each naming its teacher's members
@@ -129,6 +130,8 @@ def build(
         members_of[plain.trial_id] = members
         graph.ensembles.append(EnsembleJob(point=_describe(point), members=members, combine=_combine(sweep, len(members))))
         graph.needs_weights.update(m.trial_id for m in members)
+    for trial in _adaptive_trials(sweep, points):
+        trials.setdefault(trial.trial_id, trial)
     for d, (point, plain) in zip(sweep.distill, teacher_points):
         _add_student(graph, sweep, data, results, d, point, members_of[plain.trial_id][: d.teacher_members])
     for tid, t in trials.items():
@@ -148,6 +151,26 @@ def _cells(points: list[tuple[Point, Trial]], trials: dict[str, Trial]) -> list[
         cell = point.without(SEARCHABLE)
         groups.setdefault(cell.key, (cell, []))[1].append(trials.get(trial.trial_id, trial))
     return [Cell(cell.words(), tuple({t.trial_id: t for t in members}.values())) for cell, members in groups.values()]
+
+
+def _adaptive_trials(sweep: Sweep, points: list[tuple[Point, Trial]]) -> list[Trial]:
+    """`adaptive:`: at each point it picks, the point's trial at every fixed epoch count of
+    `epochs`, and at `max` epochs with each stop rule (`train.stop`)."""
+    if sweep.adaptive is None:
+        return []
+    recipe, where, out, used = sweep.adaptive.recipe, sweep.adaptive.where, [], set()
+    for point, plain in points:
+        hits = {i for i, selector in enumerate(where) if selector.matches(point)}
+        used |= hits
+        if where and not hits:
+            continue
+        updates = [{"epochs": e} for e in recipe.epochs]
+        updates += [{"epochs": recipe.max, "train": plain.config.train.model_copy(update={"stop": stop})} for stop in recipe.stop]
+        for update in updates:
+            config = plain.config.model_copy(update=update)
+            out.append(plain.model_copy(update={"trial_id": grid.trial_id(config), "config": config}))
+    grid.refuse_unmatched(where, used)
+    return out
 
 
 def _ensemble_points(sweep: Sweep, points: list[tuple[Point, Trial]]) -> set[str]:

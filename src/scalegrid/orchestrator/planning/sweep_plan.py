@@ -22,10 +22,12 @@ from scalegrid.errors import UserError
 from scalegrid.gpu_memory import GIB, DoesNotFit, MemoryEstimate, plan_micro_batch, sharded, usable_bytes
 from scalegrid.grid import check_size
 from scalegrid.orchestrator.planning.stage_graph import StageGraph, build, dependants
+from scalegrid.orchestrator.planning.capacity import shares_trunks
 from scalegrid.orchestrator.planning.cells import CellSearch, searched_graph
 from scalegrid.orchestrator.planning.evaluations import EvalJob, evaluation_jobs
 from scalegrid.spec import SpecSource, Sweep, load_sweep
 from scalegrid.storage import ResultsLayout, absolute, check_writable, layout
+from scalegrid.trainers.trunk_groups import planned_flops
 from scalegrid.trial import STATE_OF_STATUS, DataIdentity, Trial
 
 
@@ -77,14 +79,16 @@ class SweepPlan:
 
     def table(self) -> pd.DataFrame:
         """One row per trial: identity, axes, size, tokens, FLOPs and status; smallest model first
-        (built by columns: a dict per row of 100,000 trials would cost 100 MB)."""
+        (built by columns: a dict per row of 100,000 trials would cost 100 MB). A grid's `wsd` trunk
+        counts its stable phase once: on its longest epoch count, each shorter one its decay only."""
         trials = self.trials
         configs = [t.config for t in trials]
+        trunked = self.sweep.search is None and shares_trunks(self.sweep)
         columns = {
             "trial_id": [t.trial_id for t in trials], "model": [t.model_label for t in trials],
             **{axis: [getattr(c, axis) for c in configs] for axis in ("unique_tokens", "epochs", "lr", "weight_decay", "seed", "member")},
             "params": [c.num_params for c in configs], "tokens_seen": [c.tokens_seen for c in configs],
-            "flops": [c.estimated_flops for c in configs],
+            "flops": planned_flops(configs) if trunked else [c.estimated_flops for c in configs],
         }
         if self.memory:
             memory = [self._memory_columns(t.model_label) for t in trials]

@@ -10,6 +10,7 @@ enough sizes) becomes a note, and the rest stays.
     1 summary          summary.py          (counts and sums of the store; headlines lifted from the other sections)
     2 params           params.py           best_runs, param_scaling, power_law
     3 epochs           epochs.py           best_runs, optimal_hparam_scaling(hparam="epochs")
+    3b epoch_signals   epoch_signals.py    epoch_diagnostics, memorisation_by_epochs, adaptive_against_fixed
     4 hyperparameters  hyperparameters.py  best_runs, local_optimality, local_optimality_neighbours,
                                            optimal_hparam_scaling(hparam="weight_decay"), power_law
     4b search          search.py           search_outcomes, search_points (RESULTS/search/),
@@ -47,6 +48,7 @@ from scalegrid.report.sections.data import section_data
 from scalegrid.report.sections.distillation import section_distillation
 from scalegrid.report.sections.downstream import section_downstream
 from scalegrid.report.sections.ensembles import section_ensembles
+from scalegrid.report.sections.epoch_signals import section_epoch_signals
 from scalegrid.report.sections.epochs import section_epochs
 from scalegrid.report.sections.hyperparameters import section_hyperparameters
 from scalegrid.report.sections.params import section_params
@@ -63,6 +65,7 @@ __all__ = [
     "section_distillation",
     "section_downstream",
     "section_ensembles",
+    "section_epoch_signals",
     "section_epochs",
     "section_hyperparameters",
     "section_params",

@@ -44,7 +44,7 @@ def section_summary(ctx: Context, s: Section, others: list[Section]) -> None:
 
 
 def summary_numbers(ctx: Context) -> SummaryNumbers:
-    runs = ctx.inputs.runs
+    runs = ctx.inputs.all_runs
     if runs.empty:
         return SummaryNumbers(trials=0, by_status=None, pending={}, grid={}, members=[], sweeps=[], trainers=[],
                               compute={}, last_finished_at=None)
