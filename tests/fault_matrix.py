@@ -294,6 +294,16 @@ def kill_in_report(tmp: Path) -> Result:
     return verdict("kill -9 in the report", "re-run report whole", results, ids, before, started)
 
 
+def remount_read_only(mount: Path) -> None:
+    """`mount -o remount,ro`, again while the kernel says busy: a file of the run may be open for
+    writing at that instant (a checkpoint shard, a row) and Linux refuses to remount then."""
+    for _ in range(100):
+        if subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{mount}: still busy after 100 tries to remount it read-only")
+
+
 def read_only_mid_trial(tmp: Path, size_mb: int = 64) -> Result | None:
     """The results' filesystem is remounted read-only mid-trial: one line, exit 1; made writable
     again, the re-run finishes. None where no tmpfs can be mounted."""
@@ -307,7 +317,7 @@ def read_only_mid_trial(tmp: Path, size_mb: int = 64) -> Result | None:
         # (Linux refuses to remount a filesystem read-only while a file is open for writing there)
         proc = start("run", str(spec), "--no-report", "-v")
         assert wait_for(lambda: any(checkpoints(results, t) for t in ids), proc), kill_group(proc)[-3000:]
-        subprocess.run(["mount", "-o", "remount,ro", str(tmp / "disk")], check=True)
+        remount_read_only(tmp / "disk")
         out = proc.communicate(timeout=600)[0].decode()
         errors = [line for line in out.splitlines() if line.startswith("scalegrid: error:")]
         assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]

@@ -85,7 +85,7 @@ def test_best_is_each_cells_lowest_loss_smallest_model_first():
     frame = pd.DataFrame({
         "trial_id": list("abcdef"), "stage": "train", "status": ["COMPLETED"] * 5 + ["DIVERGED"], "member": 0,
         "model": ["llama-1m", "llama-1m", "llama-50k", "llama-50k", "llama-50k", "llama-50k"],
-        "params": [1_000_000, 1_000_000, 50_000, 50_000, 50_000, 50_000], "unique_tokens": [8, 8, 8, 8, 16, 16],
+        "params": [1_000_000, 1_000_000, 50_000, 50_000, 50_000, 50_000], "unique_tokens": [8, 8, 8, 8, 16, 16], "lr": [1e-3, 3e-3, 1e-3, 3e-3, 1e-3, 1e-3],
         "val_loss": [2.0, 1.5, 3.0, 2.5, 2.2, float("nan")], "train_loss": [1.0, 1.2, 2.0, 2.1, 2.2, 2.3],
     })
     best = SweepRows(frame).best()

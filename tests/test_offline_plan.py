@@ -147,7 +147,8 @@ def test_the_paper_search_reuses_every_trial_of_the_paper_grid(tmp_path):
         c = trial.config
         at = {"epochs": c.epochs, "lr": c.lr, "weight_decay": c.weight_decay}
         assert cells[trial.model_label].trial_at(at).trial_id == trial.trial_id, at
-    walked = {t.trial_id: t.config for t in search.trials}  # the 150M cell's start and its six neighbours
+    # the 150M cell's start, its six neighbours along the axes and four along the lr x epochs diagonals
+    walked = {t.trial_id: t.config for t in search.trials}
     on_grid = {tid for tid, c in walked.items()
                if c.epochs in (1, 2, 4, 8, 16) and c.lr in (1e-3, 3e-3) and c.weight_decay in (0.1, 0.8, 1.6, 3.2)}
-    assert len(walked) == 7 and len(on_grid) == 4 and on_grid <= {t.trial_id for t in grid.trials}
+    assert len(walked) == 11 and len(on_grid) == 5 and on_grid <= {t.trial_id for t in grid.trials}

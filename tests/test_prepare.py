@@ -45,8 +45,9 @@ def test_prepare_on_a_cluster_is_a_ray_task(ray_local, write_spec, tmp_path, cap
 
     meta = prepare_tokens(make_plan(spec), on_cluster=True)
     assert meta["pid"] != os.getpid() and meta["train_tokens"] >= 4096  # a Ray worker built it, not the driver
-    # A corpus too short for the budget: the task's one-line error comes back as the command's.
-    short = write_spec({**_corpus_spec(tmp_path, 20), "results": str(tmp_path / "short")}, name="short.yaml")
+    # A corpus too short for the budget that its file size does not give away (JSON lines: a byte of
+    # the file is at most a token), found by the task: its one-line error comes back as the command's.
+    short = write_spec({**_corpus_spec(tmp_path, 130), "results": str(tmp_path / "short")}, name="short.yaml")
     assert main(["prepare", str(short), "--address", address]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after any output the Ray worker forwarded
     assert err.startswith("scalegrid: error: data.unique_tokens[0]: 4,096 is larger than the corpus' ")
