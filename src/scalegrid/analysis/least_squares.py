@@ -22,6 +22,12 @@ How a fit runs (`fit_model`):
    point is the mean of several seeds (`replicates`), each resample also redraws that point's
    seeds, so the intervals include the seed noise.
 
+Memory is bounded whatever the number of points n: starts, polishes and bootstrap refits run in
+chunks of at most MAX_ELEMENTS // n problems (each problem holds a few arrays of n floats), so a
+fit holds about MAX_ELEMENTS floats per array at once (~0.5 GB in all at the default), however
+many starts or resamples it runs. A table of fewer problems than a chunk is fitted in one batch,
+exactly as before.
+
 A law is fitted only where the points identify it: more points (and distinct x) than free
 parameters. A fit through exactly as many points as parameters passes through all of them, and
 its bootstrap "interval" has zero width; it is refused (`check_fit_args`). An interval of zero
@@ -196,6 +202,36 @@ def check_spread(values: np.ndarray, column: str, law: str, needed: int = 3, n_p
         )
 
 
+MAX_ELEMENTS = 4_000_000  # problems x points evaluated at once (per array of floats: 32 MB)
+
+
+def chunk_size(n_points: int) -> int:
+    """How many problems (starts, resamples) of `n_points` points are evaluated together."""
+    return max(1, MAX_ELEMENTS // max(1, n_points))
+
+
+def chunked_lbfgs(fun: BatchFun, x0: np.ndarray, n_points: int, **options) -> BatchResult:
+    """`lbfgs_batched` over the rows of x0 in chunks of `chunk_size(n_points)`: the problems are
+    independent, so the result is the one batch's, with memory bounded."""
+    size = chunk_size(n_points)
+    if x0.shape[0] <= size:
+        return lbfgs_batched(fun, x0, **options)
+    floor = np.broadcast_to(np.asarray(options.pop("f_floor", 0.0), dtype=float), (x0.shape[0],))
+    parts = []
+    for lo in range(0, x0.shape[0], size):
+        def part(x: np.ndarray, rows: np.ndarray, lo: int = lo) -> tuple[np.ndarray, np.ndarray]:
+            return fun(x, rows + lo)
+        parts.append(lbfgs_batched(part, x0[lo:lo + size], f_floor=floor[lo:lo + size], **options))
+    return BatchResult(*(np.concatenate([getattr(r, name) for r in parts]) for name in ("x", "fun", "converged", "n_iter")))
+
+
+def evaluate(fun: BatchFun, x: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """`fun` at every row of x, in chunks of `chunk_size(n_points)`."""
+    size = chunk_size(n_points)
+    parts = [fun(x[lo:lo + size], np.arange(lo, min(lo + size, x.shape[0]))) for lo in range(0, x.shape[0], size)]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([g for _, g in parts])
+
+
 def fit_model(
     model: Model,
     y: np.ndarray,
@@ -221,12 +257,12 @@ def fit_model(
     n_params = starts.shape[1]
     check_fit_args(y.size, n_params, bootstrap, level)
     fun = objective.batch_fun(model, y)
-    batch = lbfgs_batched(fun, starts, max_iter=max_iter)
+    batch = chunked_lbfgs(fun, starts, y.size, max_iter=max_iter)
     finite = np.flatnonzero(np.isfinite(batch.fun))
     if finite.size == 0:
         raise FitInputError(f"{law}: no start gave a finite objective; check the data for outliers")
     best = finite[np.argsort(batch.fun[finite], kind="stable")[: max(1, n_polish)]]
-    polished = polish(fun, batch.x[best], f_floor=perfect_fit(y.size))
+    polished = polish(fun, batch.x[best], f_floor=perfect_fit(y.size), n_points=y.size)
     worse = polished.fun > batch.fun[best]  # never let polishing make a start worse
     x = np.where(worse[:, None], batch.x[best], polished.x)
     f = np.where(worse, batch.fun[best], polished.fun)
@@ -271,8 +307,10 @@ def polish(
     gtol: float = 1e-9,
     ftol: float = 1e-13,
     f_floor: float = 0.0,
+    n_points: int = 1,
 ) -> BatchResult:
-    """Refine starts (k, P) at tight tolerances, relative to each start's objective.
+    """Refine starts (k, P) at tight tolerances, relative to each start's objective (in chunks
+    bounded by `n_points`, the points each problem holds).
 
     Each problem's objective is divided by its value at x0, so "relative decrease <= ftol" and
     "max |gradient| <= gtol" mean the same for a Huber sum of 1e-5 as for one of 10. (SciPy's
@@ -283,17 +321,15 @@ def polish(
     (a perfect fit: with zero residuals L-BFGS only converges linearly and never meets the
     relative rules).
     """
-    rows = np.arange(x0.shape[0])
-    f0, _ = fun(x0, rows)
+    f0, _ = evaluate(fun, x0, n_points)
     scale = np.where(np.isfinite(f0) & (f0 > 0), f0, 1.0)
 
     def relative(x: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f, g = fun(x, r)
         return f / scale[r], g / scale[r, None]
 
-    res = lbfgs_batched(relative, x0, max_iter=max_iter, gtol=gtol, ftol=ftol,
-                        f_floor=f_floor / scale)
-    f, g = relative(res.x, rows)
+    res = chunked_lbfgs(relative, x0, n_points, max_iter=max_iter, gtol=gtol, ftol=ftol, f_floor=f_floor / scale)
+    f, g = evaluate(relative, res.x, n_points)
     converged = res.converged | (np.isfinite(f) & (np.abs(g).max(axis=1) <= 1e-6))
     converged |= f * scale <= f_floor
     return BatchResult(x=res.x, fun=f * scale, converged=converged, n_iter=res.n_iter)
@@ -314,20 +350,25 @@ def bootstrap_refits(
 
     Resampling is drawn as multinomial counts (B, n), which weight the objective exactly as a
     resampled table would; with `replicates`, each refit also sees every point's seeds redrawn
-    (`seed_resampled`). Returns the public parameters (B, P), NaN where a refit failed, and the
-    number of failures.
+    (`seed_resampled`). The resamples are drawn and refitted `chunk_size(n)` at a time (one chunk
+    for the tables a report fits), so B x n floats are never held at once. Returns the public
+    parameters (B, P), NaN where a refit failed, and the number of failures.
     """
     rng = np.random.default_rng(seed)
     n = y.size
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    if replicates is not None:
-        y = seed_resampled(replicates, n_boot, rng)
-    fun = objective.batch_fun(model, y, weights=counts)
-    x0 = np.repeat(theta_hat[None, :], n_boot, axis=0)
-    # Intervals need parameters to ~1e-5, not to float precision: looser than the main fit.
-    res = polish(fun, x0, max_iter=max_iter, gtol=1e-7, ftol=1e-10, f_floor=perfect_fit(n))
-    samples = model.to_public(res.x)
-    bad = ~np.isfinite(res.fun) | ~np.isfinite(samples).all(axis=1)
+    samples, fun_values = [], []
+    for lo in range(0, n_boot, chunk_size(n)):
+        k = min(chunk_size(n), n_boot - lo)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=k).astype(float)
+        resampled = y if replicates is None else seed_resampled(replicates, k, rng)
+        fun = objective.batch_fun(model, resampled, weights=counts)
+        x0 = np.repeat(theta_hat[None, :], k, axis=0)
+        # Intervals need parameters to ~1e-5, not to float precision: looser than the main fit.
+        res = polish(fun, x0, max_iter=max_iter, gtol=1e-7, ftol=1e-10, f_floor=perfect_fit(n), n_points=n)
+        samples.append(model.to_public(res.x))
+        fun_values.append(res.fun)
+    samples, values = np.concatenate(samples), np.concatenate(fun_values)
+    bad = ~np.isfinite(values) | ~np.isfinite(samples).all(axis=1)
     samples[bad] = np.nan
     return samples, int(bad.sum())
 

@@ -37,11 +37,15 @@ from scalegrid.analysis import (
 from scalegrid.analysis.tables import per_group
 from scalegrid import store
 from scalegrid.commands import fit_reuse
+from scalegrid.commands.args import positive_int
 from scalegrid.errors import UserError
 from scalegrid.storage import layout
 from scalegrid.storage.layout import RUNS
 
 KINDS = ("power-law", "chinchilla", "data-constrained", "reuse")
+
+
+MAX_ROWS = 10_000  # a fit's rows by default: a law over sizes and budgets has tens to thousands
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,6 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     how.add_argument("--level", type=float, default=0.95, help="interval level (default: 0.95)")
 
     rows = sub.add_argument_group("rows")
+    rows.add_argument("--max-rows", type=positive_int, default=MAX_ROWS, metavar="N",
+                      help=f"fit at most this many rows (default: {MAX_ROWS:,}); a larger table is refused, not sampled")
     rows.add_argument("--drop-highest-loss", type=int, default=0, metavar="K",
                       help="drop the K highest-loss rows of each group before fitting")
     rows.add_argument("--stage", default="train",
@@ -98,6 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     table = read_table(args.file)
+    check_rows(table, args.max_rows, args.file)
     if args.kind == "reuse":
         return _run_reuse(args, table)
     table = select_rows(table, args.stage)
@@ -113,6 +120,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(args, fits))
     return 0
+
+
+def check_rows(table: pd.DataFrame, max_rows: int, path: Path) -> None:
+    """A fit's time grows with its rows (every start and resample evaluates all of them; memory is
+    bounded, `least_squares.MAX_ELEMENTS`): a table over `max_rows` is refused in one line."""
+    if len(table) > max_rows:
+        raise UserError(
+            f"{path}: {len(table):,} rows to fit, more than --max-rows {max_rows:,}; fit the best run per size and budget "
+            f"(e.g. `scalegrid fit` on a results directory), filter the table, or pass --max-rows {len(table)}"
+        )
 
 
 def _run_reuse(args: argparse.Namespace, table: pd.DataFrame) -> int:
