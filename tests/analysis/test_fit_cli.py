@@ -173,7 +173,7 @@ def test_cli_surface_is_frozen():
     assert options == sorted([
         "-h", "--help", "--x", "--y", "--by", "--params", "--tokens", "--flops", "--unique-tokens",
         "--samples", "--epochs", "--loss", "--objective", "--delta", "--base-law", "--eps",
-        "--bootstrap", "--seed", "--level", "--drop-highest-loss", "--stage", "--json",
+        "--bootstrap", "--seed", "--level", "--max-rows", "--drop-highest-loss", "--stage", "--json",
     ])
     kinds = next(a for a in sub._actions if a.dest == "kind").choices
     assert list(kinds) == ["power-law", "chinchilla", "data-constrained", "reuse"]
