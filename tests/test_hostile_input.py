@@ -43,6 +43,15 @@ def test_an_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
     assert "aliases expand" in line and f"{MAX_VALUES:,}" in line and not (tmp_path / "r").exists()
 
 
+def test_values_written_out_are_not_an_alias_bomb(tmp_path):
+    """A long list written out (a grid of 120,000 seeds, under the trial cap) is no expansion."""
+    from scalegrid.spec.yaml_file import read_yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**LINREG, "seed": list(range(120_000))}, default_flow_style=True))
+    assert len(spec.read_bytes()) < 1 << 20 and len(read_yaml(spec)["seed"]) == 120_000
+
+
 def test_duplicate_keys_and_oversized_files_are_refused(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(LINREG) + "epochs: [4]\n")
