@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +23,23 @@ from scalegrid.storage.uri import is_uri
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
-def is_storage_failure(err: BaseException) -> bool:
+STORAGE_MESSAGES = tuple(os.strerror(code) for code in STORAGE_ERRNOS)  # "No space left on device", ...
+
+
+def is_storage_failure(err: BaseException | None) -> bool:
     """A write failed because the storage stopped taking writes (full, over quota, read-only, an
-    I/O error), not because of what was written (pyarrow's OSErrors carry the errno too)."""
-    return isinstance(err, StorageError) or (isinstance(err, OSError) and err.errno in STORAGE_ERRNOS)
+    I/O error), not because of what was written: the error itself or one it was raised from (a
+    background checkpoint write's error arrives wrapped), by its errno or, where a library dropped
+    the errno, by the system's words for it."""
+    for _ in range(8):  # the chain of causes, bounded
+        if err is None:
+            return False
+        if isinstance(err, StorageError) or (isinstance(err, OSError) and err.errno in STORAGE_ERRNOS):
+            return True
+        if isinstance(err, OSError) and any(words in str(err) for words in STORAGE_MESSAGES):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def free_bytes(path: str | Path) -> int | None:
