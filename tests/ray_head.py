@@ -1,6 +1,4 @@
-"""A real Ray head on 127.0.0.1 in its own process group and temp dir, for the Jobs API tests, and
-with `node_types` a cluster that autoscales (Ray's fake multi-node provider: each node it adds is
-another raylet on this machine).
+"""A real Ray head on 127.0.0.1 in its own process group and temp dir, for the Jobs API tests.
 
 `ray stop` would stop every Ray on the machine (the test session's own, other users'); this head
 runs under `ray start --block` and is stopped by signalling its process group only (Ray's own
@@ -9,7 +7,6 @@ runs under `ray start --block` and is stopped by signalling its process group on
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -32,7 +29,7 @@ def free_port() -> int:
 class RayHead:
     """`with RayHead() as head:` -> head.dashboard (http://127.0.0.1:P), head.gcs (127.0.0.1:P)."""
 
-    def __init__(self, num_cpus: int = 2, env: dict[str, str] | None = None, node_types: dict | None = None):
+    def __init__(self, num_cpus: int = 2, env: dict[str, str] | None = None):
         self.num_cpus, self.extra_env = num_cpus, env or {}
         self.temp_dir = tempfile.mkdtemp(prefix="sgh-", dir="/tmp")  # short: Ray's socket paths are limited
         ports = {name: free_port() for name in (
@@ -45,31 +42,7 @@ class RayHead:
             RAY, "start", "--head", "--block", "--dashboard-host=127.0.0.1", f"--num-cpus={num_cpus}",
             f"--temp-dir={self.temp_dir}", "--disable-usage-stats", *[f"--{k}={v}" for k, v in ports.items()],
         ]
-        if node_types:
-            self.argv += ["--object-store-memory=100000000", f"--autoscaling-config={self._autoscaling_config(node_types)}"]
-            self.extra_env |= {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
         self.proc: subprocess.Popen | None = None
-
-    def _autoscaling_config(self, node_types: dict) -> str:
-        """Ray's fake multi-node cluster config (its example.yaml's fields, which the wheel leaves
-        out), its nodes joining this head on loopback."""
-        config = {
-            "cluster_name": "scalegrid-test", "max_workers": sum(t.get("max_workers", 0) for t in node_types.values()),
-            "provider": {"type": "fake_multinode", "gcs_address": self.gcs, "use_node_id_as_ip": True,
-                         "disable_node_updaters": True, "disable_launch_config_check": True},
-            "available_node_types": {
-                "ray.head.default": {"resources": {"CPU": self.num_cpus}, "node_config": {}, "max_workers": 0},
-                **{name: {"node_config": {}, "min_workers": 0, **t, "resources": {"object_store_memory": 100_000_000, **t["resources"]}}
-                   for name, t in node_types.items()},
-            },
-            "head_node_type": "ray.head.default", "auth": {}, "upscaling_speed": 1.0, "idle_timeout_minutes": 5, "docker": {},
-            "initialization_commands": [], "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
-            "head_start_ray_commands": [], "worker_start_ray_commands": [], "file_mounts": {}, "cluster_synced_files": [],
-            "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
-        }
-        path = Path(self.temp_dir, "autoscaling.json")
-        path.write_text(json.dumps(config))
-        return str(path)
 
     def __enter__(self) -> "RayHead":
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **self.extra_env}

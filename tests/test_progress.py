@@ -58,7 +58,7 @@ def test_the_eta_is_the_slot_time_left_and_never_less_than_a_running_trial_needs
     # a needs 20 s more, b 5 s, c and d 10 s each at the model's speed plus 2.5 s: over two slots
     assert state.eta_s(10.0) == (20 + 5 + 2 * (10 + 2.5)) / 2
     state.result("b", {"flops_done": 1e9, "n_COMPLETED": 1}, now=16.0)
-    state.finished("b", now=16.0)
+    state.finished("b")
     state.started("c", "c", now=16.0)
     # 32 slot-seconds, 26 training (b's 10, a's 16 so far at its speed): 2 s per trial of three
     assert state.beyond_training_per_trial(16.0) == 2.0
@@ -68,7 +68,7 @@ def test_the_eta_is_the_slot_time_left_and_never_less_than_a_running_trial_needs
     lone.started("x", "x", now=0.0)
     lone.result("x", row(10, 640, 10.0, 4.0, 1e8), now=10.0)
     assert lone.eta_s(10.0) == 90.0 and "ETA 1m30s" in lone.line(10.0)
-    lone.finished("x", now=100.0)
+    lone.finished("x")
     assert lone.eta_s(100.0) is None
 
 
@@ -79,9 +79,9 @@ def test_outcomes_count_once_a_trial_has_finished():
     state.result("big", row(100, 6400, 4.5, 3.25, 1e9), now=5.0)
     state.result("big", {"flops_done": 3e9, "n_COMPLETED": 1}, now=19.0)
     assert state.line(20.0).startswith("0/2 done, 2 running")
-    assert state.finished("big", now=20.0).val_loss == 3.25
+    assert state.finished("big").val_loss == 3.25
     assert state.line(20.0).startswith("1/2 done, 1 running")
-    state.finished("small", lost=True, now=30.0)  # out of retries without a row
+    state.finished("small", lost=True)  # out of retries without a row
     assert state.line(30.0).startswith("1/2 done, 0 running, 1 failed; 100% of 4e+09 FLOPs; elapsed 30s")
 
 
@@ -90,7 +90,7 @@ def test_a_trial_finishing_without_an_outcome_counts_as_failed_for_its_whole_pac
     state.started("p+4", "p+4 (5 trials)", now=0.0)
     state.result("p+4", {"trials_done": 2, "flops_done": 2.0}, now=1.0)  # a pack's count: timed on the driver's clock
     assert state.fraction_done(1.0) == 0.4 and state.running["p+4"].flops_per_s == 2.0
-    state.finished("p+4", now=1.0)
+    state.finished("p+4")
     assert state.line(1.0).startswith("3/8 done, 0 running, 5 failed")
 
 

@@ -183,7 +183,7 @@ class SweepProgress:
         attempt = f"attempt {int(result['attempt'])} " if "attempt" in result else ""
         return f"{running.label}: {attempt}resumes from its checkpoint at step {step}" if step else f"{running.label}: {attempt}starts from scratch"
 
-    def finished(self, key: str, lost: bool = False, now: float | None = None) -> Running | None:
+    def finished(self, key: str, lost: bool = False) -> Running | None:
         """A Tune trial ended: its reported outcome, or FAILED (LOST: out of retries, no row) for all
         its points, added to the sums; nothing of it is kept by key. Returns what it showed last."""
         last = self.running.pop(key, None)
