@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from scalegrid.errors import UserError
-from scalegrid.orchestrator.execution.ray_session import unreachable, use_token_if_available
+from scalegrid.orchestrator.execution.ray_session import unreachable
 
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 EXCLUDES = [
@@ -56,6 +56,21 @@ def dashboard_address(address: str | None) -> str:
             "start the head with `ray start --head` (dashboard on port 8265) or `ray dashboard cluster.yaml`"
         )
     return address.rstrip("/")
+
+
+def use_token_if_available() -> None:
+    """Send the cluster token when one is at hand and the user did not choose a mode."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray reads its mode once per process: refresh it if Ray was already loaded
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception:  # noqa: BLE001 - an older or newer Ray reads the variable itself
+            pass
 
 
 def job_client(address: str | None):

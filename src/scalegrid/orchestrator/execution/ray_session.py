@@ -20,7 +20,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import urlparse
 
 from scalegrid import signals
@@ -56,23 +55,7 @@ def unreachable(host: str, port: int) -> str | None:
         return err.strerror or err.__class__.__name__
 
 
-def use_token_if_available() -> None:
-    """Send the cluster token when one is at hand and the user did not choose a mode."""
-    if os.environ.get("RAY_AUTH_MODE"):
-        return
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
-        try:  # Ray reads its mode once per process: refresh it if Ray was already loaded
-            from ray._raylet import Config
-
-            Config.initialize("")
-        except Exception:  # noqa: BLE001 - an older or newer Ray reads the variable itself
-            pass
-
-
 def check_address(address: str) -> None:
-    use_token_if_available()  # a head started with token auth (Ray's default) refuses a client without it
     if address == "auto":
         return
     if address.startswith(("http://", "https://")):
@@ -228,7 +211,6 @@ def ray_session(address: str | None, *, num_cpus: int | None = None):
     verbose = console.level() >= console.VERBOSE  # -v: Ray's own messages and the workers' output too
     shown = {"logging_level": logging.INFO if verbose else logging.WARNING, "log_to_driver": verbose}
     if address:
-        use_token_if_available()
         try:  # `run` checked the address; `auto` with no local cluster is refused here
             ray.init(address=address, **shown)
         except (ConnectionError, RuntimeError) as err:
